@@ -1,0 +1,173 @@
+"""Image and video I/O shared by every stage: RGB uint8 numpy arrays in, H.264 mp4 / PNG out, atomically.
+
+Videos are decoded and encoded with PyAV (OpenCV's build here cannot write H.264). Every failure to read a
+user's file becomes one `InputError` line naming the file.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterable
+
+import av
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from scailflow.errors import InputError
+from scailflow.files import atomic_path
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: Path
+    width: int
+    height: int
+    fps: float
+    frames: int  # decoded count when counted, else the container's estimate
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read any PIL image (CMYK, 16-bit, palette, alpha) as RGB uint8 [H, W, 3]."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im, dtype=np.float64)
+                peak = 65535.0 if arr.max(initial=0) > 255 else 255.0
+                im = Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8))
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                rgba = im.convert("RGBA")
+                bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(bg, rgba)
+            rgb = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise InputError(f"cannot read image {path}: {e.__class__.__name__}: {e}") from None
+    if rgb.shape[0] < 2 or rgb.shape[1] < 2:
+        raise InputError(f"image {path} is too small ({rgb.shape[1]}x{rgb.shape[0]})")
+    return rgb
+
+
+def write_image(path: str | os.PathLike, rgb: np.ndarray) -> Path:
+    """Write RGB uint8 [H, W, 3] atomically (PNG is lossless; JPEG at quality 95)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        im = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
+        if path.suffix.lower() in (".jpg", ".jpeg"):
+            im.save(tmp, format="JPEG", quality=95)
+        else:
+            im.save(tmp, format="PNG")
+    return path
+
+
+def _open(path: Path):
+    if not path.is_file():
+        raise InputError(f"video not found: {path}")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        raise InputError(f"cannot read video {path}: {e}") from None
+    if not container.streams.video:
+        container.close()
+        raise InputError(f"{path} has no video stream")
+    return container
+
+
+def _fps(stream) -> float:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return float(rate) if rate else 0.0
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Size, fps and frame count (counted by demuxing packets, without decoding) of a video."""
+    path = Path(path)
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        count = 0
+        try:
+            for packet in container.demux(stream):
+                if packet.size:
+                    count += 1
+        except av.error.FFmpegError as e:
+            raise InputError(f"cannot read video {path}: {e}") from None
+        w, h = stream.codec_context.width, stream.codec_context.height
+        return VideoInfo(path, w, h, _fps(stream), count)
+    finally:
+        container.close()
+
+
+def read_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[np.ndarray, float]:
+    """Decode a video into RGB uint8 [T, H, W, 3] and its fps. Raises InputError if no frame decodes."""
+    path = Path(path)
+    container = _open(path)
+    frames: list[np.ndarray] = []
+    try:
+        stream = container.streams.video[0]
+        fps = _fps(stream)
+        try:
+            for frame in container.decode(stream):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
+        except (av.error.FFmpegError, ValueError) as e:
+            if not frames:
+                raise InputError(f"cannot decode video {path}: {e}") from None
+            # a truncated tail: keep the frames that decoded
+    finally:
+        container.close()
+    if not frames:
+        raise InputError(f"video {path} has no frames")
+    shapes = {f.shape for f in frames}
+    if len(shapes) > 1:
+        raise InputError(f"video {path} changes frame size mid-stream ({sorted(shapes)[:2]}...)")
+    if not fps or not np.isfinite(fps) or fps <= 0:
+        fps = 16.0
+    return np.stack(frames), fps
+
+
+def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray] | np.ndarray, fps: float,
+                *, lossless: bool = False, crf: int = 17) -> Path:
+    """Encode RGB uint8 frames to H.264 mp4 atomically.
+
+    `lossless=True` uses x264's lossless RGB mode (libx264rgb, qp 0): every pixel survives exactly, which
+    is what mask videos need (the model thresholds colours at 226). Otherwise yuv420p at `crf`.
+    """
+    path = Path(path)
+    rate = Fraction(fps).limit_denominator(1001)
+    with atomic_path(path) as tmp:
+        container = av.open(str(tmp), mode="w", format="mp4")
+        try:
+            stream = None
+            for frame in frames:
+                frame = np.ascontiguousarray(frame, dtype=np.uint8)
+                if stream is None:
+                    h, w = frame.shape[:2]
+                    if lossless:
+                        stream = container.add_stream("libx264rgb", rate=rate)
+                        stream.pix_fmt = "rgb24"
+                        stream.options = {"qp": "0", "preset": "veryfast"}
+                    else:
+                        if h % 2 or w % 2:
+                            raise InputError(f"H.264 (yuv420p) needs even sizes, got {w}x{h} for {path.name}")
+                        stream = container.add_stream("libx264", rate=rate)
+                        stream.pix_fmt = "yuv420p"
+                        stream.options = {"crf": str(crf), "preset": "medium"}
+                    stream.width, stream.height = w, h
+                vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+                for packet in stream.encode(vf):
+                    container.mux(packet)
+            if stream is None:
+                raise InputError(f"no frames to write to {path}")
+            for packet in stream.encode():
+                container.mux(packet)
+        finally:
+            container.close()
+    return path
