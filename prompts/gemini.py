@@ -1,0 +1,156 @@
+"""One Gemini generateContent call through google-genai, with our own retries and key-free errors.
+
+The SDK's own retries are left off (no HttpRetryOptions) so that every attempt, wait and failure passes through
+here: transient failures (429, 408, 5xx, timeouts, dropped connections) are retried with exponential backoff and
+full jitter; any other 4xx fails at once. No message leaving this module contains the API key, and raised errors
+carry no reference to the SDK exception (which holds the raw response).
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+
+from scailflow.errors import InputError
+
+LOG = logging.getLogger("scailflow.prompts")
+
+API_VERSION = "v1beta"
+TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def _transport_modules() -> list:
+    # google-genai sends through httpx2 (its fork of httpx, other class objects) or httpx, by configuration.
+    found = []
+    for name in ("httpx2", "httpx"):
+        try:
+            found.append(importlib.import_module(name))
+        except ImportError:
+            pass
+    return found
+
+
+_TRANSPORT = _transport_modules()
+_TRANSPORT_ERRORS = tuple(m.HTTPError for m in _TRANSPORT)
+_TRANSIENT_TRANSPORT = tuple(getattr(m, n) for m in _TRANSPORT
+                             for n in ("TimeoutException", "NetworkError", "RemoteProtocolError"))
+
+
+class GeminiError(RuntimeError):
+    """The Gemini API failed for good (retries spent, or an unusable answer). The message never holds the key."""
+
+    transient = False
+
+    def __init__(self, message: str, status_code: int | None = None):
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class GeminiUnavailableError(GeminiError):
+    """Retries spent on 429/5xx/timeouts: the service may heal later, so a later retry is worth it."""
+
+    transient = True
+
+
+class GeminiRequestError(GeminiError, InputError):
+    """A 4xx the service will keep giving (bad key, bad request, unknown model): fix the input, do not retry."""
+
+
+class AnswerCheckError(GeminiError):
+    """The model answered twice with text that fails the checks (empty, wrong length, banned wording)."""
+
+
+def redact(text: str, secret: str | None) -> str:
+    """`text` with every occurrence of `secret` replaced by ***."""
+    return text.replace(secret, "***") if secret else text
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying later could heal `exc` (rate limits, server errors, timeouts); False for bad input."""
+    if isinstance(exc, GeminiError):
+        return exc.transient
+    if isinstance(exc, genai_errors.APIError):
+        return exc.code in TRANSIENT_STATUS or (isinstance(exc.code, int) and exc.code >= 500)
+    return isinstance(exc, _TRANSIENT_TRANSPORT)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, genai_errors.APIError):
+        status = f" {exc.status}" if exc.status else ""
+        detail = exc.message or str(exc.details)
+        return f"HTTP {exc.code}{status}: {detail}"
+    return f"{exc.__class__.__name__}: {exc}"
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter: attempt k waits uniform(0, min(cap, base * 2**k)) seconds."""
+
+    base_s: float = 1.0
+    cap_s: float = 30.0
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random = field(default_factory=random.Random)
+
+    def wait(self, attempt: int) -> float:
+        delay = self.rng.uniform(0.0, min(self.cap_s, self.base_s * 2 ** attempt))
+        self.sleep(delay)
+        return delay
+
+
+class GeminiClient:
+    """A google-genai client for one model and temperature that counts the HTTP calls it makes."""
+
+    def __init__(self, api_key: str, model: str, temperature: float, *, base_url: str | None = None,
+                 timeout_s: float = 120, max_retries: int = 4, backoff: Backoff | None = None):
+        self._key = api_key
+        self.model = model
+        self.max_retries = max_retries
+        self.backoff = backoff or Backoff()
+        self.calls = 0
+        self._config = types.GenerateContentConfig(temperature=temperature)
+        options = types.HttpOptions(base_url=base_url, api_version=API_VERSION, timeout=max(1, round(timeout_s * 1000)))
+        self._client = genai.Client(api_key=api_key, vertexai=False, http_options=options)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> "GeminiClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def generate(self, parts: Sequence[types.Part | str], what: str) -> types.GenerateContentResponse:
+        """One generateContent request, retried on transient failures; raises a GeminiError subclass."""
+        attempts = self.max_retries + 1
+        for attempt in range(attempts):
+            self.calls += 1
+            failure: str | None = None
+            transient = False
+            status: int | None = None
+            try:
+                return self._client.models.generate_content(model=self.model, contents=list(parts),
+                                                            config=self._config)
+            except (genai_errors.APIError, *_TRANSPORT_ERRORS) as e:
+                # Only text leaves this block, so the SDK exception (and its raw response) is dropped here.
+                failure = redact(_describe(e), self._key)
+                transient = is_transient(e)
+                status = e.code if isinstance(e, genai_errors.APIError) else None
+            if not transient:
+                break
+            if attempt + 1 < attempts:
+                delay = self.backoff.wait(attempt)
+                LOG.warning("Gemini %s call failed (%s); retry %d/%d after %.2fs",
+                            what, failure, attempt + 1, self.max_retries, delay)
+        if not transient:
+            if status is not None and 400 <= status < 500:
+                raise GeminiRequestError(f"Gemini API rejected the {what} request ({failure})", status)
+            raise GeminiError(f"Gemini {what} call failed ({failure})", status)
+        raise GeminiUnavailableError(f"Gemini {what} call failed after {attempts} attempts ({failure})", status)

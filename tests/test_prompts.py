@@ -1,0 +1,398 @@
+"""Prompt enhancer against a real HTTP server on 127.0.0.1 that speaks Gemini's generateContent REST API."""
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import logging
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+from PIL import Image
+
+from prompts import (AnswerCheckError, GeminiError, GeminiRequestError, GeminiUnavailableError, MissingKeyError,
+                     enhance_prompt, is_transient, prompt_cache_key, resolve_api_key, sample_frame_indices)
+from prompts import cli
+from prompts.templates import DEFAULT_EXAMPLES, load_examples, prompt_problem
+from scailflow.errors import InputError
+from scailflow.media import write_image, write_video
+
+KEY = "AIzaTEST-secret-key-0123456789"
+MODEL = "gemini-2.5-flash"
+N_VIDEO = 12
+CAPTION = ("A man in a blue denim jacket and grey jeans walks across a sunny park lawn, waves with his right hand "
+           "and picks up a red frisbee from the grass while a dog runs past behind him.")
+PROMPT = " ".join(
+    ["A tall woman with long silver hair, a green linen dress and brown sandals walks across a sunny park lawn."]
+    + ["She waves her right hand, bends down, and lifts a red frisbee from the short grass as a dog runs behind."] * 4
+    + ["The camera follows her in a steady medium shot under bright midday light."]
+)
+INSTRUCTION = "replace the man in the blue jacket with the person in the image"
+PATH_RE = re.compile(r"^/v1beta/models/(?P<model>[^/:]+):generateContent$")
+
+
+def text_reply(text: str) -> tuple[int, dict]:
+    return 200, {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}]}
+
+
+def error_reply(code: int, status: str, message: str) -> tuple[int, dict]:
+    return code, {"error": {"code": code, "status": status, "message": message}}
+
+
+class FakeGemini:
+    """Scripted replies, one per request, in order; every request's path, headers and JSON body recorded."""
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.script: list = []
+        self.lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with fake.lock:
+                    fake.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                    step = fake.script.pop(0) if fake.script else error_reply(500, "INTERNAL", "unscripted request")
+                if step[0] == "sleep":
+                    time.sleep(step[1])
+                    step = step[2]
+                code, payload = step
+                if not PATH_RE.match(self.path):
+                    code, payload = error_reply(404, "NOT_FOUND", f"no route {self.path}")
+                data = json.dumps(payload).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.server.handle_error = lambda request, address: None  # a client that timed out closed the socket
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def parts(request: dict) -> tuple[list[tuple[str, bytes]], list[str]]:
+    """(mime type, bytes) of each inline image and the text parts of a recorded request."""
+    (content,) = request["body"]["contents"]
+    images, texts = [], []
+    for part in content["parts"]:
+        if "inlineData" in part:
+            blob = part["inlineData"]
+            mime = blob.get("mimeType") or blob.get("mime_type")
+            images.append((mime, base64.urlsafe_b64decode(blob["data"])))
+        elif "text" in part:
+            texts.append(part["text"])
+    return images, texts
+
+
+def mean_grey(jpeg: bytes) -> float:
+    return float(np.asarray(Image.open(io.BytesIO(jpeg)).convert("L")).mean())
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> tuple[Path, Path]:
+    """A 12-frame 64x64 video whose frame i is flat grey 20*i, and a 40x48 reference image."""
+    root = tmp_path_factory.mktemp("media")
+    frames = np.stack([np.full((64, 64, 3), 20 * i, np.uint8) for i in range(N_VIDEO)])
+    video = write_video(root / "driving.mp4", frames, fps=8)
+    yy, xx = np.mgrid[0:48, 0:40]
+    image = write_image(root / "ref.png", np.stack([xx * 6, yy * 5, np.full_like(xx, 128)], -1).astype(np.uint8))
+    return video, image
+
+
+@pytest.fixture
+def gemini(monkeypatch):
+    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GEMINI_BASE_URL", "GOOGLE_GEMINI_BASE_URL",
+                 "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GENAI_API_VERSION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    fake = FakeGemini()
+    yield fake
+    fake.close()
+
+
+def run(media, fake, tmp_path, instruction=INSTRUCTION, **kw):
+    """enhance_prompt on the shared media against `fake`, fast backoff, outputs under tmp_path/out."""
+    video, image = media
+    opts = dict(api_key=KEY, base_url=fake.url, num_frames=4, backoff_base_s=0.001,
+                output=tmp_path / "out" / "prompt.txt", caption_out=tmp_path / "out" / "caption.txt")
+    return enhance_prompt(video, image, instruction, **{**opts, **kw})
+
+
+def files_text(root: Path) -> str:
+    return "".join(p.read_bytes().decode("utf-8", "replace") for p in root.rglob("*") if p.is_file())
+
+
+# ---- sampling -------------------------------------------------------------------------------------------
+
+def test_sample_frame_indices_spec_cases():
+    assert sample_frame_indices(12, 1) == [6]
+    assert sample_frame_indices(11, 1) == [5]
+    assert sample_frame_indices(12, 12) == list(range(12))
+    assert sample_frame_indices(5, 9) == [0, 1, 2, 3, 4]
+    assert sample_frame_indices(12, 4) == [0, 4, 7, 11]
+    assert sample_frame_indices(100, 8) == [round(i * 99 / 7) for i in range(8)]
+    assert sample_frame_indices(1, 8) == [0]
+    for bad in ((0, 4), (10, 0), (10, -1)):
+        with pytest.raises(InputError):
+            sample_frame_indices(*bad)
+
+
+@given(st.integers(1, 5000), st.integers(2, 64))
+def test_sample_frame_indices_properties(n_total, n):
+    idx = sample_frame_indices(n_total, n)
+    assert len(idx) == min(n, n_total)
+    assert idx == sorted(set(idx))
+    assert idx[0] == 0 and idx[-1] == n_total - 1
+
+
+# ---- the two calls ------------------------------------------------------------------------------------
+
+def test_two_calls_with_right_parts_and_files_written(media, gemini, tmp_path):
+    gemini.script = [text_reply(CAPTION), text_reply(PROMPT)]
+    result = run(media, gemini, tmp_path)
+
+    assert (result.prompt, result.caption, result.cached, result.calls) == (PROMPT, CAPTION, False, 2)
+    assert (tmp_path / "out" / "prompt.txt").read_text() == PROMPT + "\n"
+    assert (tmp_path / "out" / "caption.txt").read_text() == CAPTION + "\n"
+    assert len(gemini.requests) == 2
+    for req in gemini.requests:
+        assert PATH_RE.match(req["path"]).group("model") == MODEL
+        assert req["body"]["generationConfig"]["temperature"] == pytest.approx(0.4)
+        assert req["headers"].get("x-goog-api-key") == KEY  # the key travels in a header, never in the URL
+        assert KEY not in req["path"]
+
+    images, texts = parts(gemini.requests[0])
+    assert [m for m, _ in images] == ["image/jpeg"] * 4
+    assert all(data[:2] == b"\xff\xd8" for _, data in images)
+    # frames 0, 4, 7, 11 of a video whose frame i is grey 20*i, in order
+    assert [mean_grey(d) for _, d in images] == pytest.approx([0, 80, 140, 220], abs=8)
+    assert len(texts) == 1 and "frames sampled evenly" in texts[0]
+
+    images, texts = parts(gemini.requests[1])
+    assert len(images) == 1 and images[0][0] == "image/jpeg"
+    assert Image.open(io.BytesIO(images[0][1])).size == (40, 48)
+    text = "\n".join(texts)
+    assert INSTRUCTION in text and CAPTION in text
+    assert "copper hair" in text  # from the shipped examples file
+    assert "takes the place of" in text  # replacement template
+
+
+def test_animation_template_and_custom_examples(media, gemini, tmp_path):
+    examples = tmp_path / "examples.txt"
+    examples.write_text("A robot made of brass gears tap dances on a marble stage.\n\nSecond example text.\n")
+    gemini.script = [text_reply(CAPTION), text_reply(PROMPT)]
+    run(media, gemini, tmp_path, mode="animation", examples=examples, max_example_chars=70, num_frames=1,
+        instruction="make the character in the image dance like the video, in the image's own setting")
+    images, _ = parts(gemini.requests[0])
+    assert len(images) == 1 and mean_grey(images[0][1]) == pytest.approx(120, abs=8)  # middle frame, index 6
+    text = "\n".join(parts(gemini.requests[1])[1])
+    assert "performs the motion" in text and "takes the place of" not in text
+    assert "brass gears" in text and "Second example" not in text  # cut to 70 characters
+    assert "image's own setting" in text
+
+
+# ---- failures -----------------------------------------------------------------------------------------
+
+def test_503_then_200_is_retried(media, gemini, tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="scailflow.prompts")
+    gemini.script = [error_reply(503, "UNAVAILABLE", "model overloaded"), text_reply(CAPTION), text_reply(PROMPT)]
+    result = run(media, gemini, tmp_path)
+    assert result.prompt == PROMPT and result.calls == 3 and len(gemini.requests) == 3
+    assert parts(gemini.requests[0])[0] and len(parts(gemini.requests[1])[0]) == 4  # same caption call repeated
+    assert "503" in caplog.text and "retry 1/4" in caplog.text
+
+
+def test_429_and_timeout_are_retried(media, gemini, tmp_path):
+    gemini.script = [error_reply(429, "RESOURCE_EXHAUSTED", "quota"), ("sleep", 1.5, text_reply(CAPTION)),
+                     text_reply(CAPTION), text_reply(PROMPT)]
+    result = run(media, gemini, tmp_path, timeout_s=0.4)
+    assert result.prompt == PROMPT and result.calls == 4
+
+
+def test_transient_failures_exhausted(media, gemini, tmp_path):
+    gemini.script = [error_reply(500, "INTERNAL", "boom")] * 3
+    with pytest.raises(GeminiUnavailableError) as info:
+        run(media, gemini, tmp_path, max_retries=2)
+    assert len(gemini.requests) == 3 and is_transient(info.value)
+    assert "after 3 attempts" in str(info.value) and "HTTP 500" in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_400_fails_at_once_with_api_message_and_key_redacted(media, gemini, tmp_path):
+    gemini.script = [error_reply(400, "INVALID_ARGUMENT", f"API key not valid: {KEY}")]
+    with pytest.raises(GeminiRequestError) as info:
+        run(media, gemini, tmp_path)
+    err = info.value
+    assert len(gemini.requests) == 1
+    assert isinstance(err, InputError) and isinstance(err, GeminiError) and not is_transient(err)
+    assert "400" in str(err) and "API key not valid: ***" in str(err) and KEY not in str(err)
+    assert err.__cause__ is None and err.__context__ is None  # the SDK error holding the raw body is dropped
+    assert not (tmp_path / "out").exists()
+
+
+def test_key_absent_from_logs_files_and_errors(media, gemini, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)  # every logger, the SDK's and httpx's included
+    echo = f"request from key {KEY}"
+    gemini.script = [error_reply(503, "UNAVAILABLE", echo), text_reply(CAPTION), text_reply(PROMPT)]
+    run(media, gemini, tmp_path, cache_dir=tmp_path / "cache")
+    gemini.script = [error_reply(403, "PERMISSION_DENIED", echo)]
+    with pytest.raises(GeminiRequestError) as info:
+        run(media, gemini, tmp_path, instruction="another instruction", cache_dir=tmp_path / "cache")
+    assert "***" in caplog.text and "***" in str(info.value)
+    assert KEY not in caplog.text
+    assert KEY not in str(info.value) and KEY not in repr(info.value.args)
+    assert list((tmp_path / "cache").glob("*.json")) and KEY not in files_text(tmp_path)
+    assert KEY not in prompt_cache_key(*media, INSTRUCTION, None, MODEL, "replacement")
+
+
+def test_bad_answer_is_asked_again_once(media, gemini, tmp_path):
+    bad = PROMPT.replace("A tall woman", "The man is replaced by a tall woman")
+    gemini.script = [text_reply(CAPTION), text_reply(bad), text_reply(PROMPT)]
+    result = run(media, gemini, tmp_path)
+    assert result.prompt == PROMPT and result.calls == 3
+    retry_text = "\n".join(parts(gemini.requests[2])[1])
+    assert "rejected" in retry_text and "replaced" in retry_text
+
+
+def test_bad_answer_twice_fails_clearly(media, gemini, tmp_path):
+    gemini.script = [text_reply(""), text_reply(CAPTION), text_reply("Too short."), text_reply("Still short.")]
+    with pytest.raises(AnswerCheckError, match=r"2 words, outside 90-140") as info:
+        run(media, gemini, tmp_path)
+    assert len(gemini.requests) == 4 and not is_transient(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_key_and_bad_input_make_no_call(media, gemini, tmp_path):
+    video, image = media
+    with pytest.raises(MissingKeyError):
+        run(media, gemini, tmp_path, api_key=None)
+    bad = [dict(instruction="  "), dict(mode="dance"), dict(num_frames=0), dict(temperature=3.0),
+           dict(examples=tmp_path / "missing.txt"), dict(max_example_chars=-1)]
+    for kw in bad:
+        with pytest.raises(InputError):
+            run(media, gemini, tmp_path, **kw)
+    with pytest.raises(InputError, match="video"):
+        enhance_prompt(tmp_path / "none.mp4", image, INSTRUCTION, api_key=KEY, base_url=gemini.url)
+    not_video = tmp_path / "text.mp4"
+    not_video.write_text("not a video")
+    with pytest.raises(InputError, match="text.mp4"):
+        enhance_prompt(not_video, image, INSTRUCTION, api_key=KEY, base_url=gemini.url)
+    assert gemini.requests == []
+
+
+def test_key_and_base_url_from_environment(media, gemini, tmp_path, monkeypatch):
+    monkeypatch.setenv("GOOGLE_API_KEY", "other-key")
+    assert resolve_api_key() == "other-key"
+    monkeypatch.setenv("GEMINI_API_KEY", f"  {KEY} ")
+    assert resolve_api_key() == KEY and resolve_api_key("explicit") == "explicit"
+    monkeypatch.setenv("GEMINI_BASE_URL", gemini.url)
+    gemini.script = [text_reply(CAPTION), text_reply(PROMPT)]
+    assert run(media, gemini, tmp_path, api_key=None, base_url=None).prompt == PROMPT
+    assert gemini.requests[0]["headers"]["x-goog-api-key"] == KEY
+
+
+# ---- cache --------------------------------------------------------------------------------------------
+
+def test_cached_second_run_makes_no_call(media, gemini, tmp_path, monkeypatch):
+    cache_dir = tmp_path / "cache"
+    gemini.script = [text_reply(CAPTION), text_reply(PROMPT)]
+    first = run(media, gemini, tmp_path, cache_dir=cache_dir)
+    assert first.calls == 2 and not first.cached
+
+    second = run(media, gemini, tmp_path, cache_dir=cache_dir, api_key=None, output=tmp_path / "again.txt")
+    assert (second.prompt, second.caption, second.cached, second.calls) == (PROMPT, CAPTION, True, 0)
+    assert second.cache_key == first.cache_key
+    assert (tmp_path / "again.txt").read_text() == PROMPT + "\n"
+    assert len(gemini.requests) == 2
+
+    gemini.script = [text_reply(CAPTION), text_reply(PROMPT)]
+    third = run(media, gemini, tmp_path, cache_dir=cache_dir, instruction="swap the dancer for the image's hero")
+    assert not third.cached and third.calls == 2 and len(gemini.requests) == 4
+
+
+def test_cache_key_follows_content_not_paths(media, tmp_path):
+    video, image = media
+    base = prompt_cache_key(video, image, INSTRUCTION, None, MODEL, "replacement")
+    moved = tmp_path / "moved.mp4"
+    moved.write_bytes(video.read_bytes())
+    assert prompt_cache_key(moved, image, INSTRUCTION, None, MODEL, "replacement") == base
+    examples = tmp_path / "ex.txt"
+    examples.write_bytes(DEFAULT_EXAMPLES.read_bytes())
+    assert prompt_cache_key(video, image, INSTRUCTION, examples, MODEL, "replacement") == base
+    examples.write_text("different examples")
+    changed = [
+        prompt_cache_key(video, image, INSTRUCTION, examples, MODEL, "replacement"),
+        prompt_cache_key(video, image, INSTRUCTION + "!", None, MODEL, "replacement"),
+        prompt_cache_key(video, image, INSTRUCTION, None, "gemini-2.5-pro", "replacement"),
+        prompt_cache_key(video, image, INSTRUCTION, None, MODEL, "animation"),
+        prompt_cache_key(video, image, INSTRUCTION, None, MODEL, "replacement", num_frames=4),
+        prompt_cache_key(image, video, INSTRUCTION, None, MODEL, "replacement"),
+    ]
+    assert len({base, *changed}) == len(changed) + 1
+
+
+# ---- command ------------------------------------------------------------------------------------------
+
+def test_cli_flags_and_run(media, gemini, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GEMINI_API_KEY", KEY)
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    video, image = media
+    args = parser.parse_args([
+        "--video", str(video), "--image", str(image), "--instruction", INSTRUCTION, "--mode", "replacement",
+        "--model", MODEL, "--temperature", "0.3", "--num_frames", "2", "--examples", str(DEFAULT_EXAMPLES),
+        "--max_example_chars", "1000", "--output", str(tmp_path / "p.txt"), "--caption_out",
+        str(tmp_path / "c.txt"), "--base_url", gemini.url,
+    ])
+    gemini.script = [text_reply(CAPTION), text_reply(PROMPT)]
+    assert cli.run(args) == 0
+    assert capsys.readouterr().out.strip() == PROMPT
+    assert (tmp_path / "p.txt").read_text().strip() == PROMPT and (tmp_path / "c.txt").read_text().strip() == CAPTION
+    assert len(parts(gemini.requests[0])[0]) == 2
+    assert gemini.requests[0]["body"]["generationConfig"]["temperature"] == pytest.approx(0.3)
+    defaults = parser.parse_args(["--video", "v.mp4", "--image", "i.png", "--instruction", "x"])
+    assert (defaults.model, defaults.temperature, defaults.num_frames, defaults.max_example_chars,
+            defaults.mode, defaults.examples) == ("gemini-2.5-flash", 0.4, 8, 4000, "replacement", None)
+
+
+# ---- templates and checks -----------------------------------------------------------------------------
+
+def test_default_examples_pass_the_answer_check():
+    paragraphs = load_examples(None, 100_000).split("\n\n")
+    assert len(paragraphs) >= 4
+    assert all(prompt_problem(p) is None for p in paragraphs)
+    assert len(load_examples(None, 4000)) <= 4000
+
+
+@pytest.mark.parametrize("text, problem", [
+    (PROMPT, None),
+    ("", "empty"),
+    ("word " * 89, "89 words"),
+    ("word " * 141, "141 words"),
+    (PROMPT + " She is swapped in.", "swapped"),
+    (PROMPT.replace("A tall woman", "The person in the image, a tall woman,"), "the image"),
+    (PROMPT.replace("A tall woman", "Following the instruction, a tall woman"), "instruction"),
+    (" ".join(["Женщина идёт по парку"] * 25), "English"),
+])
+def test_prompt_problem(text, problem):
+    found = prompt_problem(text)
+    assert found is None if problem is None else problem in found
