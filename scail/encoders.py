@@ -183,7 +183,7 @@ def clip_from_wan_state_dict(sd: dict[str, torch.Tensor], num_heads: int | None 
     with torch.device("meta"):
         model = CLIPVisionModel(config)
     model.load_state_dict(clip_state_dict_from_wan(sd), strict=True, assign=True)
-    emb = model.vision_model.embeddings  # non-persistent buffer: not in the state dict, still on meta
+    emb = model.embeddings  # non-persistent buffer: not in the state dict, still on meta
     emb.register_buffer("position_ids", torch.arange(emb.num_positions).expand((1, -1)), persistent=False)
     return model.eval()
 
