@@ -18,7 +18,7 @@ from scailflow.errors import InputError
 from scailflow.files import write_text_atomic
 
 from . import cache
-from .gemini import AnswerCheckError, Backoff, GeminiClient
+from .gemini import AnswerCheckError, Backoff, GeminiClient, redact
 from .sampling import image_jpeg, jpeg_bytes, sample_video_frames
 from .templates import (caption_problem, caption_request, check_mode, load_examples, normalize_answer,
                         prompt_problem, prompt_request)
@@ -142,7 +142,7 @@ def enhance_prompt(video: Path, image: Path, instruction: str, *, mode: str = "r
     image_part = types.Part.from_bytes(data=image_jpeg(image), mime_type="image/jpeg")
     endpoint = resolve_base_url(base_url)
     LOG.info("prompt enhancer: %s mode, model %s, frames %s of %s%s", mode, model, indices, video.name,
-             f", endpoint {endpoint}" if endpoint else "")
+             f", endpoint {redact(endpoint, secret)}" if endpoint else "")
 
     backoff = Backoff(base_s=backoff_base_s)
     with GeminiClient(secret, model, temperature, base_url=endpoint, timeout_s=timeout_s,

@@ -8,6 +8,7 @@ carry no reference to the SDK exception (which holds the raw response).
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import random
 import time
@@ -81,12 +82,17 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, _TRANSIENT_TRANSPORT)
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, secret: str, limit: int = 600) -> str:
+    """One line about an SDK/transport failure, key redacted (before shortening, which could split it)."""
     if isinstance(exc, genai_errors.APIError):
         status = f" {exc.status}" if exc.status else ""
-        detail = exc.message or str(exc.details)
-        return f"HTTP {exc.code}{status}: {detail}"
-    return f"{exc.__class__.__name__}: {exc}"
+        text = f"HTTP {exc.code}{status}: {exc.message or exc.details}"
+    elif isinstance(exc, json.JSONDecodeError):
+        text = f"the answer is not JSON: {exc.doc[:300]!r}"
+    else:
+        text = f"{exc.__class__.__name__}: {exc}"
+    text = " ".join(redact(text, secret).split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 @dataclass
@@ -98,10 +104,8 @@ class Backoff:
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
 
-    def wait(self, attempt: int) -> float:
-        delay = self.rng.uniform(0.0, min(self.cap_s, self.base_s * 2 ** attempt))
-        self.sleep(delay)
-        return delay
+    def delay(self, attempt: int) -> float:
+        return self.rng.uniform(0.0, min(self.cap_s, self.base_s * 2 ** attempt))
 
 
 class GeminiClient:
@@ -115,7 +119,8 @@ class GeminiClient:
         self.backoff = backoff or Backoff()
         self.calls = 0
         self._config = types.GenerateContentConfig(temperature=temperature)
-        options = types.HttpOptions(base_url=base_url, api_version=API_VERSION, timeout=max(1, round(timeout_s * 1000)))
+        options = types.HttpOptions(base_url=base_url, api_version=API_VERSION,
+                                    timeout=max(1, round(timeout_s * 1000)))  # milliseconds
         self._client = genai.Client(api_key=api_key, vertexai=False, http_options=options)
 
     def close(self) -> None:
@@ -138,17 +143,19 @@ class GeminiClient:
             try:
                 return self._client.models.generate_content(model=self.model, contents=list(parts),
                                                             config=self._config)
-            except (genai_errors.APIError, *_TRANSPORT_ERRORS) as e:
+            except (genai_errors.APIError, genai_errors.UnknownApiResponseError, json.JSONDecodeError,
+                    *_TRANSPORT_ERRORS) as e:
                 # Only text leaves this block, so the SDK exception (and its raw response) is dropped here.
-                failure = redact(_describe(e), self._key)
+                failure = _describe(e, self._key)
                 transient = is_transient(e)
                 status = e.code if isinstance(e, genai_errors.APIError) else None
             if not transient:
                 break
             if attempt + 1 < attempts:
-                delay = self.backoff.wait(attempt)
-                LOG.warning("Gemini %s call failed (%s); retry %d/%d after %.2fs",
+                delay = self.backoff.delay(attempt)
+                LOG.warning("Gemini %s call failed (%s); retry %d/%d in %.2fs",
                             what, failure, attempt + 1, self.max_retries, delay)
+                self.backoff.sleep(delay)
         if not transient:
             if status is not None and 400 <= status < 500:
                 raise GeminiRequestError(f"Gemini API rejected the {what} request ({failure})", status)

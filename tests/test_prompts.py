@@ -6,7 +6,9 @@ import base64
 import io
 import json
 import logging
+import random
 import re
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +22,7 @@ from PIL import Image
 from prompts import (AnswerCheckError, GeminiError, GeminiRequestError, GeminiUnavailableError, MissingKeyError,
                      enhance_prompt, is_transient, prompt_cache_key, resolve_api_key, sample_frame_indices)
 from prompts import cli
+from prompts.gemini import Backoff
 from prompts.templates import DEFAULT_EXAMPLES, load_examples, prompt_problem
 from scailflow.errors import InputError
 from scailflow.media import write_image, write_video
@@ -67,9 +70,10 @@ class FakeGemini:
                 code, payload = step
                 if not PATH_RE.match(self.path):
                     code, payload = error_reply(404, "NOT_FOUND", f"no route {self.path}")
-                data = json.dumps(payload).encode()
+                raw = isinstance(payload, str)
+                data = payload.encode() if raw else json.dumps(payload).encode()
                 self.send_response(code)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "text/html" if raw else "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -262,6 +266,38 @@ def test_key_absent_from_logs_files_and_errors(media, gemini, tmp_path, caplog):
     assert KEY not in str(info.value) and KEY not in repr(info.value.args)
     assert list((tmp_path / "cache").glob("*.json")) and KEY not in files_text(tmp_path)
     assert KEY not in prompt_cache_key(*media, INSTRUCTION, None, MODEL, "replacement")
+
+
+def test_connection_refused_is_retried_then_unavailable(media, gemini, tmp_path):
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    with pytest.raises(GeminiUnavailableError, match="after 3 attempts") as info:
+        run(media, gemini, tmp_path, base_url=f"http://127.0.0.1:{port}", max_retries=2)
+    assert is_transient(info.value)
+
+
+def test_non_json_answer_fails_without_retry(media, gemini, tmp_path):
+    gemini.script = [(200, "<html>gateway login page</html>")]
+    with pytest.raises(GeminiError, match="gateway login page") as info:
+        run(media, gemini, tmp_path)
+    assert len(gemini.requests) == 1 and not is_transient(info.value)
+
+
+def test_backoff_is_exponential_with_full_jitter():
+    backoff = Backoff(base_s=0.5, cap_s=3.0, rng=random.Random(0))
+    for attempt, bound in enumerate([0.5, 1.0, 2.0, 3.0, 3.0]):
+        delays = [backoff.delay(attempt) for _ in range(200)]
+        assert 0 <= min(delays) and max(delays) <= bound and max(delays) > 0.8 * bound
+
+
+def test_blocked_answer_is_asked_again_then_fails(media, gemini, tmp_path):
+    blocked = (200, {"promptFeedback": {"blockReason": "SAFETY"}})
+    gemini.script = [blocked, blocked]
+    with pytest.raises(AnswerCheckError, match="blocked") as info:
+        run(media, gemini, tmp_path)
+    assert len(gemini.requests) == 2 and "caption" in str(info.value)
 
 
 def test_bad_answer_is_asked_again_once(media, gemini, tmp_path):
