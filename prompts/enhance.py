@@ -124,14 +124,14 @@ def enhance_prompt(video: Path, image: Path, instruction: str, *, mode: str = "r
     """
     video, image = Path(video), Path(image)
     _check_options(instruction, mode, model, temperature, num_frames, max_retries, timeout_s)
-    key = cache.prompt_cache_key(video, image, instruction, examples, model, mode, num_frames=num_frames,
+    cache_key = cache.prompt_cache_key(video, image, instruction, examples, model, mode, num_frames=num_frames,
                                  temperature=temperature, max_example_chars=max_example_chars)
     if cache_dir is not None:
-        hit = cache.load(Path(cache_dir), key)
+        hit = cache.load(Path(cache_dir), cache_key)
         if hit is not None:
-            LOG.info("prompt cache hit (%s), no Gemini call", key[:12])
+            LOG.info("prompt cache hit (%s), no Gemini call", cache_key[:12])
             _write_outputs(*hit, output, caption_out)
-            return PromptResult(hit[0], hit[1], cached=True, calls=0, cache_key=key)
+            return PromptResult(hit[0], hit[1], cached=True, calls=0, cache_key=cache_key)
 
     secret = resolve_api_key(api_key)
     if secret is None:
@@ -157,5 +157,5 @@ def enhance_prompt(video: Path, image: Path, instruction: str, *, mode: str = "r
 
     _write_outputs(prompt, caption, output, caption_out)
     if cache_dir is not None:
-        cache.store(Path(cache_dir), key, prompt, caption, model, mode)
-    return PromptResult(prompt, caption, cached=False, calls=calls, cache_key=key)
+        cache.store(Path(cache_dir), cache_key, prompt, caption, model, mode)
+    return PromptResult(prompt, caption, cached=False, calls=calls, cache_key=cache_key)
