@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import io
 import json
 import logging
@@ -21,7 +22,7 @@ from PIL import Image
 
 from prompts import (AnswerCheckError, GeminiError, GeminiRequestError, GeminiUnavailableError, MissingKeyError,
                      enhance_prompt, is_transient, prompt_cache_key, resolve_api_key, sample_frame_indices)
-from prompts import cli
+from prompts import cli, sampling
 from prompts.gemini import Backoff
 from prompts.templates import DEFAULT_EXAMPLES, load_examples, prompt_problem
 from scailflow.errors import InputError
@@ -166,6 +167,20 @@ def test_sample_frame_indices_properties(n_total, n):
     assert len(idx) == min(n, n_total)
     assert idx == sorted(set(idx))
     assert idx[0] == 0 and idx[-1] == n_total - 1
+
+
+def test_frame_count_mismatch_resamples_over_decoded_frames(media, monkeypatch):
+    video, _ = media
+    real = sampling.probe_video
+    monkeypatch.setattr(sampling, "probe_video", lambda p: dataclasses.replace(real(p), frames=20))
+    indices, frames = sampling.sample_video_frames(video, 4)
+    assert indices == [0, 4, 7, 11]  # over the 12 frames that decode, not the 20 the container claimed
+    assert [f.mean() for f in frames] == pytest.approx([0, 80, 140, 220], abs=8)
+
+
+def test_large_pictures_are_shrunk_before_upload():
+    jpeg = sampling.jpeg_bytes(np.zeros((1000, 2000, 3), np.uint8))
+    assert Image.open(io.BytesIO(jpeg)).size == (sampling.MAX_SIDE, sampling.MAX_SIDE // 2)
 
 
 # ---- the two calls ------------------------------------------------------------------------------------
