@@ -24,7 +24,7 @@ from scailflow.errors import InputError
 LOG = logging.getLogger("scailflow.prompts")
 
 API_VERSION = "v1beta"
-TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+TRANSIENT_4XX = frozenset({408, 429})  # request timeout, rate limit; every 5xx is transient too
 
 
 def _transport_modules() -> list:
@@ -78,7 +78,7 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, GeminiError):
         return exc.transient
     if isinstance(exc, genai_errors.APIError):
-        return exc.code in TRANSIENT_STATUS or (isinstance(exc.code, int) and exc.code >= 500)
+        return exc.code in TRANSIENT_4XX or (isinstance(exc.code, int) and exc.code >= 500)
     return isinstance(exc, _TRANSIENT_TRANSPORT)
 
 

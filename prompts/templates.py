@@ -112,7 +112,7 @@ def load_examples(path: str | os.PathLike | None, max_chars: int) -> str:
         extra = len(p) + (2 if kept else 0)
         if used + extra > max_chars:
             if not kept:
-                kept.append(p[:max_chars].rsplit(" ", 1)[0] if len(p) > max_chars else p)
+                kept.append(p[:max_chars].rsplit(" ", 1)[0])
             break
         kept.append(p)
         used += extra

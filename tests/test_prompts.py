@@ -7,6 +7,7 @@ import dataclasses
 import io
 import json
 import logging
+import pickle
 import random
 import re
 import socket
@@ -265,6 +266,8 @@ def test_400_fails_at_once_with_api_message_and_key_redacted(media, gemini, tmp_
     assert isinstance(err, InputError) and isinstance(err, GeminiError) and not is_transient(err)
     assert "400" in str(err) and "API key not valid: ***" in str(err) and KEY not in str(err)
     assert err.__cause__ is None and err.__context__ is None  # the SDK error holding the raw body is dropped
+    again = pickle.loads(pickle.dumps(err))  # Prefect ships task exceptions between processes
+    assert type(again) is GeminiRequestError and str(again) == str(err)
     assert not (tmp_path / "out").exists()
 
 
