@@ -87,7 +87,7 @@ class FakeGemini:
         self.server.daemon_threads = True
         self.server.handle_error = lambda request, address: None  # a client that timed out closed the socket
         self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
     def close(self):
         self.server.shutdown()
