@@ -1,0 +1,35 @@
+"""Device choice shared by the backends: onnxruntime providers and the torch device."""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from scailflow.errors import InputError
+
+log = logging.getLogger("scailflow.pose")
+
+_WANTED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def onnx_providers(device: str = "auto") -> list[str]:
+    """CUDA then CPU execution providers, keeping only those this onnxruntime build offers."""
+    import onnxruntime as ort
+
+    available = set(ort.get_available_providers())
+    wanted = ["CPUExecutionProvider"] if device == "cpu" else list(_WANTED_PROVIDERS)
+    providers = [p for p in wanted if p in available]
+    if device.startswith("cuda") and "CUDAExecutionProvider" not in providers:
+        raise InputError(f"device={device} asked for, but onnxruntime has no CUDAExecutionProvider here")
+    return providers or ["CPUExecutionProvider"]
+
+
+def torch_device(device: str = "auto") -> torch.device:
+    """'auto' -> cuda when available else cpu; 'cpu' / 'cuda' / 'cuda:N' as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device={device} asked for, but torch sees no CUDA device")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise InputError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)")
+    return torch.device(device)
