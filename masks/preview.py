@@ -1,0 +1,140 @@
+"""Contact sheet (and optional overlay video) of masks over their frames, for checking and editing masks."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from scailflow.errors import InputError
+from scailflow.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_image, read_video, write_image, write_video
+
+from .edits import read_mask_image, read_mask_video
+from .stage import DRIVING_MASK_NAMES, REF_MASK_NAME
+
+log = logging.getLogger("scailflow.masks")
+
+PREVIEW_NAME = "masks_preview.png"
+_MASK_NAMES = (REF_MASK_NAME, "ref_mask.jpg", *DRIVING_MASK_NAMES.values())
+
+
+def _mask_dir(folder: Path) -> Path:
+    if any((folder / n).is_file() for n in _MASK_NAMES):
+        return folder
+    found = sorted((p.parent for n in _MASK_NAMES for p in folder.rglob(n)),
+                   key=lambda d: (len(d.relative_to(folder).parts), str(d)))
+    if not found:
+        raise InputError(f"no masks found in {folder} (expected {REF_MASK_NAME} and "
+                         f"{' or '.join(DRIVING_MASK_NAMES.values())})")
+    return found[0]
+
+
+def _first(paths: list[Path]) -> Path | None:
+    return paths[0] if paths else None
+
+
+def _sources(folder: Path, mask_dir: Path) -> tuple[Path | None, Path | None]:
+    """The reference image and driving video the masks were made from (best guess, None if absent)."""
+    dirs = [mask_dir, folder, mask_dir.parent]
+
+    def candidates(suffixes, skip) -> list[Path]:
+        out = []
+        for d in dict.fromkeys(dirs):
+            for p in sorted(d.iterdir()) if d.is_dir() else []:
+                name = p.name.lower()
+                if p.is_file() and p.suffix.lower() in suffixes and not name.startswith(".") \
+                        and "mask" not in name and "preview" not in name and not skip(name):
+                    out.append(p)
+        return out
+
+    images = candidates(IMAGE_SUFFIXES, lambda n: False)
+    ref = _first([p for p in images if p.stem.lower().startswith("ref")]) or _first(images)
+    videos = candidates(VIDEO_SUFFIXES, lambda n: n.startswith("rendered"))
+    video = _first(videos) or _first([p for p in [mask_dir / "rendered_v2.mp4"] if p.is_file()])
+    return ref, video
+
+
+def _overlay(frame: np.ndarray | None, mask: np.ndarray) -> np.ndarray:
+    """Palette colours blended at 50%, white left as is (background visible), black darkened (hidden)."""
+    if frame is None:
+        return mask
+    if frame.shape[:2] != mask.shape[:2]:
+        frame = cv2.resize(frame, (mask.shape[1], mask.shape[0]), interpolation=cv2.INTER_AREA)
+    f = frame.astype(np.float32)
+    m = mask.astype(np.float32)
+    white = (mask == 255).all(-1)
+    black = (mask == 0).all(-1)
+    out = 0.5 * f + 0.5 * m
+    out[white] = f[white]
+    out[black] = 0.35 * f[black]
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def _cell(img: np.ndarray | None, height: int, width: int, label: str) -> np.ndarray:
+    cell = np.full((height, width, 3), 64, np.uint8)
+    if img is not None:
+        cell = cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
+    cv2.rectangle(cell, (0, 0), (min(width - 1, 8 + 7 * len(label)), 16), (0, 0, 0), -1)
+    cv2.putText(cell, label, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+    return cell
+
+
+def preview(folder_or_out_dir: str | os.PathLike, out_path: str | os.PathLike | None = None, *,
+            video_out: str | os.PathLike | None = None, frames: int = 6, cell_height: int = 192) -> Path:
+    """Write a contact sheet PNG of the masks over their frames; return its path.
+
+    Rows: the reference, then `frames` evenly spaced driving frames; columns: picture, mask, overlay. The masks
+    are found in the folder or the nearest subfolder holding them, edits and frame overrides included. With
+    `video_out`, also writes a side-by-side video (frame | overlay) of every driving frame.
+    """
+    folder = Path(folder_or_out_dir)
+    if not folder.is_dir():
+        raise InputError(f"not a folder: {folder}")
+    mask_dir = _mask_dir(folder)
+    out_path = Path(out_path) if out_path is not None else mask_dir / PREVIEW_NAME
+    ref_image_path, video_path = _sources(folder, mask_dir)
+
+    ref_mask_path = next((mask_dir / n for n in (REF_MASK_NAME, "ref_mask.jpg") if (mask_dir / n).is_file()), None)
+    drv_mask_path = next((mask_dir / n for n in DRIVING_MASK_NAMES.values() if (mask_dir / n).is_file()), None)
+    rows: list[tuple[str, np.ndarray | None, np.ndarray]] = []
+    if ref_mask_path is not None:
+        ref = read_image(ref_image_path) if ref_image_path else None
+        rows.append(("reference", ref, read_mask_image(ref_mask_path)))
+    drv_masks = read_mask_video(drv_mask_path) if drv_mask_path is not None else None
+    drv_frames = fps = None
+    if drv_masks is not None:
+        if video_path is not None:
+            drv_frames, fps = read_video(video_path)
+            if len(drv_frames) != len(drv_masks):
+                log.warning("preview: %s has %d frames, the mask %d", video_path.name, len(drv_frames),
+                            len(drv_masks))
+        n = len(drv_masks)
+        picks = sorted({round(i * (n - 1) / max(1, frames - 1)) for i in range(min(frames, n))})
+        for t in picks:
+            frame = drv_frames[t] if drv_frames is not None and t < len(drv_frames) else None
+            rows.append((f"frame {t}", frame, drv_masks[t]))
+
+    sheet_rows = []
+    for label, picture, mask in rows:
+        width = max(16, round(cell_height * mask.shape[1] / mask.shape[0]))
+        sheet_rows.append([_cell(picture, cell_height, width, label), _cell(mask, cell_height, width, "mask"),
+                           _cell(_overlay(picture, mask), cell_height, width, "overlay")])
+    width = max(sum(c.shape[1] for c in r) for r in sheet_rows)
+    sheet = np.full((cell_height * len(sheet_rows), width, 3), 32, np.uint8)
+    for i, r in enumerate(sheet_rows):
+        row = np.concatenate(r, axis=1)
+        sheet[i * cell_height:(i + 1) * cell_height, :row.shape[1]] = row
+    write_image(out_path, sheet)
+
+    if video_out is not None and drv_masks is not None:
+        def pairs():
+            for t, mask in enumerate(drv_masks):
+                frame = drv_frames[t] if drv_frames is not None and t < len(drv_frames) else None
+                left = mask if frame is None else cv2.resize(frame, (mask.shape[1], mask.shape[0]))
+                both = np.concatenate([left, _overlay(frame, mask)], axis=1)
+                yield np.pad(both, ((0, both.shape[0] % 2), (0, both.shape[1] % 2), (0, 0)))
+        write_video(video_out, pairs(), fps or 16.0)
+    log.info("masks preview: %s", out_path)
+    return out_path

@@ -1,0 +1,319 @@
+"""Person segmentation and tracking backends.
+
+Every backend implements `segment(frames, select, boxes=None) -> Segmentation`: it finds candidate people on
+the first frame, asks `select` which to keep (and in which order), and tracks only those through the clip.
+People appearing after the first frame are never added. Backends:
+
+- `MediapipeSegmenter`: the embedded default (mediapipe selfie segmentation, model inside the wheel). It sees
+  the foreground as ONE person; it also proposes person boxes (connected foreground regions) for SAM prompts.
+- `Sam2VideoSegmenter`: SAM 2 video predictor prompted with one box per person on the first frame.
+- `Sam3VideoSegmenter`: SAM 3 video predictor prompted with text ("person"), where the `sam3` package exists.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Protocol, Sequence
+
+import cv2
+import numpy as np
+
+from scailflow.errors import InputError
+
+from .tracks import MIN_AREA_FRACTION, Selector, compose_labels
+
+log = logging.getLogger("scailflow.masks")
+
+Box = Sequence[float]  # (x0, y0, x1, y1) in pixels of the frame
+
+
+@dataclass
+class Segmentation:
+    """Tracked people: `labels` uint8 [T, H, W] (0 = nobody, k + 1 = person k in the selector's order)."""
+
+    labels: np.ndarray
+    count: int
+    candidates: int  # first-frame candidates before selection
+
+
+class Segmenter(Protocol):
+    name: str
+
+    def segment(self, frames: np.ndarray, select: Selector, boxes: Sequence[Box] | None = None) -> Segmentation:
+        ...
+
+
+def _empty(frames: np.ndarray, candidates: int) -> Segmentation:
+    return Segmentation(np.zeros(frames.shape[:3], np.uint8), 0, candidates)
+
+
+class MediapipeSegmenter:
+    """Embedded default: mediapipe selfie segmentation on every frame, all foreground as a single person."""
+
+    name = "mediapipe"
+
+    def __init__(self, model_selection: int = 0):
+        self.model_selection = model_selection
+
+    @contextlib.contextmanager
+    def _model(self):
+        from mediapipe.python.solutions.selfie_segmentation import SelfieSegmentation
+
+        with SelfieSegmentation(model_selection=self.model_selection) as model:
+            yield model
+
+    def probabilities(self, frames: Iterable[np.ndarray]) -> Iterable[np.ndarray]:
+        """Foreground probability float32 [H, W] in [0, 1] for each RGB uint8 frame."""
+        with self._model() as model:
+            for frame in frames:
+                result = model.process(np.ascontiguousarray(frame))
+                yield np.asarray(result.segmentation_mask, dtype=np.float32)
+
+    def foreground(self, frame: np.ndarray) -> np.ndarray:
+        """Boolean foreground mask of one RGB frame (probability > 0.5)."""
+        return next(iter(self.probabilities([frame]))) > 0.5
+
+    def person_boxes(self, frame: np.ndarray, min_area: float = MIN_AREA_FRACTION) -> list[tuple[int, int, int, int]]:
+        """Boxes (x0, y0, x1, y1) of connected foreground regions covering >= `min_area` of the frame.
+
+        People who touch form one region (one box); a pose detector's boxes separate them better.
+        """
+        fg = self.foreground(frame).astype(np.uint8)
+        n, _, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+        boxes = []
+        for i in range(1, n):
+            x, y, w, h, area = stats[i]
+            if area >= min_area * fg.size:
+                boxes.append((int(x), int(y), int(x + w - 1), int(y + h - 1)))
+        return sorted(boxes, key=lambda b: -(b[2] - b[0] + 1) * (b[3] - b[1] + 1))
+
+    def segment(self, frames: np.ndarray, select: Selector, boxes: Sequence[Box] | None = None) -> Segmentation:
+        if boxes:
+            log.debug("mediapipe segments the whole foreground as one person; %d prompt boxes unused", len(boxes))
+        probs = self.probabilities(frames)
+        first = next(iter(probs))
+        kept = select([first > 0.5])
+        if not kept:
+            probs.close()
+            return _empty(frames, 1)
+        labels = np.empty(frames.shape[:3], np.uint8)
+        labels[0] = first > 0.5
+        for t, p in enumerate(probs, start=1):
+            labels[t] = p > 0.5
+        return Segmentation(labels, 1, 1)
+
+
+_SAM2_SIZES = (("large", "l"), ("base_plus", "b+"), ("base-plus", "b+"), ("b+", "b+"), ("small", "s"),
+               ("tiny", "t"), ("_l", "l"), ("_s", "s"), ("_t", "t"))
+
+
+def sam2_config_for(checkpoint: Path) -> str:
+    """The bundled SAM 2 config matching a checkpoint's file name (e.g. sam2.1_hiera_large.pt)."""
+    name = Path(checkpoint).name.lower()
+    version = "sam2.1" if re.search(r"sam2\.1|sam2_1|sam21", name) else "sam2"
+    stem = Path(name).stem
+    for key, size in _SAM2_SIZES:
+        if key in stem:
+            return f"configs/{version}/{version}_hiera_{size}.yaml"
+    raise InputError(f"cannot tell the SAM 2 model size from {checkpoint}; give sam2_config "
+                     f"(e.g. configs/sam2.1/sam2.1_hiera_l.yaml)")
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+class Sam2VideoSegmenter:
+    """SAM 2 video predictor prompted with first-frame person boxes.
+
+    `predictor` is anything with the SAM 2 video predictor's interface (`image_size`, `init_state`,
+    `add_new_points_or_box`, `propagate_in_video`, `reset_state`). Frames are resized to the model's square input
+    and written as a JPEG folder (the predictor's input format); mask logits come back at that size and are
+    resized to the frame size, then thresholded at probability 0.5.
+    """
+
+    name = "sam2"
+
+    def __init__(self, predictor: Any, device: str = "cpu"):
+        self.predictor = predictor
+        self.device = device
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Path | None, config: str | None = None, device: str = "cpu",
+                        image_size: int | None = None) -> "Sam2VideoSegmenter":
+        """Build the predictor from a bundled config (inferred from the checkpoint name when not given).
+
+        `checkpoint=None` keeps random weights (tests only). `image_size` overrides the config's input size.
+        """
+        if checkpoint is not None and not Path(checkpoint).is_file():
+            raise InputError(f"SAM 2 checkpoint not found: {checkpoint}")
+        if config is None:
+            if checkpoint is None:
+                raise InputError("SAM 2 needs a checkpoint or a config")
+            config = sam2_config_for(Path(checkpoint))
+        from sam2.build_sam import build_sam2_video_predictor
+
+        overrides = [
+            "++model.sam_mask_decoder_extra_args.dynamic_multimask_via_stability=true",
+            "++model.sam_mask_decoder_extra_args.dynamic_multimask_stability_delta=0.05",
+            "++model.sam_mask_decoder_extra_args.dynamic_multimask_stability_thresh=0.98",
+            "++model.binarize_mask_from_pts_for_mem_enc=true",
+            # hole filling needs sam2's optional CUDA extension; without it sam2 warns on every frame
+            f"++model.fill_hole_area={8 if _sam2_has_extension() else 0}",
+        ]
+        if image_size is not None:
+            overrides.append(f"++model.image_size={int(image_size)}")
+        try:
+            predictor = build_sam2_video_predictor(config, ckpt_path=str(checkpoint) if checkpoint else None,
+                                                   device=device, hydra_overrides_extra=overrides,
+                                                   apply_postprocessing=False)
+        except (RuntimeError, KeyError, OSError) as e:
+            raise InputError(f"cannot load SAM 2 from {checkpoint} with {config}: {e}") from None
+        return cls(predictor, device)
+
+    def _autocast(self):
+        if str(self.device).startswith("cuda"):
+            import torch
+
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _to_frame(self, logits: Any, size: tuple[int, int]) -> np.ndarray:
+        """Logits [K, 1, s, s] at model size -> probabilities [K, H, W] at frame size."""
+        arr = _to_numpy(logits)
+        arr = arr.reshape(arr.shape[0], arr.shape[-2], arr.shape[-1])
+        h, w = size
+        out = np.empty((arr.shape[0], h, w), np.float32)
+        for k in range(arr.shape[0]):
+            out[k] = cv2.resize(arr[k], (w, h), interpolation=cv2.INTER_LINEAR)
+        return _sigmoid(out)
+
+    def segment(self, frames: np.ndarray, select: Selector, boxes: Sequence[Box] | None = None) -> Segmentation:
+        boxes = list(boxes or [])
+        if not boxes:
+            return _empty(frames, 0)
+        t, h, w = frames.shape[:3]
+        s = int(self.predictor.image_size)
+        scale = np.array([s / w, s / h, s / w, s / h], np.float32)
+        model_boxes = [np.asarray(b[:4], np.float32) * scale for b in boxes]
+        from PIL import Image
+
+        with tempfile.TemporaryDirectory(prefix="scailflow-sam2-") as tmp, self._autocast():
+            for i, frame in enumerate(frames):
+                small = cv2.resize(frame, (s, s), interpolation=cv2.INTER_AREA)
+                Image.fromarray(small).save(Path(tmp) / f"{i}.jpg", quality=95)
+            state = self.predictor.init_state(tmp, offload_video_to_cpu=True)
+            logits = None
+            for i, box in enumerate(model_boxes):
+                _, _, logits = self.predictor.add_new_points_or_box(state, frame_idx=0, obj_id=i + 1, box=box)
+            first = self._to_frame(logits, (h, w)) > 0.5
+            kept = select(list(first))
+            if not kept:
+                return _empty(frames, len(boxes))
+            if sorted(kept) != list(range(len(boxes))):
+                # drop the unkept objects before tracking: propagation cost grows with the object count
+                self.predictor.reset_state(state)
+                for person, i in enumerate(kept):
+                    self.predictor.add_new_points_or_box(state, frame_idx=0, obj_id=i + 1, box=model_boxes[i])
+            # obj_id i + 1 (box i) becomes person kept.index(i)
+            person_of = {i + 1: p for p, i in enumerate(kept)}
+            labels = np.zeros((t, h, w), np.uint8)
+            for frame_idx, obj_ids, frame_logits in self.predictor.propagate_in_video(state):
+                probs = self._to_frame(frame_logits, (h, w))
+                ordered = np.zeros((len(kept), h, w), np.float32)
+                for k, obj_id in enumerate(obj_ids):
+                    if obj_id in person_of:
+                        ordered[person_of[obj_id]] = probs[k]
+                labels[frame_idx] = compose_labels(ordered)
+        return Segmentation(labels, len(kept), len(boxes))
+
+
+def _sam2_has_extension() -> bool:
+    try:
+        from sam2 import _C  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class Sam3VideoSegmenter:
+    """SAM 3 video predictor (the official preprocessing's tracker), prompted with text on the first frame.
+
+    `predictor` follows the `sam3` package's request interface: `handle_request(dict(type=...))` for
+    start_session / add_prompt / close_session and `handle_stream_request` for propagate_in_video, whose
+    responses carry `frame_index` and `outputs` with `out_obj_ids` and `out_binary_masks`.
+    """
+
+    name = "sam3"
+
+    def __init__(self, predictor: Any, prompt: str = "person"):
+        self.predictor = predictor
+        self.prompt = prompt
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Path | None, device: str = "cpu") -> "Sam3VideoSegmenter":
+        """Build the `sam3` package's video predictor from a local checkpoint (InputError when unavailable)."""
+        try:
+            from sam3.model_builder import build_sam3_video_predictor
+        except ImportError:
+            raise InputError("the sam3 backend needs the `sam3` package (not installed); "
+                             "use backend sam2 or mediapipe") from None
+        if checkpoint is None or not Path(checkpoint).is_file():
+            raise InputError(f"the sam3 backend needs its checkpoint file (sam3.pt); not found: {checkpoint}")
+        try:
+            return cls(build_sam3_video_predictor(checkpoint_path=str(checkpoint)))
+        except Exception as e:  # the package's own loading errors vary by version
+            raise InputError(f"cannot load SAM 3 from {checkpoint}: {e.__class__.__name__}: {e}") from None
+
+    def segment(self, frames: np.ndarray, select: Selector, boxes: Sequence[Box] | None = None) -> Segmentation:
+        from PIL import Image
+
+        t, h, w = frames.shape[:3]
+        per_frame: dict[int, dict[int, np.ndarray]] = {}
+        with tempfile.TemporaryDirectory(prefix="scailflow-sam3-") as tmp:
+            for i, frame in enumerate(frames):
+                Image.fromarray(frame).save(Path(tmp) / f"{i}.jpg", quality=95)
+            session = self.predictor.handle_request(dict(type="start_session", resource_path=tmp))["session_id"]
+            try:
+                self.predictor.handle_request(dict(type="add_prompt", session_id=session, frame_index=0,
+                                                   text=self.prompt))
+                for response in self.predictor.handle_stream_request(
+                        dict(type="propagate_in_video", session_id=session)):
+                    out = response["outputs"]
+                    ids = [int(i) for i in np.asarray(out["out_obj_ids"]).reshape(-1)]
+                    masks = np.asarray(out["out_binary_masks"]) if ids else np.zeros((0, h, w), bool)
+                    if masks.ndim == 4:  # [N, 1, H, W]
+                        masks = masks[:, 0]
+                    per_frame[int(response["frame_index"])] = {
+                        oid: _fit(masks[k], (h, w)) for k, oid in enumerate(ids)}
+            finally:
+                self.predictor.handle_request(dict(type="close_session", session_id=session))
+        first_ids = sorted(per_frame.get(0, {}))
+        kept = select([per_frame[0][oid] for oid in first_ids])
+        if not kept:
+            return _empty(frames, len(first_ids))
+        labels = np.zeros((t, h, w), np.uint8)
+        for frame_idx, objs in per_frame.items():
+            stack = np.zeros((len(kept), h, w), np.float32)
+            for p, i in enumerate(kept):
+                if first_ids[i] in objs:
+                    stack[p] = objs[first_ids[i]]
+            labels[frame_idx] = compose_labels(stack)
+        return Segmentation(labels, len(kept), len(first_ids))
+
+
+def _fit(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    m = np.asarray(mask, np.float32)
+    if m.shape != size:
+        m = cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    return m > 0.5

@@ -1,0 +1,253 @@
+"""The masks stage as one call: reference image + driving video -> SCAIL-2's coloured masks on disk."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from scailflow.errors import InputError
+from scailflow.media import read_image, read_video
+
+from .errors import NoPersonError
+from .palette import BLACK, PALETTE_NAMES, WHITE, check_count
+from .render import colourise, palette_colours, write_label_video, write_mask_image
+from .segmenters import MediapipeSegmenter, Sam2VideoSegmenter, Sam3VideoSegmenter, Segmentation, Segmenter
+from .tracks import (area_fraction, best_iou, dilate, left_to_right, masks_of, match_by_centroid, relabel,
+                     select_tracks)
+
+log = logging.getLogger("scailflow.masks")
+
+MODES = ("animation", "replacement")
+BACKENDS = ("auto", "mediapipe", "sam2", "sam3")
+REF_MASK_NAME = "ref_mask.png"
+DRIVING_MASK_NAMES = {"animation": "rendered_mask_v2.mp4", "replacement": "replace_mask.mp4"}
+
+
+@dataclass
+class MaskResult:
+    """What `make_masks` wrote. `colours[k]` names person k's colour (left to right in the first driving frame)."""
+
+    ref_mask: Path
+    driving_mask: Path
+    extra_ref_masks: list[Path] = field(default_factory=list)
+    persons: int = 0
+    backend: str = ""
+    mode: str = "animation"
+    colours: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (paths as strings)."""
+        return {"ref_mask": str(self.ref_mask), "driving_mask": str(self.driving_mask),
+                "extra_ref_masks": [str(p) for p in self.extra_ref_masks], "persons": self.persons,
+                "backend": self.backend, "mode": self.mode, "colours": list(self.colours)}
+
+
+def build_segmenter(backend: str = "auto", *, sam2_checkpoint: Path | None = None, sam2_config: str | None = None,
+                    sam3_checkpoint: Path | None = None, device: str = "cpu") -> Segmenter:
+    """The segmenter for `backend`; "auto" is SAM 2 when a checkpoint is given, else the embedded mediapipe."""
+    if backend not in BACKENDS:
+        raise InputError(f"unknown masks backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    if backend == "auto":
+        backend = "sam2" if sam2_checkpoint is not None else "mediapipe"
+        if backend == "mediapipe":
+            log.info("masks: no SAM 2 checkpoint configured; using the embedded mediapipe selfie segmentation "
+                     "(one person: the whole foreground)")
+    if backend == "mediapipe":
+        return MediapipeSegmenter()
+    if backend == "sam2":
+        if sam2_checkpoint is None:
+            raise InputError("the sam2 backend needs a checkpoint (e.g. sam2.1_hiera_large.pt); none configured")
+        seg = Sam2VideoSegmenter.from_checkpoint(Path(sam2_checkpoint), sam2_config, device)
+        log.info("masks: SAM 2 video predictor from %s on %s", sam2_checkpoint, device)
+        return seg
+    seg3 = Sam3VideoSegmenter.from_checkpoint(Path(sam3_checkpoint) if sam3_checkpoint else None, device)
+    log.info("masks: SAM 3 video predictor from %s", sam3_checkpoint)
+    return seg3
+
+
+def _pixel_boxes(boxes: Sequence[Any], width: int, height: int) -> list[tuple[float, float, float, float]]:
+    """Person boxes as (x0, y0, x1, y1) pixels; boxes whose numbers are all <= 1.5 are taken as fractions."""
+    out = []
+    for b in boxes:
+        if isinstance(b, dict):
+            b = b.get("box", b.get("bbox"))
+        try:
+            x0, y0, x1, y1 = (float(v) for v in list(b)[:4])
+        except (TypeError, ValueError):
+            raise InputError(f"person box {b!r} is not (x0, y0, x1, y1)") from None
+        if max(abs(x0), abs(y0), abs(x1), abs(y1)) <= 1.5:
+            x0, x1, y0, y1 = x0 * width, x1 * width, y0 * height, y1 * height
+        if not (x1 > x0 and y1 > y0):
+            raise InputError(f"person box {b!r} is empty (need x1 > x0 and y1 > y0)")
+        out.append((x0, y0, x1, y1))
+    return out
+
+
+def _boxes_for(segmenter: Segmenter, frame: np.ndarray, given: Sequence[Any] | None, what: str):
+    """Prompt boxes for box-prompted backends: the caller's (pose detector) boxes, else mediapipe's."""
+    if not isinstance(segmenter, Sam2VideoSegmenter):
+        return None
+    if given:
+        return _pixel_boxes(given, frame.shape[1], frame.shape[0])
+    boxes = MediapipeSegmenter().person_boxes(frame)
+    log.info("masks: %d person boxes for %s from the embedded mediapipe segmentation", len(boxes), what)
+    return boxes
+
+
+def _segment_image(segmenter: Segmenter, image: np.ndarray, max_persons: int, boxes) -> Segmentation:
+    def select(first):
+        return left_to_right(first, select_tracks(first, max_persons))
+    return segmenter.segment(image[None], select, boxes)
+
+
+def _parse_extra(kind: str, persons: int, path: Path) -> int | None:
+    """None for a background reference, else the character index."""
+    if kind == "background":
+        return None
+    if kind.startswith("character:"):
+        try:
+            index = int(kind.split(":", 1)[1])
+        except ValueError:
+            index = -1
+        if 0 <= index < persons:
+            return index
+        raise InputError(f"extra reference {path}: {kind!r} names no character (there are {persons}: "
+                         f"character:0 .. character:{persons - 1}, left to right)")
+    raise InputError(f"extra reference {path}: kind {kind!r} is neither 'background' nor 'character:<index>'")
+
+
+def make_masks(ref_image: Path, driving_video: Path, out_dir: Path, *, mode: str = "animation",
+               extra_refs: Sequence[tuple[Path, str]] = (), backend: str = "auto",
+               sam2_checkpoint: Path | None = None, sam2_config: str | None = None, max_persons: int = 2,
+               replace_index: int | None = None, dilate_px: int = 0, device: str = "cpu",
+               person_boxes: list | None = None, ref_person_boxes: list | None = None,
+               sam3_checkpoint: Path | None = None, segmenter: Segmenter | None = None) -> MaskResult:
+    """Segment and track the people, colour them and write SCAIL-2's masks into `out_dir`.
+
+    Animation: `ref_mask.png` (people in colour on white) and `rendered_mask_v2.mp4` (the same colours on black).
+    Replacement: `ref_mask.png` (the person on black) and `replace_mask.mp4` (the person to replace in colour on
+    white, grown by `dilate_px`); the person is `replace_index` (0-based, left to right) or the best first-frame IoU
+    with the reference mask. Colours follow the palette in left-to-right order of the first driving frame; when the
+    reference shows fewer people, they are matched to driving tracks by nearest normalised centroid and unmatched
+    tracks are left out. `person_boxes` / `ref_person_boxes` are (x0, y0, x1, y1) boxes in the first driving frame
+    / the reference (pixels, or fractions of the size) that prompt SAM 2; without them mediapipe proposes boxes.
+    `extra_refs` holds (image, "background" | "character:<index>") pairs. `segmenter` overrides `backend`.
+    """
+    ref_image, driving_video, out_dir = Path(ref_image), Path(driving_video), Path(out_dir)
+    if mode not in MODES:
+        raise InputError(f"unknown masks mode {mode!r} (choose from {', '.join(MODES)})")
+    if max_persons < 1:
+        raise InputError(f"max_persons must be at least 1, got {max_persons}")
+    if dilate_px < 0:
+        raise InputError(f"dilate_px must be >= 0, got {dilate_px}")
+    if replace_index is not None and replace_index < 0:
+        raise InputError(f"replace_index must be >= 0, got {replace_index}")
+    if mode == "animation" and replace_index is not None:
+        log.warning("masks: replace_index is used in replacement mode only; ignored")
+    if mode == "animation" and dilate_px:
+        log.warning("masks: dilate_px applies to the replacement mask only; ignored in animation mode")
+
+    ref = read_image(ref_image)
+    frames, fps = read_video(driving_video)
+    seg = segmenter if segmenter is not None else build_segmenter(
+        backend, sam2_checkpoint=sam2_checkpoint, sam2_config=sam2_config, sam3_checkpoint=sam3_checkpoint,
+        device=device)
+
+    # the reference first: the driving selector needs it to match people and pick the one to replace
+    ref_cap = max_persons if mode == "animation" else 1
+    ref_seg = _segment_image(seg, ref, ref_cap, _boxes_for(seg, ref, ref_person_boxes, "the reference"))
+    if ref_seg.count == 0:
+        raise NoPersonError(f"no person found in the reference image {ref_image}")
+    ref_masks = masks_of(ref_seg.labels[0], ref_seg.count)
+    ref_colour_of: dict[int, int] = {}  # reference person -> colour index, filled by the selector
+
+    def select_animation(first: Sequence[np.ndarray]) -> list[int]:
+        cand = left_to_right(first, select_tracks(first, max_persons))
+        if not cand:
+            return []
+        refs = list(range(len(ref_masks)))
+        if len(refs) > len(cand):  # keep the largest reference people, at most one per track
+            refs = sorted(sorted(refs, key=lambda i: -area_fraction(ref_masks[i]))[:len(cand)])
+        if len(refs) == len(cand):
+            pairs = dict(zip(refs, range(len(cand))))
+        else:
+            matched = match_by_centroid([ref_masks[i] for i in refs], [first[c] for c in cand])
+            pairs = {refs[i]: j for i, j in matched.items()}
+        kept = sorted(pairs.values())
+        check_count(len(kept))
+        ref_colour_of.update({i: kept.index(j) for i, j in pairs.items()})
+        if len(kept) < len(cand):
+            log.info("masks: %d of %d driving tracks matched to the %d reference people; the rest stay black",
+                     len(kept), len(cand), len(refs))
+        return [cand[j] for j in kept]
+
+    def select_replacement(first: Sequence[np.ndarray]) -> list[int]:
+        cand = left_to_right(first, select_tracks(first, max_persons))
+        if not cand:
+            return []
+        if replace_index is not None:
+            if replace_index >= len(cand):
+                raise InputError(f"replace_index {replace_index} but the driving video {driving_video} has "
+                                 f"{len(cand)} tracked people (0..{len(cand) - 1}, left to right)")
+            chosen = replace_index
+        elif len(cand) == 1:
+            chosen = 0
+        else:
+            chosen = best_iou(ref_masks[0], [first[c] for c in cand])
+            log.info("masks: replacing person %d of %d (best first-frame IoU with the reference mask)",
+                     chosen, len(cand))
+        ref_colour_of[0] = 0
+        return [cand[chosen]]
+
+    drv_boxes = _boxes_for(seg, frames[0], person_boxes, "the driving video")
+    drv_seg = seg.segment(frames, select_animation if mode == "animation" else select_replacement, drv_boxes)
+    if drv_seg.count == 0:
+        raise NoPersonError(f"no person found in the driving video {driving_video}")
+    if drv_seg.labels.shape[0] != frames.shape[0]:
+        raise RuntimeError(f"segmenter returned {drv_seg.labels.shape[0]} frames for {frames.shape[0]}")
+
+    persons = drv_seg.count
+    colours = palette_colours(persons)
+    ref_labels = relabel(ref_seg.labels[0], ref_colour_of)
+    drv_labels = drv_seg.labels
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ref_path = out_dir / REF_MASK_NAME
+    drv_path = out_dir / DRIVING_MASK_NAMES[mode]
+    if mode == "animation":
+        write_mask_image(ref_path, colourise(ref_labels, colours, WHITE))
+        write_label_video(drv_path, drv_labels, colours, BLACK, fps)
+    else:
+        write_mask_image(ref_path, colourise(ref_labels, colours, BLACK))
+        write_label_video(drv_path, dilate(drv_labels, dilate_px), colours, WHITE, fps)
+    log.info("masks: %s mode, %d %s (%s), backend %s -> %s, %s", mode, persons,
+             "person" if persons == 1 else "people", ", ".join(PALETTE_NAMES[:persons]), seg.name,
+             ref_path.name, drv_path.name)
+
+    extra_paths = [_extra_mask(seg, Path(p), kind, persons, colours, out_dir / f"extra_ref_mask_{n}.png")
+                   for n, (p, kind) in enumerate(extra_refs)]
+    return MaskResult(ref_path, drv_path, extra_paths, persons, seg.name, mode, list(PALETTE_NAMES[:persons]))
+
+
+def _extra_mask(seg: Segmenter, path: Path, kind: str, persons: int, colours, out: Path) -> Path:
+    from .render import valid_area
+
+    index = _parse_extra(kind, persons, path)
+    image = read_image(path)
+    if index is None:
+        valid = valid_area(path, image)
+        return write_mask_image(out, np.repeat(np.where(valid, 255, 0).astype(np.uint8)[..., None], 3, axis=-1))
+    found = _segment_image(seg, image, 1, _boxes_for(seg, image, None, str(path)))
+    if found.count == 0:
+        raise NoPersonError(f"no person found in the extra reference image {path}")
+    return write_mask_image(out, colourise(found.labels[0], [colours[index]], BLACK))
+
+
+def output_paths(out_dir: str | os.PathLike, mode: str = "animation") -> tuple[Path, Path]:
+    """(reference mask, driving mask) paths `make_masks` writes in `out_dir` for `mode`."""
+    if mode not in MODES:
+        raise InputError(f"unknown masks mode {mode!r} (choose from {', '.join(MODES)})")
+    return Path(out_dir) / REF_MASK_NAME, Path(out_dir) / DRIVING_MASK_NAMES[mode]
