@@ -77,6 +77,10 @@ def _open(path: Path):
     if not container.streams.video:
         container.close()
         raise InputError(f"{path} has no video stream")
+    fmt = container.format.name
+    if fmt == "image2" or fmt.endswith("_pipe"):
+        container.close()
+        raise InputError(f"cannot read video {path}: it is an image ({fmt}), not a video")
     return container
 
 

@@ -1,0 +1,82 @@
+"""Files in, video out: read the prepared inputs, sample, write the H.264 mp4 and its settings record atomically."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scail.conditioning import usable_frames
+from scail.pipeline import Conditioning, SamplingOptions, SCAIL2Pipeline, check_inputs, orient_target
+from scailflow.errors import InputError
+from scailflow.files import write_text_atomic
+from scailflow.media import read_image, read_video, write_video
+
+log = logging.getLogger("scailflow.scail")
+
+
+@dataclass
+class GenerateRequest:
+    """The official generate.py's inputs, as paths."""
+
+    image: Path
+    mask_image: Path
+    pose: Path  # rendered_v2.mp4: the driving video (end-to-end) or the skeleton render (pose-driven)
+    mask_video: Path  # rendered_mask_v2.mp4 (animation) or replace_mask.mp4 (replacement)
+    prompt: str
+    save_file: Path
+    replace: bool = False
+    additional_ref_images: list[Path] = field(default_factory=list)
+    additional_ref_masks: list[Path] = field(default_factory=list)
+    target_h: int = 896
+    target_w: int = 512
+    fps: float | None = None  # None: the driving video's fps (--fps 16 reproduces the official wan branch)
+    max_frames: int | None = None
+
+
+def read_conditioning(req: GenerateRequest) -> tuple[Conditioning, float]:
+    if len(req.additional_ref_images) != len(req.additional_ref_masks):
+        raise InputError(f"{len(req.additional_ref_images)} additional reference images but "
+                         f"{len(req.additional_ref_masks)} additional reference masks: they are paired by position")
+    ref, ref_mask = read_image(req.image), read_image(req.mask_image)
+    driving, fps = read_video(req.pose, req.max_frames)
+    driving_mask, _ = read_video(req.mask_video, req.max_frames)
+    n = min(len(driving), len(driving_mask))
+    if len(driving) != len(driving_mask):
+        log.warning("driving video has %d frames, its mask %d: using the first %d", len(driving), len(driving_mask), n)
+    extra = [(read_image(i), read_image(m)) for i, m in zip(req.additional_ref_images, req.additional_ref_masks)]
+    cond = Conditioning(ref, ref_mask, driving[:n], driving_mask[:n], req.prompt, req.replace, extra)
+    check_inputs(cond)
+    return cond, fps
+
+
+def generate(pipe: SCAIL2Pipeline, req: GenerateRequest, opts: SamplingOptions, progress=None,
+             inputs: tuple[Conditioning, float] | None = None) -> dict:
+    """Generate one video; writes `save_file` and `save_file` + '.json' (seed, prompt, settings). Returns the record.
+
+    `inputs` is `read_conditioning(req)`'s result when the caller read (and so checked) the files already.
+    """
+    t0 = time.perf_counter()
+    cond, driving_fps = inputs or read_conditioning(req)
+    height, width = orient_target(req.target_h, req.target_w, cond.ref_image.shape[:2])
+    if (height, width) != (req.target_h, req.target_w):
+        log.info("reference is %s: target swapped to %dx%d (WxH)",
+                 "portrait" if cond.ref_image.shape[0] > cond.ref_image.shape[1] else "landscape", width, height)
+    if len(cond.driving) < 5 and usable_frames(len(cond.driving)) == 1:
+        log.warning("the driving video has %d frame(s): one output frame", len(cond.driving))
+    frames, record = pipe(cond, height, width, opts, progress)
+    fps = float(req.fps or driving_fps)
+    write_video(req.save_file, frames, fps)
+    record.update({
+        "model": pipe.label, "prompt": req.prompt, "fps": fps, "replace": req.replace,
+        "inputs": {k: str(getattr(req, k)) for k in ("image", "mask_image", "pose", "mask_video")},
+        "additional_refs": [str(p) for p in req.additional_ref_images],
+        "sampling": opts.to_dict() | {"seed": record["seed"]},
+        "seconds": round(time.perf_counter() - t0, 3),
+        "output": str(req.save_file),
+    })
+    write_text_atomic(Path(str(req.save_file) + ".json"), json.dumps(record, indent=2))
+    log.info("wrote %s (%d frames at %g fps, seed %d)", req.save_file, len(frames), fps, record["seed"])
+    return record
+

@@ -1,0 +1,238 @@
+"""SCAIL-2 sampling: check_inputs -> encode (text, CLIP, VAE, masks) -> prepare_latents -> denoise -> decode.
+
+Works on pixels already read (numpy uint8); file handling lives in `scail.generate`. Device placement and
+offload are the `Placement` strategy's business (scail/offload.py), never the model's.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, asdict
+from typing import Callable
+
+import numpy as np
+import torch
+
+from scail.conditioning import cover_resize, half_size, masks_to_28ch, to_unit_range
+from scail.encoders import encode_image, encode_text, vae_decode, vae_encode
+from scail.offload import Placement
+from scail.schedulers import SOLVERS, make_scheduler
+from scail.segments import Segment, output_frames, plan_segments
+from scailflow.errors import InputError
+
+log = logging.getLogger("scailflow.scail")
+
+
+@dataclass
+class SamplingOptions:
+    """The official generate.py's sampling options."""
+
+    steps: int = 40
+    shift: float = 3.0
+    guidance: float = 5.0
+    solver: str = "unipc"
+    seed: int = -1  # -1: random, chosen and recorded
+    negative_prompt: str = ""
+    segment_frames: int = 81
+    overlap_frames: int = 5
+    keep_tail: bool = False  # the official code drops trailing frames that do not fill a segment
+    cfg_batch: bool = True  # conditional and unconditional passes as one batch of 2
+
+    def check(self) -> None:
+        if self.solver not in SOLVERS:
+            raise InputError(f"unknown solver {self.solver!r}; choose one of {', '.join(SOLVERS)}")
+        if self.steps < 1:
+            raise InputError("steps must be at least 1")
+        if self.shift <= 0:
+            raise InputError("shift must be > 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Conditioning:
+    """What one sample is generated from, as pixels (RGB uint8)."""
+
+    ref_image: np.ndarray  # [H, W, 3]
+    ref_mask: np.ndarray  # [H, W, 3]
+    driving: np.ndarray  # [T, H, W, 3]
+    driving_mask: np.ndarray  # [T, H, W, 3]
+    prompt: str
+    replace: bool = False
+    additional_refs: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+
+def check_size(height: int, width: int) -> None:
+    if height % 32 or width % 32 or height <= 0 or width <= 0:
+        raise InputError(f"target size {width}x{height} (WxH) must be positive multiples of 32")
+
+
+def orient_target(height: int, width: int, ref_hw: tuple[int, int]) -> tuple[int, int]:
+    """Swap the target when the reference is portrait and the target landscape, or the reverse (as official)."""
+    rh, rw = ref_hw
+    if (rh > rw) != (height > width) and rh != rw and height != width:
+        return width, height
+    return height, width
+
+
+def check_inputs(cond: Conditioning) -> None:
+    """Shapes and counts the model needs; one clear InputError otherwise."""
+    if cond.driving.ndim != 4 or cond.driving.shape[0] < 1:
+        raise InputError("the driving video has no frames")
+    if cond.driving_mask.shape[0] != cond.driving.shape[0]:
+        raise InputError(f"the driving mask has {cond.driving_mask.shape[0]} frames, the driving video "
+                         f"{cond.driving.shape[0]}")
+    if cond.ref_mask.shape[:2] != cond.ref_image.shape[:2]:
+        raise InputError(f"the reference mask is {cond.ref_mask.shape[1]}x{cond.ref_mask.shape[0]}, the reference "
+                         f"image {cond.ref_image.shape[1]}x{cond.ref_image.shape[0]}: they must be the same size")
+    if cond.driving_mask.shape[1:3] != cond.driving.shape[1:3]:
+        raise InputError(f"the driving mask is {cond.driving_mask.shape[2]}x{cond.driving_mask.shape[1]}, the "
+                         f"driving video {cond.driving.shape[2]}x{cond.driving.shape[1]}: they must be the same size")
+    for i, (img, msk) in enumerate(cond.additional_refs):
+        if img.shape[:2] != msk.shape[:2]:
+            raise InputError(f"additional reference {i + 1} and its mask differ in size")
+
+
+class SCAIL2Pipeline:
+    """The SCAIL-2 model with its encoders; `__call__` turns a Conditioning into RGB uint8 frames."""
+
+    def __init__(self, transformer, vae, text_encoder, tokenizer, image_encoder, placement: Placement | None = None,
+                 dtype: torch.dtype = torch.float32, label: str = ""):
+        self.transformer, self.vae = transformer, vae
+        self.text_encoder, self.tokenizer, self.image_encoder = text_encoder, tokenizer, image_encoder
+        self.placement = placement or Placement("cpu")
+        self.dtype = dtype
+        self.label = label
+
+    @property
+    def device(self) -> torch.device:
+        return self.placement.device
+
+    def _autocast(self):
+        enabled = self.dtype in (torch.bfloat16, torch.float16)
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=enabled)
+
+    # -------------------------------------------------------------------------------- encode
+    def encode_prompt(self, prompt: str, negative: str, with_negative: bool) -> tuple[list, list | None]:
+        with self.placement.use(self.text_encoder):
+            texts = [prompt, negative] if with_negative else [prompt]
+            ctx = encode_text(self.text_encoder, self.tokenizer, texts, self.transformer.config.text_len)
+        ctx = [c.to(self.device) for c in ctx]
+        return ctx[:1], (ctx[1:] if with_negative else None)
+
+    def _vae_encode(self, video: torch.Tensor) -> torch.Tensor:
+        with self.placement.use(self.vae):
+            return vae_encode(self.vae, video[None].to(self.device))
+
+    def encode_reference(self, cond: Conditioning, height: int, width: int) -> dict[str, torch.Tensor]:
+        """CLIP features, reference latent and mask, additional references (stacked along time)."""
+        ref = cover_resize(to_unit_range(cond.ref_image), height, width)
+        ref_mask = cover_resize(to_unit_range(cond.ref_mask), height, width)
+        with self.placement.use(self.image_encoder):
+            clip_fea = encode_image(self.image_encoder, ref[:, 0][None].to(self.device))
+        out = {
+            "clip_fea": clip_fea,
+            "ref_latents": self._vae_encode(ref),
+            "ref_masks": masks_to_28ch(ref_mask)[None].to(self.device),
+        }
+        if cond.additional_refs:
+            lats, msks = [], []
+            for img, msk in cond.additional_refs:
+                lats.append(self._vae_encode(cover_resize(to_unit_range(img), height, width)))
+                msks.append(masks_to_28ch(cover_resize(to_unit_range(msk), height, width))[None].to(self.device))
+            out["additional_ref_latents"] = torch.cat(lats, 2)
+            out["additional_ref_masks"] = torch.cat(msks, 2)
+        return out
+
+    def encode_driving(self, frames: np.ndarray, masks: np.ndarray, height: int, width: int):
+        """Driving latent (VAE of the 0.5x video) and its 28-channel mask, both at half the latent size."""
+        video = cover_resize(to_unit_range(frames), height, width)
+        mask = cover_resize(to_unit_range(masks), height, width)
+        pose_latents = self._vae_encode(half_size(video))
+        driving_masks = masks_to_28ch(mask, half=True)[None].to(self.device)
+        return pose_latents, driving_masks
+
+    # -------------------------------------------------------------------------------- sample
+    def prepare_latents(self, frames: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
+        shape = (1, 16, (frames - 1) // 4 + 1, height // 8, width // 8)
+        return torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
+
+    def predict(self, latents, t, ctx, neg_ctx, guidance, cond_kw, cfg_batch: bool) -> torch.Tensor:
+        """One (guided) flow prediction."""
+        tt = t.reshape(1).to(self.device)
+        with self._autocast():
+            if neg_ctx is None:
+                return self.transformer(latents, tt, ctx, **cond_kw)
+            if cfg_batch:
+                kw = {k: (torch.cat([v, v]) if isinstance(v, torch.Tensor) else v) for k, v in cond_kw.items()}
+                both = self.transformer(torch.cat([latents, latents]), tt.repeat(2), ctx + neg_ctx, **kw)
+                cond, uncond = both.chunk(2)
+            else:
+                cond = self.transformer(latents, tt, ctx, **cond_kw)
+                uncond = self.transformer(latents, tt, neg_ctx, **cond_kw)
+        return uncond + guidance * (cond - uncond)
+
+    def denoise(self, latents, ctx, neg_ctx, cond_kw, opts: SamplingOptions, history: torch.Tensor | None,
+                progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+        sched = make_scheduler(opts.solver, opts.steps, opts.shift, device=self.device)
+        n_hist = 0 if history is None else history.shape[2]
+        flags = torch.zeros(1, 4, *latents.shape[2:], device=self.device)
+        if n_hist:
+            flags[:, :, :n_hist] = 1.0
+        cond_kw = dict(cond_kw, history_mask=flags)
+        with self.placement.use(self.transformer):
+            for i, t in enumerate(sched.timesteps):
+                if n_hist:
+                    latents[:, :, :n_hist] = history
+                v = self.predict(latents, t, ctx, neg_ctx, opts.guidance, cond_kw, opts.cfg_batch)
+                latents = sched.step(v.float(), t, latents).prev_sample
+                if n_hist:
+                    latents[:, :, :n_hist] = history
+                if progress:
+                    progress(i + 1, len(sched.timesteps))
+        return latents
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> [3, T, H, W] in [-1, 1] on the CPU."""
+        with self.placement.use(self.vae):
+            return vae_decode(self.vae, latents)[0].cpu()
+
+    @torch.no_grad()
+    def __call__(self, cond: Conditioning, height: int, width: int, opts: SamplingOptions,
+                 progress: Callable[[str, int, int], None] | None = None) -> tuple[np.ndarray, dict]:
+        """Generate; returns RGB uint8 frames [N, H, W, 3] and a record (seed, segments, frame counts)."""
+        opts.check()
+        check_size(height, width)
+        check_inputs(cond)
+        seed = opts.seed if opts.seed >= 0 else int(torch.randint(0, 2**31 - 1, (1,)).item())
+        generator = torch.Generator("cpu").manual_seed(seed)
+        plan = plan_segments(len(cond.driving), opts.segment_frames, opts.overlap_frames, opts.keep_tail)
+        use_cfg = opts.guidance > 1.0
+        ctx, neg_ctx = self.encode_prompt(cond.prompt, opts.negative_prompt, use_cfg)
+        ref = self.encode_reference(cond, height, width)
+        ref_kw = {"replace_flag": cond.replace, **ref}
+        outputs: list[torch.Tensor] = []
+        previous: torch.Tensor | None = None
+        for k, seg in enumerate(plan):
+            frames, masks = self._segment_pixels(cond, seg)
+            pose_latents, driving_masks = self.encode_driving(frames, masks, height, width)
+            latents = self.prepare_latents(seg.length, height, width, generator)
+            history = None
+            if seg.history:
+                history = self._vae_encode(previous[:, -seg.history:])
+            cond_kw = dict(ref_kw, pose_latents=pose_latents, driving_masks=driving_masks)
+            step_cb = (lambda i, n, k=k: progress(f"segment {k + 1}/{len(plan)}", i, n)) if progress else None
+            latents = self.denoise(latents, ctx, neg_ctx, cond_kw, opts, history, step_cb)
+            video = self.decode(latents)
+            previous = video
+            outputs.append(video[:, seg.history: seg.length - seg.pad])
+        video = torch.cat(outputs, 1)
+        frames = ((video.permute(1, 2, 3, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+        record = {"seed": seed, "segments": [s.__dict__ for s in plan], "frames_in": len(cond.driving),
+                  "frames_out": output_frames(plan), "height": height, "width": width, "guidance_used": use_cfg}
+        return frames, record
+
+    @staticmethod
+    def _segment_pixels(cond: Conditioning, seg: Segment) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.minimum(np.arange(seg.start, seg.start + seg.length), len(cond.driving) - 1)
+        return cond.driving[idx], cond.driving_mask[idx]

@@ -1,0 +1,84 @@
+"""The `scailflow` console script: one entry, a subcommand per job. Errors print as one line, never a traceback."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from scailflow.errors import InputError
+
+# subcommand -> (module with add_arguments/run, help). Modules are imported only when their command runs.
+COMMANDS = {
+    "run": ("flows.cli", "run_folder", "turn one raw folder into the animated video (pose -> masks -> prompt -> generate)"),
+    "batch": ("flows.cli", "batch", "run every folder a pipelines.yaml names"),
+    "serve": ("flows.cli", "serve", "serve pipelines.yaml's schedules as Prefect deployments"),
+    "server": ("flows.cli", "server", "start the local Prefect server and UI on 127.0.0.1"),
+    "demo": ("flows.cli", "demo", "build a sample folder from a bundled photo and run the whole flow on it"),
+    "generate": ("scail.cli", "generate", "sample SCAIL-2 from prepared files (the official generate.py flags)"),
+    "convert": ("scail.cli", "convert", "convert the training checkpoint to one safetensors file"),
+    "prompt": ("prompts.cli", None, "write a detailed prompt with Gemini from the driving video and reference"),
+    "masks": ("masks.cli", None, "mask tools: `scailflow masks preview FOLDER`"),
+    "pose": ("pose.cli", None, "render the driving skeleton (pose-driven mode) for one video"),
+}
+
+
+def _hooks(module: str, name: str | None):
+    mod = importlib.import_module(module)
+    if name is None:
+        return mod.add_arguments, mod.run
+    return getattr(mod, f"add_{name}_arguments"), getattr(mod, f"run_{name}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scailflow", description="SCAIL-2 character animation, folder to video.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("-q", "--quiet", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for cmd, (module, name, help_text) in COMMANDS.items():
+        p = sub.add_parser(cmd, help=help_text, description=help_text)
+        try:
+            add, run = _hooks(module, name)
+        except (ImportError, AttributeError):
+            continue  # a stage library that is not importable here: its command is absent from --help
+        add(p)
+        p.set_defaults(_run=run)
+    return parser
+
+
+def oom_message(exc: BaseException) -> str:
+    return ("GPU out of memory: try `--offload block --vram_budget_gb <GiB free>`, `--offload model`, or a smaller "
+            f"--target_h/--target_w ({str(exc).splitlines()[0][:160]})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    for noisy in ("httpx", "httpcore", "urllib3", "PIL", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not hasattr(args, "_run"):
+        print(f"error: the `{args.command}` command is not available in this installation", file=sys.stderr)
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the CLI promises one line, --debug shows the traceback
+        if args.debug or os.environ.get("SCAILFLOW_DEBUG"):
+            raise
+        if e.__class__.__name__ == "OutOfMemoryError":
+            print(f"error: {oom_message(e)}", file=sys.stderr)
+            return 3
+        print(f"error: {e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+              "(run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""`scailflow generate`: the official flags, the tiny-random model end to end, output + record, one-line errors."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from scailflow.media import probe_video, read_video, write_image, write_video
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    d = tmp_path_factory.mktemp("prepared")
+    rng = np.random.default_rng(0)
+    write_image(d / "ref.png", rng.integers(0, 255, (120, 64, 3), dtype=np.uint8))
+    m = np.full((120, 64, 3), 255, np.uint8)
+    m[20:100, 10:50] = (0, 0, 255)
+    write_image(d / "ref_mask.png", m)
+    write_video(d / "rendered_v2.mp4", rng.integers(0, 255, (11, 96, 64, 3), dtype=np.uint8), 24)
+    dm = np.zeros((11, 96, 64, 3), np.uint8)
+    dm[:, 20:80, 10:50] = (0, 0, 255)
+    write_video(d / "rendered_mask_v2.mp4", dm, 24, lossless=True)
+    return d
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "scailflow.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def official_args(d, **over):
+    args = {"--image": d / "ref.png", "--mask_image": d / "ref_mask.png", "--pose": d / "rendered_v2.mp4",
+            "--mask_video": d / "rendered_mask_v2.mp4", "--save_file": d / "out.mp4"}
+    args.update(over)
+    return [x for kv in args.items() for x in kv]
+
+
+def test_generate_tiny_random_writes_video_and_record(prepared):
+    r = cli("generate", *official_args(prepared), "--model", "tiny-random", "--prompt", "a woman dancing",
+            "--target_h", 64, "--target_w", 32, "--steps", 2, "--seed", 5, "--fps", 16)
+    assert r.returncode == 0, r.stderr
+    out = prepared / "out.mp4"
+    info = probe_video(out)
+    assert (info.width, info.height, info.frames) == (32, 64, 9) and abs(info.fps - 16) < 1e-6
+    record = json.loads((prepared / "out.mp4.json").read_text())
+    assert record["seed"] == 5 and record["prompt"] == "a woman dancing" and "noise" in record["model"]
+    assert record["sampling"]["steps"] == 2 and record["frames_out"] == 9
+    assert not list(prepared.glob(".*partial*"))  # no temp file left behind
+
+
+def test_portrait_reference_swaps_landscape_target(prepared):
+    r = cli("generate", *official_args(prepared, **{"--save_file": prepared / "swap.mp4"}), "--model", "tiny-random",
+            "--target_h", 32, "--target_w", 64, "--steps", 1)
+    assert r.returncode == 0, r.stderr
+    frames, _ = read_video(prepared / "swap.mp4")
+    assert frames.shape[1:3] == (64, 32)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"--image": "missing.png"}, "image not found"),
+    ({"--pose": "ref.png"}, "cannot read video"),
+    ({"--target_h": "100"}, "multiples of 32"),
+])
+def test_bad_input_is_one_line(prepared, change, message):
+    change = {k: (prepared / v if v.endswith((".png", ".mp4")) else v) for k, v in change.items()}
+    r = cli("generate", *official_args(prepared, **change), "--model", "tiny-random", "--steps", 1)
+    assert r.returncode == 2
+    assert_one_error_line(r, message)
+
+
+def assert_one_error_line(r, message):
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in r.stderr, r.stderr
+
+
+def test_mismatched_additional_refs(prepared):
+    r = cli("generate", *official_args(prepared), "--model", "tiny-random", "--additional_ref_image",
+            prepared / "ref.png", prepared / "ref.png", "--additional_ref_mask_image", prepared / "ref_mask.png")
+    assert r.returncode == 2 and "paired by position" in r.stderr
+
+
+def test_missing_checkpoint_says_what_to_download(prepared):
+    r = cli("generate", *official_args(prepared))
+    assert r.returncode == 2 and "no SCAIL-2 checkpoint configured" in r.stderr and "tiny-random" in r.stderr
+
+
+def test_wrong_model_checkpoint_is_named(prepared, conformance, tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(str(conformance / "tiny_scail2_state_dict.safetensors"))
+    scail1 = {k: v for k, v in sd.items() if not k.startswith("patch_embedding_mask")}
+    save_file(scail1, str(tmp_path / "scail1.safetensors"))
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    torch.save({}, folder / "Wan2.1_VAE.pth")
+    r = cli("generate", *official_args(prepared), "--ckpt_dir", folder, "--scail_path", tmp_path / "scail1.safetensors")
+    assert r.returncode == 2
+    assert_one_error_line(r, "not a SCAIL-2 DiT")
