@@ -19,6 +19,7 @@ MP_FOR_SLOT = (0, -1, 12, 14, 16, 11, 13, 15, 24, 26, 28, 23, 25, 27, 5, 2, 8, 7
 # A 3D joint is kept when mediapipe's visibility for it reaches this (guessed legs are dropped).
 MIN_VISIBILITY_3D = 0.1
 BODY_SCORE_FLOOR = 0.3
+SOLVE_VISIBILITY = 0.5
 
 
 def _landmarks(lms, n: int) -> np.ndarray:
@@ -84,7 +85,11 @@ def convert(result, width: int, height: int) -> PersonPose | None:
         world = _landmarks(result.pose_world_landmarks, 33)[:, :3]
         px = lm[:, :2] * np.array([width, height], np.float32)
         f = focal_length(height, width)
-        cam = lift_to_camera(world, px, vis, f, width / 2, height / 2)
+        # only confidently seen landmarks place the body (guessed off-screen legs would push it away)
+        seen = np.where(vis >= SOLVE_VISIBILITY, vis, 0.0)
+        if (seen > 0).sum() < 4:
+            seen = vis
+        cam = lift_to_camera(world, px, seen, f, width / 2, height / 2)
         if cam is not None:
             joints3d = np.zeros((N_JOINTS3D, 3), np.float32)
             for slot in range(14):

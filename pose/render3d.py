@@ -226,6 +226,10 @@ class Renderer:
         t = torch.full((n,), T_START, device=dev)
         d_w, g_w = self.dirs[pidx], gidx
         A_w, BA_w, inv_w, ok_w = A[g_w], BA[g_w], inv[g_w], ok[g_w]
+        # Beyond the depth where it leaves the far face of all its candidate capsules' boxes a ray cannot hit;
+        # the reference keeps marching to t_stop and hits nothing, so stopping there changes no pixel.
+        z_far = torch.where(ok_w, torch.maximum(A_w[..., 2], (A_w + BA_w)[..., 2]), torch.zeros_like(A_w[..., 2]))
+        t_exit = ((z_far.amax(1) + self.radius + 1.0) / d_w[:, 2]).clamp_max(t_stop)
         live = torch.ones(n, dtype=torch.bool, device=dev)
         n_live = n
         for _ in range(MAX_STEPS):
@@ -233,14 +237,14 @@ class Renderer:
                 break
             if n_live * 2 <= ids.numel():
                 sel = torch.nonzero(live).squeeze(1)
-                ids, t, d_w, g_w, live = ids[sel], t[sel], d_w[sel], g_w[sel], live[sel]
+                ids, t, d_w, g_w, live, t_exit = ids[sel], t[sel], d_w[sel], g_w[sel], live[sel], t_exit[sel]
                 A_w, BA_w, inv_w, ok_w = A_w[sel], BA_w[sel], inv_w[sel], ok_w[sel]
             sdf, kk = _union_sdf(t[:, None] * d_w, A_w, BA_w, inv_w, ok_w, self.radius)
             hit = live & (sdf < HIT_EPS)
             if bool(hit.any()):
                 hit_t[ids[hit]] = t[hit]
                 hit_g[ids[hit]] = g_w[hit].gather(1, kk[hit][:, None]).squeeze(1)
-            live = live & ~hit & (t <= t_stop)
+            live = live & ~hit & (t <= t_exit)
             t = torch.where(live, t + sdf.clamp_min(MIN_STEP), t)
             n_live = int(live.sum())
 

@@ -51,11 +51,7 @@ def torch_load_weights(path: Path) -> dict[str, torch.Tensor]:
 
 def read_dit_file(path: Path, device, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
     """Stream a DiT safetensors file onto `device`, casting floats to `dtype` (fp8-scaled weights dequantized)."""
-    if not path.is_file():
-        raise InputError(f"SCAIL-2 DiT file not found: {path}")
-    if path.suffix != ".safetensors":
-        raise InputError(f"{path}: the DiT must be a .safetensors file (convert the training checkpoint with "
-                         "`scailflow convert --scail-dir DIR --save-path FILE.safetensors`)")
+    check_dit_file(path)
     out: dict[str, torch.Tensor] = {}
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
@@ -77,6 +73,21 @@ def read_dit_file(path: Path, device, dtype: torch.dtype | None) -> dict[str, to
     except Exception as e:  # noqa: BLE001
         raise InputError(f"cannot read {path}: {e.__class__.__name__}: {e}") from None
     return out
+
+
+def check_dit_file(path: Path) -> None:
+    """Fail fast, before loading anything: the DiT file exists, is safetensors and is SCAIL-2 (keys only)."""
+    if not path.is_file():
+        raise InputError(f"SCAIL-2 DiT file not found: {path}")
+    if path.suffix != ".safetensors":
+        raise InputError(f"{path}: the DiT must be a .safetensors file (convert the training checkpoint with "
+                         "`scailflow convert --scail-dir DIR --save-path FILE.safetensors`)")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            keys = list(f.keys())
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"cannot read {path}: {e.__class__.__name__}: {e}") from None
+    check_is_scail2({k.split("diffusion_model.")[-1]: None for k in keys}, str(path))  # type: ignore[misc]
 
 
 def infer_official_config(sd: dict[str, torch.Tensor]) -> dict:
@@ -143,6 +154,7 @@ def load_pipeline(model: str = "scail2", *, ckpt_dir: str | os.PathLike | None =
         scail_path = scail_path or os.environ.get("SCAILFLOW_SCAIL_PATH")
         if not ckpt_dir or not scail_path:
             raise InputError(f"no SCAIL-2 checkpoint configured: {DOWNLOAD_HINT}")
+        check_dit_file(Path(scail_path))
         folder = Path(ckpt_dir)
         if not folder.is_dir():
             raise InputError(f"checkpoint folder not found: {folder}")
