@@ -48,11 +48,12 @@ class MaskResult:
 
 def build_segmenter(backend: str = "auto", *, sam2_checkpoint: Path | None = None, sam2_config: str | None = None,
                     sam3_checkpoint: Path | None = None, device: str = "cpu") -> Segmenter:
-    """The segmenter for `backend`; "auto" is SAM 2 when a checkpoint is given, else the embedded mediapipe."""
+    """The segmenter for `backend`. "auto": SAM 2 when its checkpoint is given, else SAM 3 when its checkpoint is
+    given, else the embedded mediapipe default (one person)."""
     if backend not in BACKENDS:
         raise InputError(f"unknown masks backend {backend!r} (choose from {', '.join(BACKENDS)})")
     if backend == "auto":
-        backend = "sam2" if sam2_checkpoint is not None else "mediapipe"
+        backend = "sam2" if sam2_checkpoint is not None else "sam3" if sam3_checkpoint is not None else "mediapipe"
         if backend == "mediapipe":
             log.info("masks: no SAM 2 checkpoint configured; using the embedded mediapipe selfie segmentation "
                      "(one person: the whole foreground)")

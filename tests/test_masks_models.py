@@ -1,0 +1,295 @@
+"""masks/ backends: the embedded mediapipe default on a real photo, SAM 2 (bundled config, random weights, small
+input) and scripted predictors with the SAM 2 / SAM 3 interfaces for the track bookkeeping."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from skimage import data
+
+import masks
+from masks import palette
+from masks.segmenters import MediapipeSegmenter, Sam2VideoSegmenter, Sam3VideoSegmenter, sam2_config_for
+from masks.stage import build_segmenter
+from masks.tracks import person_selector
+from scailflow.errors import InputError
+from scailflow.media import probe_video, read_image, read_video, write_image, write_video
+
+BLUE, RED = palette.PALETTE[0], palette.PALETTE[1]
+ASTRONAUT = data.astronaut()
+
+
+def hand_checked_person(h=512, w=512):
+    """Her head and suit, boxed by eye on skimage's astronaut (512 x 512)."""
+    region = np.zeros((512, 512), bool)
+    region[15:190, 150:300] = True   # head and hair
+    region[150:512, 20:365] = True   # suit and arms
+    return cv2.resize(region.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+
+
+def iou(a, b):
+    return (a & b).sum() / (a | b).sum()
+
+
+# ---------------------------------------------------------------- embedded default
+
+def test_mediapipe_finds_the_astronaut():
+    fg = MediapipeSegmenter().foreground(ASTRONAUT)
+    assert iou(fg, hand_checked_person()) > 0.6
+    core = np.zeros_like(fg)
+    core[40:170, 175:280] = True    # face
+    core[250:500, 60:280] = True    # chest and arm
+    assert fg[core].mean() > 0.95
+    background = np.zeros_like(fg)
+    background[0:140, 0:140] = True   # flag
+    background[0:280, 360:512] = True  # shuttle model and backdrop
+    assert fg[background].mean() < 0.05
+    (x0, y0, x1, y1), = MediapipeSegmenter().person_boxes(ASTRONAUT)
+    assert x0 < 40 and 150 < (x0 + x1) / 2 < 330 and y0 < 40 and y1 > 480
+
+
+def astronaut_inputs(tmp_path, n=5, size=128):
+    small = cv2.resize(ASTRONAUT, (size, size), interpolation=cv2.INTER_AREA)
+    ref = tmp_path / "ref.png"
+    write_image(ref, small)
+    frames = np.stack([np.roll(small, 2 * t, axis=1) for t in range(n)])
+    video = tmp_path / "driving.mp4"
+    write_video(video, frames, 10.0, lossless=True)
+    return ref, video, small
+
+
+def test_make_masks_auto_uses_mediapipe_and_covers_her(tmp_path, caplog):
+    ref, video, small = astronaut_inputs(tmp_path)
+    with caplog.at_level(logging.INFO, logger="scailflow.masks"):
+        result = masks.make_masks(ref, video, tmp_path / "out")
+    assert "no SAM 2 checkpoint" in caplog.text and result.backend == "mediapipe" and result.persons == 1
+    drv, fps = read_video(result.driving_mask)
+    assert drv.shape == (5, 128, 128, 3) and fps == 10.0
+    person = hand_checked_person(128, 128)
+    blue = (drv[0] == BLUE).all(-1)
+    assert iou(blue, person) > 0.6
+    assert ((drv[0] == BLUE).all(-1) | (drv[0] == 0).all(-1)).all()
+    ref_mask = read_image(result.ref_mask)
+    assert iou((ref_mask == BLUE).all(-1), person) > 0.6
+    assert ((ref_mask == BLUE).all(-1) | (ref_mask == 255).all(-1)).all()
+    assert probe_video(result.driving_mask).frames == 5
+
+
+def test_no_person_in_a_blank_reference(tmp_path):
+    _, video, _ = astronaut_inputs(tmp_path, n=1)
+    blank = tmp_path / "blank.png"
+    write_image(blank, np.full((96, 96, 3), 128, np.uint8))
+    with pytest.raises(masks.NoPersonError, match="reference image"):
+        masks.make_masks(blank, video, tmp_path / "out", backend="mediapipe")
+
+
+def test_build_segmenter_choices(tmp_path):
+    assert isinstance(build_segmenter("auto"), MediapipeSegmenter)
+    with pytest.raises(InputError, match="needs a checkpoint"):
+        build_segmenter("sam2")
+    with pytest.raises(InputError, match="not found"):
+        build_segmenter("sam2", sam2_checkpoint=tmp_path / "sam2.1_hiera_large.pt")
+    with pytest.raises(InputError, match="sam3"):
+        build_segmenter("sam3", sam3_checkpoint=tmp_path / "sam3.pt")
+    with pytest.raises(InputError, match="unknown masks backend"):
+        build_segmenter("sam9")
+    assert sam2_config_for(Path("sam2.1_hiera_large.pt")) == "configs/sam2.1/sam2.1_hiera_l.yaml"
+    assert sam2_config_for(Path("sam2_hiera_base_plus.pt")) == "configs/sam2/sam2_hiera_b+.yaml"
+    assert sam2_config_for(Path("/x/sam2.1_hiera_tiny.pt")) == "configs/sam2.1/sam2.1_hiera_t.yaml"
+
+
+# ---------------------------------------------------------------- SAM 2, real model with random weights
+
+class Spy:
+    """Wraps a SAM 2 video predictor and records what our code sends and what the predictor returns."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.image_size = inner.image_size
+        self.boxes, self.outputs, self.resets = [], [], 0
+
+    def init_state(self, path, **kw):
+        self.frames_on_disk = sorted(Path(path).iterdir())
+        return self.inner.init_state(path, **kw)
+
+    def add_new_points_or_box(self, state, frame_idx, obj_id, box):
+        self.boxes.append((obj_id, np.asarray(box, np.float32)))
+        return self.inner.add_new_points_or_box(state, frame_idx=frame_idx, obj_id=obj_id, box=box)
+
+    def reset_state(self, state):
+        self.resets += 1
+        return self.inner.reset_state(state)
+
+    def propagate_in_video(self, state):
+        for t, ids, logits in self.inner.propagate_in_video(state):
+            self.outputs.append((t, list(ids), logits.detach().cpu().numpy().copy()))
+            yield t, ids, logits
+
+
+@pytest.fixture(scope="module")
+def sam2_tiny():
+    torch.manual_seed(0)
+    return Sam2VideoSegmenter.from_checkpoint(None, "configs/sam2.1/sam2.1_hiera_t.yaml", "cpu", image_size=128)
+
+
+def test_sam2_random_weights_outputs_flow_through_our_bookkeeping(sam2_tiny):
+    spy = Spy(sam2_tiny.predictor)
+    seg = Sam2VideoSegmenter(spy)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (4, 96, 160, 3), dtype=np.uint8)
+    boxes = [(100, 10, 150, 90), (10, 20, 60, 80)]
+    seen = []
+
+    def keep_both_right_first(first):
+        seen.extend(first)
+        return [0, 1]
+
+    out = seg.segment(frames, keep_both_right_first, boxes)
+    assert out.count == 2 and out.candidates == 2 and out.labels.shape == (4, 96, 160) and out.labels.dtype == np.uint8
+    assert len(spy.frames_on_disk) == 4 and spy.resets == 0
+    assert [b[0] for b in spy.boxes] == [1, 2]
+    np.testing.assert_allclose(spy.boxes[0][1], [100 * 128 / 160, 10 * 128 / 96, 150 * 128 / 160, 90 * 128 / 96])
+    assert len(seen) == 2 and seen[0].shape == (96, 160)
+    # our labels are exactly the predictor's logits resized to the frame, > 0.5 probability, most confident wins
+    assert [t for t, _, _ in spy.outputs] == [0, 1, 2, 3]
+    for t, ids, logits in spy.outputs:
+        assert ids == [1, 2]
+        up = np.stack([cv2.resize(l[0], (160, 96), interpolation=cv2.INTER_LINEAR) for l in logits])
+        expected = np.where(up.max(0) > 0, up.argmax(0) + 1, 0)
+        agree = (out.labels[t] == expected).mean()
+        assert agree > 0.999  # float rounding right at logit 0 may flip a pixel
+
+
+def test_sam2_random_weights_through_make_masks(tmp_path, sam2_tiny):
+    ref, video, _ = astronaut_inputs(tmp_path, n=3, size=96)
+    boxes = [(0.05, 0.05, 0.95, 1.0)]  # a pose detector's box as fractions of the frame
+    # seeded random weights give a deterministic (meaningless) mask above 1% of the frame for this box
+    result = masks.make_masks(ref, video, tmp_path / "out", segmenter=sam2_tiny, person_boxes=boxes,
+                              ref_person_boxes=[(5, 5, 90, 95)])
+    drv, _ = read_video(result.driving_mask)
+    assert result.backend == "sam2" and drv.shape == (3, 96, 96, 3)
+    assert {tuple(c) for c in np.unique(drv.reshape(-1, 3), axis=0)} <= {BLUE, (0, 0, 0)}
+
+
+# ---------------------------------------------------------------- SAM 2 interface, scripted
+
+class ScriptedSam2:
+    """SAM 2 video predictor stand-in: object k's mask is its prompt box, moving right 2 model pixels a frame."""
+
+    image_size = 64
+
+    def __init__(self):
+        self.calls = []
+
+    def init_state(self, path, offload_video_to_cpu=False):
+        files = sorted(Path(path).glob("*.jpg"), key=lambda p: int(p.stem))
+        self.calls.append(("init", len(files), np.asarray(cv2.imread(str(files[0]))).shape))
+        return {"n": len(files), "objs": {}}
+
+    def _logits(self, box, shift=0):
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        m = np.full((1, 64, 64), -10.0, np.float32)
+        m[0, y0:y1, x0 + shift:x1 + shift] = 10.0
+        return m
+
+    def add_new_points_or_box(self, state, frame_idx, obj_id, box):
+        self.calls.append(("add", obj_id, tuple(float(v) for v in box)))
+        state["objs"][obj_id] = box
+        ids = list(state["objs"])
+        return frame_idx, ids, torch.from_numpy(np.stack([self._logits(state["objs"][i]) for i in ids]))
+
+    def reset_state(self, state):
+        self.calls.append(("reset",))
+        state["objs"].clear()
+
+    def propagate_in_video(self, state):
+        ids = list(state["objs"])
+        for t in range(state["n"]):
+            yield t, ids, torch.from_numpy(np.stack([self._logits(state["objs"][i], 2 * t) for i in ids]))
+
+
+def test_sam2_bookkeeping_filters_cuts_orders_and_tracks():
+    pred = ScriptedSam2()
+    seg = Sam2VideoSegmenter(pred)
+    frames = np.zeros((3, 64, 64, 3), np.uint8)
+    boxes = [(36, 4, 60, 60),   # big, right
+             (4, 10, 20, 50),   # medium, left
+             (28, 2, 31, 6),    # tiny: < 1 %
+             (22, 40, 30, 50)]  # small: cut by max_persons
+    out = seg.segment(frames, person_selector(2), boxes)
+    assert out.count == 2 and out.candidates == 4
+    assert pred.calls[0] == ("init", 3, (64, 64, 3))
+    adds = [c for c in pred.calls if c[0] == "add"]
+    assert [a[1] for a in adds] == [1, 2, 3, 4, 2, 1]  # all prompted, reset, then only the kept (left first)
+    assert ("reset",) in pred.calls
+    lab = out.labels
+    assert lab[0, 30, 10] == 1 and lab[0, 30, 45] == 2 and lab[0, 4, 29] == 0 and lab[0, 45, 25] == 0
+    assert lab[2, 30, 22] == 1 and lab[2, 30, 6] == 0 and lab[0, 30, 6] == 1  # moved right 4 px by frame 2
+    assert lab[2, 30, 63] == 2
+
+
+def test_sam2_scripted_through_make_masks_with_pose_boxes(tmp_path):
+    frames = np.zeros((4, 64, 128, 3), np.uint8)
+    video = tmp_path / "driving.mp4"
+    write_video(video, frames, 8.0, lossless=True)
+    ref = tmp_path / "ref.png"
+    write_image(ref, np.zeros((64, 64, 3), np.uint8))
+    drv_boxes = [[80, 4, 120, 60, 0.9], [8, 10, 40, 56, 0.8]]  # (x0, y0, x1, y1, score) in pixels
+    result = masks.make_masks(ref, video, tmp_path / "out", segmenter=Sam2VideoSegmenter(ScriptedSam2()),
+                              person_boxes=drv_boxes, ref_person_boxes=[[2, 2, 30, 60], [34, 2, 62, 60]])
+    drv, fps = read_video(result.driving_mask)
+    assert result.persons == 2 and fps == 8.0 and drv.shape == (4, 64, 128, 3)
+    assert tuple(drv[0, 30, 20]) == BLUE and tuple(drv[0, 30, 100]) == RED
+    ref_mask = read_image(result.ref_mask)
+    assert tuple(ref_mask[30, 10]) == BLUE and tuple(ref_mask[30, 50]) == RED
+
+
+def test_sam2_prompt_boxes_come_from_mediapipe_without_pose_boxes(tmp_path):
+    ref, video, small = astronaut_inputs(tmp_path, n=2, size=128)
+    pred = ScriptedSam2()
+    masks.make_masks(ref, video, tmp_path / "out", segmenter=Sam2VideoSegmenter(pred))
+    adds = [c[2] for c in pred.calls if c[0] == "add"]
+    assert len(adds) == 2  # one person in the reference, one in the driving video
+    x0, y0, x1, y1 = (v * 128 / 64 for v in adds[1])  # back to frame pixels
+    assert x0 < 15 and y0 < 15 and y1 > 115 and 40 < (x0 + x1) / 2 < 90
+
+
+# ---------------------------------------------------------------- SAM 3 interface, scripted
+
+class ScriptedSam3:
+    """SAM 3 request-interface stand-in: two people from frame 0 (one tiny), a newcomer from frame 1."""
+
+    def __init__(self, h, w):
+        self.h, self.w, self.requests = h, w, []
+
+    def handle_request(self, request):
+        self.requests.append(request["type"])
+        if request["type"] == "start_session":
+            self.n = len(list(Path(request["resource_path"]).glob("*.jpg")))
+            return {"session_id": "s1"}
+        return {}
+
+    def handle_stream_request(self, request):
+        self.requests.append(request["type"])
+        for t in range(self.n):
+            objs = {3: (4 + t, 4, 20 + t, 40), 7: (30, 2, 32, 4)}
+            if t >= 1:
+                objs[9] = (40, 10, 60, 40)
+            ids = sorted(objs)
+            m = np.zeros((len(ids), 1, self.h, self.w), bool)
+            for k, i in enumerate(ids):
+                x0, y0, x1, y1 = objs[i]
+                m[k, 0, y0:y1, x0:x1] = True
+            yield {"frame_index": t, "outputs": {"out_obj_ids": np.array(ids), "out_binary_masks": m}}
+
+
+def test_sam3_bookkeeping_drops_small_and_later_tracks():
+    pred = ScriptedSam3(48, 64)
+    out = Sam3VideoSegmenter(pred).segment(np.zeros((3, 48, 64, 3), np.uint8), person_selector(2))
+    assert pred.requests == ["start_session", "add_prompt", "propagate_in_video", "close_session"]
+    assert out.count == 1 and out.candidates == 2
+    assert out.labels[2, 20, 10] == 1 and out.labels[2, 20, 50] == 0 and out.labels[0, 3, 31] == 0
