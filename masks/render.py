@@ -11,7 +11,7 @@ from PIL import Image
 
 from scailflow.media import write_image, write_video
 
-from .palette import BLACK, WHITE, check_count, colour, is_pure, snap_to_palette
+from .palette import check_count, colour, is_pure, snap_to_palette
 
 log = logging.getLogger("scailflow.masks")
 
@@ -105,6 +105,3 @@ def valid_area(image_path: str | os.PathLike, rgb: np.ndarray) -> np.ndarray:
     bars[top:bottom, left:right] = False
     return valid & ~bars
 
-
-__all__ = ["BLACK", "WHITE", "colourise", "colour_lut", "palette_colours", "write_mask_image",
-           "write_mask_video", "write_label_video", "valid_area"]
