@@ -17,7 +17,7 @@ log = logging.getLogger("scailflow.pose")
 # mediapipe pose landmark index per OpenPose-18 slot (slot 1, the neck, is the shoulder midpoint).
 MP_FOR_SLOT = (0, -1, 12, 14, 16, 11, 13, 15, 24, 26, 28, 23, 25, 27, 5, 2, 8, 7)
 # A 3D joint is kept when mediapipe's visibility for it reaches this (guessed legs are dropped).
-MIN_VISIBILITY_3D = 0.1
+MIN_VISIBILITY_3D = 0.5
 BODY_SCORE_FLOOR = 0.3
 SOLVE_VISIBILITY = 0.5
 
@@ -28,10 +28,12 @@ def _landmarks(lms, n: int) -> np.ndarray:
 
 def lift_to_camera(world_m: np.ndarray, image_px: np.ndarray, weights: np.ndarray, f: float,
                    cx: float, cy: float) -> np.ndarray | None:
-    """Translate hip-centred metric joints [N, 3] so they project onto `image_px` [N, 2]; returns millimetres.
+    """Place hip-centred metric joints [N, 3] in the render camera so they project onto `image_px` [N, 2] (mm).
 
-    Rotation is taken as identity (mediapipe's world axes follow the image: x right, y down, z away), so the
-    translation (tx, ty, tz) solves a linear least-squares problem: f(X+tx) - (u-cx)(Z+tz) = 0, same for y.
+    The body's distance comes from a least-squares translation (rotation taken as identity: mediapipe's world
+    axes follow the image, x right, y down, z away): f(X+tx) - (u-cx)(Z+tz) = 0, same for y. Each joint then
+    keeps its own depth tz + Z and is back-projected through its 2D landmark, so the render lands exactly on
+    the person in the frame while the limbs keep their relative depth.
     """
     w = np.sqrt(np.clip(weights, 0, None)).astype(np.float64)
     if (w > 0).sum() < 3:
@@ -44,9 +46,11 @@ def lift_to_camera(world_m: np.ndarray, image_px: np.ndarray, weights: np.ndarra
     rhs = np.concatenate([du * Z - f * X, dv * Z - f * Y])
     ww = np.concatenate([w, w])
     sol, *_ = np.linalg.lstsq(rows * ww[:, None], rhs * ww, rcond=None)
-    if not np.all(np.isfinite(sol)) or sol[2] + Z.min() <= 0.05:
+    depth = sol[2] + Z
+    if not np.all(np.isfinite(sol)) or depth.min() <= 0.05:
         return None
-    return ((world_m.astype(np.float64) + sol) * 1000.0).astype(np.float32)
+    cam = np.stack([du * depth / f, dv * depth / f, depth], 1)
+    return (cam * 1000.0).astype(np.float32)
 
 
 def _hand(lms, width: int, height: int) -> np.ndarray:

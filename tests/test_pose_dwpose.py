@@ -1,0 +1,185 @@
+"""DWPose pre/post-processing, run through onnxruntime on test-built models; weight configuration checks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pose import PoseWeights
+from pose.dwpose import (DWPose, box_to_centre_scale, crop_affine, decode_simcc, letterbox, nms, select_persons,
+                         to_person, yolox_decode)
+from scailflow.errors import InputError
+from test_pose_fakes import blob_image, build_nlf, build_simcc, build_yolox, yolox_raw
+
+
+def test_letterbox_resizes_keeping_aspect_and_pads_top_left_with_114():
+    img = np.full((320, 480, 3), 7, np.uint8)
+    chw, r = letterbox(img)
+    assert chw.shape == (3, 640, 640) and chw.dtype == np.float32
+    assert r == pytest.approx(640 / 480)
+    assert np.all(chw[:, :426, :] == 7)          # int(320 * 1.333) = 426 rows of content
+    assert np.all(chw[:, 427:, :] == 114)
+    assert chw.max() == 114 and chw.min() == 7   # 0-255 values, no mean/std
+
+
+def test_decode_then_nms_keeps_the_best_of_overlapping_person_boxes():
+    ratio = 640 / 480
+    raw = yolox_raw([((100, 50, 260, 300), 0.9), ((104, 52, 262, 296), 0.8), ((300, 40, 420, 310), 0.6),
+                     ((10, 10, 60, 60), 0.2)], ratio)
+    boxes, scores = yolox_decode(raw, ratio)
+    kept, kept_scores = select_persons(boxes, scores)
+    assert kept_scores.tolist() == pytest.approx([0.9, 0.6])
+    np.testing.assert_allclose(kept[0], [100, 50, 260, 300], atol=1e-3)
+    np.testing.assert_allclose(kept[1], [300, 40, 420, 310], atol=1e-3)
+
+
+def test_nms_uses_plus_one_areas():
+    a = np.array([[0, 0, 9, 9], [5, 0, 14, 9]], np.float32)  # +1 areas: 100 each, overlap 5x10 = 50 -> IoU 1/3
+    assert nms(a, np.array([0.9, 0.8]), 0.34).tolist() == [0, 1]
+    assert nms(a, np.array([0.9, 0.8]), 0.33).tolist() == [0]
+
+
+def test_box_padding_aspect_and_crop_affine_round_trip():
+    centre, scale = box_to_centre_scale(np.array([100, 50, 260, 300]))
+    np.testing.assert_allclose(centre, [180, 175])
+    assert scale[0] / scale[1] == pytest.approx(0.75)
+    assert scale[1] == pytest.approx(250 * 1.25)          # tall box: height padded, width grown
+    m = crop_affine(centre, scale)
+    np.testing.assert_allclose(m @ [180, 175, 1], [144, 192])
+    pt = np.array([130.0, 90.0])
+    crop_pt = m @ [*pt, 1]
+    # SimCC locations are crop pixels x2; feed the exact crop point back through the decoder
+    sx = np.zeros((1, 576), np.float32)
+    sy = np.zeros((1, 768), np.float32)
+    sx[0, int(round(crop_pt[0] * 2))] = 1
+    sy[0, int(round(crop_pt[1] * 2))] = 1
+    kp, score = decode_simcc(sx, sy, centre, scale)
+    np.testing.assert_allclose(kp[0], pt, atol=scale[0] / 288)
+    assert score[0] == 1
+
+
+def test_simcc_decoding_argmax_split_and_confidence():
+    sx = np.zeros((3, 576), np.float32)
+    sy = np.zeros((3, 768), np.float32)
+    sx[0, 100], sy[0, 300] = 0.9, 0.5      # score = min = 0.5
+    sx[1, 10], sy[1, 20] = 0.7, 0.8        # score 0.7
+    sx[2] -= 1.0                           # score <= 0: location -1
+    sy[2] -= 1.0
+    centre, scale = np.array([144.0, 192.0], np.float32), np.array([288.0, 384.0], np.float32)
+    kp, score = decode_simcc(sx, sy, centre, scale)   # identity crop
+    np.testing.assert_allclose(kp[0], [50, 150])
+    np.testing.assert_allclose(kp[1], [5, 10])
+    np.testing.assert_allclose(kp[2], [-0.5, -0.5])
+    np.testing.assert_allclose(score, [0.5, 0.7, -1.0])
+
+
+def test_134_layout_neck_and_openpose_order():
+    kps = np.zeros((133, 2), np.float32)
+    scores = np.full(133, 0.9, np.float32)
+    kps[5], kps[6] = (60, 40), (20, 40)     # COCO left / right shoulder
+    kps[9], kps[10] = (70, 90), (10, 90)    # left / right wrist
+    kps[91] = (75, 95)                      # left hand root
+    scores[112:133] = 0.1                   # right hand not found
+    p = to_person(kps, scores, 100, 100)
+    np.testing.assert_allclose(p.body[1], [0.4, 0.4])   # neck = mid-shoulders
+    assert p.body_score[1] == 1.0
+    np.testing.assert_allclose(p.body[2], [0.2, 0.4])   # slot 2 = right shoulder
+    np.testing.assert_allclose(p.body[7], [0.7, 0.9])   # slot 7 = left wrist
+    np.testing.assert_allclose(p.hands[0, 0], [0.75, 0.95])
+    assert np.all(p.hands[1] == -1)
+    scores[5] = 0.2
+    assert to_person(kps, scores, 100, 100).body_score[1] == 0.0
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_dwpose_end_to_end_finds_the_spot_in_each_box(tmp_path, dynamic):
+    h, w = 240, 400
+    spots = [(90, 120), (300, 100)]
+    frames = np.stack([blob_image(h, w, spots)] * 3)
+    ratio = min(640 / h, 640 / w)
+    det = build_yolox(tmp_path / "det.onnx", yolox_raw([((30, 20, 160, 230), 0.8), ((240, 10, 370, 220), 0.9)],
+                                                       ratio), dynamic_batch=dynamic)
+    pose = build_simcc(tmp_path / "pose.onnx")
+    model = DWPose(det, pose, device="cpu")
+    assert model.det_batch == (8 if dynamic else 1)
+    people = model(frames)
+    assert len(people) == 3 and all(len(p) == 2 for p in people)
+    for frame_people in people:
+        # detector score order: the right box (0.9) first
+        for person, (sx, sy), box in zip(frame_people, spots[::-1], [(240, 10, 370, 220), (30, 20, 160, 230)]):
+            _, scale = box_to_centre_scale(np.array(box))
+            tol = 1.5 * scale[0] / 288 + 0.5
+            np.testing.assert_allclose(person.body[0] * [w, h], [sx, sy], atol=tol)
+            np.testing.assert_allclose(person.hands[1, 5] * [w, h], [sx, sy], atol=tol)
+            np.testing.assert_allclose(person.box, box, atol=1e-3)
+
+
+def test_dwpose_without_any_box_uses_the_whole_frame(tmp_path):
+    det = build_yolox(tmp_path / "det.onnx", yolox_raw([], 1.0))
+    model = DWPose(det, build_simcc(tmp_path / "pose.onnx"), device="cpu")
+    frame = blob_image(120, 160, [(40, 60)])
+    (person,), = model(frame[None])
+    np.testing.assert_allclose(person.box, [0, 0, 160, 120])
+    np.testing.assert_allclose(person.body[0] * [160, 120], [40, 60], atol=1.5)
+
+
+def test_low_confidence_keypoints_become_missing(tmp_path):
+    det = build_yolox(tmp_path / "det.onnx", yolox_raw([((10, 10, 100, 110), 0.9)], 640 / 120))
+    model = DWPose(det, build_simcc(tmp_path / "pose.onnx", bias=-1e6), device="cpu")
+    (person,), = model(blob_image(120, 120, [(50, 50)])[None])
+    assert not person.visible().any()
+    assert np.all(person.face == -1) and np.all(person.hands == -1)
+
+
+# ------------------------------------------------------------------------------------------------ weights
+def test_weights_from_env_and_backend_names(tmp_path):
+    env = {"SCAILFLOW_DWPOSE_DET": str(tmp_path / "d.onnx"), "SCAILFLOW_DWPOSE_POSE": str(tmp_path / "p.onnx"),
+           "SCAILFLOW_NLF": str(tmp_path / "n.ts")}
+    w = PoseWeights.from_env(env)
+    assert w.dwpose_det == tmp_path / "d.onnx" and w.nlf == tmp_path / "n.ts"
+    assert w.backend == "dwpose+nlf"
+    assert PoseWeights.from_env({}).backend == "mediapipe"
+    assert PoseWeights(dwpose_det=w.dwpose_det, dwpose_pose=w.dwpose_pose).backend == "dwpose-2d"
+    assert PoseWeights(nlf=w.nlf).backend == "mediapipe+nlf"
+
+
+def test_check_names_the_missing_file_and_its_place(tmp_path):
+    missing = tmp_path / "nowhere" / "yolox_l.onnx"
+    w = PoseWeights(dwpose_det=missing, dwpose_pose=build_simcc(tmp_path / "p.onnx"))
+    with pytest.raises(InputError) as e:
+        w.check()
+    msg = str(e.value)
+    assert str(missing) in msg and "pretrained_weights/DWPose/yolox_l.onnx" in msg and "SCAILFLOW_DWPOSE_DET" in msg
+    with pytest.raises(InputError, match="dwpose_pose is not configured"):
+        PoseWeights(dwpose_det=tmp_path / "p.onnx").check()
+
+
+def test_check_rejects_stubs_wrong_shapes_pins_and_non_torchscript(tmp_path):
+    stub = tmp_path / "yolox_l.onnx"
+    stub.write_text("version https://git-lfs.github.com/spec/v1\n")
+    pose = build_simcc(tmp_path / "p.onnx")
+    with pytest.raises(InputError, match="LFS pointer"):
+        PoseWeights(dwpose_det=stub, dwpose_pose=pose).check()
+    det = build_yolox(tmp_path / "det.onnx", yolox_raw([], 1.0))
+    PoseWeights(dwpose_det=det, dwpose_pose=pose).check()
+    wrong = build_simcc(tmp_path / "wrong.onnx", input_shape=(1, 3, 256, 192))
+    with pytest.raises(InputError, match=r"\[N, 3, 384, 288\]"):
+        PoseWeights(dwpose_det=det, dwpose_pose=wrong).check()
+    with pytest.raises(InputError, match=r"expected output \[N, anchors, 85\]"):
+        PoseWeights(dwpose_det=pose, dwpose_pose=pose).check()
+    with pytest.raises(InputError, match="sha256"):
+        PoseWeights(dwpose_det=det, dwpose_pose=pose, dwpose_pose_sha256="0" * 64).check()
+    not_ts = tmp_path / "nlf.torchscript"
+    not_ts.write_bytes(b"x" * 4096)
+    with pytest.raises(InputError, match="not a TorchScript archive"):
+        PoseWeights(nlf=not_ts).check()
+    PoseWeights(nlf=build_nlf(tmp_path / "nlf_ok.torchscript")).check()
+
+
+def test_weights_from_yaml_relative_paths_and_override(tmp_path):
+    (tmp_path / "pipelines.yaml").write_text("pose:\n  dwpose_det: w/yolox_l.onnx\n  nlf: /abs/nlf.ts\n")
+    w = PoseWeights.from_yaml(tmp_path / "pipelines.yaml")
+    assert w.dwpose_det == tmp_path / "w" / "yolox_l.onnx" and w.nlf.as_posix() == "/abs/nlf.ts"
+    w2 = w.overridden_by(PoseWeights(nlf=tmp_path / "cli.ts"))
+    assert w2.nlf == tmp_path / "cli.ts" and w2.dwpose_det == w.dwpose_det
+    with pytest.raises(InputError, match="config file not found"):
+        PoseWeights.from_yaml(tmp_path / "missing.yaml")
