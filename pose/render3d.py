@@ -147,8 +147,12 @@ class Renderer:
     """Renders Capsules frame by frame: yields (shaded RGB uint8 [H, W, 3], person id int16 [H, W], -1 = none)."""
 
     def __init__(self, height: int, width: int, camera: Camera | None = None,
-                 device: torch.device | str = "cpu", radius: float = CAPSULE_RADIUS_MM):
+                 device: torch.device | str = "cpu", radius: float = CAPSULE_RADIUS_MM, threads: int | None = 1):
+        """`threads`: torch intra-op threads while marching on CPU (None keeps the global setting). One is the
+        default because each march step is a few small ops: extra threads gain little and, when the cores are
+        shared with other work, their spin-waiting made the render 5-8x slower in our measurements."""
         self.h, self.w = height, width
+        self.threads = threads
         self.camera = camera or Camera.default(height, width)
         self.device = torch.device(device)
         self.radius = float(radius)
@@ -187,7 +191,14 @@ class Renderer:
                 rays += len(cand[0])
                 kw = max(kw, cand[1].shape[1])
                 frame += 1
-            yield from self._render_chunk(caps, chunk, pix, colour, person, fade, t_stop)
+            previous = torch.get_num_threads()
+            if self.device.type == "cpu" and self.threads:
+                torch.set_num_threads(self.threads)
+            try:
+                done = self._render_chunk(caps, chunk, pix, colour, person, fade, t_stop)
+            finally:
+                torch.set_num_threads(previous)
+            yield from done
 
     def _render_chunk(self, caps, chunk, pix, colour, person, fade, t_stop):
         dev = self.device
@@ -274,10 +285,12 @@ class Renderer:
         rgb8 = (rgb_hit * 255.0).to(torch.uint8).cpu().numpy()
         pid_hit = person[cap_hit].cpu().numpy().astype(np.int16)
         rows = hit_rows.cpu().numpy()
+        done = []
         for i, _ in enumerate(chunk):
             img = np.zeros((self.h * self.w, 3), np.uint8)
             ids_img = np.full(self.h * self.w, -1, np.int16)
             sel = fidx_np[rows] == i
             img[pix_np[rows[sel]]] = rgb8[sel]
             ids_img[pix_np[rows[sel]]] = pid_hit[sel]
-            yield img.reshape(self.h, self.w, 3), ids_img.reshape(self.h, self.w)
+            done.append((img.reshape(self.h, self.w, 3), ids_img.reshape(self.h, self.w)))
+        return done
