@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--height", type=int, default=512)
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto (torch render device)")
     ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--render-only", action="store_true", help="skip the whole-stage run (needs mediapipe)")
     args = ap.parse_args(argv)
     n, h, w = args.frames, args.height, args.width
     dev = torch_device(args.device)
@@ -98,13 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(("render2d: face/hand overlay + composite", n, dt, "68 face + 2x21 hand points"))
 
     with tempfile.TemporaryDirectory() as tmp:
-        src = write_video(Path(tmp) / "drive.mp4", astronaut_clip(n, h, w), 16)
-        t0 = time.perf_counter()
-        res = prepare_driving(src, Path(tmp) / "out", driving="pose", weights=PoseWeights(), device=args.device)
-        dt = time.perf_counter() - t0
-        rows.append((f"stage: prepare_driving(pose), {res.backend}", n, dt, "incl. decode, encode x2"))
-        for k, v in res.seconds.items():
-            rows.append((f"  stage part: {k}", n, v, ""))
+        if args.render_only:
+            src = None
+        else:
+            src = write_video(Path(tmp) / "drive.mp4", astronaut_clip(n, h, w), 16)
+        if src is not None:
+            t0 = time.perf_counter()
+            res = prepare_driving(src, Path(tmp) / "out", driving="pose", weights=PoseWeights(), device=args.device)
+            dt = time.perf_counter() - t0
+            rows.append((f"stage: prepare_driving(pose), {res.backend}", n, dt, "incl. decode, encode x2"))
+            for k, v in res.seconds.items():
+                rows.append((f"  stage part: {k}", n, v, ""))
 
     print(f"pose benchmark: {n} frames {w}x{h}, device {dev}, torch threads {torch.get_num_threads()}, "
           f"{platform.processor() or platform.machine()}")
