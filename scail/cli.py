@@ -5,18 +5,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from scail.offload import OFFLOAD_MODES
-from scail.pipeline import SamplingOptions
-from scail.schedulers import SOLVERS
+from scail.options import OFFLOAD_MODES, PRESETS, SOLVERS, SamplingOptions
 
 log = logging.getLogger("scailflow.scail")
-
-PRESETS = {
-    "quality": dict(steps=40, shift=3.0, guidance=5.0, solver="unipc"),
-    # the lightx2v step/cfg distill LoRA (rank 128) is what makes 8 steps without CFG work
-    "fast": dict(steps=8, shift=1.0, guidance=1.0, solver="unipc"),
-}
-
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """Flags that choose and place the model (shared by generate, run and batch)."""

@@ -35,17 +35,19 @@ class GenerateRequest:
     max_frames: int | None = None
 
 
-def read_conditioning(req: GenerateRequest) -> tuple[Conditioning, float]:
+def read_conditioning(req: GenerateRequest, read_mask_image=read_image,
+                      read_mask_video=lambda p: read_video(p)[0]) -> tuple[Conditioning, float]:
+    """Read and check every input file (masks through the given readers); returns the conditioning and the fps."""
     if len(req.additional_ref_images) != len(req.additional_ref_masks):
         raise InputError(f"{len(req.additional_ref_images)} additional reference images but "
                          f"{len(req.additional_ref_masks)} additional reference masks: they are paired by position")
-    ref, ref_mask = read_image(req.image), read_image(req.mask_image)
+    ref, ref_mask = read_image(req.image), read_mask_image(req.mask_image)
     driving, fps = read_video(req.pose, req.max_frames)
-    driving_mask, _ = read_video(req.mask_video, req.max_frames)
+    driving_mask = read_mask_video(req.mask_video)[: req.max_frames]
     n = min(len(driving), len(driving_mask))
     if len(driving) != len(driving_mask):
         log.warning("driving video has %d frames, its mask %d: using the first %d", len(driving), len(driving_mask), n)
-    extra = [(read_image(i), read_image(m)) for i, m in zip(req.additional_ref_images, req.additional_ref_masks)]
+    extra = [(read_image(i), read_mask_image(m)) for i, m in zip(req.additional_ref_images, req.additional_ref_masks)]
     cond = Conditioning(ref, ref_mask, driving[:n], driving_mask[:n], req.prompt, req.replace, extra)
     check_inputs(cond)
     return cond, fps

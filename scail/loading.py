@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from scail.checkpoint import FP8_DTYPES, REPACK_PREFIXES, check_is_scail2, load_official_state_dict
+from scail.checkpoint import FP8_DTYPES, REPACK_PREFIXES, check_is_scail2
 from scail.encoders import clip_from_wan_state_dict, umt5_from_wan_state_dict, vae_from_wan_state_dict
 from scail.lora import load_lora_file, merge_lora
 from scail.model import SCAIL2Transformer

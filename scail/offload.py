@@ -10,9 +10,9 @@ import logging
 
 import torch
 
-log = logging.getLogger("scailflow.scail")
+from scail.options import OFFLOAD_MODES
 
-OFFLOAD_MODES = ("none", "model", "block")
+log = logging.getLogger("scailflow.scail")
 
 
 class Placement:

@@ -6,7 +6,7 @@ offload are the `Placement` strategy's business (scail/offload.py), never the mo
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -15,38 +15,12 @@ import torch
 from scail.conditioning import cover_resize, half_size, masks_to_28ch, to_unit_range
 from scail.encoders import encode_image, encode_text, vae_decode, vae_encode
 from scail.offload import Placement
-from scail.schedulers import SOLVERS, make_scheduler
+from scail.options import SamplingOptions
+from scail.schedulers import make_scheduler
 from scail.segments import Segment, output_frames, plan_segments
 from scailflow.errors import InputError
 
 log = logging.getLogger("scailflow.scail")
-
-
-@dataclass
-class SamplingOptions:
-    """The official generate.py's sampling options."""
-
-    steps: int = 40
-    shift: float = 3.0
-    guidance: float = 5.0
-    solver: str = "unipc"
-    seed: int = -1  # -1: random, chosen and recorded
-    negative_prompt: str = ""
-    segment_frames: int = 81
-    overlap_frames: int = 5
-    keep_tail: bool = False  # the official code drops trailing frames that do not fill a segment
-    cfg_batch: bool = True  # conditional and unconditional passes as one batch of 2
-
-    def check(self) -> None:
-        if self.solver not in SOLVERS:
-            raise InputError(f"unknown solver {self.solver!r}; choose one of {', '.join(SOLVERS)}")
-        if self.steps < 1:
-            raise InputError("steps must be at least 1")
-        if self.shift <= 0:
-            raise InputError("shift must be > 0")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

@@ -10,7 +10,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SCAILFLOW_SHARED", ROOT.parent / "shared"))
 CONFORMANCE = SHARED / "conformance"
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+import tempfile  # noqa: E402
+
+# tests never touch the user's ~/.scailflow or ~/.prefect, and never see a running server or a real key
+_HOME = Path(tempfile.mkdtemp(prefix="scailflow-tests-"))
+os.environ["SCAILFLOW_HOME"] = str(_HOME)
+os.environ["PREFECT_HOME"] = str(_HOME / "prefect")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["SCAILFLOW_PORT"] = "1"  # nothing listens there: flows use the test harness / a temporary API
+for _var in ("PREFECT_API_URL", "GEMINI_API_KEY", "GOOGLE_API_KEY", "GEMINI_BASE_URL"):
+    os.environ.pop(_var, None)
 
 
 @pytest.fixture(scope="session")

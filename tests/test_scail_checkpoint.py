@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from scail.checkpoint import convert_training_checkpoint, load_official_state_dict
+from scail.checkpoint import convert_training_checkpoint
 from scail.loading import infer_official_config, load_transformer
 from scail.lora import lora_to_official, merge_lora
 from scail.model import SCAIL2Transformer

@@ -1,0 +1,81 @@
+"""Batches: every folder a pipelines.yaml names, preprocessing overlapping generation, one generation per GPU."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.config import ModelConfig, PipelinesFile, load_pipelines, merge
+from flows.folder import find_folders
+from flows.folder_flow import finish_folder, prepare, submit_folder
+from scailflow.errors import InputError
+from tasks.common import stage_logger
+from tasks.generate import ensure_gpu_slots
+from tasks.prompt import api_key
+
+PREPROCESS_WORKERS = 4
+
+
+def batch_folders(cfg: PipelinesFile, only: str | None = None) -> list[tuple[str, Path, str | None, dict]]:
+    """(pipeline name, folder, out dir, options) for every folder of the selected pipelines."""
+    items = []
+    for entry in cfg.pipelines:
+        if only and entry.name != only:
+            continue
+        folders = [Path(f) for f in entry.folders] or find_folders(entry.root)
+        for folder in folders:
+            out = str(Path(entry.out) / folder.name) if entry.out else None
+            items.append((entry.name, folder, out, merge(cfg.defaults, entry.options)))
+    if only and not items:
+        raise InputError(f"no pipeline named {only!r} (or it has no folders)")
+    return items
+
+
+@flow(name="scailflow-batch", task_runner=ThreadPoolTaskRunner(max_workers=PREPROCESS_WORKERS),
+      validate_parameters=False)
+def batch_flow(pipelines_file: str, pipeline: str | None = None, model: dict | None = None) -> dict:
+    """Run every folder of pipelines.yaml (or one named pipeline). A bad folder is reported and skipped; the
+    others go on. Returns {folder: summary or {"error": message}}."""
+    log = stage_logger("flow")
+    cfg = load_pipelines(pipelines_file)
+    model_cfg = ModelConfig.model_validate(merge(cfg.model.model_dump(), model or {})).model_dump()
+    ensure_gpu_slots(cfg.gpus)
+    key_available = api_key() is not None
+    runs, results = [], {}
+    started = time.perf_counter()
+    for n, (name, folder, out, options) in enumerate(batch_folders(cfg, pipeline)):
+        try:
+            raw, job, out_dir = prepare(str(folder), out, options, None)
+        except InputError as e:
+            log.error("skipped %s: %s", folder, e)
+            results[str(folder)] = {"error": str(e)}
+            continue
+        runs.append(submit_folder(raw, job, out_dir, model_cfg, n % cfg.gpus, key_available))
+    for run in runs:
+        try:
+            results[str(run.raw.root)] = finish_folder(run, started)
+        except Exception as e:  # noqa: BLE001 - one folder's failure is reported; the batch goes on
+            log.error("failed %s: %s", run.raw.root, e)
+            results[str(run.raw.root)] = {"error": f"{e.__class__.__name__}: {e}"}
+    done = sum("error" not in r for r in results.values())
+    log.info("batch: %d of %d folders done in %.1f s", done, len(results), time.perf_counter() - started)
+    return results
+
+
+def build_deployments(pipelines_file: str):
+    """One Prefect deployment per scheduled pipeline (cron or interval), running `batch_flow` on it."""
+    cfg = load_pipelines(pipelines_file)
+    deployments = []
+    for entry in cfg.pipelines:
+        if entry.schedule is None:
+            continue
+        sched = entry.schedule
+        kwargs = {"cron": sched.cron} if sched.cron else {"interval": sched.interval_seconds}
+        deployments.append(batch_flow.to_deployment(
+            name=entry.name, parameters={"pipelines_file": str(Path(pipelines_file).resolve()), "pipeline": entry.name},
+            tags=["scailflow"], **kwargs))
+    if not deployments:
+        raise InputError(f"{pipelines_file}: no pipeline has a schedule (add `schedule: {{cron: \"0 2 * * *\"}}`)")
+    return deployments

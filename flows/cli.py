@@ -1,0 +1,204 @@
+"""`scailflow run | batch | serve | server | demo`: the orchestration commands."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from flows import env
+
+MODE = env.configure()  # before Prefect is imported anywhere
+
+from scail.cli import add_model_arguments  # noqa: E402
+from scailflow.errors import InputError  # noqa: E402
+
+RUN_FLAGS = {  # flag -> job.yaml key path; given flags override job.yaml
+    "mode": ("mode",), "driving": ("driving",), "prompt": ("prompt",), "instruction": ("prompt_enhancer", "instruction"),
+    "preset": ("sampling", "preset"), "steps": ("sampling", "steps"), "shift": ("sampling", "shift"),
+    "guidance": ("sampling", "guidance"), "solver": ("sampling", "solver"), "seed": ("sampling", "seed"),
+    "target_h": ("sampling", "target_h"), "target_w": ("sampling", "target_w"), "fps": ("sampling", "fps"),
+    "keep_tail": ("sampling", "keep_tail"), "mask_backend": ("masks", "backend"),
+    "sam2_checkpoint": ("masks", "sam2_checkpoint"), "max_persons": ("masks", "max_persons"),
+    "replace_index": ("masks", "replace_index"),
+}
+MODEL_KEYS = ("model", "ckpt_dir", "scail_path", "lora_path", "lora_alpha", "offload", "vram_budget_gb", "device",
+              "dtype")
+
+
+def quiet_prefect_tracebacks() -> None:
+    """Prefect's console prints task failures with tracebacks; ours print one line (tracebacks stay in the UI)."""
+    class NoTraceback(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            record.exc_info, record.exc_text = None, None
+            return True
+
+    import prefect  # noqa: F401 - sets up Prefect's logging
+
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
+        for h in logging.getLogger(name).handlers:
+            if h.__class__.__name__ == "PrefectConsoleHandler":
+                h.addFilter(NoTraceback())
+
+
+def _overrides(args) -> dict:
+    out: dict = {}
+    for flag, path in RUN_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is None or value is False:
+            continue
+        node = out
+        for k in path[:-1]:
+            node = node.setdefault(k, {})
+        node[path[-1]] = value
+    return out
+
+
+def _model(args) -> dict:
+    defaults = {"model": "scail2", "lora_alpha": 1.0, "offload": "none", "device": "auto", "dtype": "auto"}
+    return {k: getattr(args, k) for k in MODEL_KEYS
+            if getattr(args, k, None) is not None and getattr(args, k) != defaults.get(k, object())}
+
+
+def _add_job_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("job (override job.yaml)")
+    g.add_argument("--mode", choices=("animation", "replacement"))
+    g.add_argument("--driving", choices=("end-to-end", "pose"))
+    g.add_argument("--prompt", help="positive prompt (overrides prompt.txt)")
+    g.add_argument("--instruction", help="instruction for the Gemini prompt enhancer")
+    g.add_argument("--preset", choices=("quality", "fast"))
+    g.add_argument("--steps", type=int)
+    g.add_argument("--shift", type=float)
+    g.add_argument("--guidance", type=float)
+    g.add_argument("--solver", choices=("unipc", "dpm++"))
+    g.add_argument("--seed", type=int)
+    g.add_argument("--target-h", "--target_h", dest="target_h", type=int)
+    g.add_argument("--target-w", "--target_w", dest="target_w", type=int)
+    g.add_argument("--fps", type=float)
+    g.add_argument("--keep-tail", "--keep_tail", dest="keep_tail", action="store_true", default=None)
+    g.add_argument("--mask-backend", dest="mask_backend", choices=("auto", "mediapipe", "sam2", "sam3"))
+    g.add_argument("--sam2-checkpoint", dest="sam2_checkpoint")
+    g.add_argument("--max-persons", dest="max_persons", type=int)
+    g.add_argument("--replace-index", dest="replace_index", type=int)
+
+
+def _where() -> str:
+    if MODE.startswith("server"):
+        return f"runs are in the Prefect UI at {MODE.split(' ', 1)[1].removesuffix('/api')}"
+    return "no Prefect server is running (`scailflow server` starts one with its UI); this run used a temporary API"
+
+
+def _print_summary(summary: dict) -> None:
+    states = ", ".join(f"{k} {v}" for k, v in summary["states"].items())
+    print(f"{Path(summary['folder']).name}: {summary['video']}  [{states}; seed {summary['seed']}; "
+          f"{summary['seconds']} s]")
+
+
+# ---------------------------------------------------------------------------------------------- run
+def add_run_folder_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", help="raw folder: ref.jpg|png|webp, driving.mp4, optional prompt.txt and job.yaml")
+    p.add_argument("--out", help="output folder (default FOLDER/scailflow)")
+    _add_job_flags(p)
+    add_model_arguments(p)
+
+
+def run_run_folder(args) -> int:
+    from flows.folder_flow import folder_flow, prepare
+
+    overrides = _overrides(args)
+    raw, _, _ = prepare(args.folder, args.out, None, overrides)  # a bad folder fails here, before Prefect runs
+    if not args.debug:
+        quiet_prefect_tracebacks()
+    summary = folder_flow(str(raw.root), folder_name=raw.name, out=args.out, overrides=overrides, model=_model(args))
+    _print_summary(summary)
+    print(_where())
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- batch / serve
+def add_batch_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pipelines", help="pipelines.yaml")
+    p.add_argument("--pipeline", help="run only the pipeline of this name")
+    add_model_arguments(p)
+
+
+def run_batch(args) -> int:
+    from flows.batch_flow import batch_flow
+    from flows.config import load_pipelines
+
+    load_pipelines(args.pipelines)  # validate first: file, line and key in one line
+    if not args.debug:
+        quiet_prefect_tracebacks()
+    results = batch_flow(str(Path(args.pipelines).resolve()), args.pipeline, _model(args))
+    failed = {k: v["error"] for k, v in results.items() if "error" in v}
+    for folder, summary in results.items():
+        if "error" in summary:
+            print(f"{Path(folder).name}: FAILED: {summary['error']}")
+        else:
+            _print_summary(summary)
+    print(f"{len(results) - len(failed)} of {len(results)} folders done; {_where()}")
+    return 1 if failed else 0
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pipelines", help="pipelines.yaml with `schedule:` on the pipelines to serve")
+
+
+def run_serve(args) -> int:
+    from prefect import serve
+
+    from flows.batch_flow import build_deployments
+
+    deployments = build_deployments(args.pipelines)
+    if not MODE.startswith("server"):
+        raise InputError("schedules need a running Prefect server: start `scailflow server` first "
+                         "(or set PREFECT_API_URL)")
+    print(f"serving {len(deployments)} scheduled pipeline(s); {_where()}")
+    serve(*deployments)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- server
+def add_server_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=int, default=int(os.environ.get("SCAILFLOW_PORT", env.DEFAULT_PORT)))
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+
+
+def run_server(args) -> int:
+    home = env.data_dir()
+    home.mkdir(parents=True, exist_ok=True)
+    print(f"Prefect UI and API on http://{args.host}:{args.port} (state in {os.environ['PREFECT_HOME']}); Ctrl-C stops")
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", args.host, "--port", str(args.port)]
+    environ = dict(os.environ)
+    environ.pop("PREFECT_API_URL", None)
+    return subprocess.call(cmd, env=environ)
+
+
+# ---------------------------------------------------------------------------------------------- demo
+def add_demo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--folder", default=None, help="where to build the sample folder (default SCAILFLOW_HOME/demo)")
+    p.add_argument("--model", default="tiny-random", choices=("tiny-random", "scail2"))
+    p.add_argument("--ckpt_dir")
+    p.add_argument("--scail_path")
+
+
+def run_demo(args) -> int:
+    from flows.demo import build_demo_folder
+    from flows.folder_flow import folder_flow
+
+    folder = build_demo_folder(args.folder or env.data_dir() / "demo" / "astronaut")
+    print(f"sample folder: {folder} (reference: scikit-image's astronaut photo; driving video: it, swaying)")
+    if not args.debug:
+        quiet_prefect_tracebacks()
+    model = {"model": args.model, "ckpt_dir": args.ckpt_dir, "scail_path": args.scail_path}
+    summary = folder_flow(str(folder), folder_name=folder.name, model={k: v for k, v in model.items() if v})
+    _print_summary(summary)
+    out = Path(summary["out_dir"])
+    print(f"outputs in {out}: " + ", ".join(sorted(p.name for p in out.iterdir() if p.is_file())))
+    if args.model == "tiny-random":
+        print("the video comes from the tiny-random model: untrained, its pixels are noise; the masks and the "
+              "driving copy are real")
+    print(_where())
+    return 0

@@ -1,0 +1,106 @@
+"""The folder-to-video flow: pose, masks and prompt (in parallel), then generation. Tasks pass file paths only."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import flow
+
+from flows.artifacts import publish_artifacts
+from flows.config import JobConfig, ModelConfig, load_job
+from flows.folder import RawFolder, output_dir, scan_folder
+from scailflow.files import atomic_path, write_text_atomic
+import tasks.generate
+import tasks.masks
+import tasks.pose
+import tasks.prompt
+from tasks.common import fresh, stage_logger
+from tasks.generate import ensure_gpu_slots, generate_task
+from tasks.masks import masks_task
+from tasks.pose import pose_task
+from tasks.prompt import api_key, prompt_task
+
+STAGES = ("pose", "masks", "prompt", "generate")
+
+
+@dataclass
+class FolderRun:
+    """One folder's submitted stages."""
+
+    raw: RawFolder
+    job: JobConfig
+    out_dir: Path
+    futures: dict
+
+
+def copy_reference(raw: RawFolder, out_dir: Path) -> Path:
+    """The reference beside its mask (the official folder layout), copied only when it changed."""
+    dst = out_dir / f"ref{raw.ref.suffix.lower()}"
+    if not dst.is_file() or dst.read_bytes() != raw.ref.read_bytes():
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(raw.ref, tmp)
+    return dst
+
+
+def prepare(folder: str, out: str | None, defaults: dict | None, overrides: dict | None) -> tuple[RawFolder, JobConfig, Path]:
+    """Scan and validate before any work (one clear InputError for a bad folder or job.yaml)."""
+    raw = scan_folder(folder)
+    job = load_job(raw.root, defaults, overrides)
+    return raw, job, output_dir(raw, out)
+
+
+def submit_folder(raw: RawFolder, job: JobConfig, out_dir: Path, model_cfg: dict, gpu: int,
+                  key_available: bool) -> FolderRun:
+    """Submit the four stages of one folder; generation waits for the other three (futures as parameters)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ref = copy_reference(raw, out_dir)
+    extra = [(str(p), kind) for p, kind in raw.extra_refs]
+    out = str(out_dir)
+    pose = fresh(pose_task, tasks.pose.outputs(out, job.driving)).submit(
+        str(raw.driving), out, job.driving, job.pose.model_dump(), str(raw.ref), job.masks.max_persons)
+    masks = fresh(masks_task, tasks.masks.outputs(out, job.mode, extra)).submit(
+        str(raw.ref), str(raw.driving), out, job.mode, job.masks.model_dump(), extra)
+    prompt = fresh(prompt_task, tasks.prompt.outputs(out)).submit(
+        str(raw.driving), str(raw.ref), out, job.mode, job.prompt_enhancer.model_dump(),
+        str(raw.prompt_file) if raw.prompt_file else None, job.prompt, key_available)
+    gen = fresh(generate_task, tasks.generate.outputs(out)).submit(
+        pose, masks, prompt, str(ref), [p for p, _ in extra], out, job.mode, job.driving,
+        job.sampling.model_dump(), model_cfg, gpu)
+    return FolderRun(raw, job, out_dir, {"pose": pose, "masks": masks, "prompt": prompt, "generate": gen})
+
+
+def finish_folder(run: FolderRun, started: float) -> dict:
+    """Wait for a folder's stages; write run.json and the UI artifacts. Raises the first stage error."""
+    states = {}
+    for name, fut in run.futures.items():
+        fut.wait()
+        states[name] = fut.state.name
+    for name in STAGES:  # the first real failure, not generation's "upstream failed"
+        if not run.futures[name].state.is_completed():
+            run.futures[name].state.result()
+    gen = run.futures["generate"].state.result()
+    masks = run.futures["masks"].state.result()
+    summary = {"folder": str(run.raw.root), "out_dir": str(run.out_dir), "states": states, "files": gen["files"],
+               "video": gen["video"], "record": gen["record"], "seed": gen["seed"], "frames": gen["frames"],
+               "model": gen["model"], "prompt_source": run.futures["prompt"].state.result()["source"],
+               "persons": masks.get("persons"), "seconds": round(time.perf_counter() - started, 2)}
+    write_text_atomic(run.out_dir / "run.json", json.dumps(summary, indent=2))
+    publish_artifacts(summary)
+    stage_logger("flow").info("%s -> %s (%s)", run.raw.name, gen["video"],
+                              ", ".join(f"{k}: {v}" for k, v in states.items()))
+    return summary
+
+
+@flow(name="scailflow-folder", flow_run_name="{folder_name}", validate_parameters=False)
+def folder_flow(folder: str, folder_name: str = "", out: str | None = None, defaults: dict | None = None,
+                overrides: dict | None = None, model: dict | None = None, gpu: int = 0) -> dict:
+    """One raw folder -> the animated video. Returns a summary: each stage's final state, outputs, seconds."""
+    started = time.perf_counter()
+    raw, job, out_dir = prepare(folder, out, defaults, overrides)
+    model_cfg = ModelConfig.model_validate(model or {}).model_dump()
+    ensure_gpu_slots(gpu + 1)
+    run = submit_folder(raw, job, out_dir, model_cfg, gpu, api_key() is not None)
+    return finish_folder(run, started)

@@ -1,0 +1,111 @@
+"""What every stage task shares: content-hash cache keys, retry policy, logging into Prefect.
+
+A stage's cache key = its stage version + the sha256 of every file it reads + its parameters. So an unchanged
+folder is served from cache and a changed (or hand-edited) input re-runs exactly the stages that read it. A stage
+whose outputs were deleted is run with `refresh_cache` (see `fresh`), so they are made again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from prefect.tasks import exponential_backoff
+
+from scailflow.errors import InputError
+from scailflow.files import file_sha256
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def content_hash(path: str | os.PathLike | None) -> str:
+    """sha256 of a file (memoised on path, size and mtime within one process); '-' for None, 'missing' if absent."""
+    if path is None:
+        return "-"
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return "missing"
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        _HASHES[key] = file_sha256(p)
+    return _HASHES[key]
+
+
+def weights_fingerprint(path: str | os.PathLike | None) -> str:
+    """Large model files are identified by name, size and mtime (hashing 30+ GB per run would cost minutes)."""
+    if not path:
+        return "-"
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return f"{p}:missing"
+    return f"{p.name}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def stage_key(stage: str, version: str, reads: Iterable[str | None], params: dict[str, Any],
+              weights: Iterable[str | None] = ()) -> str:
+    doc = {
+        "stage": stage, "version": version,
+        "reads": [content_hash(p) for p in reads],
+        "weights": [weights_fingerprint(w) for w in weights],
+        "params": params,
+    }
+    return f"{stage}-" + hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def fresh(task, outputs: Iterable[str | os.PathLike]):
+    """The task as is when its outputs are on disk; with `refresh_cache=True` (run, re-cache) when one is missing."""
+    missing = not all(Path(o).is_file() for o in outputs)
+    return task.with_options(refresh_cache=True) if missing else task
+
+
+def heals(exc: BaseException | None) -> bool:
+    """Whether a retry can help: never for bad input (InputError) or errors a library marks as permanent."""
+    if exc is None or isinstance(exc, InputError):
+        return False
+    try:
+        from prompts import is_transient
+        from prompts.gemini import GeminiError
+    except ImportError:  # pragma: no cover - prompts is part of this package
+        return True
+    if isinstance(exc, GeminiError):
+        return is_transient(exc)
+    return True
+
+
+def retry_condition(task, task_run, state) -> bool:
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception as e:  # noqa: BLE001 - reading the failure itself failed
+        exc = e
+    return heals(exc if isinstance(exc, BaseException) else None)
+
+
+def stage_task_options(retries: int = 2, backoff: float = 2.0) -> dict[str, Any]:
+    """Retries with exponential backoff and jitter, only for errors that can heal; results persisted for caching."""
+    return dict(retries=retries, retry_delay_seconds=exponential_backoff(backoff_factor=backoff),
+                retry_jitter_factor=0.5, retry_condition_fn=retry_condition, persist_result=True)
+
+
+def cache_key(builder: Callable[[dict], str]) -> Callable:
+    """Adapt `builder(parameters) -> key` to Prefect's cache_key_fn(context, parameters)."""
+    def fn(context, parameters):
+        return builder(parameters)
+    return fn
+
+
+def stage_logger(name: str) -> logging.Logger:
+    """The run logger inside a Prefect run (visible in the UI), the stage library's logger otherwise."""
+    try:
+        from prefect import get_run_logger
+
+        return get_run_logger()  # type: ignore[return-value]
+    except Exception:  # noqa: BLE001 - outside a run context
+        return logging.getLogger(f"scailflow.{name}")
+

@@ -1,0 +1,160 @@
+"""The folder-to-video flow on the embedded defaults and the tiny-random model, under prefect_test_harness.
+
+Cache behaviour is asserted on task states (Completed vs Cached), never on timing.
+"""
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.demo import astronaut, sway_frames
+from flows.folder_flow import folder_flow
+from masks import ALLOWED_COLOURS
+from scailflow.files import write_text_atomic
+from scailflow.media import probe_video, read_image, read_video, write_image, write_video
+
+TINY = {"model": "tiny-random"}
+JOB = "sampling:\n  steps: 2\n  target_h: 64\n  target_w: 64\n  seed: 3\n"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def harness():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def make_folder(root, name="clip", frames=13, size=128):
+    folder = root / name
+    folder.mkdir()
+    still = astronaut(size)
+    write_image(folder / "ref.png", still)
+    write_video(folder / "driving.mp4", sway_frames(still, frames), fps=16)
+    write_text_atomic(folder / "prompt.txt", "A woman in an orange suit sways.\n")
+    write_text_atomic(folder / "job.yaml", JOB)
+    return folder
+
+
+def run(folder, **kw):
+    return folder_flow(str(folder), folder_name=folder.name, model=TINY, **kw)
+
+
+def pure(frames: np.ndarray) -> bool:
+    allowed = {tuple(c) for c in ALLOWED_COLOURS}
+    colours = {tuple(c) for c in np.unique(frames.reshape(-1, 3), axis=0)}
+    return colours <= allowed
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    folder = make_folder(tmp_path_factory.mktemp("flow"))
+    return folder, run(folder)
+
+
+def test_first_run_writes_every_output(done):
+    folder, summary = done
+    out = folder / "scailflow"
+    assert summary["states"] == {"pose": "Completed", "masks": "Completed", "prompt": "Completed",
+                                 "generate": "Completed"}
+    for name in ("ref.png", "ref_mask.png", "rendered_v2.mp4", "rendered_mask_v2.mp4", "prompt.txt", "output.mp4",
+                 "output.mp4.json", "run.json"):
+        assert (out / name).is_file(), name
+    assert (out / "rendered_v2.mp4").read_bytes() == (folder / "driving.mp4").read_bytes()  # end-to-end: a copy
+    mask, _ = read_video(out / "rendered_mask_v2.mp4")
+    assert mask.shape == (13, 128, 128, 3) and pure(mask)
+    assert (mask != 0).any()  # the astronaut was found
+    ref_mask = read_image(out / "ref_mask.png")
+    assert ref_mask.shape == (128, 128, 3) and pure(ref_mask)
+    assert (ref_mask == 255).all(-1).any() and (ref_mask == (0, 0, 255)).all(-1).any()  # blue person on white
+    info = probe_video(out / "output.mp4")
+    assert (info.width, info.height, info.frames) == (64, 64, 13)
+    assert summary["seed"] == 3 and summary["prompt_source"] == "prompt.txt"
+    assert not list(out.glob(".*partial*"))
+
+
+def test_second_run_is_served_from_cache(done):
+    folder, first = done
+    again = run(folder)
+    assert set(again["states"].values()) == {"Cached"}
+    assert again["video"] == first["video"]
+
+
+def test_edited_mask_reruns_only_generation(done):
+    folder, _ = done
+    out = folder / "scailflow"
+    before = (out / "output.mp4").read_bytes()
+    mask = read_image(out / "ref_mask.png")
+    mask[:16] = 255  # a person's edit: the top rows become "background visible"
+    write_image(out / "ref_mask.png", mask)
+    summary = run(folder)
+    assert summary["states"] == {"pose": "Cached", "masks": "Cached", "prompt": "Cached", "generate": "Completed"}
+    assert (read_image(out / "ref_mask.png")[:16] == 255).all()  # the edit was kept, not recomputed
+    assert (out / "output.mp4").read_bytes() != before
+
+
+def test_changed_prompt_reruns_prompt_and_generation(done):
+    folder, _ = done
+    write_text_atomic(folder / "prompt.txt", "A woman in an orange suit nods slowly.\n")
+    summary = run(folder)
+    assert summary["states"] == {"pose": "Cached", "masks": "Cached", "prompt": "Completed", "generate": "Completed"}
+    assert (folder / "scailflow" / "prompt.txt").read_text().startswith("A woman in an orange suit nods")
+
+
+def test_deleted_output_is_made_again(done):
+    folder, _ = done
+    (folder / "scailflow" / "output.mp4").unlink()
+    summary = run(folder)
+    assert summary["states"]["generate"] == "Completed" and summary["states"]["masks"] == "Cached"
+    assert (folder / "scailflow" / "output.mp4").is_file()
+
+
+def test_transient_failure_is_retried(tmp_path, monkeypatch):
+    import pose.stage
+    import flows.folder_flow as ff
+
+    calls = {"n": 0}
+    real = pose.stage.prepare_driving
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ConnectionError("a transient failure")
+        return real(*a, **k)
+
+    monkeypatch.setattr(pose, "prepare_driving", flaky)
+    monkeypatch.setattr(ff, "pose_task", ff.pose_task.with_options(retry_delay_seconds=0))
+    folder = make_folder(tmp_path, frames=5)
+    summary = run(folder)
+    assert calls["n"] == 2 and summary["states"]["pose"] == "Completed"
+    assert (folder / "scailflow" / "output.mp4").is_file()
+
+
+def test_bad_input_is_not_retried(tmp_path, monkeypatch):
+    import masks
+    import flows.folder_flow as ff
+    from scailflow.errors import InputError
+
+    calls = {"n": 0}
+
+    def no_person(*a, **k):
+        calls["n"] += 1
+        raise masks.NoPersonError("no person found in the reference image ref.png")
+
+    monkeypatch.setattr(masks, "make_masks", no_person)
+    monkeypatch.setattr(ff, "masks_task", ff.masks_task.with_options(retry_delay_seconds=0))
+    folder = make_folder(tmp_path, frames=5)
+    with pytest.raises(InputError, match="no person found"):
+        run(folder)
+    assert calls["n"] == 1
+    # the stages that succeeded keep their outputs valid for the next run
+    assert (folder / "scailflow" / "rendered_v2.mp4").is_file() and (folder / "scailflow" / "prompt.txt").is_file()
+
+
+def test_out_dir_option_and_inputs_untouched(tmp_path):
+    folder = make_folder(tmp_path, frames=5)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    out = tmp_path / "elsewhere"
+    summary = run(folder, out=str(out))
+    assert (out / "output.mp4").is_file() and summary["out_dir"] == str(out)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
