@@ -1,7 +1,8 @@
 """Embedded default backend: mediapipe 0.10.21 Holistic (its pose, hand and face models ship in the wheel).
 
 Single person. The 33 pose landmarks are mapped onto the OpenPose-18 slots, the two 21-point hands onto the
-hand layout DWPose uses (same joint order), and the metric world landmarks are lifted into the render camera by
+hand layout DWPose uses (same joint order), the face mesh onto the drawn part of the 68-point face, and the
+metric world landmarks are lifted into the render camera by
 solving for the translation that best reprojects them onto the 2D landmarks.
 """
 from __future__ import annotations
@@ -10,12 +11,24 @@ import logging
 
 import numpy as np
 
-from pose.skeleton import N_BODY, N_JOINTS3D, PersonPose, focal_length
+from pose.skeleton import N_BODY, N_FACE, N_JOINTS3D, PersonPose, focal_length
 
 log = logging.getLogger("scailflow.pose")
 
 # mediapipe pose landmark index per OpenPose-18 slot (slot 1, the neck, is the shoulder midpoint).
 MP_FOR_SLOT = (0, -1, 12, 14, 16, 11, 13, 15, 24, 26, 28, 23, 25, 27, 5, 2, 8, 7)
+# Face-mesh vertex for each 68-point landmark that the overlay draws (eyebrows 17-26, eyes 36-47, mouth
+# 48-67), read off mediapipe's own contour lists (FACEMESH_*EYEBROW, *EYE, LIPS) at even steps along each
+# contour. Jaw (0-16) and nose (27-35) are never drawn and stay missing.
+FACE68_FROM_MESH = {
+    17: 70, 18: 63, 19: 105, 20: 66, 21: 107,            # subject's right eyebrow, outer -> inner
+    22: 336, 23: 296, 24: 334, 25: 293, 26: 300,         # left eyebrow, inner -> outer
+    36: 33, 37: 160, 38: 158, 39: 133, 40: 153, 41: 144,  # right eye: outer corner, upper lid, inner, lower lid
+    42: 362, 43: 385, 44: 387, 45: 263, 46: 373, 47: 380,
+    48: 61, 49: 40, 50: 37, 51: 0, 52: 267, 53: 270, 54: 291,  # outer lips, upper
+    55: 321, 56: 314, 57: 17, 58: 84, 59: 91,                   # outer lips, lower
+    60: 78, 61: 81, 62: 13, 63: 311, 64: 308, 65: 317, 66: 14, 67: 87,  # inner lips
+}
 # A 3D joint is kept when mediapipe's visibility for it reaches this (guessed legs are dropped).
 MIN_VISIBILITY_3D = 0.5
 BODY_SCORE_FLOOR = 0.3
@@ -53,10 +66,21 @@ def lift_to_camera(world_m: np.ndarray, image_px: np.ndarray, weights: np.ndarra
     return (cam * 1000.0).astype(np.float32)
 
 
-def _hand(lms, width: int, height: int) -> np.ndarray:
+def _hand(lms) -> np.ndarray:
     if lms is None:
         return np.full((21, 2), -1.0, np.float32)
     return _landmarks(lms, 21)[:, :2].copy()
+
+
+def _face(lms) -> np.ndarray:
+    face = np.full((N_FACE, 2), -1.0, np.float32)
+    if lms is None:
+        return face
+    mesh = np.array([(p.x, p.y) for p in lms.landmark], np.float32)
+    for k, v in FACE68_FROM_MESH.items():
+        face[k] = mesh[v]
+    face[(face < 0).any(1)] = -1
+    return face
 
 
 def convert(result, width: int, height: int) -> PersonPose | None:
@@ -75,8 +99,7 @@ def convert(result, width: int, height: int) -> PersonPose | None:
     score[1] = 1.0 if min(vis[11], vis[12]) > BODY_SCORE_FLOOR else 0.0
     body[score <= BODY_SCORE_FLOOR] = -1
 
-    hands = np.stack([_hand(result.left_hand_landmarks, width, height),
-                      _hand(result.right_hand_landmarks, width, height)])
+    hands = np.stack([_hand(result.left_hand_landmarks), _hand(result.right_hand_landmarks)])
     # Holistic names hands from the pose wrists; keep each hand on the wrist it sits closest to.
     lw, rw = lm[15, :2], lm[16, :2]
     if hands[0, 0, 0] >= 0 and hands[1, 0, 0] < 0 and np.linalg.norm(hands[0, 0] - rw) < np.linalg.norm(hands[0, 0] - lw):
@@ -112,7 +135,8 @@ def convert(result, width: int, height: int) -> PersonPose | None:
     if len(pts) == 0:
         return None
     box = np.array([*pts.min(0), *pts.max(0)], np.float32)
-    return PersonPose(body=body, body_score=score, hands=hands, joints3d=joints3d, box=box)
+    return PersonPose(body=body, body_score=score, face=_face(result.face_landmarks), hands=hands,
+                      joints3d=joints3d, box=box)
 
 
 class MediaPipePose:

@@ -27,9 +27,14 @@ def astronaut() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def still_keypoints(astronaut) -> np.ndarray:
+def still_person(astronaut):
     (person,), = MediaPipePose(video=False)(astronaut[None])
-    return person.body * 512
+    return person
+
+
+@pytest.fixture(scope="module")
+def still_keypoints(still_person) -> np.ndarray:
+    return still_person.body * 512
 
 
 def animated_copy(img: np.ndarray, n: int = 8, size=(448, 576)):
@@ -59,6 +64,17 @@ def test_embedded_default_finds_the_astronaut(still_keypoints):
     assert 180 < kp[0, 0] < 270 and 90 < kp[0, 1] < 170
     assert kp[2, 0] < kp[0, 0] < kp[5, 0]
     assert kp[14, 1] < kp[0, 1] and kp[15, 1] < kp[0, 1]
+
+
+def test_embedded_default_maps_the_face_mesh_onto_the_drawn_68_points(still_person, still_keypoints):
+    face = still_person.face * 512
+    drawn = list(range(17, 27)) + list(range(36, 68))
+    assert np.all(face[drawn] > 0) and np.all(face[:17] == -512) and np.all(face[27:36] == -512)
+    right_eye, left_eye = face[36:42].mean(0), face[42:48].mean(0)
+    assert np.linalg.norm(right_eye - still_keypoints[14]) < 15 and np.linalg.norm(left_eye - still_keypoints[15]) < 15
+    assert np.all(face[17:27, 1].mean() < face[36:48, 1].mean())              # brows above the eyes
+    assert np.all(face[48:68, 1] > still_keypoints[0, 1])                     # mouth below the nose
+    assert face[48, 0] < face[54, 0] and face[39, 0] < face[42, 0]            # image-left corners first
 
 
 def test_embedded_default_tracks_a_warped_animated_copy(astronaut, still_keypoints):
