@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from pose.skeleton import N_JOINTS3D, smpl_to_slots
+from scailflow.errors import InputError
 
 log = logging.getLogger("scailflow.pose")
 
@@ -42,7 +43,12 @@ class NLF:
 
     def __init__(self, path: Path, device: torch.device):
         self.device = device
-        self.model = torch.jit.load(str(path), map_location=device)
+        try:
+            self.model = torch.jit.load(str(path), map_location=device)
+        except (RuntimeError, ValueError, OSError) as e:
+            raise InputError(f"cannot load the NLF TorchScript model {path}: {str(e).splitlines()[0]}") from None
+        if not hasattr(self.model, "detect_smpl_batched"):
+            raise InputError(f"{path} is TorchScript but has no detect_smpl_batched method (not an NLF model)")
         self.model.eval()
         log.info("NLF loaded from %s on %s", path, device)
 

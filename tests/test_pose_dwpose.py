@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pose import PoseWeights
 from pose.dwpose import (DWPose, box_to_centre_scale, crop_affine, decode_simcc, letterbox, nms, select_persons,
@@ -183,3 +185,41 @@ def test_weights_from_yaml_relative_paths_and_override(tmp_path):
     assert w2.nlf == tmp_path / "cli.ts" and w2.dwpose_det == w.dwpose_det
     with pytest.raises(InputError, match="config file not found"):
         PoseWeights.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_nlf_loader_rejects_scripts_without_detect_smpl_batched(tmp_path):
+    import torch
+
+    from pose.nlf import NLF
+
+    class NotNLF(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    torch.jit.script(NotNLF()).save(str(tmp_path / "other.torchscript"))
+    with pytest.raises(InputError, match="no detect_smpl_batched"):
+        NLF(tmp_path / "other.torchscript", torch.device("cpu"))
+    model = NLF(build_nlf(tmp_path / "nlf.torchscript"), torch.device("cpu"))
+    frames = np.stack([blob_image(60, 80, [(60, 30)]), np.zeros((60, 80, 3), np.uint8)])
+    joints = model.joints(frames)
+    assert joints.shape == (2, 18, 3) and np.all(joints[1] == 0)
+    assert joints[0, 0, 2] == pytest.approx(3000) and joints[0, 2, 0] < joints[0, 5, 0]  # right shoulder at -x
+    isolated = model.track_joints(frames, [np.array([0, 0, 10, 10], np.float32), None])
+    assert np.all(isolated == 0)   # the spot lies outside the box: the isolated frame is black
+
+
+@settings(max_examples=40, deadline=None)
+@given(x1=st.floats(0, 300), y1=st.floats(0, 300), bw=st.floats(20, 400), bh=st.floats(20, 400),
+       fx=st.floats(0.05, 0.95), fy=st.floats(0.05, 0.95))
+def test_crop_affine_and_simcc_decode_invert_each_other(x1, y1, bw, bh, fx, fy):
+    box = np.array([x1, y1, x1 + bw, y1 + bh])
+    centre, scale = box_to_centre_scale(box)
+    assert scale[0] >= bw * 1.25 - 1e-3 and scale[1] >= bh * 1.25 - 1e-3
+    pt = np.array([x1 + fx * bw, y1 + fy * bh])
+    cx, cy = crop_affine(centre, scale) @ [*pt, 1]
+    assert 0 <= cx < 288 and 0 <= cy < 384      # a point of the box always lands in the crop
+    sx = np.zeros((1, 576), np.float32)
+    sy = np.zeros((1, 768), np.float32)
+    sx[0, int(cx * 2)] = sy[0, int(cy * 2)] = 1
+    kp, _ = decode_simcc(sx, sy, centre, scale)
+    np.testing.assert_allclose(kp[0], pt, atol=float(scale[0]) / 576 + 1e-3)
