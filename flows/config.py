@@ -208,12 +208,28 @@ def load_job(folder: Path, base: dict | None = None, overrides: dict | None = No
     return parse_model(JobConfig, data, path, lines)
 
 
+def _resolve(base: Path, value: str | None) -> str | None:
+    """Paths in pipelines.yaml are relative to the file; `~` is the user's home."""
+    if not value:
+        return value
+    p = Path(os.path.expanduser(value))
+    return str(p if p.is_absolute() else (base / p))
+
+
 def load_pipelines(path: str | os.PathLike) -> PipelinesFile:
+    """Read and check pipelines.yaml; every error names the file, the line and the key."""
     path = Path(path)
     data, lines = load_yaml(path)
     if not isinstance(data, dict):
         raise InputError(f"{path}:1: must be a mapping with a `pipelines:` list")
     cfg = parse_model(PipelinesFile, data, path, lines)
+    base = path.resolve().parent
+    for entry in cfg.pipelines:
+        entry.root = _resolve(base, entry.root)
+        entry.out = _resolve(base, entry.out)
+        entry.folders = [_resolve(base, f) for f in entry.folders]
+    for key in ("ckpt_dir", "scail_path", "lora_path"):
+        setattr(cfg.model, key, _resolve(base, getattr(cfg.model, key)))
     for i, entry in enumerate(cfg.pipelines):  # options are JobConfig fields: check them now, with their line
         parse_model(JobConfig, merge(cfg.defaults, entry.options), path, lines, ("pipelines", i, "options"))
     parse_model(JobConfig, cfg.defaults, path, lines, ("defaults",))

@@ -1,0 +1,67 @@
+"""`scailflow server`: the Prefect server and UI on 127.0.0.1; `scailflow run` finds it and its runs show there."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests.test_flows import make_folder
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str, data: dict | None = None):
+    req = urllib.request.Request(url, data=json.dumps(data).encode() if data is not None else None,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.status, r.read()
+
+
+@pytest.fixture
+def server(tmp_path):
+    port = free_port()
+    env = dict(os.environ, SCAILFLOW_HOME=str(tmp_path / "home"), SCAILFLOW_PORT=str(port))
+    env.pop("PREFECT_HOME", None)
+    proc = subprocess.Popen([sys.executable, "-m", "scailflow.cli", "server", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                if get(f"{url}/api/health")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the server did not come up in 120 s")
+        yield url, env
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_server_ui_and_a_run_reported_to_it(server, tmp_path):
+    url, env = server
+    status, body = get(url + "/")
+    assert status == 200 and b"<html" in body.lower()
+    folder = make_folder(tmp_path, "served", frames=5)
+    r = subprocess.run([sys.executable, "-m", "scailflow.cli", "run", str(folder), "--model", "tiny-random"],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert f"runs are in the Prefect UI at {url}" in r.stdout
+    _, body = get(url + "/api/flow_runs/filter", {"flow_runs": {"name": {"any_": ["served"]}}})
+    runs = json.loads(body)
+    assert runs and runs[0]["state"]["type"] == "COMPLETED"
+    _, body = get(url + "/api/artifacts/filter", {"artifacts": {"key": {"any_": ["scailflow-served"]}}})
+    assert json.loads(body), "the run's artifact is in the UI"
