@@ -10,7 +10,7 @@ from pose import PoseWeights
 from pose.dwpose import (DWPose, box_to_centre_scale, crop_affine, decode_simcc, letterbox, nms, select_persons,
                          to_person, yolox_decode)
 from scailflow.errors import InputError
-from test_pose_fakes import blob_image, build_nlf, build_simcc, build_yolox, yolox_raw
+from tests.test_pose_fakes import blob_image, build_nlf, build_simcc, build_yolox, yolox_raw
 
 
 def test_letterbox_resizes_keeping_aspect_and_pads_top_left_with_114():

@@ -15,7 +15,7 @@ from pose.mediapipe_pose import MediaPipePose
 from pose.skeleton import PERSON_COLOURS
 from scailflow.errors import InputError
 from scailflow.media import read_video, write_video
-from test_pose_fakes import blob_image, build_nlf, build_simcc, build_yolox, yolox_raw
+from tests.test_pose_fakes import blob_image, build_nlf, build_simcc, build_yolox, yolox_raw
 
 CONFIDENT = [0, 1, 2, 5, 14, 15, 16, 17]  # nose, neck, shoulders, eyes, ears: clearly visible in the photo
 FACE = [0, 14, 15, 16, 17]  # sharp landmarks; the space suit leaves the shoulders ambiguous by tens of pixels
@@ -206,3 +206,18 @@ def test_cli_runs_and_reports_bad_input(tmp_path, capsys):
                               "--det", str(tmp_path / "yolox_l.onnx"), "--pose", str(tmp_path / "p.onnx")])
     assert run(args) == 2
     assert "yolox_l.onnx" in capsys.readouterr().err
+
+
+def test_pose_mode_keeps_odd_frame_sizes(tmp_path):
+    h, w = 75, 121
+    frames = np.stack([blob_image(h, w, [(40, 30)], sigma=2.5)] * 2)
+    src = tmp_path / "odd.mkv"
+    write_video(src, frames, 10, lossless=True)
+    ratio = min(640 / h, 640 / w)
+    det = build_yolox(tmp_path / "det.onnx", yolox_raw([((10, 5, 70, 70), 0.9)], ratio))
+    res = prepare_driving(src, tmp_path / "out", driving="pose", device="cpu",
+                          weights=PoseWeights(dwpose_det=det, dwpose_pose=build_simcc(tmp_path / "p.onnx")))
+    video, _ = read_video(res.rendered)
+    mask, _ = read_video(res.mask_render)
+    assert video.shape == (2, h, w, 3) and mask.shape == (2, h, w, 3)
+    assert res.rendered.name == "rendered_v2.mp4" and res.mask_render.name == "rendered_mask_v2.mp4"
