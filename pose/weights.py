@@ -112,10 +112,13 @@ class PoseWeights:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None, base_dir: Path | None = None) -> "PoseWeights":
-        """From a pipelines.yaml mapping: its `pose:` section (or the mapping itself) with keys dwpose_det,
-        dwpose_pose, nlf and *_sha256; relative paths are taken from `base_dir`."""
+        """From a pipelines.yaml / job.yaml mapping: its `pose:` (or `defaults: pose:`) section, or the mapping
+        itself, with keys dwpose_det, dwpose_pose, nlf and *_sha256; relative paths are taken from `base_dir`.
+        Other keys of the section (align, legacy_mask_colours, ...) are left to the caller."""
         if not config:
             return cls()
+        if isinstance(config, Mapping) and "pose" not in config and isinstance(config.get("defaults"), Mapping):
+            config = config["defaults"]  # pipelines.yaml keeps job keys under defaults:
         section = config.get("pose", config) if isinstance(config, Mapping) else None
         if not isinstance(section, Mapping):
             raise InputError("pipelines.yaml: the 'pose' section must be a mapping")

@@ -185,6 +185,8 @@ def test_weights_from_yaml_relative_paths_and_override(tmp_path):
     assert w2.nlf == tmp_path / "cli.ts" and w2.dwpose_det == w.dwpose_det
     with pytest.raises(InputError, match="config file not found"):
         PoseWeights.from_yaml(tmp_path / "missing.yaml")
+    (tmp_path / "batch.yaml").write_text("defaults:\n  driving: pose\n  pose: {nlf: n.ts, align: true}\n")
+    assert PoseWeights.from_yaml(tmp_path / "batch.yaml").nlf == tmp_path / "n.ts"
 
 
 def test_nlf_loader_rejects_scripts_without_detect_smpl_batched(tmp_path):
