@@ -225,3 +225,23 @@ def test_crop_affine_and_simcc_decode_invert_each_other(x1, y1, bw, bh, fx, fy):
     sx[0, int(cx * 2)] = sy[0, int(cy * 2)] = 1
     kp, _ = decode_simcc(sx, sy, centre, scale)
     np.testing.assert_allclose(kp[0], pt, atol=float(scale[0]) / 576 + 1e-3)
+
+
+def test_execution_providers_and_devices_follow_availability():
+    import onnxruntime as ort
+    import torch
+
+    from pose.runtime import onnx_providers, torch_device
+
+    available = ort.get_available_providers()
+    auto = onnx_providers("auto")
+    assert auto[-1] == "CPUExecutionProvider" and all(p in available for p in auto)
+    assert ("CUDAExecutionProvider" in auto) == ("CUDAExecutionProvider" in available)
+    assert onnx_providers("cpu") == ["CPUExecutionProvider"]
+    assert torch_device("cpu").type == "cpu"
+    assert torch_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(InputError, match="unknown device"):
+        torch_device("tpu")
+    if "CUDAExecutionProvider" not in available:
+        with pytest.raises(InputError, match="CUDAExecutionProvider"):
+            onnx_providers("cuda")
