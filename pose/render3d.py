@@ -178,19 +178,20 @@ class Renderer:
         colour = torch.from_numpy(caps.colour).to(self.device, torch.float64)
         person = torch.from_numpy(caps.person).to(self.device)
 
-        frame = 0
+        frame, cand = 0, None
         while frame < n_frames:
             chunk, rays, pix, kw = [], 0, [], 1
             while frame < n_frames:
-                cand = candidate_table(caps.a[frame], caps.b[frame], caps.drawn[frame], self.camera,
-                                       self.h, self.w, self.radius)
+                if cand is None:
+                    cand = candidate_table(caps.a[frame], caps.b[frame], caps.drawn[frame], self.camera,
+                                           self.h, self.w, self.radius)
                 if chunk and (rays + len(cand[0])) * max(kw, cand[1].shape[1]) > self.budget:
-                    break
+                    break  # this frame opens the next chunk
                 chunk.append(frame)
                 pix.append(cand)
                 rays += len(cand[0])
                 kw = max(kw, cand[1].shape[1])
-                frame += 1
+                frame, cand = frame + 1, None
             previous = torch.get_num_threads()
             if self.device.type == "cpu" and self.threads:
                 torch.set_num_threads(self.threads)
