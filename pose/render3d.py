@@ -93,13 +93,15 @@ def build_capsules(joints: np.ndarray, style: str = "v2") -> Capsules:
 
 
 def candidate_table(a: np.ndarray, b: np.ndarray, drawn: np.ndarray, camera: Camera, height: int, width: int,
-                    radius: float = CAPSULE_RADIUS_MM) -> tuple[np.ndarray, np.ndarray]:
+                    radius: float = CAPSULE_RADIUS_MM, tight: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Pixels whose ray may come within reach of a drawn capsule of one frame, and which capsules those are.
 
     Each capsule lies in the axis-aligned box spanned by its two end spheres (plus 1 mm); the projection of that
     box (in front of the camera) bounds the pixels whose ray can touch it, so the union SDF restricted to a
     pixel's candidates marches to the same hit. With an end at or behind the camera every capsule is a
-    candidate everywhere. Returns (flat pixel indices [R], capsule indices [R, Kmax], -1 padded).
+    candidate everywhere. `tight` also drops rect pixels far from the capsule's projected axis (fewer rays to
+    march, more numpy work: worth it on CPU). Returns (flat pixel indices [R], capsule indices [R, Kmax], -1
+    padded).
     """
     ks = np.flatnonzero(drawn)
     if not len(ks):
@@ -124,10 +126,13 @@ def candidate_table(a: np.ndarray, b: np.ndarray, drawn: np.ndarray, camera: Cam
         v0 = max(int(np.floor(camera.fy * ys.min() + camera.cy)) - 1, 0)
         v1 = min(int(np.ceil(camera.fy * ys.max() + camera.cy)) + 1, height - 1)
         if u0 <= u1 and v0 <= v1:
-            vv, uu = np.mgrid[v0:v1 + 1, u0:u1 + 1]
-            seg = pb - pa
-            h = np.clip(((uu - pa[0]) * seg[0] + (vv - pa[1]) * seg[1]) / max(float(seg @ seg), 1e-12), 0, 1)
-            near = np.hypot(uu - pa[0] - h * seg[0], vv - pa[1] - h * seg[1]) <= hw
+            if tight:
+                vv, uu = np.mgrid[v0:v1 + 1, u0:u1 + 1]
+                seg = pb - pa
+                h = np.clip(((uu - pa[0]) * seg[0] + (vv - pa[1]) * seg[1]) / max(float(seg @ seg), 1e-12), 0, 1)
+                near = np.hypot(uu - pa[0] - h * seg[0], vv - pa[1] - h * seg[1]) <= hw
+            else:
+                near = np.ones((v1 + 1 - v0, u1 + 1 - u0), bool)
             rects.append((k, v0, v1 + 1, u0, u1 + 1, near))
             count[v0:v1 + 1, u0:u1 + 1] += near
     kmax = int(count.max())
@@ -168,6 +173,7 @@ class Renderer:
         self.device = torch.device(device)
         self.radius = float(radius)
         self.budget = GPU_BUDGET if self.device.type == "cuda" else CPU_BUDGET
+        self.tight_culling = self.device.type == "cpu"
         ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
         dirs = np.stack([(xs - self.camera.cx) / self.camera.fx, (ys - self.camera.cy) / self.camera.fy,
                          np.ones_like(xs)], -1).reshape(-1, 3)
@@ -195,7 +201,7 @@ class Renderer:
             while frame < n_frames:
                 if cand is None:
                     cand = candidate_table(caps.a[frame], caps.b[frame], caps.drawn[frame], self.camera,
-                                           self.h, self.w, self.radius)
+                                           self.h, self.w, self.radius, tight=self.tight_culling)
                 if chunk and (rays + len(cand[0])) * max(kw, cand[1].shape[1]) > self.budget:
                     break  # this frame opens the next chunk
                 chunk.append(frame)
@@ -274,10 +280,12 @@ class Renderer:
         hit_t = torch.full((n,), -1.0, device=dev)
         hit_g = torch.full((n,), dummy, dtype=torch.long, device=dev)
 
-        # Most rays have one candidate capsule, a few up to kmax: march groups of equal width so the padding
-        # of the widest rays is not paid by all.
+        # On CPU most work is arithmetic: rays mostly have one candidate capsule, a few up to kmax, so groups of
+        # equal width are marched apart and the padding of the widest rays is not paid by all. On GPU the
+        # per-step launch cost dominates and one march is faster.
         width_of = (gidx != dummy).sum(1)
-        for lo_w, hi_w in ((0, 1), (2, 2), (3, gidx.shape[1])):
+        groups = ((0, 1), (2, 2), (3, gidx.shape[1])) if dev.type == "cpu" else ((0, gidx.shape[1]),)
+        for lo_w, hi_w in groups:
             rows = torch.nonzero((width_of >= lo_w) & (width_of <= hi_w)).squeeze(1)
             if rows.numel():
                 self._march(rows, gidx[rows, :max(hi_w, 1)], pidx, A, BA, inv, ok, t_stop, hit_t, hit_g)

@@ -276,3 +276,23 @@ def test_fit_requires_the_neck():
     ok = np.zeros(18, bool)
     with pytest.raises(Exception, match="neck"):
         fit(np.zeros((18, 2)), ok, np.zeros((18, 2)), ok, 100, 100)
+
+
+def test_tight_culling_changes_no_pixel():
+    from pose.render3d import candidate_table
+
+    j = standing(x=120, z=1400)
+    j[3] = (60, -250, 1100)   # a forearm pointing at the camera: strongly oblique capsules
+    j[6] = (330, -300, 900)
+    caps = build_capsules(j[None, None])
+    cam = Camera.default(H, W)
+    loose, _ = candidate_table(caps.a[0], caps.b[0], caps.drawn[0], cam, H, W, tight=False)
+    tight, _ = candidate_table(caps.a[0], caps.b[0], caps.drawn[0], cam, H, W)
+    assert len(tight) < len(loose) and np.isin(tight, loose).all()
+    fast = Renderer(H, W, device="cpu")
+    slow = Renderer(H, W, device="cpu")
+    slow.tight_culling = False
+    (a, ia), = list(fast.render(caps))
+    (b, ib), = list(slow.render(caps))
+    assert a.any(-1).sum() > 100
+    assert np.abs(a.astype(int) - b).max() <= 1 and np.array_equal(ia, ib)
