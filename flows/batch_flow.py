@@ -1,6 +1,7 @@
 """Batches: every folder a pipelines.yaml names, preprocessing overlapping generation, one generation per GPU."""
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.config import ModelConfig, PipelinesFile, load_pipelines, merge
 from flows.folder import find_folders
 from flows.folder_flow import finish_folder, prepare, submit_folder
+from flows.lock import folder_lock
 from scailflow.errors import InputError
 from tasks.common import stage_logger
 from tasks.generate import ensure_gpu_slots
@@ -36,8 +38,8 @@ def batch_folders(cfg: PipelinesFile, only: str | None = None) -> list[tuple[str
 @flow(name="scailflow-batch", task_runner=ThreadPoolTaskRunner(max_workers=PREPROCESS_WORKERS),
       validate_parameters=False)
 def batch_flow(pipelines_file: str, pipeline: str | None = None, model: dict | None = None) -> dict:
-    """Run every folder of pipelines.yaml (or one named pipeline). A bad folder is reported and skipped; the
-    others go on. Returns {folder: summary or {"error": message}}."""
+    """Run every folder of pipelines.yaml (or one named pipeline). A bad folder, or one another run is busy
+    with, is reported and skipped; the others go on. Returns {folder: summary or {"error": message}}."""
     log = stage_logger("flow")
     cfg = load_pipelines(pipelines_file)
     model_cfg = ModelConfig.model_validate(merge(cfg.model.model_dump(), model or {})).model_dump()
@@ -45,20 +47,22 @@ def batch_flow(pipelines_file: str, pipeline: str | None = None, model: dict | N
     key_available = api_key() is not None
     runs, results = [], {}
     started = time.perf_counter()
-    for n, (name, folder, out, options) in enumerate(batch_folders(cfg, pipeline)):
-        try:
-            raw, job, out_dir = prepare(str(folder), out, options, None)
-        except InputError as e:
-            log.error("skipped %s: %s", folder, e)
-            results[str(folder)] = {"error": str(e)}
-            continue
-        runs.append(submit_folder(raw, job, out_dir, model_cfg, n % cfg.gpus, key_available))
-    for run in runs:
-        try:
-            results[str(run.raw.root)] = finish_folder(run, started)
-        except Exception as e:  # noqa: BLE001 - one folder's failure is reported; the batch goes on
-            log.error("failed %s: %s", run.raw.root, e)
-            results[str(run.raw.root)] = {"error": f"{e.__class__.__name__}: {e}"}
+    with contextlib.ExitStack() as locks:
+        for n, (name, folder, out, options) in enumerate(batch_folders(cfg, pipeline)):
+            try:
+                raw, job, out_dir = prepare(str(folder), out, options, None)
+                locks.enter_context(folder_lock(out_dir, wait=False))
+            except InputError as e:
+                log.error("skipped %s: %s", folder, e)
+                results[str(folder)] = {"error": str(e)}
+                continue
+            runs.append(submit_folder(raw, job, out_dir, model_cfg, n % cfg.gpus, key_available))
+        for run in runs:
+            try:
+                results[str(run.raw.root)] = finish_folder(run, started)
+            except Exception as e:  # noqa: BLE001 - one folder's failure is reported; the batch goes on
+                log.error("failed %s: %s", run.raw.root, e)
+                results[str(run.raw.root)] = {"error": f"{e.__class__.__name__}: {e}"}
     done = sum("error" not in r for r in results.values())
     log.info("batch: %d of %d folders done in %.1f s", done, len(results), time.perf_counter() - started)
     return results

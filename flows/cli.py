@@ -29,18 +29,18 @@ MODEL_KEYS = ("model", "ckpt_dir", "scail_path", "lora_path", "lora_alpha", "off
 
 
 def quiet_prefect_tracebacks() -> None:
-    """Prefect's console prints task failures with tracebacks; ours print one line (tracebacks stay in the UI)."""
+    """Prefect logs a failed run with its traceback; for bad input (InputError) the message alone is enough."""
     class NoTraceback(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
-            record.exc_info, record.exc_text = None, None
+            if record.exc_info and isinstance(record.exc_info[1], InputError):
+                record.exc_info, record.exc_text = None, None
             return True
 
-    import prefect  # noqa: F401 - sets up Prefect's logging
+    from prefect.logging.configuration import setup_logging
 
-    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
-        for h in logging.getLogger(name).handlers:
-            if h.__class__.__name__ == "PrefectConsoleHandler":
-                h.addFilter(NoTraceback())
+    setup_logging()  # Prefect configures its handlers once per process; do it now so they can be filtered
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine"):
+        logging.getLogger(name).addFilter(NoTraceback())
 
 
 def _overrides(args) -> dict:
@@ -100,6 +100,8 @@ def _print_summary(summary: dict) -> None:
 def add_run_folder_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder", help="raw folder: ref.jpg|png|webp, driving.mp4, optional prompt.txt and job.yaml")
     p.add_argument("--out", help="output folder (default FOLDER/scailflow)")
+    p.add_argument("--if-busy", choices=("wait", "skip"), default="wait",
+                   help="when another run is processing this folder: wait for it (default) or exit")
     _add_job_flags(p)
     add_model_arguments(p)
 
@@ -111,7 +113,8 @@ def run_run_folder(args) -> int:
     raw, _, _ = prepare(args.folder, args.out, None, overrides)  # a bad folder fails here, before Prefect runs
     if not args.debug:
         quiet_prefect_tracebacks()
-    summary = folder_flow(str(raw.root), folder_name=raw.name, out=args.out, overrides=overrides, model=_model(args))
+    summary = folder_flow(str(raw.root), folder_name=raw.name, out=args.out, overrides=overrides, model=_model(args),
+                          wait_if_busy=args.if_busy == "wait")
     _print_summary(summary)
     print(_where())
     return 0

@@ -51,6 +51,9 @@ class PoseConfig(Strict):
     dwpose_det: Optional[str] = None
     dwpose_pose: Optional[str] = None
     nlf: Optional[str] = None
+    dwpose_det_sha256: Optional[str] = Field(None, pattern=r"^[0-9a-fA-F]{64}$")  # optional pins: a model file
+    dwpose_pose_sha256: Optional[str] = Field(None, pattern=r"^[0-9a-fA-F]{64}$")  # whose hash differs is refused
+    nlf_sha256: Optional[str] = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
     align: bool = False
     legacy_mask_colours: bool = False
 

@@ -12,6 +12,7 @@ from prefect import flow
 from flows.artifacts import publish_artifacts
 from flows.config import JobConfig, ModelConfig, load_job
 from flows.folder import RawFolder, output_dir, scan_folder
+from flows.lock import folder_lock
 from scailflow.files import atomic_path, write_text_atomic
 import tasks.generate
 import tasks.masks
@@ -96,11 +97,16 @@ def finish_folder(run: FolderRun, started: float) -> dict:
 
 @flow(name="scailflow-folder", flow_run_name="{folder_name}", validate_parameters=False)
 def folder_flow(folder: str, folder_name: str = "", out: str | None = None, defaults: dict | None = None,
-                overrides: dict | None = None, model: dict | None = None, gpu: int = 0) -> dict:
-    """One raw folder -> the animated video. Returns a summary: each stage's final state, outputs, seconds."""
+                overrides: dict | None = None, model: dict | None = None, gpu: int = 0,
+                wait_if_busy: bool = True) -> dict:
+    """One raw folder -> the animated video. Returns a summary: each stage's final state, outputs, seconds.
+
+    A second run of the same folder waits for the first (or, with wait_if_busy=False, fails with FolderBusy).
+    """
     started = time.perf_counter()
     raw, job, out_dir = prepare(folder, out, defaults, overrides)
     model_cfg = ModelConfig.model_validate(model or {}).model_dump()
     ensure_gpu_slots(gpu + 1)
-    run = submit_folder(raw, job, out_dir, model_cfg, gpu, api_key() is not None)
-    return finish_folder(run, started)
+    with folder_lock(out_dir, wait=wait_if_busy):
+        run = submit_folder(raw, job, out_dir, model_cfg, gpu, api_key() is not None)
+        return finish_folder(run, started)

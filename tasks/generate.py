@@ -5,7 +5,10 @@ the model sees, and what the cache key hashes.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -50,7 +53,10 @@ def release_pipelines() -> int:
 
 
 def ensure_gpu_slots(gpus: int) -> None:
-    """One global concurrency limit of 1 per GPU (created if missing), so generations never share a GPU."""
+    """One global concurrency limit of 1 per GPU (created if missing), so generations never share a GPU.
+    Only with a Prefect server (see `gpu_slot`)."""
+    if not prefect_server_present():
+        return
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.exceptions import ObjectNotFound
@@ -62,6 +68,37 @@ def ensure_gpu_slots(gpus: int) -> None:
                 client.read_global_concurrency_limit_by_name(name)
             except ObjectNotFound:
                 client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+
+
+def prefect_server_present() -> bool:
+    """A real Prefect API (a server, or the test harness) rather than a temporary in-process one."""
+    return bool(os.environ.get("PREFECT_API_URL"))
+
+
+@contextlib.contextmanager
+def gpu_slot(index: int, use_prefect: bool):
+    """Hold GPU `index` for one generation.
+
+    Always an OS file lock (released by the kernel if the process dies, so a killed worker never leaves the GPU
+    taken); with a Prefect server also its global concurrency slot (visible in the UI, shared across machines),
+    leased for 60 s at a time so the server's repossessor frees it soon after a crash. The temporary API of a
+    server-less run keeps leases in memory and never repossesses them, so it is not used there.
+    """
+    home = Path(os.environ.get("SCAILFLOW_HOME", Path.home() / ".scailflow")) / "locks"
+    home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(home / f"gpu-{index}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if use_prefect:
+            from prefect.concurrency.sync import concurrency
+
+            with concurrency(GPU_SLOT.format(index=index), occupy=1, lease_duration=60):
+                yield
+        else:
+            yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def _mask_hash(path: str) -> str:
@@ -99,8 +136,6 @@ def outputs(out_dir: str) -> list[Path]:
 def generate_task(pose: dict, masks: dict, prompt: dict, ref: str, extra_refs: list[str], out_dir: str, mode: str,
                   driving_mode: str, sampling: dict, model_cfg: dict, gpu: int = 0) -> dict:
     """Sample the video from the upstream stages' files; returns {"video": path, "record": path, "seed": int, ...}."""
-    from prefect.concurrency.sync import concurrency
-
     from masks import read_mask_image, read_mask_video
     from scail.generate import GenerateRequest, generate, read_conditioning
     from scail.options import PRESETS, SamplingOptions
@@ -124,7 +159,7 @@ def generate_task(pose: dict, masks: dict, prompt: dict, ref: str, extra_refs: l
         additional_ref_masks=[Path(x) for x in files.get("extra_ref_masks", [])],
         target_h=target_h, target_w=target_w, fps=fps)
     inputs = read_conditioning(req, read_mask_image=read_mask_image, read_mask_video=read_mask_video)
-    with concurrency(GPU_SLOT.format(index=gpu), occupy=1):
+    with gpu_slot(gpu, prefect_server_present()):
         pipe = warm_pipeline(model_cfg)
         last = {"pct": -1}
 

@@ -15,10 +15,18 @@ def outputs(out_dir: str, driving_mode: str) -> list[Path]:
     return [Path(out_dir) / n for n in names]
 
 
+def pose_weights(pose_cfg: dict):
+    """Weights from the environment (SCAILFLOW_DWPOSE_DET, ...), overridden by job.yaml / pipelines.yaml."""
+    from pose import PoseWeights
+
+    return PoseWeights.from_env().overridden_by(PoseWeights.from_config(pose_cfg))
+
+
 def _key(p: dict) -> str:
     cfg = p["pose_cfg"]
     reads = [p["driving"], p["reference"] if cfg.get("align") else None]
-    weights = [cfg.get("dwpose_det"), cfg.get("dwpose_pose"), cfg.get("nlf")] if p["driving_mode"] == "pose" else []
+    w = pose_weights(cfg) if p["driving_mode"] == "pose" else None
+    weights = [w.dwpose_det, w.dwpose_pose, w.nlf] if w else []
     params = {k: v for k, v in p.items() if k not in ("driving", "reference", "out_dir")}
     return stage_key("pose", VERSION, reads, params, weights)
 
@@ -27,11 +35,9 @@ def _key(p: dict) -> str:
 def pose_task(driving: str, out_dir: str, driving_mode: str, pose_cfg: dict, reference: str,
               max_persons: int = 2) -> dict:
     """Prepare the driving input; returns its paths (never frames)."""
-    from pose import PoseWeights, prepare_driving
+    from pose import prepare_driving
 
-    weights = PoseWeights(*(Path(pose_cfg[k]) if pose_cfg.get(k) else None
-                            for k in ("dwpose_det", "dwpose_pose", "nlf")))
-    result = prepare_driving(Path(driving), Path(out_dir), driving=driving_mode, weights=weights,
+    result = prepare_driving(Path(driving), Path(out_dir), driving=driving_mode, weights=pose_weights(pose_cfg),
                              reference_image=Path(reference), align=bool(pose_cfg.get("align")),
                              max_persons=max_persons, legacy_mask_colours=bool(pose_cfg.get("legacy_mask_colours")))
     return result.to_dict()
