@@ -1,0 +1,220 @@
+"""Switchable speed-ups for the SCAIL-2 DiT; each one is off unless asked for and none changes scail/model.py.
+
+- attention backend: diffusers' attention dispatch (`sdpa` = torch SDPA with its own kernel choice, `cudnn` = the
+  cuDNN fused attention through SDPA, `flash` = SDPA's FlashAttention-2 kernel, `flash3` = FlashAttention 3 when the
+  `flash_attn_interface` package is installed, `sage` = SageAttention when installed). `auto` picks the fastest one
+  that is available on the device (measured on an H100: bench/NOTES.md).
+- regional compile: `torch.compile` of the repeated Wan block (compiled once, reused by all 40 blocks); it also fuses
+  the LayerNorm + adaLN modulation + gate/residual element-wise work around the matrix products.
+- fp8: every `nn.Linear` inside the blocks is swapped for `FP8Linear`: weights stored as float8 e4m3 with one fp32
+  scale per output row, activations quantized per token (row) on the fly, product by `torch._scaled_mm` with bf16
+  output. Where `_scaled_mm` cannot run (CPU, pre-Hopper GPU) the same quantized values are multiplied in bf16/fp32,
+  so the numerics (and the tests) stay the same.
+- step caching: diffusers' First Block Cache through the model's CacheMixin (`enable_step_cache`).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+log = logging.getLogger("scailflow.scail")
+
+ATTENTION_CHOICES = ("auto", "sdpa", "cudnn", "flash", "flash3", "sage", "efficient", "math")
+_BACKEND_NAMES = {
+    "sdpa": "native",
+    "cudnn": "_native_cudnn",
+    "flash": "_native_flash",
+    "flash3": "_flash_3",
+    "sage": "sage",
+    "efficient": "_native_efficient",
+    "math": "_native_math",
+}
+FP8_DTYPE = getattr(torch, "float8_e4m3fn", None)
+
+
+# ------------------------------------------------------------------------------------------------ attention
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def resolve_attention(choice: str, device: torch.device | str | None = None) -> str:
+    """The concrete attention choice for `choice` on `device` (`auto`: flash3 > cudnn > sdpa on Hopper-class GPUs)."""
+    if choice not in ATTENTION_CHOICES:
+        raise ValueError(f"attention must be one of {', '.join(ATTENTION_CHOICES)}")
+    if choice != "auto":
+        return choice
+    dev = torch.device(device) if device is not None else None
+    if dev is None or dev.type != "cuda" or not torch.cuda.is_available():
+        return "sdpa"
+    major, _ = torch.cuda.get_device_capability(dev)
+    if major == 9 and _has_module("flash_attn_interface"):
+        return "flash3"
+    if major >= 8 and torch.backends.cudnn.is_available():
+        return "cudnn"
+    return "sdpa"
+
+
+def set_attention(model: nn.Module, choice: str = "auto", device=None) -> str:
+    """Route every attention of `model` through one backend; returns the concrete choice."""
+    if device is None:
+        p = next(model.parameters(), None)
+        device = p.device if p is not None and p.device.type != "meta" else None
+    concrete = resolve_attention(choice, device)
+    model.set_attention_backend(_BACKEND_NAMES[concrete])
+    return concrete
+
+
+# ------------------------------------------------------------------------------------------------ compile
+def compile_blocks(model: nn.Module, fullgraph: bool = True, mode: str | None = None) -> None:
+    """Regional compile: each repeated block through torch.compile (one compiled graph shared by all blocks)."""
+    kwargs = {"fullgraph": fullgraph, "dynamic": False}
+    if mode:
+        kwargs["mode"] = mode
+    model.compile_repeated_blocks(**kwargs)
+
+
+# ------------------------------------------------------------------------------------------------ fp8
+def quantize_rowwise(t: torch.Tensor, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row symmetric quantization: (q, scale) with t ~= q.float() * scale; scale [..., 1] float32."""
+    dtype = dtype or FP8_DTYPE
+    fmax = torch.finfo(dtype).max
+    amax = t.detach().abs().amax(dim=-1, keepdim=True).float().clamp(min=1e-12)
+    scale = amax / fmax
+    q = (t.float() / scale).clamp(-fmax, fmax).to(dtype)
+    return q, scale
+
+
+def dequantize(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return (q.float() * scale).to(dtype)
+
+
+def scaled_mm_available(device: torch.device | str) -> bool:
+    """torch._scaled_mm with fp8 operands runs on CUDA GPUs of compute capability 8.9 or higher."""
+    dev = torch.device(device)
+    if dev.type != "cuda" or FP8_DTYPE is None or not torch.cuda.is_available():
+        return False
+    return torch.cuda.get_device_capability(dev) >= (8, 9)
+
+
+class FP8Linear(nn.Module):
+    """A Linear with fp8 (e4m3) weights, one scale per output row, and per-token fp8 activations."""
+
+    def __init__(self, linear: nn.Linear, out_dtype: torch.dtype = torch.bfloat16):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.out_dtype = out_dtype
+        q, s = quantize_rowwise(linear.weight.data)
+        self.register_buffer("weight_fp8", q)  # [out, in]
+        self.register_buffer("weight_scale", s.reshape(1, -1).contiguous())  # [1, out] fp32
+        bias = linear.bias.data.to(out_dtype) if linear.bias is not None else None
+        self.register_buffer("bias", bias)
+        self.use_scaled_mm = scaled_mm_available(q.device)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, out_dtype: torch.dtype = torch.bfloat16) -> "FP8Linear":
+        return cls(linear, out_dtype)
+
+    def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return (self.weight_fp8.float() * self.weight_scale.t()).to(dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        xq, xs = quantize_rowwise(x2)
+        if self.use_scaled_mm and x.is_cuda:
+            out = torch._scaled_mm(xq, self.weight_fp8.t(), scale_a=xs, scale_b=self.weight_scale,
+                                   bias=self.bias, out_dtype=self.out_dtype)
+        else:  # same quantized operands, multiplied in a dtype the device has
+            dt = self.out_dtype if x.is_cuda else torch.float32
+            out = F.linear(dequantize(xq, xs, dt), self.dequantized_weight(dt),
+                           None if self.bias is None else self.bias.to(dt)).to(self.out_dtype)
+        return out.reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, fp8 e4m3 rowwise"
+
+
+def swap_fp8_linears(root: nn.Module, out_dtype: torch.dtype = torch.bfloat16,
+                     skip: Iterable[str] = ()) -> int:
+    """Replace every nn.Linear under `root` (dims multiples of 16) by an FP8Linear, in place; returns how many.
+
+    The bf16 weights are released as each layer is converted, so peak memory grows by one layer at most."""
+    skip = tuple(skip)
+    n = 0
+    for name, module in list(root.named_modules()):
+        for child_name, child in list(module.named_children()):
+            full = f"{name}.{child_name}" if name else child_name
+            if not isinstance(child, nn.Linear) or any(s in full for s in skip):
+                continue
+            if child.in_features % 16 or child.out_features % 16:
+                continue
+            setattr(module, child_name, FP8Linear(child, out_dtype))
+            del child
+            n += 1
+    return n
+
+
+def fp8_blocks(model: nn.Module, out_dtype: torch.dtype = torch.bfloat16) -> int:
+    """fp8 weights and matmuls for all linears of the transformer blocks (embedders and head stay as they are)."""
+    blocks = getattr(model, "blocks")
+    n = swap_fp8_linears(blocks, out_dtype)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return n
+
+
+# ------------------------------------------------------------------------------------------------ fused projections
+def fuse_qkv(model: nn.Module) -> int:
+    """Fuse q/k/v (self-attention) and k/v (cross-attention) projections into one matmul each (diffusers' own)."""
+    n = 0
+    for m in model.modules():
+        if hasattr(m, "fuse_projections") and m.__class__.__name__ == "WanAttention":
+            m.fuse_projections()
+            n += 1
+    return n
+
+
+# ------------------------------------------------------------------------------------------------ step cache
+def enable_step_cache(model: nn.Module, kind: str = "fbc", threshold: float = 0.05) -> None:
+    """Step caching through diffusers' cache hooks: `fbc` (First Block Cache; `threshold` on the relative change of
+    block 0's residual). The caller runs each forward inside `model.cache_context(name)` (one name per CFG branch)."""
+    if kind != "fbc":
+        raise ValueError("step cache kind must be 'fbc'")
+    from diffusers.hooks import FirstBlockCacheConfig
+
+    model.enable_cache(FirstBlockCacheConfig(threshold=threshold))
+
+
+# ------------------------------------------------------------------------------------------------ one entry
+def apply_speedups(model: nn.Module, attention: str | None = None, compile: bool = False, fp8: bool = False,
+                   fused_qkv: bool = False, cache_threshold: float | None = None,
+                   compile_mode: str | None = None) -> dict:
+    """Apply the chosen speed-ups to a SCAIL2Transformer; returns what was applied (for logs and records).
+
+    Order matters: fp8 and fused projections change the modules, so they come before compile."""
+    applied: dict = {}
+    if attention:
+        applied["attention"] = set_attention(model, attention)
+    if fused_qkv and not fp8:
+        applied["fused_qkv"] = fuse_qkv(model)
+    if fp8:
+        applied["fp8_linears"] = fp8_blocks(model)
+    if cache_threshold:
+        enable_step_cache(model, "fbc", cache_threshold)
+        applied["cache"] = f"fbc@{cache_threshold}"
+    if compile:
+        compile_blocks(model, mode=compile_mode)
+        applied["compile"] = compile_mode or "default"
+    if applied:
+        log.info("speed-ups: %s", applied)
+    return applied
+
+
+__all__ = ["apply_speedups", "set_attention", "resolve_attention", "compile_blocks", "FP8Linear", "swap_fp8_linears",
+           "fp8_blocks", "quantize_rowwise", "dequantize", "fuse_qkv", "enable_step_cache", "ATTENTION_CHOICES"]
