@@ -264,6 +264,15 @@ def main(argv=None) -> int:
             continue
         print(f"  {name} ...", flush=True)
         try:
+            if "offload" in name.split("+") and not state.get("offload") and (state.get("fp8") or state.get("qkv")):
+                # offload is measured on the plain bf16 model: rebuild it (same seed, same weights)
+                del model
+                state.pop("fp8", None), state.pop("qkv", None)
+                import gc
+
+                gc.collect()
+                torch.cuda.empty_cache()
+                model = build_model(cfg, device)
             rec = run_variant(name, model, inputs1, inputs2, device, args, state)
         except Exception as e:  # noqa: BLE001 - one failing variant must not lose the others
             traceback.print_exc()

@@ -60,13 +60,43 @@ def resolve_attention(choice: str, device: torch.device | str | None = None) -> 
     return "sdpa"
 
 
+def _sage_v1_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                       return_lse=False, _parallel_config=None):
+    """SageAttention 1.x (Triton; INT8 Q.K^T, 16-bit P.V) on diffusers' [B, S, H, D] layout."""
+    from sageattention import sageattn
+
+    if attn_mask is not None or return_lse or _parallel_config is not None or dropout_p:
+        raise NotImplementedError("SageAttention 1.x here: no mask, no LSE, no context parallelism")
+    return sageattn(query, key, value, tensor_layout="NHD", is_causal=is_causal, sm_scale=scale)
+
+
+def _use_sage_v1(model: nn.Module) -> None:
+    """diffusers' own `sage` backend wants sageattention>=2.1.1 (CUDA extension); 1.x is pure Triton and can be
+    carried as a wheel. Put a 1.x call in the `sage` slot of diffusers' registry and point every processor at it."""
+    from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
+
+    name = AttentionBackendName.SAGE
+    _AttentionBackendRegistry._backends[name] = _sage_v1_attention
+    _AttentionBackendRegistry._supported_arg_names[name] = {
+        "query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "return_lse", "_parallel_config"}
+    for m in model.modules():
+        proc = getattr(m, "processor", None)
+        if proc is not None and hasattr(proc, "_attention_backend"):
+            proc._attention_backend = name
+
+
 def set_attention(model: nn.Module, choice: str = "auto", device=None) -> str:
     """Route every attention of `model` through one backend; returns the concrete choice."""
     if device is None:
         p = next(model.parameters(), None)
         device = p.device if p is not None and p.device.type != "meta" else None
     concrete = resolve_attention(choice, device)
-    model.set_attention_backend(_BACKEND_NAMES[concrete])
+    try:
+        model.set_attention_backend(_BACKEND_NAMES[concrete])
+    except Exception:
+        if concrete != "sage" or not _has_module("sageattention"):
+            raise
+        _use_sage_v1(model)
     return concrete
 
 
