@@ -10,7 +10,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.config import ModelConfig, PipelinesFile, load_pipelines, merge
 from flows.folder import find_folders
-from flows.folder_flow import finish_folder, prepare, submit_folder
+from flows.folder_flow import finish_folder, prepare, send_to_worker, submit_folder
 from flows.lock import folder_lock
 from scailflow.errors import InputError
 from tasks.common import stage_logger
@@ -37,12 +37,14 @@ def batch_folders(cfg: PipelinesFile, only: str | None = None) -> list[tuple[str
 
 @flow(name="scailflow-batch", task_runner=ThreadPoolTaskRunner(max_workers=PREPROCESS_WORKERS),
       validate_parameters=False)
-def batch_flow(pipelines_file: str, pipeline: str | None = None, model: dict | None = None) -> dict:
+def batch_flow(pipelines_file: str, pipeline: str | None = None, model: dict | None = None,
+               workers: bool | None = None) -> dict:
     """Run every folder of pipelines.yaml (or one named pipeline). A bad folder, or one another run is busy
     with, is reported and skipped; the others go on. Returns {folder: summary or {"error": message}}."""
     log = stage_logger("flow")
     cfg = load_pipelines(pipelines_file)
     model_cfg = ModelConfig.model_validate(merge(cfg.model.model_dump(), model or {})).model_dump()
+    workers = cfg.workers if workers is None else workers
     ensure_gpu_slots(cfg.gpus)
     key_available = api_key() is not None
     runs, results = [], {}
@@ -56,7 +58,13 @@ def batch_flow(pipelines_file: str, pipeline: str | None = None, model: dict | N
                 log.error("skipped %s: %s", folder, e)
                 results[str(folder)] = {"error": str(e)}
                 continue
-            runs.append(submit_folder(raw, job, out_dir, model_cfg, n % cfg.gpus, key_available))
+            runs.append(submit_folder(raw, job, out_dir, model_cfg, n % cfg.gpus, key_available, workers))
+        if workers:  # queue each generation for the warm workers as soon as its folder's preprocessing is done
+            for run in runs:
+                try:
+                    send_to_worker(run)
+                except Exception:  # noqa: BLE001 - reported by finish_folder below
+                    pass
         for run in runs:
             try:
                 results[str(run.raw.root)] = finish_folder(run, started)

@@ -124,6 +124,8 @@ def run_run_folder(args) -> int:
 def add_batch_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("pipelines", help="pipelines.yaml")
     p.add_argument("--pipeline", help="run only the pipeline of this name")
+    p.add_argument("--workers", action="store_true", default=None,
+                   help="send generation to warm GPU workers (`scailflow worker`) instead of this process")
     add_model_arguments(p)
 
 
@@ -134,7 +136,7 @@ def run_batch(args) -> int:
     load_pipelines(args.pipelines)  # validate first: file, line and key in one line
     if not args.debug:
         quiet_prefect_tracebacks()
-    results = batch_flow(str(Path(args.pipelines).resolve()), args.pipeline, _model(args))
+    results = batch_flow(str(Path(args.pipelines).resolve()), args.pipeline, _model(args), args.workers)
     failed = {k: v["error"] for k, v in results.items() if "error" in v}
     for folder, summary in results.items():
         if "error" in summary:
@@ -160,6 +162,21 @@ def run_serve(args) -> int:
                          "(or set PREFECT_API_URL)")
     print(f"serving {len(deployments)} scheduled pipeline(s); {_where()}")
     serve(*deployments)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- worker
+def add_worker_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--timeout", type=float, default=None, help="stop after this many seconds (default: never)")
+    add_model_arguments(p)
+
+
+def run_worker(args) -> int:
+    from flows.config import ModelConfig
+    from flows.worker import serve_generation
+
+    model_cfg = ModelConfig.model_validate(_model(args)).model_dump()
+    serve_generation(model_cfg, args.timeout)
     return 0
 
 

@@ -135,6 +135,7 @@ class PipelinesFile(Strict):
     defaults: dict[str, Any] = {}
     model: ModelConfig = ModelConfig()
     gpus: int = Field(1, ge=1, le=64)
+    workers: bool = False  # send generation to warm GPU workers (`scailflow worker`, one per GPU)
     pipelines: list[PipelineEntry] = Field(min_length=1)
 
 

@@ -35,6 +35,7 @@ class FolderRun:
     job: JobConfig
     out_dir: Path
     futures: dict
+    gen_args: tuple = ()
 
 
 def copy_reference(raw: RawFolder, out_dir: Path) -> Path:
@@ -54,8 +55,11 @@ def prepare(folder: str, out: str | None, defaults: dict | None, overrides: dict
 
 
 def submit_folder(raw: RawFolder, job: JobConfig, out_dir: Path, model_cfg: dict, gpu: int,
-                  key_available: bool) -> FolderRun:
-    """Submit the four stages of one folder; generation waits for the other three (futures as parameters)."""
+                  key_available: bool, workers: bool = False) -> FolderRun:
+    """Submit the four stages of one folder; generation waits for the other three (futures as parameters).
+
+    With `workers`, generation is not submitted here: `send_to_worker` hands it to a warm GPU worker once the
+    preprocessing is done."""
     out_dir.mkdir(parents=True, exist_ok=True)
     ref = copy_reference(raw, out_dir)
     extra = [(str(p), kind) for p, kind in raw.extra_refs]
@@ -67,10 +71,21 @@ def submit_folder(raw: RawFolder, job: JobConfig, out_dir: Path, model_cfg: dict
     prompt = fresh(prompt_task, tasks.prompt.outputs(out)).submit(
         str(raw.driving), str(raw.ref), out, job.mode, job.prompt_enhancer.model_dump(),
         str(raw.prompt_file) if raw.prompt_file else None, job.prompt, key_available)
-    gen = fresh(generate_task, tasks.generate.outputs(out)).submit(
-        pose, masks, prompt, str(ref), [p for p, _ in extra], out, job.mode, job.driving,
-        job.sampling.model_dump(), model_cfg, gpu)
-    return FolderRun(raw, job, out_dir, {"pose": pose, "masks": masks, "prompt": prompt, "generate": gen})
+    futures = {"pose": pose, "masks": masks, "prompt": prompt}
+    gen_args = (str(ref), [p for p, _ in extra], out, job.mode, job.driving, job.sampling.model_dump(), model_cfg, gpu)
+    if not workers:
+        futures["generate"] = fresh(generate_task, tasks.generate.outputs(out)).submit(pose, masks, prompt, *gen_args)
+    return FolderRun(raw, job, out_dir, futures, gen_args)
+
+
+def send_to_worker(run: FolderRun) -> None:
+    """Wait for the folder's preprocessing, then queue its generation for the warm workers (background task)."""
+    done = {}
+    for name in ("pose", "masks", "prompt"):
+        run.futures[name].wait()
+        done[name] = run.futures[name].state.result()
+    task = fresh(generate_task, tasks.generate.outputs(run.gen_args[2]))
+    run.futures["generate"] = task.delay(done["pose"], done["masks"], done["prompt"], *run.gen_args)
 
 
 def finish_folder(run: FolderRun, started: float) -> dict:
@@ -87,7 +102,9 @@ def finish_folder(run: FolderRun, started: float) -> dict:
     summary = {"folder": str(run.raw.root), "out_dir": str(run.out_dir), "states": states, "files": gen["files"],
                "video": gen["video"], "record": gen["record"], "seed": gen["seed"], "frames": gen["frames"],
                "model": gen["model"], "prompt_source": run.futures["prompt"].state.result()["source"],
-               "persons": masks.get("persons"), "seconds": round(time.perf_counter() - started, 2)}
+               "persons": masks.get("persons"), "generated_by_pid": gen.get("worker_pid"),
+               "model_loads_in_that_process": gen.get("model_loads_in_worker"),
+               "seconds": round(time.perf_counter() - started, 2)}
     write_text_atomic(run.out_dir / "run.json", json.dumps(summary, indent=2))
     publish_artifacts(summary)
     stage_logger("flow").info("%s -> %s (%s)", run.raw.name, gen["video"],
@@ -98,15 +115,18 @@ def finish_folder(run: FolderRun, started: float) -> dict:
 @flow(name="scailflow-folder", flow_run_name="{folder_name}", validate_parameters=False)
 def folder_flow(folder: str, folder_name: str = "", out: str | None = None, defaults: dict | None = None,
                 overrides: dict | None = None, model: dict | None = None, gpu: int = 0,
-                wait_if_busy: bool = True) -> dict:
+                wait_if_busy: bool = True, workers: bool = False) -> dict:
     """One raw folder -> the animated video. Returns a summary: each stage's final state, outputs, seconds.
 
     A second run of the same folder waits for the first (or, with wait_if_busy=False, fails with FolderBusy).
+    With `workers`, generation runs on a warm GPU worker (`scailflow worker`) instead of in this process.
     """
     started = time.perf_counter()
     raw, job, out_dir = prepare(folder, out, defaults, overrides)
     model_cfg = ModelConfig.model_validate(model or {}).model_dump()
     ensure_gpu_slots(gpu + 1)
     with folder_lock(out_dir, wait=wait_if_busy):
-        run = submit_folder(raw, job, out_dir, model_cfg, gpu, api_key() is not None)
+        run = submit_folder(raw, job, out_dir, model_cfg, gpu, api_key() is not None, workers)
+        if workers:
+            send_to_worker(run)
         return finish_folder(run, started)

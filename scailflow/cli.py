@@ -14,6 +14,7 @@ COMMANDS = {
     "run": ("flows.cli", "run_folder", "turn one raw folder into the animated video (pose -> masks -> prompt -> generate)"),
     "batch": ("flows.cli", "batch", "run every folder a pipelines.yaml names"),
     "serve": ("flows.cli", "serve", "serve pipelines.yaml's schedules as Prefect deployments"),
+    "worker": ("flows.cli", "worker", "a warm GPU worker: loads the model once and runs the generations sent to it"),
     "server": ("flows.cli", "server", "start the local Prefect server and UI on 127.0.0.1"),
     "demo": ("flows.cli", "demo", "build a sample folder from a bundled photo and run the whole flow on it"),
     "generate": ("scail.cli", "generate", "sample SCAIL-2 from prepared files (the official generate.py flags)"),

@@ -21,6 +21,7 @@ OUTPUT_NAME = "output.mp4"
 GPU_SLOT = "scailflow-gpu-{index}"
 _PIPELINES: dict[str, object] = {}
 _LOAD_LOCK = threading.Lock()
+LOADS = {"count": 0}  # model loads in this process: a warm worker loads once, then serves every generation
 
 
 def warm_pipeline(model_cfg: dict):
@@ -32,6 +33,7 @@ def warm_pipeline(model_cfg: dict):
         if key not in _PIPELINES:
             cfg = dict(model_cfg)
             _PIPELINES[key] = load_pipeline(cfg.pop("model"), **cfg)
+            LOADS["count"] += 1
             stage_logger("scail").info("model loaded in %.1f s (kept warm for later runs in this process)",
                                        _PIPELINES[key].load_seconds)
         return _PIPELINES[key]
@@ -71,8 +73,10 @@ def ensure_gpu_slots(gpus: int) -> None:
 
 
 def prefect_server_present() -> bool:
-    """A real Prefect API (a server, or the test harness) rather than a temporary in-process one."""
-    return bool(os.environ.get("PREFECT_API_URL"))
+    """A real Prefect API (a server, or the test harness) rather than the temporary one of a server-less run."""
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value())
 
 
 @contextlib.contextmanager
@@ -172,4 +176,5 @@ def generate_task(pose: dict, masks: dict, prompt: dict, ref: str, extra_refs: l
         record = generate(pipe, req, options, progress, inputs=inputs)
     log.info("video %s: %d frames, seed %d, %.1f s", save, record["frames_out"], record["seed"], record["seconds"])
     return {"video": str(save), "record": str(save) + ".json", "seed": record["seed"], "files": files,
-            "frames": record["frames_out"], "model": record["model"], "video_sha256": content_hash(save)}
+            "frames": record["frames_out"], "model": record["model"], "video_sha256": content_hash(save),
+            "worker_pid": os.getpid(), "model_loads_in_worker": LOADS["count"]}
