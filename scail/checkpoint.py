@@ -152,51 +152,56 @@ def _all_official_keys(model) -> Iterator[str]:
 
 
 # --------------------------------------------------------------------------- training checkpoint -> safetensors
-_TRAIN_RULES: list[tuple[re.Pattern, object]] = []
-
-
-def _rule(pattern: str):
-    def deco(fn):
-        _TRAIN_RULES.append((re.compile(pattern), fn))
-        return fn
-    return deco
+def rename(key: str, rules: list[tuple[str, str]]) -> str | None:
+    """The first matching (regex, replacement) rule applied to `key`, or None."""
+    for pat, repl in rules:
+        if re.match(pat, key):
+            return re.sub(pat, repl, key)
+    return None
 
 
 def _split(t: torch.Tensor, n: int) -> list[torch.Tensor]:
     return list(torch.chunk(t, n, dim=0))
 
 
+# training-checkpoint names that map one to one (fused q/k/v and k/v are split in _train_fused)
+_TRAIN_SIMPLE = [
+    (r"^mixins\.patch_embed\.proj\.(weight|bias)$", r"patch_embedding.\1"),
+    (r"^mixins\.patch_embed\.proj_pose\.(weight|bias)$", r"patch_embedding_pose.\1"),
+    (r"^mixins\.patch_embed\.proj_mask\.(weight|bias)$", r"patch_embedding_mask.\1"),
+    (r"^mixins\.adaln_layer\.adaLN_modulations\.(\d+)$", r"blocks.\1.modulation"),
+    (r"^mixins\.adaln_layer\.query_layernorm_list\.(\d+)\.weight$", r"blocks.\1.self_attn.norm_q.weight"),
+    (r"^mixins\.adaln_layer\.key_layernorm_list\.(\d+)\.weight$", r"blocks.\1.self_attn.norm_k.weight"),
+    (r"^mixins\.adaln_layer\.cross_query_layernorm_list\.(\d+)\.weight$", r"blocks.\1.cross_attn.norm_q.weight"),
+    (r"^mixins\.adaln_layer\.cross_key_layernorm_list\.(\d+)\.weight$", r"blocks.\1.cross_attn.norm_k.weight"),
+    (r"^mixins\.adaln_layer\.clip_feature_key_layernorm_list\.(\d+)\.weight$",
+     r"blocks.\1.cross_attn.norm_k_img.weight"),
+    (r"^mixins\.final_layer\.adaLN_modulation$", r"head.modulation"),
+    (r"^(?:mixins\.)?final_layer\.linear\.(weight|bias)$", r"head.head.\1"),
+    (r"^(?:.*\.)?time_embed\.(\d+)\.(weight|bias)$", r"time_embedding.\1.\2"),
+    (r"^(?:.*\.)?adaln_projection\.1\.(weight|bias)$", r"time_projection.1.\1"),
+    (r"^(?:.*\.)?clip_proj\.proj\.(\d+)\.(weight|bias)$", r"img_emb.proj.\1.\2"),
+    (r"^(?:.*\.)?text_embedding\.(\d+)\.(weight|bias)$", r"text_embedding.\1.\2"),
+    (r"^transformer\.layers\.(\d+)\.attention\.dense\.(weight|bias)$", r"blocks.\1.self_attn.o.\2"),
+    (r"^transformer\.layers\.(\d+)\.cross_attention\.query\.(weight|bias)$", r"blocks.\1.cross_attn.q.\2"),
+    (r"^transformer\.layers\.(\d+)\.cross_attention\.dense\.(weight|bias)$", r"blocks.\1.cross_attn.o.\2"),
+    (r"^transformer\.layers\.(\d+)\.post_cross_attention_layernorm\.(weight|bias)$", r"blocks.\1.norm3.\2"),
+    (r"^transformer\.layers\.(\d+)\.mlp\.dense_h_to_4h\.(weight|bias)$", r"blocks.\1.ffn.0.\2"),
+    (r"^transformer\.layers\.(\d+)\.mlp\.dense_4h_to_h\.(weight|bias)$", r"blocks.\1.ffn.2.\2"),
+]
+
+
 def training_to_official(name: str, tensor: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
     """Rename (and split fused q/k/v, k/v) one training-checkpoint tensor into official converted names."""
     if name.startswith("model.diffusion_model."):
         name = name[len("model.diffusion_model."):]
-    simple = [
-        (r"^mixins\.patch_embed\.proj\.(weight|bias)$", r"patch_embedding.\1"),
-        (r"^mixins\.patch_embed\.proj_pose\.(weight|bias)$", r"patch_embedding_pose.\1"),
-        (r"^mixins\.patch_embed\.proj_mask\.(weight|bias)$", r"patch_embedding_mask.\1"),
-        (r"^mixins\.adaln_layer\.adaLN_modulations\.(\d+)$", r"blocks.\1.modulation"),
-        (r"^mixins\.adaln_layer\.query_layernorm_list\.(\d+)\.weight$", r"blocks.\1.self_attn.norm_q.weight"),
-        (r"^mixins\.adaln_layer\.key_layernorm_list\.(\d+)\.weight$", r"blocks.\1.self_attn.norm_k.weight"),
-        (r"^mixins\.adaln_layer\.cross_query_layernorm_list\.(\d+)\.weight$", r"blocks.\1.cross_attn.norm_q.weight"),
-        (r"^mixins\.adaln_layer\.cross_key_layernorm_list\.(\d+)\.weight$", r"blocks.\1.cross_attn.norm_k.weight"),
-        (r"^mixins\.adaln_layer\.clip_feature_key_layernorm_list\.(\d+)\.weight$",
-         r"blocks.\1.cross_attn.norm_k_img.weight"),
-        (r"^mixins\.final_layer\.adaLN_modulation$", r"head.modulation"),
-        (r"^(?:mixins\.)?final_layer\.linear\.(weight|bias)$", r"head.head.\1"),
-        (r"^(?:.*\.)?time_embed\.(\d+)\.(weight|bias)$", r"time_embedding.\1.\2"),
-        (r"^(?:.*\.)?adaln_projection\.1\.(weight|bias)$", r"time_projection.1.\1"),
-        (r"^(?:.*\.)?clip_proj\.proj\.(\d+)\.(weight|bias)$", r"img_emb.proj.\1.\2"),
-        (r"^(?:.*\.)?text_embedding\.(\d+)\.(weight|bias)$", r"text_embedding.\1.\2"),
-        (r"^transformer\.layers\.(\d+)\.attention\.dense\.(weight|bias)$", r"blocks.\1.self_attn.o.\2"),
-        (r"^transformer\.layers\.(\d+)\.cross_attention\.query\.(weight|bias)$", r"blocks.\1.cross_attn.q.\2"),
-        (r"^transformer\.layers\.(\d+)\.cross_attention\.dense\.(weight|bias)$", r"blocks.\1.cross_attn.o.\2"),
-        (r"^transformer\.layers\.(\d+)\.post_cross_attention_layernorm\.(weight|bias)$", r"blocks.\1.norm3.\2"),
-        (r"^transformer\.layers\.(\d+)\.mlp\.dense_h_to_4h\.(weight|bias)$", r"blocks.\1.ffn.0.\2"),
-        (r"^transformer\.layers\.(\d+)\.mlp\.dense_4h_to_h\.(weight|bias)$", r"blocks.\1.ffn.2.\2"),
-    ]
-    for pat, repl in simple:
-        if re.match(pat, name):
-            return [(re.sub(pat, repl, name), tensor)]
+    new = rename(name, _TRAIN_SIMPLE)
+    if new is not None:
+        return [(new, tensor)]
+    return _train_fused(name, tensor)
+
+
+def _train_fused(name: str, tensor: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
     m = re.match(r"^transformer\.layers\.(\d+)\.attention\.query_key_value\.(weight|bias)$", name)
     if m:
         i, leaf = m.groups()

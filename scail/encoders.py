@@ -15,6 +15,7 @@ from diffusers import AutoencoderKLWan
 from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
 
+from scail.checkpoint import rename
 from scailflow.errors import InputError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -72,16 +73,9 @@ _T5_RULES = [
 ]
 
 
-def _rename(key: str, rules) -> str | None:
-    for pat, repl in rules:
-        if re.match(pat, key):
-            return re.sub(pat, repl, key)
-    return None
-
-
 def t5_key_map(wan_key: str) -> list[str]:
     """Wan T5 key -> UMT5EncoderModel key(s) (the token embedding is tied to encoder.embed_tokens)."""
-    new = _rename(wan_key, _T5_RULES)
+    new = rename(wan_key, _T5_RULES)
     if new is None:
         raise InputError(f"unexpected key in Wan T5 checkpoint: {wan_key}")
     return [new, "encoder.embed_tokens.weight"] if new == "shared.weight" else [new]
@@ -158,7 +152,7 @@ def clip_state_dict_from_wan(sd: dict[str, torch.Tensor]) -> dict[str, torch.Ten
             for p, t in zip("qkv", torch.chunk(v, 3, dim=0)):
                 out[f"encoder.layers.{i}.self_attn.{p}_proj.{leaf}"] = t
         else:
-            new = _rename(k, _CLIP_RULES)
+            new = rename(k, _CLIP_RULES)
             if new is None:
                 raise InputError(f"unexpected key in CLIP checkpoint: {k}")
             out[new] = v

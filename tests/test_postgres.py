@@ -5,18 +5,16 @@ import glob
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 from scailflow.files import write_text_atomic
 from tests.test_flows import make_folder
-from tests.test_server import free_port, get
+from tests.test_server import free_port, get, scailflow_server
 
 
 def pg_bin(name: str) -> str | None:
@@ -59,22 +57,7 @@ def postgres():
 
 def test_batch_against_a_postgres_backed_server(postgres, tmp_path):
     url_db, pg_port = postgres
-    port = free_port()
-    env = dict(os.environ, SCAILFLOW_HOME=str(tmp_path / "home"), SCAILFLOW_PORT=str(port),
-               PREFECT_API_DATABASE_CONNECTION_URL=url_db)
-    env.pop("PREFECT_HOME", None)
-    server = subprocess.Popen([sys.executable, "-m", "scailflow.cli", "server", "--port", str(port)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    api = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            try:
-                if get(api + "/api/health")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("the PostgreSQL-backed server did not come up")
+    with scailflow_server(tmp_path / "home", PREFECT_API_DATABASE_CONNECTION_URL=url_db) as (api, env):
         clips = tmp_path / "clips"
         clips.mkdir()
         make_folder(clips, "pg1", frames=5, size=64)
@@ -90,6 +73,3 @@ def test_batch_against_a_postgres_backed_server(postgres, tmp_path):
         rows = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(pg_port), "-U", "scailflow", "-d", "prefect",
                                "-tAc", "select count(*) from task_run"], capture_output=True, text=True, check=True)
         assert int(rows.stdout.strip()) >= 8  # 4 stages x 2 folders, stored in PostgreSQL
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(30)

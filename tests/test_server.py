@@ -1,6 +1,7 @@
 """`scailflow server`: the Prefect server and UI on 127.0.0.1; `scailflow run` finds it and its runs show there."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -28,10 +29,11 @@ def get(url: str, data: dict | None = None):
         return r.status, r.read()
 
 
-@pytest.fixture
-def server(tmp_path):
+@contextlib.contextmanager
+def scailflow_server(home, **extra_env):
+    """`scailflow server` on a free port with its own data dir; yields (url, env for clients of it)."""
     port = free_port()
-    env = dict(os.environ, SCAILFLOW_HOME=str(tmp_path / "home"), SCAILFLOW_PORT=str(port))
+    env = dict(os.environ, SCAILFLOW_HOME=str(home), SCAILFLOW_PORT=str(port), **extra_env)
     env.pop("PREFECT_HOME", None)
     proc = subprocess.Popen([sys.executable, "-m", "scailflow.cli", "server", "--port", str(port)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -49,6 +51,12 @@ def server(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+@pytest.fixture
+def server(tmp_path):
+    with scailflow_server(tmp_path / "home") as started:
+        yield started
 
 
 def test_server_ui_and_a_run_reported_to_it(server, tmp_path):
