@@ -66,8 +66,8 @@ def submit_folder(raw: RawFolder, job: JobConfig, out_dir: Path, model_cfg: dict
     out = str(out_dir)
     pose = fresh(pose_task, tasks.pose.outputs(out, job.driving)).submit(
         str(raw.driving), out, job.driving, job.pose.model_dump(), str(raw.ref), job.masks.max_persons)
-    masks = fresh(masks_task, tasks.masks.outputs(out, job.mode, extra)).submit(
-        str(raw.ref), str(raw.driving), out, job.mode, job.masks.model_dump(), extra)
+    masks = fresh(masks_task, tasks.masks.outputs(out, job.mode, extra, job.driving)).submit(
+        str(raw.ref), str(raw.driving), out, job.mode, job.masks.model_dump(), extra, job.driving)
     prompt = fresh(prompt_task, tasks.prompt.outputs(out)).submit(
         str(raw.driving), str(raw.ref), out, job.mode, job.prompt_enhancer.model_dump(),
         str(raw.prompt_file) if raw.prompt_file else None, job.prompt, key_available)

@@ -10,30 +10,52 @@ from tasks.common import cache_key, stage_key, stage_task_options
 VERSION = "masks-1"
 
 
-def outputs(out_dir: str, mode: str, extra_refs: list) -> list[Path]:
-    out = Path(out_dir)
-    names = ["ref_mask.png", "rendered_mask_v2.mp4" if mode == "animation" else "replace_mask.mp4"]
-    return [out / n for n in names] + [out / f"extra_ref_mask_{i}.png" for i in range(len(extra_refs))]
+SEGMENTATION_DIR = "segmentation"
+
+
+def seg_dir(out_dir: str, mode: str, driving_mode: str) -> Path:
+    """Where make_masks writes. Pose-driven animation: a subfolder, since `rendered_mask_v2.mp4` beside the outputs
+    is then the pose stage's skeleton mask; only the reference masks are published next to it."""
+    pose_anim = driving_mode == "pose" and mode == "animation"
+    return Path(out_dir) / SEGMENTATION_DIR if pose_anim else Path(out_dir)
+
+
+def outputs(out_dir: str, mode: str, extra_refs: list, driving_mode: str = "end-to-end") -> list[Path]:
+    out, seg = Path(out_dir), seg_dir(out_dir, mode, driving_mode)
+    driving = seg / ("rendered_mask_v2.mp4" if mode == "animation" else "replace_mask.mp4")
+    return [out / "ref_mask.png", driving] + [out / f"extra_ref_mask_{i}.png" for i in range(len(extra_refs))]
 
 
 def _key(p: dict) -> str:
     cfg = p["mask_cfg"]
     reads = [p["ref"], p["driving"]] + [img for img, _ in p["extra_refs"]]
-    params = {"mode": p["mode"], "kinds": [k for _, k in p["extra_refs"]],
+    params = {"mode": p["mode"], "driving_mode": p["driving_mode"], "kinds": [k for _, k in p["extra_refs"]],
               **{k: v for k, v in cfg.items() if k != "sam2_checkpoint"}}
     return stage_key("masks", VERSION, reads, params, [cfg.get("sam2_checkpoint")])
 
 
 @task(name="masks", cache_key_fn=cache_key(_key), **stage_task_options())
 def masks_task(ref: str, driving: str, out_dir: str, mode: str, mask_cfg: dict,
-               extra_refs: list[tuple[str, str]]) -> dict:
+               extra_refs: list[tuple[str, str]], driving_mode: str = "end-to-end") -> dict:
     """Segment, colour and write the masks; returns their paths. Hand-edited masks are never overwritten
     while their inputs are unchanged: the cache answers first."""
-    from masks import make_masks
+    import shutil
 
-    result = make_masks(Path(ref), Path(driving), Path(out_dir), mode=mode,
+    from masks import make_masks
+    from scailflow.files import atomic_path
+
+    where = seg_dir(out_dir, mode, driving_mode)
+    result = make_masks(Path(ref), Path(driving), where, mode=mode,
                         extra_refs=[(Path(i), k) for i, k in extra_refs], backend=mask_cfg["backend"],
                         sam2_checkpoint=Path(mask_cfg["sam2_checkpoint"]) if mask_cfg.get("sam2_checkpoint") else None,
                         sam2_config=mask_cfg.get("sam2_config"), max_persons=mask_cfg["max_persons"],
                         replace_index=mask_cfg.get("replace_index"), dilate_px=mask_cfg["dilate_px"])
-    return result.to_dict()
+    found = result.to_dict()
+    if where != Path(out_dir):  # publish the reference masks beside the other outputs
+        published = []
+        for src in [result.ref_mask, *result.extra_ref_masks]:
+            with atomic_path(Path(out_dir) / src.name) as tmp:
+                shutil.copyfile(src, tmp)
+            published.append(str(Path(out_dir) / src.name))
+        found["ref_mask"], found["extra_ref_masks"] = published[0], published[1:]
+    return found

@@ -158,3 +158,43 @@ def test_out_dir_option_and_inputs_untouched(tmp_path):
     summary = run(folder, out=str(out))
     assert (out / "output.mp4").is_file() and summary["out_dir"] == str(out)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_pose_driven_mode_uses_the_skeleton_and_its_mask(tmp_path):
+    folder = make_folder(tmp_path, frames=5)
+    write_text_atomic(folder / "job.yaml", JOB + "driving: pose\n")
+    summary = run(folder)
+    out = folder / "scailflow"
+    assert summary["states"]["pose"] == "Completed"
+    skeleton, _ = read_video(out / "rendered_v2.mp4")
+    driving, _ = read_video(folder / "driving.mp4")
+    assert skeleton.shape == driving.shape and (skeleton.reshape(-1, 3).max(1) == 0).mean() > 0.5  # black ground
+    assert summary["files"]["rendered"] == str(out / "rendered_v2.mp4")
+    assert summary["files"]["driving_mask"] == str(out / "rendered_mask_v2.mp4")  # the skeleton's flat mask
+    mono, _ = read_video(out / "rendered_mask_v2.mp4")
+    assert pure(mono) and ((mono == (0, 0, 255)).all(-1)).any()
+    assert (out / "segmentation" / "rendered_mask_v2.mp4").is_file()  # the segmentation kept apart
+    assert pure(read_image(out / "ref_mask.png")) and summary["files"]["ref_mask"] == str(out / "ref_mask.png")
+
+
+def test_gemini_prompt_stage_in_the_flow(tmp_path, monkeypatch):
+    from tests.test_prompts import CAPTION, KEY, PROMPT, FakeGemini, text_reply
+
+    fake = FakeGemini()
+    try:
+        monkeypatch.setenv("GEMINI_API_KEY", KEY)
+        monkeypatch.setenv("GEMINI_BASE_URL", fake.url)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        folder = make_folder(tmp_path, frames=5)
+        write_text_atomic(folder / "job.yaml", JOB + "instruction: replace the woman with the person in the image\n")
+        fake.script = [text_reply(CAPTION), text_reply(PROMPT)]
+        summary = run(folder)
+        out = folder / "scailflow"
+        assert len(fake.requests) == 2 and summary["prompt_source"] == "gemini-2.5-flash"
+        assert (out / "prompt.txt").read_text().strip() == PROMPT and (out / "caption.txt").is_file()
+        again = run(folder)
+        assert again["states"]["prompt"] == "Cached" and len(fake.requests) == 2  # paid for once
+        leaked = [p for p in out.rglob("*") if p.is_file() and KEY.encode() in p.read_bytes()]
+        assert not leaked
+    finally:
+        fake.close()
