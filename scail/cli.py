@@ -24,6 +24,12 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --offload block: GPU memory the DiT blocks may use")
     g.add_argument("--device", default="auto")
     g.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
+    g.add_argument("--attention", default=None, choices=("auto", "sdpa", "cudnn", "flash", "flash3", "sage"),
+                   help="attention backend (default: torch SDPA's own choice; auto: fastest available)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the repeated DiT block (first step slower)")
+    g.add_argument("--fp8", action="store_true", help="fp8 weights and matmuls in the DiT blocks (Ada/Hopper GPUs)")
+    g.add_argument("--step_cache", "--step-cache", type=float, default=None, metavar="THRESHOLD",
+                   help="First Block Cache: skip the other blocks while block 0's residual changes less than this")
 
 
 def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
@@ -61,7 +67,21 @@ def pipeline_from_args(args):
 
     return load_pipeline(args.model, ckpt_dir=args.ckpt_dir, scail_path=args.scail_path, device=args.device,
                          dtype=args.dtype, offload=args.offload, vram_budget_gb=args.vram_budget_gb,
-                         lora_path=args.lora_path, lora_alpha=args.lora_alpha)
+                         lora_path=args.lora_path, lora_alpha=args.lora_alpha, speed=speed_options(args))
+
+
+def speed_options(args) -> dict:
+    """scail/speed.py's apply_speedups arguments from the flags (empty: nothing changed)."""
+    out = {}
+    if getattr(args, "attention", None):
+        out["attention"] = args.attention
+    if getattr(args, "compile", False):
+        out["compile"] = True
+    if getattr(args, "fp8", False):
+        out["fp8"] = True
+    if getattr(args, "step_cache", None):
+        out["cache_threshold"] = args.step_cache
+    return out
 
 
 def add_generate_arguments(p: argparse.ArgumentParser) -> None:

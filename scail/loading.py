@@ -131,7 +131,7 @@ def find_file(folder: Path, *names: str) -> Path | None:
 def load_pipeline(model: str = "scail2", *, ckpt_dir: str | os.PathLike | None = None,
                   scail_path: str | os.PathLike | None = None, device: str = "auto", dtype: str = "auto",
                   offload: str = "none", vram_budget_gb: float | None = None, lora_path: str | None = None,
-                  lora_alpha: float = 1.0, seed: int = 0) -> SCAIL2Pipeline:
+                  lora_alpha: float = 1.0, seed: int = 0, speed: dict | None = None) -> SCAIL2Pipeline:
     """Build the pipeline: `model="tiny-random"` needs nothing; `"scail2"` needs the released folder and DiT file."""
     if model not in MODELS:
         raise InputError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
@@ -181,6 +181,10 @@ def load_pipeline(model: str = "scail2", *, ckpt_dir: str | os.PathLike | None =
         image_encoder = clip_from_wan_state_dict(torch_load_weights(clip_path)).to(torch_dtype)
         pipe = SCAIL2Pipeline(transformer, vae, text_encoder, tokenizer, image_encoder, placement, torch_dtype,
                               label=f"SCAIL-2 ({Path(scail_path).name})")
+    if speed:  # scail/speed.py's switchable speed-ups (fp8 swaps modules: before any offload hooks)
+        from scail.speed import apply_speedups
+
+        pipe.speedups = apply_speedups(pipe.transformer, **speed)
     placement.prepare({"transformer": pipe.transformer, "vae": pipe.vae, "text_encoder": pipe.text_encoder,
                        "image_encoder": pipe.image_encoder})
     pipe.load_seconds = time.perf_counter() - t0

@@ -18,6 +18,7 @@ from scail.offload import Placement
 from scail.options import SamplingOptions
 from scail.schedulers import make_scheduler
 from scail.segments import Segment, output_frames, plan_segments
+from scail.speed import cache_context, reset_step_cache
 from scailflow.errors import InputError
 
 log = logging.getLogger("scailflow.scail")
@@ -136,14 +137,18 @@ class SCAIL2Pipeline:
         tt = t.reshape(1).to(self.device)
         with self._autocast():
             if neg_ctx is None:
-                return self.transformer(latents, tt, ctx, **cond_kw)
+                with cache_context(self.transformer, "cond"):
+                    return self.transformer(latents, tt, ctx, **cond_kw)
             if cfg_batch:
                 kw = {k: (torch.cat([v, v]) if isinstance(v, torch.Tensor) else v) for k, v in cond_kw.items()}
-                both = self.transformer(torch.cat([latents, latents]), tt.repeat(2), ctx + neg_ctx, **kw)
+                with cache_context(self.transformer, "cfg"):
+                    both = self.transformer(torch.cat([latents, latents]), tt.repeat(2), ctx + neg_ctx, **kw)
                 cond, uncond = both.chunk(2)
             else:
-                cond = self.transformer(latents, tt, ctx, **cond_kw)
-                uncond = self.transformer(latents, tt, neg_ctx, **cond_kw)
+                with cache_context(self.transformer, "cond"):
+                    cond = self.transformer(latents, tt, ctx, **cond_kw)
+                with cache_context(self.transformer, "uncond"):
+                    uncond = self.transformer(latents, tt, neg_ctx, **cond_kw)
         return uncond + guidance * (cond - uncond)
 
     def denoise(self, latents, ctx, neg_ctx, cond_kw, opts: SamplingOptions, history: torch.Tensor | None,
@@ -154,6 +159,7 @@ class SCAIL2Pipeline:
         if n_hist:
             flags[:, :, :n_hist] = 1.0
         cond_kw = dict(cond_kw, history_mask=flags)
+        reset_step_cache(self.transformer)
         with self.placement.use(self.transformer):
             for i, t in enumerate(sched.timesteps):
                 if n_hist:

@@ -124,12 +124,18 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype = torch.
     return (q.float() * scale).to(dtype)
 
 
+_SCALED_MM_OK: dict = {}
+
+
 def scaled_mm_available(device: torch.device | str) -> bool:
     """torch._scaled_mm with fp8 operands runs on CUDA GPUs of compute capability 8.9 or higher."""
     dev = torch.device(device)
     if dev.type != "cuda" or FP8_DTYPE is None or not torch.cuda.is_available():
         return False
-    return torch.cuda.get_device_capability(dev) >= (8, 9)
+    key = dev.index if dev.index is not None else torch.cuda.current_device()
+    if key not in _SCALED_MM_OK:
+        _SCALED_MM_OK[key] = torch.cuda.get_device_capability(key) >= (8, 9)
+    return _SCALED_MM_OK[key]
 
 
 class FP8Linear(nn.Module):
@@ -144,7 +150,6 @@ class FP8Linear(nn.Module):
         self.register_buffer("weight_scale", s.reshape(1, -1).contiguous())  # [1, out] fp32
         bias = linear.bias.data.to(out_dtype) if linear.bias is not None else None
         self.register_buffer("bias", bias)
-        self.use_scaled_mm = scaled_mm_available(q.device)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, out_dtype: torch.dtype = torch.bfloat16) -> "FP8Linear":
@@ -157,7 +162,7 @@ class FP8Linear(nn.Module):
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         xq, xs = quantize_rowwise(x2)
-        if self.use_scaled_mm and x.is_cuda:
+        if x.is_cuda and scaled_mm_available(x.device):
             out = torch._scaled_mm(xq, self.weight_fp8.t(), scale_a=xs, scale_b=self.weight_scale,
                                    bias=self.bias, out_dtype=self.out_dtype)
         else:  # same quantized operands, multiplied in a dtype the device has
@@ -221,6 +226,21 @@ def enable_step_cache(model: nn.Module, kind: str = "fbc", threshold: float = 0.
     model.enable_cache(FirstBlockCacheConfig(threshold=threshold))
 
 
+def cache_context(model: nn.Module, name: str):
+    """`model.cache_context(name)` when a step cache is enabled on `model`, else a no-op context."""
+    import contextlib
+
+    if getattr(model, "is_cache_enabled", False):
+        return model.cache_context(name)
+    return contextlib.nullcontext()
+
+
+def reset_step_cache(model: nn.Module) -> None:
+    """Forget cached residuals (call before each new denoising loop)."""
+    if getattr(model, "is_cache_enabled", False):
+        model._reset_stateful_cache()
+
+
 # ------------------------------------------------------------------------------------------------ one entry
 def apply_speedups(model: nn.Module, attention: str | None = None, compile: bool = False, fp8: bool = False,
                    fused_qkv: bool = False, cache_threshold: float | None = None,
@@ -247,4 +267,5 @@ def apply_speedups(model: nn.Module, attention: str | None = None, compile: bool
 
 
 __all__ = ["apply_speedups", "set_attention", "resolve_attention", "compile_blocks", "FP8Linear", "swap_fp8_linears",
-           "fp8_blocks", "quantize_rowwise", "dequantize", "fuse_qkv", "enable_step_cache", "ATTENTION_CHOICES"]
+           "fp8_blocks", "quantize_rowwise", "dequantize", "fuse_qkv", "enable_step_cache", "cache_context",
+           "reset_step_cache", "ATTENTION_CHOICES"]
