@@ -94,6 +94,7 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replace_flag", action="store_true", help="replacement mode")
     p.add_argument("--prompt", default="", help="positive prompt (or @file.txt)")
     p.add_argument("--save_file", required=True, help="output .mp4")
+    p.add_argument("--gpus", type=int, default=1, help="GPUs for this clip (CFG x Ulysses via torchrun, scail/parallel.py)")
     add_sampling_arguments(p)
     add_model_arguments(p)
 
@@ -110,6 +111,14 @@ def read_prompt(value: str) -> str:
 
 
 def run_generate(args) -> int:
+    import os
+    import sys
+
+    if getattr(args, "gpus", 1) > 1 and "RANK" not in os.environ:  # several GPUs: re-run under torchrun
+        from scail.parallel import launch, strip_gpus_flag
+
+        argv = sys.argv[sys.argv.index("generate") + 1:] if "generate" in sys.argv else sys.argv[1:]
+        return launch(args.gpus, strip_gpus_flag(argv))
     from scail.generate import GenerateRequest, generate, read_conditioning
 
     req = GenerateRequest(

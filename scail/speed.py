@@ -141,19 +141,26 @@ def scaled_mm_available(device: torch.device | str) -> bool:
 class FP8Linear(nn.Module):
     """A Linear with fp8 (e4m3) weights, one scale per output row, and per-token fp8 activations."""
 
-    def __init__(self, linear: nn.Linear, out_dtype: torch.dtype = torch.bfloat16):
+    def __init__(self, linear: nn.Linear, out_dtype: torch.dtype | None = None):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.out_dtype = out_dtype
+        self.out_dtype = out_dtype  # None: autocast's dtype when autocast is on, else the input's dtype
         q, s = quantize_rowwise(linear.weight.data)
         self.register_buffer("weight_fp8", q)  # [out, in]
         self.register_buffer("weight_scale", s.reshape(1, -1).contiguous())  # [1, out] fp32
-        bias = linear.bias.data.to(out_dtype) if linear.bias is not None else None
+        bias = linear.bias.data.float() if linear.bias is not None else None
         self.register_buffer("bias", bias)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, out_dtype: torch.dtype = torch.bfloat16) -> "FP8Linear":
+    def from_linear(cls, linear: nn.Linear, out_dtype: torch.dtype | None = None) -> "FP8Linear":
         return cls(linear, out_dtype)
+
+    def _result_dtype(self, x: torch.Tensor) -> torch.dtype:
+        if self.out_dtype is not None:
+            return self.out_dtype
+        if torch.is_autocast_enabled(x.device.type):
+            return torch.get_autocast_dtype(x.device.type)
+        return x.dtype
 
     def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return (self.weight_fp8.float() * self.weight_scale.t()).to(dtype)
@@ -162,20 +169,23 @@ class FP8Linear(nn.Module):
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         xq, xs = quantize_rowwise(x2)
+        dt = self._result_dtype(x)
+        bias = None if self.bias is None else self.bias.to(dt)
         if x.is_cuda and scaled_mm_available(x.device):
-            out = torch._scaled_mm(xq, self.weight_fp8.t(), scale_a=xs, scale_b=self.weight_scale,
-                                   bias=self.bias, out_dtype=self.out_dtype)
-        else:  # same quantized operands, multiplied in a dtype the device has
-            dt = self.out_dtype if x.is_cuda else torch.float32
-            out = F.linear(dequantize(xq, xs, dt), self.dequantized_weight(dt),
-                           None if self.bias is None else self.bias.to(dt)).to(self.out_dtype)
+            out = torch._scaled_mm(xq, self.weight_fp8.t(), scale_a=xs, scale_b=self.weight_scale, bias=bias,
+                                   out_dtype=dt)
+        else:  # same quantized operands, multiplied in a dtype the device has (fp32 on the CPU)
+            mm = dt if x.is_cuda else torch.float32
+            with torch.autocast(x.device.type, enabled=False):
+                out = F.linear(dequantize(xq, xs, mm), self.dequantized_weight(mm),
+                               None if bias is None else bias.to(mm)).to(dt)
         return out.reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, fp8 e4m3 rowwise"
 
 
-def swap_fp8_linears(root: nn.Module, out_dtype: torch.dtype = torch.bfloat16,
+def swap_fp8_linears(root: nn.Module, out_dtype: torch.dtype | None = None,
                      skip: Iterable[str] = ()) -> int:
     """Replace every nn.Linear under `root` (dims multiples of 16) by an FP8Linear, in place; returns how many.
 
@@ -195,7 +205,7 @@ def swap_fp8_linears(root: nn.Module, out_dtype: torch.dtype = torch.bfloat16,
     return n
 
 
-def fp8_blocks(model: nn.Module, out_dtype: torch.dtype = torch.bfloat16) -> int:
+def fp8_blocks(model: nn.Module, out_dtype: torch.dtype | None = None) -> int:
     """fp8 weights and matmuls for all linears of the transformer blocks (embedders and head stay as they are)."""
     blocks = getattr(model, "blocks")
     n = swap_fp8_linears(blocks, out_dtype)

@@ -1,0 +1,238 @@
+"""Several GPUs on one clip: CFG parallel (cond and uncond on different ranks) x Ulysses sequence parallel.
+
+Layout for N ranks: with guidance (CFG) and N even, ranks form a (cfg=2, ulysses=N/2) grid, rank = cfg_rank * U + u;
+otherwise all N ranks are one Ulysses group. Ulysses is diffusers' context parallelism driven by the model's own
+`_cp_plan` (the token sequence and its RoPE split over the ranks entering block 0, the head's output gathered);
+`ulysses_anything` is switched on when the 40 heads do not divide by the group size. Each CFG rank runs one branch
+of the guidance on its Ulysses group; the two predictions are exchanged with one all-gather and combined on every
+rank, so all ranks step the same latents. Rank 0 writes the video.
+
+Launch (one process per GPU):
+    torchrun --standalone --nproc-per-node N -m scail.parallel <scailflow generate flags>
+    scailflow generate --gpus N <flags>       (re-executes itself under torchrun)
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger("scailflow.scail")
+
+
+# ------------------------------------------------------------------------------------------------ the plan (pure)
+@dataclasses.dataclass(frozen=True)
+class ParallelPlan:
+    world_size: int
+    cfg_degree: int  # 1 or 2
+    ulysses_degree: int
+    ulysses_anything: bool = False  # heads (or tokens) not divisible by the Ulysses degree
+
+    def coords(self, rank: int) -> tuple[int, int]:
+        """(cfg_rank, ulysses_rank) of a global rank."""
+        if not 0 <= rank < self.world_size:
+            raise ValueError(f"rank {rank} outside a world of {self.world_size}")
+        return divmod(rank, self.ulysses_degree)
+
+    def cfg_group_ranks(self) -> list[list[int]]:
+        """Ranks that exchange their CFG branch (same Ulysses position, different CFG rank)."""
+        return [[c * self.ulysses_degree + u for c in range(self.cfg_degree)] for u in range(self.ulysses_degree)]
+
+    def ulysses_group_ranks(self) -> list[list[int]]:
+        return [[c * self.ulysses_degree + u for u in range(self.ulysses_degree)] for c in range(self.cfg_degree)]
+
+
+def plan_parallel(world_size: int, use_cfg: bool, heads: int = 40, cfg_parallel: bool = True) -> ParallelPlan:
+    """How N ranks share one clip: CFG split in 2 when guidance is on and N is even, Ulysses over the rest."""
+    if world_size < 1:
+        raise ValueError("world size must be >= 1")
+    cfg = 2 if (use_cfg and cfg_parallel and world_size % 2 == 0) else 1
+    uly = world_size // cfg
+    return ParallelPlan(world_size, cfg, uly, ulysses_anything=uly > 1 and heads % uly != 0)
+
+
+def combine_cfg(cond: torch.Tensor, uncond: torch.Tensor, guidance: float) -> torch.Tensor:
+    """The guided prediction (same formula as SCAIL2Pipeline.predict)."""
+    return uncond + guidance * (cond - uncond)
+
+
+def branch_context(ctx, neg_ctx, cfg_rank: int):
+    """Text context this CFG rank runs: the prompt on cfg rank 0, the negative prompt on cfg rank 1."""
+    if cfg_rank not in (0, 1):
+        raise ValueError("cfg rank must be 0 or 1")
+    return ctx if cfg_rank == 0 else neg_ctx
+
+
+# ------------------------------------------------------------------------------------------------ distributed state
+@dataclasses.dataclass
+class ParallelState:
+    plan: ParallelPlan
+    rank: int
+    cfg_rank: int
+    ulysses_rank: int
+    cfg_group: object | None = None  # process group of this rank's CFG pair
+
+
+def init_distributed() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun's environment; NCCL on GPUs, gloo on CPUs."""
+    import torch.distributed as dist
+
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    if not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local)
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return rank, world, local
+
+
+def make_cfg_groups(plan: ParallelPlan, rank: int):
+    """new_group must be called by every rank for every group, in the same order; returns this rank's CFG group."""
+    import torch.distributed as dist
+
+    mine = None
+    if plan.cfg_degree > 1:
+        for ranks in plan.cfg_group_ranks():
+            g = dist.new_group(ranks)
+            if rank in ranks:
+                mine = g
+    return mine
+
+
+def enable_ulysses(transformer, plan: ParallelPlan, device_type: str = "cuda") -> None:
+    """diffusers context parallelism (Ulysses) on this rank's group, via the model's `_cp_plan`."""
+    if plan.ulysses_degree == 1:
+        return
+    from diffusers import ContextParallelConfig
+    from torch.distributed.device_mesh import init_device_mesh
+
+    mesh = init_device_mesh(device_type, (plan.cfg_degree, 1, plan.ulysses_degree),
+                            mesh_dim_names=("cfg", "ring", "ulysses"))
+    cp = ContextParallelConfig(ulysses_degree=plan.ulysses_degree, ulysses_anything=plan.ulysses_anything,
+                               mesh=mesh["ring", "ulysses"])
+    transformer.enable_parallelism(config=cp)
+
+
+def gather_cfg(out: torch.Tensor, state: ParallelState) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cond, uncond) on every rank of a CFG pair from each rank's own branch."""
+    import torch.distributed as dist
+
+    parts = [torch.empty_like(out) for _ in range(2)]
+    dist.all_gather(parts, out.contiguous(), group=state.cfg_group)
+    return parts[0], parts[1]
+
+
+def make_parallel(pipe, state: ParallelState):
+    """Turn a loaded SCAIL2Pipeline into one whose guided prediction is split over the CFG pair."""
+    from scail.pipeline import SCAIL2Pipeline
+
+    class ParallelSCAIL2Pipeline(SCAIL2Pipeline):
+        def predict(self, latents, t, ctx, neg_ctx, guidance, cond_kw, cfg_batch: bool) -> torch.Tensor:
+            st: ParallelState = self.parallel
+            if neg_ctx is None or st.plan.cfg_degree == 1:
+                return super().predict(latents, t, ctx, neg_ctx, guidance, cond_kw, cfg_batch)
+            from scail.speed import cache_context
+
+            tt = t.reshape(1).to(self.device)
+            mine = branch_context(ctx, neg_ctx, st.cfg_rank)
+            with self._autocast(), cache_context(self.transformer, "cond" if st.cfg_rank == 0 else "uncond"):
+                out = self.transformer(latents, tt, mine, **cond_kw)
+            cond, uncond = gather_cfg(out, st)
+            return combine_cfg(cond, uncond, guidance)
+
+    pipe.__class__ = ParallelSCAIL2Pipeline
+    pipe.parallel = state
+    return pipe
+
+
+# ------------------------------------------------------------------------------------------------ entry points
+def launch(gpus: int, argv: list[str]) -> int:
+    """Run `scail.parallel` under torchrun with `gpus` processes (argv: the generate flags, without --gpus)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}",
+           "-m", "scail.parallel", *argv]
+    log.info("launching: %s", " ".join(cmd))
+    env = dict(os.environ, NCCL_NVLS_ENABLE=os.environ.get("NCCL_NVLS_ENABLE", "0"))
+    return subprocess.call(cmd, env=env)
+
+
+def strip_gpus_flag(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("--gpus",):
+            skip = True
+            continue
+        if a.startswith("--gpus="):
+            continue
+        out.append(a)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    import torch.distributed as dist
+
+    from scail.cli import add_generate_arguments, pipeline_from_args, read_prompt, sampling_options
+    from scail.generate import GenerateRequest, generate, read_conditioning
+
+    p = argparse.ArgumentParser(prog="scail.parallel", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_generate_arguments(p)
+    if not any(a.dest == "gpus" for a in p._actions):
+        p.add_argument("--gpus", type=int, default=None, help="ignored here (the process count is torchrun's)")
+    p.add_argument("--no-cfg-parallel", action="store_true", help="all ranks in one Ulysses group")
+    args = p.parse_args(argv)
+    rank, world, local = init_distributed()
+    opts = sampling_options(args)
+    seed = torch.tensor([opts.seed if opts.seed >= 0 else int(torch.randint(0, 2**31 - 1, (1,)))], dtype=torch.int64,
+                        device=f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+    dist.broadcast(seed, src=0)  # one seed for all ranks: they must draw the same noise
+    opts.seed = int(seed.item())
+    if torch.cuda.is_available():
+        args.device = f"cuda:{local}"
+    plan = plan_parallel(world, opts.guidance > 1.0, 40, not args.no_cfg_parallel)
+    cfg_rank, uly_rank = plan.coords(rank)
+    state = ParallelState(plan, rank, cfg_rank, uly_rank, make_cfg_groups(plan, rank))
+    if rank == 0:
+        log.info("parallel plan: %s", plan)
+    save = Path(args.save_file)
+    tmp = None
+    if rank != 0:  # every rank runs the same code path; only rank 0's file is kept
+        tmp = tempfile.mkdtemp(prefix=f"scail-rank{rank}-")
+        save = Path(tmp) / save.name
+    req = GenerateRequest(
+        image=Path(args.image), mask_image=Path(args.mask_image), pose=Path(args.pose),
+        mask_video=Path(args.mask_video), prompt=read_prompt(args.prompt), save_file=save,
+        replace=args.replace_flag, additional_ref_images=[Path(x) for x in args.additional_ref_image],
+        additional_ref_masks=[Path(x) for x in args.additional_ref_mask_image], target_h=args.target_h,
+        target_w=args.target_w, fps=args.fps)
+    inputs = read_conditioning(req)
+    pipe = pipeline_from_args(args)
+    enable_ulysses(pipe.transformer, plan, "cuda" if torch.cuda.is_available() else "cpu")
+    make_parallel(pipe, state)
+    try:
+        record = generate(pipe, req, opts, inputs=inputs)
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if rank == 0:
+        print(f"wrote {record['output']} ({record['frames_out']} frames, seed {record['seed']}, {world} ranks, "
+              f"cfg x{plan.cfg_degree}, ulysses x{plan.ulysses_degree})")
+    dist.barrier()
+    dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    raise SystemExit(main())

@@ -1,0 +1,249 @@
+"""Switchable speed-ups (scail/speed.py), the multi-GPU plan (scail/parallel.py) and the benchmark script, on CPU."""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+
+import pytest
+import torch
+import torch.nn as nn
+
+from scail import parallel, speed
+from scail.model import SCAIL2Transformer, tiny_config
+
+FP8 = getattr(torch, "float8_e4m3fn", None)
+needs_fp8 = pytest.mark.skipif(FP8 is None, reason="this torch has no float8 dtypes")
+
+
+def rel(a, b):
+    return float((a.float() - b.float()).norm() / b.float().norm())
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    m = SCAIL2Transformer(**SCAIL2Transformer.config_from_official(tiny_config())).eval()
+    with torch.no_grad():  # non-trivial modulation so every block does real work
+        for b in m.blocks:
+            b.scale_shift_table.normal_(0, 0.5)
+    return m
+
+
+def tiny_inputs(batch=1, seed=1, T=2, h=8, w=8):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    return dict(x=r(batch, 16, T, h, w), t=torch.full((batch,), 700.0), context=r(batch, 20, 32),
+                clip_fea=r(batch, 257, 1280), ref_latents=r(batch, 16, 1, h, w),
+                ref_masks=torch.rand(batch, 28, 1, h, w, generator=g), pose_latents=r(batch, 16, T, h // 2, w // 2),
+                driving_masks=torch.rand(batch, 28, T, h // 2, w // 2, generator=g))
+
+
+# ------------------------------------------------------------------------------------------------ fp8
+@needs_fp8
+def test_rowwise_quantize_dequantize():
+    t = torch.randn(64, 256) * torch.logspace(-2, 2, 64)[:, None]  # rows of very different magnitude
+    q, s = speed.quantize_rowwise(t)
+    assert q.dtype == FP8 and s.shape == (64, 1) and s.dtype == torch.float32
+    back = speed.dequantize(q, s)
+    row_err = ((back - t).norm(dim=1) / t.norm(dim=1))
+    assert float(row_err.max()) < 0.05  # e4m3: 3 mantissa bits, each row on its own scale
+    assert torch.allclose(q.float().abs().amax(1), torch.full((64,), torch.finfo(FP8).max))  # each row uses the range
+    z = torch.zeros(3, 32)
+    qz, sz = speed.quantize_rowwise(z)  # all-zero rows do not divide by zero
+    assert torch.equal(speed.dequantize(qz, sz), z)
+
+
+@needs_fp8
+def test_fp8_linear_close_to_linear_and_keeps_dtype():
+    torch.manual_seed(0)
+    lin = nn.Linear(64, 48)
+    f = speed.FP8Linear(lin)
+    assert f.weight_fp8.dtype == FP8 and f.weight_scale.shape == (1, 48)
+    x = torch.randn(2, 5, 64)
+    out = f(x)
+    assert out.shape == (2, 5, 48) and out.dtype == torch.float32
+    assert rel(out, lin(x)) < 0.05
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert f(x).dtype == torch.bfloat16
+
+
+@needs_fp8
+def test_fp8_swap_keeps_tiny_model_output_close():
+    m = tiny_model()
+    inp = tiny_inputs()
+    with torch.no_grad():
+        ref = m(**inp)
+        n = speed.fp8_blocks(m)
+        out = m(**inp)
+    assert n == 2 * 12  # per block: q,k,v,o self-attn + q,k,v,o,k_img,v_img cross-attn + 2 FFN
+    assert not any(isinstance(x, nn.Linear) for x in m.blocks.modules())
+    assert 0 < rel(out, ref) < 0.05
+
+
+# ------------------------------------------------------------------------------------------------ attention, fusion
+def test_resolve_attention():
+    assert speed.resolve_attention("auto", "cpu") == "sdpa"
+    assert speed.resolve_attention("cudnn", "cpu") == "cudnn"
+    with pytest.raises(ValueError):
+        speed.resolve_attention("bogus")
+
+
+def test_apply_speedups_sdpa_leaves_output_unchanged():
+    m = tiny_model()
+    inp = tiny_inputs()
+    with torch.no_grad():
+        ref = m(**inp)
+        applied = speed.apply_speedups(m, attention="sdpa")
+        out = m(**inp)
+    assert applied == {"attention": "sdpa"}
+    assert torch.equal(out, ref)
+
+
+def test_fused_qkv_same_output():
+    m = tiny_model()
+    inp = tiny_inputs()
+    with torch.no_grad():
+        ref = m(**inp)
+        assert speed.fuse_qkv(m) == 4  # self- and cross-attention of 2 blocks
+        out = m(**inp)
+    assert rel(out, ref) < 1e-5
+
+
+# ------------------------------------------------------------------------------------------------ step cache
+def test_first_block_cache_skips_the_tail_blocks():
+    m = tiny_model()
+    inp = tiny_inputs()
+    calls = {"n": 0}
+    m.blocks[-1].attn1.register_forward_pre_hook(lambda *_: calls.__setitem__("n", calls["n"] + 1))
+    with torch.no_grad():
+        ref = m(**inp)
+        speed.apply_speedups(m, cache_threshold=0.05)
+        outs = []
+        for _ in range(3):  # same inputs three times: block 0's residual does not change
+            with speed.cache_context(m, "cond"):
+                outs.append(m(**inp))
+    assert calls["n"] == 1 + 1  # the uncached reference, then only the first cached call runs the last block
+    for o in outs:
+        assert rel(o, ref) < 1e-5
+    speed.reset_step_cache(m)
+    with torch.no_grad(), speed.cache_context(m, "cond"):
+        m(**inp)
+    assert calls["n"] == 3  # after a reset the tail runs again
+
+
+def test_cache_context_is_a_no_op_without_cache():
+    m = tiny_model()
+    with speed.cache_context(m, "cond"):
+        pass
+    speed.reset_step_cache(m)
+
+
+# ------------------------------------------------------------------------------------------------ options
+def test_cli_speed_flags():
+    from scail.cli import add_generate_arguments, speed_options
+
+    p = argparse.ArgumentParser()
+    add_generate_arguments(p)
+    base = ["--image", "a", "--mask_image", "b", "--pose", "c", "--mask_video", "d", "--save_file", "e.mp4"]
+    assert speed_options(p.parse_args(base)) == {}
+    args = p.parse_args(base + ["--attention", "cudnn", "--compile", "--fp8", "--step_cache", "0.05", "--gpus", "2"])
+    assert speed_options(args) == {"attention": "cudnn", "compile": True, "fp8": True, "cache_threshold": 0.05}
+    assert args.gpus == 2
+    assert parallel.strip_gpus_flag(["--gpus", "2", "--x", "--gpus=4", "y"]) == ["--x", "y"]
+
+
+# ------------------------------------------------------------------------------------------------ parallel plan
+@pytest.mark.parametrize("world,cfg,expect", [
+    (1, True, (1, 1, False)), (2, True, (2, 1, False)), (2, False, (1, 2, False)), (4, True, (2, 2, False)),
+    (8, True, (2, 4, False)), (3, True, (1, 3, True)), (6, True, (2, 3, True)), (5, False, (1, 5, False)),
+])
+def test_plan_parallel(world, cfg, expect):
+    plan = parallel.plan_parallel(world, cfg, heads=40)
+    assert (plan.cfg_degree, plan.ulysses_degree, plan.ulysses_anything) == expect
+    assert plan.cfg_degree * plan.ulysses_degree == world
+    ranks = sorted(r for g in plan.cfg_group_ranks() for r in g)
+    assert ranks == list(range(world)) == sorted(r for g in plan.ulysses_group_ranks() for r in g)
+    for r in range(world):
+        c, u = plan.coords(r)
+        assert c * plan.ulysses_degree + u == r
+        assert r in plan.cfg_group_ranks()[u] and r in plan.ulysses_group_ranks()[c]
+
+
+def test_branch_and_combine():
+    assert parallel.branch_context("p", "n", 0) == "p" and parallel.branch_context("p", "n", 1) == "n"
+    c, u = torch.ones(3), torch.zeros(3)
+    assert torch.equal(parallel.combine_cfg(c, u, 5.0), torch.full((3,), 5.0))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cfg_worker(rank, world, port, q):
+    import torch.distributed as dist
+
+    from scail.pipeline import SCAIL2Pipeline
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        m = tiny_model()
+        pipe = SCAIL2Pipeline(m, None, None, None, None)
+        plan = parallel.plan_parallel(world, True)
+        c, u = plan.coords(rank)
+        parallel.make_parallel(pipe, parallel.ParallelState(plan, rank, c, u, parallel.make_cfg_groups(plan, rank)))
+        inp = tiny_inputs()
+        neg = torch.randn(1, 20, 32, generator=torch.Generator().manual_seed(5))
+        kw = {k: v for k, v in inp.items() if k not in ("x", "t", "context")}
+        with torch.no_grad():
+            out = pipe.predict(inp["x"], inp["t"][0], [inp["context"][0]], [neg[0]], 4.0, kw, True)
+        q.put((rank, out))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_cfg_parallel_two_ranks_matches_one_process():
+    import torch.multiprocessing as mp
+
+    from scail.pipeline import SCAIL2Pipeline
+
+    inp = tiny_inputs()
+    neg = torch.randn(1, 20, 32, generator=torch.Generator().manual_seed(5))
+    kw = {k: v for k, v in inp.items() if k not in ("x", "t", "context")}
+    with torch.no_grad():
+        ref = SCAIL2Pipeline(tiny_model(), None, None, None, None).predict(
+            inp["x"], inp["t"][0], [inp["context"][0]], [neg[0]], 4.0, kw, True)
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_cfg_worker, args=(r, 2, port, q)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = dict(q.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    for r in range(2):
+        assert rel(results[r], ref) < 1e-5  # both ranks hold the same guided prediction
+
+
+# ------------------------------------------------------------------------------------------------ benchmark script
+def test_bench_dit_tiny_runs(tmp_path):
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import bench_dit
+
+    out = tmp_path / "dit.json"
+    variants = "eager,qkv,fp8" if FP8 is not None else "eager,qkv"
+    assert bench_dit.main(["--tiny", "--variants", variants, "--repeats", "1", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    names = [v["variant"] for v in res["variants"]]
+    assert names[0] == "eager" and all("s_per_forward" in v for v in res["variants"])
+    assert all(v["rel_err"] < 0.05 for v in res["variants"])
+    assert "| eager |" in res["table"]
