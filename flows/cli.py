@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from flows import env
@@ -41,6 +42,36 @@ def quiet_prefect_tracebacks() -> None:
     setup_logging()  # Prefect configures its handlers once per process; do it now so they can be filtered
     for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine"):
         logging.getLogger(name).addFilter(NoTraceback())
+
+
+LOST_SERVER_EXIT = 4
+
+
+def watch_server(interval_s: float = 5.0, misses: int = 3) -> None:
+    """With a Prefect server, stop the run cleanly if the server goes away for good.
+
+    Prefect's engine cannot report states without its API and would retry for minutes; outputs are written
+    atomically and finished stages are cached locally, so the honest move is to stop and say how to resume.
+    """
+    if not MODE.startswith("server"):
+        return
+    import threading
+
+    url = MODE.split(" ", 1)[1]
+
+    def loop() -> None:
+        missed = 0
+        while True:
+            time.sleep(interval_s)
+            missed = 0 if env.server_running(url, timeout=2) else missed + 1
+            if missed >= misses:
+                sys.stdout.flush()
+                print(f"error: lost the Prefect server at {url.removesuffix('/api')} during the run; outputs "
+                      "finished so far are kept and cached: start `scailflow server` again and re-run to resume",
+                      file=sys.stderr, flush=True)
+                os._exit(LOST_SERVER_EXIT)
+
+    threading.Thread(target=loop, name="scailflow-server-watch", daemon=True).start()
 
 
 def _overrides(args) -> dict:
@@ -113,6 +144,7 @@ def run_run_folder(args) -> int:
     raw, _, _ = prepare(args.folder, args.out, None, overrides)  # a bad folder fails here, before Prefect runs
     if not args.debug:
         quiet_prefect_tracebacks()
+    watch_server()
     summary = folder_flow(str(raw.root), folder_name=raw.name, out=args.out, overrides=overrides, model=_model(args),
                           wait_if_busy=args.if_busy == "wait")
     _print_summary(summary)
@@ -136,6 +168,7 @@ def run_batch(args) -> int:
     load_pipelines(args.pipelines)  # validate first: file, line and key in one line
     if not args.debug:
         quiet_prefect_tracebacks()
+    watch_server()
     results = batch_flow(str(Path(args.pipelines).resolve()), args.pipeline, _model(args), args.workers)
     failed = {k: v["error"] for k, v in results.items() if "error" in v}
     for folder, summary in results.items():

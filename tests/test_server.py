@@ -8,11 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
 import pytest
 
+from scailflow.media import probe_video
 from tests.test_flows import make_folder
 
 
@@ -73,3 +75,39 @@ def test_server_ui_and_a_run_reported_to_it(server, tmp_path):
     assert runs and runs[0]["state"]["type"] == "COMPLETED"
     _, body = get(url + "/api/artifacts/filter", {"artifacts": {"key": {"any_": ["scailflow-served"]}}})
     assert json.loads(body), "the run's artifact is in the UI"
+
+
+def test_server_going_away_mid_batch_stops_cleanly_and_the_rerun_resumes(tmp_path):
+    from scailflow.files import write_text_atomic
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name in ("a", "b", "c"):
+        make_folder(clips, name, frames=5, size=64)
+    write_text_atomic(tmp_path / "pipelines.yaml", "model: {model: tiny-random}\npipelines:\n  - name: g\n"
+                      "    root: clips\n    options: {sampling: {steps: 2, target_h: 32, target_w: 32}}\n")
+    home = tmp_path / "home"
+    with scailflow_server(home) as (url, env):
+        batch = subprocess.Popen([sys.executable, "-m", "scailflow.cli", "batch", str(tmp_path / "pipelines.yaml")],
+                                 env=dict(env, PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+        lines: list[str] = []
+        threading.Thread(target=lambda: lines.extend(iter(batch.stdout.readline, "")), daemon=True).start()
+        deadline = time.time() + 120
+        while not any("Beginning flow run" in ln for ln in lines):
+            assert time.time() < deadline and batch.poll() is None, "".join(lines[-20:])
+            time.sleep(0.1)
+        time.sleep(1.0)
+    # the server is gone (the context stopped it) while the batch works
+    code = batch.wait(timeout=120)
+    output = "".join(lines)
+    assert code == 4 and "lost the Prefect server" in output, output[-2000:]
+    for name in ("a", "b", "c"):  # whatever was written is whole: a final name only ever holds a finished file
+        video = clips / name / "scailflow" / "output.mp4"
+        assert not video.exists() or probe_video(video).frames == 5
+    with scailflow_server(home) as (url, env):  # back again: the same batch resumes
+        r = subprocess.run([sys.executable, "-m", "scailflow.cli", "batch", str(tmp_path / "pipelines.yaml")],
+                           env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "3 of 3 folders done" in r.stdout
+    assert not list(clips.rglob(".*.partial*"))
