@@ -17,7 +17,8 @@ from scail.cli import add_model_arguments  # noqa: E402
 from scailflow.errors import InputError  # noqa: E402
 
 RUN_FLAGS = {  # flag -> job.yaml key path; given flags override job.yaml
-    "mode": ("mode",), "driving": ("driving",), "prompt": ("prompt",), "instruction": ("prompt_enhancer", "instruction"),
+    "mode": ("mode",), "driving": ("driving",), "prompt": ("prompt",),
+    "instruction": ("prompt_enhancer", "instruction"),
     "preset": ("sampling", "preset"), "steps": ("sampling", "steps"), "shift": ("sampling", "shift"),
     "guidance": ("sampling", "guidance"), "solver": ("sampling", "solver"), "seed": ("sampling", "seed"),
     "target_h": ("sampling", "target_h"), "target_w": ("sampling", "target_w"), "fps": ("sampling", "fps"),

@@ -25,7 +25,8 @@ class RawFolder:
     root: Path
     ref: Path
     driving: Path
-    extra_refs: tuple[tuple[Path, str], ...] = field(default_factory=tuple)  # (image, kind) kind: background|character:0
+    # (image, kind), kind "background" or "character:0"
+    extra_refs: tuple[tuple[Path, str], ...] = field(default_factory=tuple)
     prompt_file: Path | None = None
 
     @property

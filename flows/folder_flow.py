@@ -47,7 +47,8 @@ def copy_reference(raw: RawFolder, out_dir: Path) -> Path:
     return dst
 
 
-def prepare(folder: str, out: str | None, defaults: dict | None, overrides: dict | None) -> tuple[RawFolder, JobConfig, Path]:
+def prepare(folder: str, out: str | None, defaults: dict | None,
+            overrides: dict | None) -> tuple[RawFolder, JobConfig, Path]:
     """Scan and validate before any work (one clear InputError for a bad folder or job.yaml)."""
     raw = scan_folder(folder)
     job = load_job(raw.root, defaults, overrides)
