@@ -9,9 +9,9 @@ import sys
 
 from scailflow.errors import InputError
 
-# subcommand -> (module with add_arguments/run, help). Modules are imported only when their command runs.
+# subcommand -> (module, hook name, help): the module's add_<hook>_arguments / run_<hook> (or add_arguments / run)
 COMMANDS = {
-    "run": ("flows.cli", "run_folder", "turn one raw folder into the animated video (pose -> masks -> prompt -> generate)"),
+    "run": ("flows.cli", "run_folder", "one raw folder -> the animated video (pose -> masks -> prompt -> generate)"),
     "batch": ("flows.cli", "batch", "run every folder a pipelines.yaml names"),
     "serve": ("flows.cli", "serve", "serve pipelines.yaml's schedules as Prefect deployments"),
     "worker": ("flows.cli", "worker", "a warm GPU worker: loads the model once and runs the generations sent to it"),
