@@ -99,6 +99,45 @@ def timed_stages(pipe: SCAIL2Pipeline, sync) -> dict:
     return acc
 
 
+def vae_tiling_bench(sizes: list[tuple[int, int]], frames: int, device: str) -> str:
+    """Wan VAE decode (full size, random weights, fp32 as loaded) with and without tiling: seconds, peak, PSNR."""
+    from diffusers import AutoencoderKLWan
+
+    from scail.encoders import vae_decode
+
+    with torch.device(device):
+        vae = AutoencoderKLWan().eval()
+    lines = ["| size | tiling | decode s | peak GiB | PSNR vs untiled dB |", "|---|---|---|---|---|"]
+    for h, w in sizes:
+        z = torch.randn(1, 16, (frames - 1) // 4 + 1, h // 8, w // 8, generator=torch.Generator().manual_seed(0))
+        ref = None
+        for tiled in (False, True):
+            vae.use_tiling = False
+            if tiled:
+                vae.enable_tiling()
+            if device == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            try:
+                with torch.no_grad():
+                    out = vae_decode(vae, z.to(device)).cpu()
+            except torch.OutOfMemoryError:
+                lines.append(f"| {w}x{h} | {'on' if tiled else 'off'} | out of memory | | |")
+                continue
+            dt = time.perf_counter() - t0
+            peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
+            frames8 = ((out[0].permute(1, 2, 3, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+            q = "" if ref is None else f"{psnr(frames8, ref):.1f}"
+            ref = frames8 if ref is None else ref
+            lines.append(f"| {w}x{h} | {'on' if tiled else 'off'} | {dt:.1f} | {peak:.1f} | {q} |")
+            print(lines[-1], flush=True)
+    del vae
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--settings", default="eager,compile,fp8+compile")
@@ -107,7 +146,16 @@ def main(argv=None) -> int:
     p.add_argument("--budget-s", type=float, default=1e9)
     p.add_argument("--json", default=None)
     p.add_argument("--tiny", action="store_true")
+    p.add_argument("--vae-tiling", action="store_true", help="only the VAE decode with/without tiling (896x512, 704x1280)")
     args = p.parse_args(argv)
+    if args.vae_tiling:
+        dev = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
+        sizes = [(64, 64)] if args.tiny else [(896, 512), (704, 1280)]
+        table = vae_tiling_bench(sizes, 9 if args.tiny else args.frames, dev)
+        print(table)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"vae_tiling": table}, indent=1))
+        return 0
     t_start = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)

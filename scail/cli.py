@@ -30,6 +30,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fp8", action="store_true", help="fp8 weights and matmuls in the DiT blocks (Ada/Hopper GPUs)")
     g.add_argument("--step_cache", "--step-cache", type=float, default=None, metavar="THRESHOLD",
                    help="First Block Cache: skip the other blocks while block 0's residual changes less than this")
+    g.add_argument("--vae_tiling", "--vae-tiling", action="store_true", help="decode the VAE in tiles (less memory)")
 
 
 def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
@@ -81,6 +82,8 @@ def speed_options(args) -> dict:
         out["fp8"] = True
     if getattr(args, "step_cache", None):
         out["cache_threshold"] = args.step_cache
+    if getattr(args, "vae_tiling", False):
+        out["vae_tiling"] = True
     return out
 
 

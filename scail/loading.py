@@ -184,6 +184,9 @@ def load_pipeline(model: str = "scail2", *, ckpt_dir: str | os.PathLike | None =
     if speed:  # scail/speed.py's switchable speed-ups (fp8 swaps modules: before any offload hooks)
         from scail.speed import apply_speedups
 
+        speed = dict(speed)
+        if speed.pop("vae_tiling", False):
+            pipe.vae.enable_tiling()
         pipe.speedups = apply_speedups(pipe.transformer, **speed)
     placement.prepare({"transformer": pipe.transformer, "vae": pipe.vae, "text_encoder": pipe.text_encoder,
                        "image_encoder": pipe.image_encoder})

@@ -146,8 +146,10 @@ def test_cli_speed_flags():
     add_generate_arguments(p)
     base = ["--image", "a", "--mask_image", "b", "--pose", "c", "--mask_video", "d", "--save_file", "e.mp4"]
     assert speed_options(p.parse_args(base)) == {}
-    args = p.parse_args(base + ["--attention", "cudnn", "--compile", "--fp8", "--step_cache", "0.05", "--gpus", "2"])
-    assert speed_options(args) == {"attention": "cudnn", "compile": True, "fp8": True, "cache_threshold": 0.05}
+    args = p.parse_args(base + ["--attention", "cudnn", "--compile", "--fp8", "--step_cache", "0.05", "--gpus", "2",
+                                "--vae_tiling"])
+    assert speed_options(args) == {"attention": "cudnn", "compile": True, "fp8": True, "cache_threshold": 0.05,
+                                   "vae_tiling": True}
     assert args.gpus == 2
     assert parallel.strip_gpus_flag(["--gpus", "2", "--x", "--gpus=4", "y"]) == ["--x", "y"]
 
@@ -247,3 +249,12 @@ def test_bench_dit_tiny_runs(tmp_path):
     assert names[0] == "eager" and all("s_per_forward" in v for v in res["variants"])
     assert all(v["rel_err"] < 0.05 for v in res["variants"])
     assert "| eager |" in res["table"]
+
+
+def test_load_pipeline_speed_hook():
+    from scail.loading import load_pipeline
+
+    pipe = load_pipeline("tiny-random", device="cpu", speed={"attention": "sdpa", "cache_threshold": 0.1,
+                                                              "vae_tiling": True})
+    assert pipe.speedups == {"attention": "sdpa", "cache": "fbc@0.1"}
+    assert pipe.vae.use_tiling and pipe.transformer.is_cache_enabled
