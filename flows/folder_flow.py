@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,8 +86,10 @@ def send_to_worker(run: FolderRun) -> None:
     for name in ("pose", "masks", "prompt"):
         run.futures[name].wait()
         done[name] = run.futures[name].state.result()
-    task = fresh(generate_task, tasks.generate.outputs(run.gen_args[2]))
-    run.futures["generate"] = task.delay(done["pose"], done["masks"], done["prompt"], *run.gen_args)
+    missing = not all(p.is_file() for p in tasks.generate.outputs(run.gen_args[2]))
+    rerun = uuid.uuid4().hex if missing else None
+    run.futures["generate"] = generate_task.delay(done["pose"], done["masks"], done["prompt"], *run.gen_args,
+                                                  rerun=rerun)
 
 
 def finish_folder(run: FolderRun, started: float) -> dict:

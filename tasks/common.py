@@ -1,6 +1,7 @@
 """What every stage task shares: content-hash cache keys, retry policy, logging into Prefect.
 
-A stage's cache key = its stage version + the sha256 of every file it reads + its parameters. So an unchanged
+A stage's cache key = its stage version + its output folder + the sha256 of every file it reads + its
+parameters. So an unchanged
 folder is served from cache and a changed (or hand-edited) input re-runs exactly the stages that read it. A stage
 whose outputs were deleted is run with `refresh_cache` (see `fresh`), so they are made again.
 """
@@ -48,10 +49,12 @@ def weights_fingerprint(path: str | os.PathLike | None) -> str:
     return f"{p.name}:{st.st_size}:{st.st_mtime_ns}"
 
 
-def stage_key(stage: str, version: str, reads: Iterable[str | None], params: dict[str, Any],
+def stage_key(stage: str, version: str, out_dir: str, reads: Iterable[str | None], params: dict[str, Any],
               weights: Iterable[str | None] = ()) -> str:
+    """The cache key of one stage run. `out_dir` is part of it: a result is files in that folder, so the same
+    inputs in another folder are another result."""
     doc = {
-        "stage": stage, "version": version,
+        "stage": stage, "version": version, "out_dir": str(Path(out_dir).resolve()),
         "reads": [content_hash(p) for p in reads],
         "weights": [weights_fingerprint(w) for w in weights],
         "params": params,

@@ -127,9 +127,11 @@ def _key(p: dict) -> str:
     masks = [_mask_hash(f["ref_mask"]), _mask_hash(f["driving_mask"]),
              *[_mask_hash(m) for m in f.get("extra_ref_masks", [])]]
     model = {k: v for k, v in p["model_cfg"].items() if k not in ("scail_path", "lora_path")}
-    params = {"masks": masks, "sampling": p["sampling"], "mode": p["mode"], "model": model}
+    # `rerun` is set when a worker must run although the inputs are unchanged (its outputs were deleted): a
+    # worker runs its own copy of the task, so the flow's refresh_cache option does not reach it
+    params = {"masks": masks, "sampling": p["sampling"], "mode": p["mode"], "model": model, "rerun": p.get("rerun")}
     weights = [p["model_cfg"].get("scail_path"), p["model_cfg"].get("lora_path")]
-    return stage_key("generate", VERSION, reads, params, weights)
+    return stage_key("generate", VERSION, p["out_dir"], reads, params, weights)
 
 
 def outputs(out_dir: str) -> list[Path]:
@@ -138,7 +140,7 @@ def outputs(out_dir: str) -> list[Path]:
 
 @task(name="generate", cache_key_fn=cache_key(_key), **stage_task_options(retries=1))
 def generate_task(pose: dict, masks: dict, prompt: dict, ref: str, extra_refs: list[str], out_dir: str, mode: str,
-                  driving_mode: str, sampling: dict, model_cfg: dict, gpu: int = 0) -> dict:
+                  driving_mode: str, sampling: dict, model_cfg: dict, gpu: int = 0, rerun: str | None = None) -> dict:
     """Sample the video from the upstream stages' files; returns {"video": path, "record": path, "seed": int, ...}."""
     from masks import read_mask_image, read_mask_video
     from scail.generate import GenerateRequest, generate, read_conditioning

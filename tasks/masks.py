@@ -31,7 +31,7 @@ def _key(p: dict) -> str:
     reads = [p["ref"], p["driving"]] + [img for img, _ in p["extra_refs"]]
     params = {"mode": p["mode"], "driving_mode": p["driving_mode"], "kinds": [k for _, k in p["extra_refs"]],
               **{k: v for k, v in cfg.items() if k != "sam2_checkpoint"}}
-    return stage_key("masks", VERSION, reads, params, [cfg.get("sam2_checkpoint")])
+    return stage_key("masks", VERSION, p["out_dir"], reads, params, [cfg.get("sam2_checkpoint")])
 
 
 @task(name="masks", cache_key_fn=cache_key(_key), **stage_task_options())

@@ -28,7 +28,7 @@ def _key(p: dict) -> str:
     w = pose_weights(cfg) if p["driving_mode"] == "pose" else None
     weights = [w.dwpose_det, w.dwpose_pose, w.nlf] if w else []
     params = {k: v for k, v in p.items() if k not in ("driving", "reference", "out_dir")}
-    return stage_key("pose", VERSION, reads, params, weights)
+    return stage_key("pose", VERSION, p["out_dir"], reads, params, weights)
 
 
 @task(name="pose", cache_key_fn=cache_key(_key), **stage_task_options())

@@ -33,7 +33,7 @@ def _key(p: dict) -> str:
     reads = [p["prompt_file"]] + ([p["driving"], p["ref"], cfg.get("examples")] if enhancing else [])
     params = {"cfg": cfg if enhancing else {"default_prompt": cfg["default_prompt"]}, "mode": p["mode"],
               "inline": p["inline_prompt"], "enhancing": enhancing}
-    return stage_key("prompt", VERSION, reads, params)
+    return stage_key("prompt", VERSION, p["out_dir"], reads, params)
 
 
 def outputs(out_dir: str) -> list[Path]:

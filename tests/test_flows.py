@@ -198,3 +198,12 @@ def test_gemini_prompt_stage_in_the_flow(tmp_path, monkeypatch):
         assert not leaked
     finally:
         fake.close()
+
+
+def test_identical_folders_do_not_share_results(tmp_path):
+    one = make_folder(tmp_path, "twin", frames=5)
+    other = make_folder(tmp_path, "twin2", frames=5)
+    first, second = run(one), run(other)
+    assert second["states"]["generate"] == "Completed"  # same content, another folder: its own result
+    assert first["video"].startswith(str(one)) and second["video"].startswith(str(other))
+    assert (other / "scailflow" / "output.mp4").is_file()
