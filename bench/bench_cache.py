@@ -24,7 +24,6 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scail import speed  # noqa: E402
 from scail.loading import load_pipeline  # noqa: E402
 from scail.options import SamplingOptions  # noqa: E402
 from scail.pipeline import Conditioning  # noqa: E402

@@ -84,7 +84,7 @@ def init_distributed() -> tuple[int, int, int]:
     """(rank, world_size, local_rank) from torchrun's environment; NCCL on GPUs, gloo on CPUs."""
     import torch.distributed as dist
 
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     local = int(os.environ.get("LOCAL_RANK", rank))
     if not dist.is_initialized():
         if torch.cuda.is_available():

@@ -207,7 +207,7 @@ def swap_fp8_linears(root: nn.Module, out_dtype: torch.dtype | None = None,
 
 def fp8_blocks(model: nn.Module, out_dtype: torch.dtype | None = None) -> int:
     """fp8 weights and matmuls for all linears of the transformer blocks (embedders and head stay as they are)."""
-    blocks = getattr(model, "blocks")
+    blocks = model.blocks
     n = swap_fp8_linears(blocks, out_dtype)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -258,3 +258,36 @@ def test_load_pipeline_speed_hook():
                                                               "vae_tiling": True})
     assert pipe.speedups == {"attention": "sdpa", "cache": "fbc@0.1"}
     assert pipe.vae.use_tiling and pipe.transformer.is_cache_enabled
+
+
+def test_generate_gpus_2_cfg_parallel_same_video_as_one_process(tmp_path):
+    """`scailflow generate --gpus 2` (torchrun, gloo on CPU, CFG split over 2 ranks) writes the single-process video."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from scailflow.media import read_video, write_image, write_video
+
+    rng = np.random.default_rng(0)
+    write_image(tmp_path / "ref.png", rng.integers(0, 255, (120, 64, 3), dtype=np.uint8))
+    m = np.full((120, 64, 3), 255, np.uint8)
+    m[20:100, 10:50] = (0, 0, 255)
+    write_image(tmp_path / "ref_mask.png", m)
+    write_video(tmp_path / "pose.mp4", rng.integers(0, 255, (11, 96, 64, 3), dtype=np.uint8), 24)
+    dm = np.zeros((11, 96, 64, 3), np.uint8)
+    dm[:, 20:80, 10:50] = (0, 0, 255)
+    write_video(tmp_path / "mask.mp4", dm, 24, lossless=True)
+    common = ["--image", tmp_path / "ref.png", "--mask_image", tmp_path / "ref_mask.png", "--pose",
+              tmp_path / "pose.mp4", "--mask_video", tmp_path / "mask.mp4", "--model", "tiny-random",
+              "--target_h", 64, "--target_w", 32, "--steps", 2, "--seed", 5]
+    outs = {}
+    for n in (1, 2):
+        out = tmp_path / f"out{n}.mp4"
+        r = subprocess.run([sys.executable, "-m", "scailflow.cli", "generate", *map(str, common), "--save_file",
+                            str(out), "--gpus", str(n)], capture_output=True, text=True, timeout=240, check=False)
+        assert r.returncode == 0, r.stderr[-2000:]
+        outs[n], _ = read_video(out)
+    assert outs[1].shape == outs[2].shape
+    assert int(np.abs(outs[1].astype(int) - outs[2].astype(int)).max()) <= 2
+    assert not list(tmp_path.glob("out2.mp4.*partial*"))
