@@ -27,7 +27,7 @@ RUN_FLAGS = {  # flag -> job.yaml key path; given flags override job.yaml
     "replace_index": ("masks", "replace_index"),
 }
 MODEL_KEYS = ("model", "ckpt_dir", "scail_path", "lora_path", "lora_alpha", "offload", "vram_budget_gb", "device",
-              "dtype")
+              "dtype", "attention", "compile", "fp8", "step_cache", "vae_tiling")
 
 
 def quiet_prefect_tracebacks() -> None:
@@ -89,7 +89,8 @@ def _overrides(args) -> dict:
 
 
 def _model(args) -> dict:
-    defaults = {"model": "scail2", "lora_alpha": 1.0, "offload": "none", "device": "auto", "dtype": "auto"}
+    defaults = {"model": "scail2", "lora_alpha": 1.0, "offload": "none", "device": "auto", "dtype": "auto",
+                "compile": False, "fp8": False, "vae_tiling": False}
     return {k: getattr(args, k) for k in MODEL_KEYS
             if getattr(args, k, None) is not None and getattr(args, k) != defaults.get(k, object())}
 

@@ -102,6 +102,13 @@ class ModelConfig(Strict):
     vram_budget_gb: Optional[float] = None
     device: str = "auto"
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    # speed-ups (scail/speed.py; numbers in the README): attention backend, regional compile, fp8 linears,
+    # step cache threshold (FirstBlockCache), VAE tiling
+    attention: Optional[Literal["auto", "sdpa", "cudnn", "flash", "flash3", "sage"]] = None
+    compile: bool = False
+    fp8: bool = False
+    step_cache: Optional[float] = Field(None, gt=0)
+    vae_tiling: bool = False
 
 
 class Schedule(Strict):

@@ -27,7 +27,9 @@ class SamplingOptions:
     segment_frames: int = 81
     overlap_frames: int = 5
     keep_tail: bool = False  # the official code drops trailing frames that do not fill a segment
-    cfg_batch: bool = True  # conditional and unconditional passes as one batch of 2
+    # conditional and unconditional passes as one batch of 2: measured no faster on an H100 at 48,832 tokens and
+    # 5.6 GiB more memory, so the two passes run one after the other by default
+    cfg_batch: bool = False
 
     def check(self) -> None:
         if self.solver not in SOLVERS:

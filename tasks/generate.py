@@ -32,7 +32,9 @@ def warm_pipeline(model_cfg: dict):
     with _LOAD_LOCK:
         if key not in _PIPELINES:
             cfg = dict(model_cfg)
-            _PIPELINES[key] = load_pipeline(cfg.pop("model"), **cfg)
+            speed = {k: cfg.pop(k) for k in ("attention", "compile", "fp8", "step_cache", "vae_tiling") if k in cfg}
+            speed = {("cache_threshold" if k == "step_cache" else k): v for k, v in speed.items() if v}
+            _PIPELINES[key] = load_pipeline(cfg.pop("model"), **cfg, speed=speed or None)
             LOADS["count"] += 1
             stage_logger("scail").info("model loaded in %.1f s (kept warm for later runs in this process)",
                                        _PIPELINES[key].load_seconds)

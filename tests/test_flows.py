@@ -207,3 +207,13 @@ def test_identical_folders_do_not_share_results(tmp_path):
     assert second["states"]["generate"] == "Completed"  # same content, another folder: its own result
     assert first["video"].startswith(str(one)) and second["video"].startswith(str(other))
     assert (other / "scailflow" / "output.mp4").is_file()
+
+
+def test_speed_options_reach_the_generation_stage(tmp_path):
+    import tasks.generate as tg
+
+    folder = make_folder(tmp_path, frames=5)
+    summary = folder_flow(str(folder), folder_name=folder.name, model={"model": "tiny-random", "step_cache": 0.05})
+    assert summary["states"]["generate"] == "Completed"
+    pipes = [p for k, p in tg._PIPELINES.items() if '"step_cache": 0.05' in k]
+    assert pipes and getattr(pipes[0], "speedups", None)
