@@ -100,6 +100,7 @@ class ModelConfig(Strict):
     lora_alpha: float = 1.0
     offload: Literal["none", "model", "block"] = "none"
     vram_budget_gb: Optional[float] = None
+    oom_retry_offload: bool = True  # on GPU out-of-memory with offload none: one more try with block offload
     device: str = "auto"
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     # speed-ups (scail/speed.py; numbers in the README): attention backend, regional compile, fp8 linears,

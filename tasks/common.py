@@ -70,8 +70,8 @@ def fresh(task, outputs: Iterable[str | os.PathLike]):
 
 def heals(exc: BaseException | None) -> bool:
     """Whether a retry can help: never for bad input (InputError) or errors a library marks as permanent."""
-    if exc is None or isinstance(exc, InputError):
-        return False
+    if exc is None or isinstance(exc, InputError) or exc.__class__.__name__ == "OutOfMemoryError":
+        return False  # bad input, or a GPU too small: the same try would fail again (OOM has its own retry)
     try:
         from prompts import is_transient
         from prompts.gemini import GeminiError

@@ -31,7 +31,7 @@ def warm_pipeline(model_cfg: dict):
     key = json.dumps(model_cfg, sort_keys=True)
     with _LOAD_LOCK:
         if key not in _PIPELINES:
-            cfg = dict(model_cfg)
+            cfg = {k: v for k, v in model_cfg.items() if k != "oom_retry_offload"}  # a task policy, not a load option
             speed = {k: cfg.pop(k) for k in ("attention", "compile", "fp8", "step_cache", "vae_tiling") if k in cfg}
             speed = {("cache_threshold" if k == "step_cache" else k): v for k, v in speed.items() if v}
             _PIPELINES[key] = load_pipeline(cfg.pop("model"), **cfg, speed=speed or None)
@@ -72,6 +72,12 @@ def ensure_gpu_slots(gpus: int) -> None:
                 client.read_global_concurrency_limit_by_name(name)
             except ObjectNotFound:
                 client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+
+
+def is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError)
 
 
 def prefect_server_present() -> bool:
@@ -177,8 +183,17 @@ def generate_task(pose: dict, masks: dict, prompt: dict, ref: str, extra_refs: l
                 log.info("%s: step %d/%d", what, i, n)
                 last["pct"] = pct
 
-        record = generate(pipe, req, options, progress, inputs=inputs)
+        try:
+            record = generate(pipe, req, options, progress, inputs=inputs)
+        except Exception as e:  # noqa: BLE001 - only a GPU out-of-memory is handled here
+            if not (is_oom(e) and model_cfg.get("oom_retry_offload") and model_cfg.get("offload") == "none"):
+                raise
+            log.warning("GPU out of memory; retrying once with block offload (oom_retry_offload is on)")
+            release_pipelines()
+            model_cfg = dict(model_cfg, offload="block")
+            record = generate(warm_pipeline(model_cfg), req, options, progress, inputs=inputs)
+        record["offload"] = model_cfg.get("offload")
     log.info("video %s: %d frames, seed %d, %.1f s", save, record["frames_out"], record["seed"], record["seconds"])
     return {"video": str(save), "record": str(save) + ".json", "seed": record["seed"], "files": files,
             "frames": record["frames_out"], "model": record["model"], "video_sha256": content_hash(save),
-            "worker_pid": os.getpid(), "model_loads_in_worker": LOADS["count"]}
+            "worker_pid": os.getpid(), "model_loads_in_worker": LOADS["count"], "offload": record["offload"]}

@@ -217,3 +217,28 @@ def test_speed_options_reach_the_generation_stage(tmp_path):
     assert summary["states"]["generate"] == "Completed"
     pipes = [p for k, p in tg._PIPELINES.items() if '"step_cache": 0.05' in k]
     assert pipes and getattr(pipes[0], "speedups", None)
+
+
+def test_out_of_memory_retries_once_with_block_offload(tmp_path, monkeypatch):
+    import torch
+
+    import scail.generate
+
+    real = scail.generate.generate
+    calls = []
+
+    def oom_once(pipe, *a, **k):
+        calls.append(pipe.placement.mode)
+        if len(calls) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real(pipe, *a, **k)
+
+    monkeypatch.setattr(scail.generate, "generate", oom_once)
+    folder = make_folder(tmp_path, frames=5)
+    summary = folder_flow(str(folder), folder_name=folder.name, model={"model": "tiny-random", "vram_budget_gb": 1.0})
+    assert len(calls) == 2 and summary["states"]["generate"] == "Completed"
+    record = __import__("json").loads((folder / "scailflow" / "run.json").read_text())
+    assert record["video"].endswith("output.mp4")
+    import tasks.generate as tg
+
+    assert any('"offload": "block"' in k for k in tg._PIPELINES)  # the second try loaded with block offload
