@@ -11,9 +11,8 @@ import pytest
 from scailflow.media import probe_video, read_video, write_image, write_video
 
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    d = tmp_path_factory.mktemp("prepared")
+def write_prepared(d):
+    """A prepared folder (official names): random reference and driving video, a blue person in both masks."""
     rng = np.random.default_rng(0)
     write_image(d / "ref.png", rng.integers(0, 255, (120, 64, 3), dtype=np.uint8))
     m = np.full((120, 64, 3), 255, np.uint8)
@@ -24,6 +23,11 @@ def prepared(tmp_path_factory):
     dm[:, 20:80, 10:50] = (0, 0, 255)
     write_video(d / "rendered_mask_v2.mp4", dm, 24, lossless=True)
     return d
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    return write_prepared(tmp_path_factory.mktemp("prepared"))
 
 
 def cli(*args):

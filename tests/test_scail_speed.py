@@ -267,19 +267,13 @@ def test_generate_gpus_2_cfg_parallel_same_video_as_one_process(tmp_path):
 
     import numpy as np
 
-    from scailflow.media import read_video, write_image, write_video
+    from scailflow.media import read_video
+    from tests.test_scail_generate import write_prepared
 
-    rng = np.random.default_rng(0)
-    write_image(tmp_path / "ref.png", rng.integers(0, 255, (120, 64, 3), dtype=np.uint8))
-    m = np.full((120, 64, 3), 255, np.uint8)
-    m[20:100, 10:50] = (0, 0, 255)
-    write_image(tmp_path / "ref_mask.png", m)
-    write_video(tmp_path / "pose.mp4", rng.integers(0, 255, (11, 96, 64, 3), dtype=np.uint8), 24)
-    dm = np.zeros((11, 96, 64, 3), np.uint8)
-    dm[:, 20:80, 10:50] = (0, 0, 255)
-    write_video(tmp_path / "mask.mp4", dm, 24, lossless=True)
+    write_prepared(tmp_path)
     common = ["--image", tmp_path / "ref.png", "--mask_image", tmp_path / "ref_mask.png", "--pose",
-              tmp_path / "pose.mp4", "--mask_video", tmp_path / "mask.mp4", "--model", "tiny-random",
+              tmp_path / "rendered_v2.mp4", "--mask_video", tmp_path / "rendered_mask_v2.mp4",
+              "--model", "tiny-random",
               "--target_h", 64, "--target_w", 32, "--steps", 2, "--seed", 5]
     outs = {}
     for n in (1, 2):
