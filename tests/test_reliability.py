@@ -260,3 +260,18 @@ def test_paths_from_yaml_stay_under_the_output_root(tmp_path):
     outs = [Path(o) for _, _, o, _ in batch_folders(cfg)]
     root = (tmp_path / "proj" / "results").resolve()
     assert all(o.resolve().parent == root for o in outs)
+
+
+def test_ten_thousand_frame_video_is_planned_in_segments(tmp_path):
+    from scail.segments import output_frames, plan_segments
+
+    path = tmp_path / "long.mp4"
+    write_video(path, (np.arange(10_000, dtype=np.uint32)[:, None, None, None] % 251).astype(np.uint8)
+                * np.ones((1, 16, 16, 3), np.uint8), 25, crf=40)
+    info = probe_video(path)
+    assert info.frames == 10_000 and abs(info.fps - 25) < 1e-6
+    frames, _ = read_video(path)
+    assert frames.shape == (10_000, 16, 16, 3)
+    plan = plan_segments(info.frames, 81, 5)
+    assert len(plan) == 131 and output_frames(plan) == 81 + 76 * 130  # the official plan drops the last 3 frames
+    assert output_frames(plan_segments(info.frames, 81, 5, keep_tail=True)) == 10_000
