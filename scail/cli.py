@@ -97,7 +97,8 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replace_flag", action="store_true", help="replacement mode")
     p.add_argument("--prompt", default="", help="positive prompt (or @file.txt)")
     p.add_argument("--save_file", required=True, help="output .mp4")
-    p.add_argument("--gpus", type=int, default=1, help="GPUs for this clip (CFG x Ulysses via torchrun, scail/parallel.py)")
+    p.add_argument("--gpus", type=int, default=1,
+                   help="GPUs for this clip (CFG x Ulysses via torchrun, scail/parallel.py)")
     add_sampling_arguments(p)
     add_model_arguments(p)
 

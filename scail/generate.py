@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scail.conditioning import usable_frames
 from scail.pipeline import Conditioning, SamplingOptions, SCAIL2Pipeline, check_inputs, orient_target
 from scailflow.errors import InputError
 from scailflow.files import write_text_atomic
@@ -65,9 +64,12 @@ def generate(pipe: SCAIL2Pipeline, req: GenerateRequest, opts: SamplingOptions, 
     if (height, width) != (req.target_h, req.target_w):
         log.info("reference is %s: target swapped to %dx%d (WxH)",
                  "portrait" if cond.ref_image.shape[0] > cond.ref_image.shape[1] else "landscape", width, height)
-    if len(cond.driving) < 5 and usable_frames(len(cond.driving)) == 1:
+    if len(cond.driving) < 5:  # 4k+1 frames: anything under 5 gives a single frame
         log.warning("the driving video has %d frame(s): one output frame", len(cond.driving))
     frames, record = pipe(cond, height, width, opts, progress)
+    if record["frames_out"] < record["frames_in"]:
+        log.info("used %d of the driving video's %d frames (4k+1 per segment; --keep_tail keeps the rest)",
+                 record["frames_out"], record["frames_in"])
     fps = float(req.fps or driving_fps)
     write_video(req.save_file, frames, fps)
     record.update({

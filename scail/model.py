@@ -86,8 +86,8 @@ class SCAIL2RotaryPosEmbed(nn.Module):
 
     def _angles(self, t: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Angles [N, pairs] for integer positions (t, y, x), each [N]."""
-        nt, nh, _ = self.axis_pairs
-        pos = torch.cat([t[:, None].expand(-1, nt), y[:, None].expand(-1, nh), x[:, None].expand(-1, self.axis_pairs[2])], 1)
+        nt, nh, nw = self.axis_pairs
+        pos = torch.cat([t[:, None].expand(-1, nt), y[:, None].expand(-1, nh), x[:, None].expand(-1, nw)], 1)
         if pos.max() >= self.max_positions:
             raise ValueError(f"RoPE position {int(pos.max())} exceeds the table of {self.max_positions}")
         return pos.to(torch.float64) * self.inv_freq.to(pos.device)
@@ -255,7 +255,8 @@ class SCAIL2Transformer(ModelMixin, ConfigMixin, CacheMixin):
             ref_masks = torch.cat([ref_masks, ref_masks.new_zeros(b, ref_masks.shape[1], T, h, w)], 2)
         video = self._embed(self.patch_embedding, torch.cat([ref, noisy], 2))
         video = video + self._embed(self.patch_embedding_mask, ref_masks)
-        driving = self._embed(self.patch_embedding_pose, torch.cat([pose_latents, self._ones_like_flags(pose_latents)], 1))
+        pose = torch.cat([pose_latents, self._ones_like_flags(pose_latents)], 1)
+        driving = self._embed(self.patch_embedding_pose, pose)
         driving = driving + self._embed(self.patch_embedding_mask, driving_masks)
         parts = []
         K = 0
@@ -264,7 +265,8 @@ class SCAIL2Transformer(ModelMixin, ConfigMixin, CacheMixin):
             if additional_ref_masks is None or additional_ref_masks.shape[2] != K:
                 raise ValueError("additional_ref_masks must pair one mask with each additional reference")
             extra = torch.cat([additional_ref_latents, self._ones_like_flags(additional_ref_latents)], 1)
-            parts.append(self._embed(self.patch_embedding, extra) + self._embed(self.patch_embedding_mask, additional_ref_masks))
+            parts.append(self._embed(self.patch_embedding, extra)
+                         + self._embed(self.patch_embedding_mask, additional_ref_masks))
         parts += [video, driving]
         p_t, p_h, p_w = self.config.patch_size
         layout = TokenLayout(K, T // p_t, h // p_h, w // p_w, bool(replace_flag))

@@ -20,7 +20,7 @@ def shift_sigmas(sigmas: np.ndarray, shift: float) -> np.ndarray:
 
 
 def make_scheduler(solver: str, steps: int, shift: float, device=None):
-    """A diffusers scheduler with the official schedule set for `steps` steps; its `.timesteps` are the official ones."""
+    """A diffusers scheduler set to the official schedule for `steps` steps (its `.timesteps` are the official ones)."""
     if steps < 1:
         raise ValueError("steps must be >= 1")
     if solver == "unipc":
