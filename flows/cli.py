@@ -251,7 +251,8 @@ def run_demo(args) -> int:
     summary = folder_flow(str(folder), folder_name=folder.name, model={k: v for k, v in model.items() if v})
     _print_summary(summary)
     out = Path(summary["out_dir"])
-    print(f"outputs in {out}: " + ", ".join(sorted(p.name for p in out.iterdir() if p.is_file())))
+    names = sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith("."))
+    print(f"outputs in {out}: " + ", ".join(names))
     if args.model == "tiny-random":
         print("the video comes from the tiny-random model: untrained, its pixels are noise; the masks and the "
               "driving copy are real")

@@ -32,6 +32,7 @@ def configure(use_local_server: bool = True) -> str:
     """Set Prefect's home, logging and API; returns 'server <url>' or 'ephemeral' (a temporary local API)."""
     home = data_dir()
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "scailflow")
     os.environ.setdefault("PREFECT_SERVER_API_HOST", "127.0.0.1")
