@@ -51,7 +51,8 @@ def _sources(folder: Path, mask_dir: Path) -> tuple[Path | None, Path | None]:
 
     images = candidates(IMAGE_SUFFIXES, lambda n: False)
     ref = _first([p for p in images if p.stem.lower().startswith("ref")]) or _first(images)
-    videos = candidates(VIDEO_SUFFIXES, lambda n: n.startswith("rendered"))
+    # not the skeleton render (rendered_*) nor the generated video (output*): the raw driving video
+    videos = candidates(VIDEO_SUFFIXES, lambda n: n.startswith(("rendered", "output")))
     video = _first(videos) or _first([p for p in [mask_dir / "rendered_v2.mp4"] if p.is_file()])
     return ref, video
 

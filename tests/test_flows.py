@@ -242,3 +242,11 @@ def test_out_of_memory_retries_once_with_block_offload(tmp_path, monkeypatch):
     import tasks.generate as tg
 
     assert any('"offload": "block"' in k for k in tg._PIPELINES)  # the second try loaded with block offload
+
+
+def test_mask_preview_shows_the_driving_video_not_the_output(done):
+    from masks.preview import _sources
+
+    folder, _ = done
+    ref, video = _sources(folder / "scailflow", folder / "scailflow")
+    assert video == folder / "driving.mp4"
