@@ -76,7 +76,3 @@ def masks_to_28ch(frames: np.ndarray | torch.Tensor, *, half: bool = False) -> t
     t_lat = maps.shape[0] // 4
     return maps.reshape(t_lat, 4 * 7, *maps.shape[-2:]).permute(1, 0, 2, 3).contiguous()
 
-
-def usable_frames(n: int) -> int:
-    """Frames a clip of n frames can use: the largest 4k+1 <= n."""
-    return ((n - 1) // 4) * 4 + 1 if n >= 1 else 0

@@ -330,10 +330,5 @@ OFFICIAL_14B_CONFIG = dict(dim=5120, num_heads=40, num_layers=40, ffn_dim=13824,
                            in_dim=20, mask_dim=28, out_dim=16, eps=1e-6)
 
 
-def describe(layout: TokenLayout) -> str:
-    return (f"{layout.total} tokens = {layout.num_additional_refs} extra refs + 1 ref x {layout.plane} + "
-            f"{layout.video_len} video + {layout.driving_len} driving")
-
-
 __all__: Sequence[str] = ["SCAIL2Transformer", "SCAIL2RotaryPosEmbed", "TokenLayout", "tiny_config",
                           "OFFICIAL_14B_CONFIG", "sinusoidal_embedding"]
