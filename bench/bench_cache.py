@@ -24,9 +24,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scail.loading import load_pipeline  # noqa: E402
-from scail.options import SamplingOptions  # noqa: E402
-from scail.pipeline import Conditioning  # noqa: E402
+from scailflow.scail.loading import load_pipeline  # noqa: E402
+from scailflow.scail.options import SamplingOptions  # noqa: E402
+from scailflow.scail.pipeline import Conditioning  # noqa: E402
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -33,9 +33,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scail.checkpoint import FP32_PATTERNS  # noqa: E402
-from scail.model import OFFICIAL_14B_CONFIG, SCAIL2RotaryPosEmbed, SCAIL2Transformer, tiny_config  # noqa: E402
-from scail import speed  # noqa: E402
+from scailflow.scail.checkpoint import FP32_PATTERNS  # noqa: E402
+from scailflow.scail.model import OFFICIAL_14B_CONFIG, SCAIL2RotaryPosEmbed, SCAIL2Transformer, tiny_config  # noqa: E402
+from scailflow.scail import speed  # noqa: E402
 
 SIZES = {"896x512": (896, 512), "704x1280": (704, 1280)}
 GiB = 2**30
@@ -173,7 +173,7 @@ def run_variant(name: str, model, inputs1, inputs2, device: str, args, state: di
         rec["fp8_linears"] = speed.fp8_blocks(model)
         state["fp8"] = True
     if "offload" in parts and not state.get("offload"):
-        from scail.offload import Placement
+        from scailflow.scail.offload import Placement
 
         uncompile(model)
         model.to("cpu")

@@ -20,13 +20,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("SCAILFLOW_HOME", tempfile.mkdtemp(prefix="bench-flow-"))
 
-from flows import env  # noqa: E402
+from scailflow.flows import env  # noqa: E402
 
 env.configure()
 
-from flows.batch_flow import batch_flow  # noqa: E402
-from flows.demo import astronaut, sway_frames  # noqa: E402
-from flows.folder_flow import folder_flow  # noqa: E402
+from scailflow.flows.batch_flow import batch_flow  # noqa: E402
+from scailflow.flows.demo import astronaut, sway_frames  # noqa: E402
+from scailflow.flows.folder_flow import folder_flow  # noqa: E402
 from scailflow.files import write_text_atomic  # noqa: E402
 from scailflow.media import write_image, write_video  # noqa: E402
 

@@ -22,11 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pose import PoseWeights, prepare_driving  # noqa: E402
-from pose.render2d import composite, draw_person_overlay  # noqa: E402
-from pose.render3d import Renderer, build_capsules  # noqa: E402
-from pose.runtime import torch_device  # noqa: E402
-from pose.skeleton import PersonPose  # noqa: E402
+from scailflow.pose import PoseWeights, prepare_driving  # noqa: E402
+from scailflow.pose.render2d import composite, draw_person_overlay  # noqa: E402
+from scailflow.pose.render3d import Renderer, build_capsules  # noqa: E402
+from scailflow.pose.runtime import torch_device  # noqa: E402
+from scailflow.pose.skeleton import PersonPose  # noqa: E402
 from scailflow.media import write_video  # noqa: E402
 
 

@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_cache import psnr, ssim  # noqa: E402
 from bench_dit import build_model, make_inputs  # noqa: E402
-from scail import speed  # noqa: E402
-from scail.model import OFFICIAL_14B_CONFIG, tiny_config  # noqa: E402
-from scail.offload import Placement  # noqa: E402
-from scail.options import PRESETS, SamplingOptions  # noqa: E402
-from scail.pipeline import Conditioning, SCAIL2Pipeline  # noqa: E402
+from scailflow.scail import speed  # noqa: E402
+from scailflow.scail.model import OFFICIAL_14B_CONFIG, tiny_config  # noqa: E402
+from scailflow.scail.offload import Placement  # noqa: E402
+from scailflow.scail.options import PRESETS, SamplingOptions  # noqa: E402
+from scailflow.scail.pipeline import Conditioning, SCAIL2Pipeline  # noqa: E402
 
 STAGES = ("encode_prompt", "encode_reference", "encode_driving", "denoise", "decode")
 
@@ -41,7 +41,7 @@ def build_pipeline(device: str, tiny: bool) -> SCAIL2Pipeline:
     from diffusers import AutoencoderKLWan
     from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
 
-    from scail.tiny import tiny_tokenizer
+    from scailflow.scail.tiny import tiny_tokenizer
 
     cfg = tiny_config(text_dim=4096) if tiny else dict(OFFICIAL_14B_CONFIG)
     transformer = build_model(cfg, device)
@@ -103,7 +103,7 @@ def vae_tiling_bench(sizes: list[tuple[int, int]], frames: int, device: str) -> 
     """Wan VAE decode (full size, random weights, fp32 as loaded) with and without tiling: seconds, peak, PSNR."""
     from diffusers import AutoencoderKLWan
 
-    from scail.encoders import vae_decode
+    from scailflow.scail.encoders import vae_decode
 
     with torch.device(device):
         vae = AutoencoderKLWan().eval()

@@ -32,7 +32,7 @@ def publish_artifacts(summary: dict) -> None:
     """Contact sheet of reference/mask/driving frames, the output's first frame, and a table of the run."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    from masks import preview
+    from scailflow.masks import preview
     from scailflow.media import read_video
 
     key = artifact_key(summary["folder"])

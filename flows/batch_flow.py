@@ -8,14 +8,14 @@ from pathlib import Path
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.config import ModelConfig, PipelinesFile, load_pipelines, merge
-from flows.folder import find_folders
-from flows.folder_flow import finish_folder, prepare, send_to_worker, submit_folder
-from flows.lock import folder_lock
+from scailflow.flows.config import ModelConfig, PipelinesFile, load_pipelines, merge
+from scailflow.flows.folder import find_folders
+from scailflow.flows.folder_flow import finish_folder, prepare, send_to_worker, submit_folder
+from scailflow.flows.lock import folder_lock
 from scailflow.errors import InputError
-from tasks.common import stage_logger
-from tasks.generate import ensure_gpu_slots
-from tasks.prompt import api_key
+from scailflow.tasks.common import stage_logger
+from scailflow.tasks.generate import ensure_gpu_slots
+from scailflow.tasks.prompt import api_key
 
 PREPROCESS_WORKERS = 4
 

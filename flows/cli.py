@@ -9,11 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-from flows import env
+from scailflow.flows import env
 
 MODE = env.configure()  # before Prefect is imported anywhere
 
-from scail.cli import add_model_arguments  # noqa: E402
+from scailflow.scail.cli import add_model_arguments  # noqa: E402
 from scailflow.errors import InputError  # noqa: E402
 
 RUN_FLAGS = {  # flag -> job.yaml key path; given flags override job.yaml
@@ -140,7 +140,7 @@ def add_run_folder_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_run_folder(args) -> int:
-    from flows.folder_flow import folder_flow, prepare
+    from scailflow.flows.folder_flow import folder_flow, prepare
 
     overrides = _overrides(args)
     raw, _, _ = prepare(args.folder, args.out, None, overrides)  # a bad folder fails here, before Prefect runs
@@ -164,8 +164,8 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_batch(args) -> int:
-    from flows.batch_flow import batch_flow
-    from flows.config import load_pipelines
+    from scailflow.flows.batch_flow import batch_flow
+    from scailflow.flows.config import load_pipelines
 
     load_pipelines(args.pipelines)  # validate first: file, line and key in one line
     if not args.debug:
@@ -189,7 +189,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 def run_serve(args) -> int:
     from prefect import serve
 
-    from flows.batch_flow import build_deployments
+    from scailflow.flows.batch_flow import build_deployments
 
     deployments = build_deployments(args.pipelines)
     if not MODE.startswith("server"):
@@ -207,8 +207,8 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_worker(args) -> int:
-    from flows.config import ModelConfig
-    from flows.worker import serve_generation
+    from scailflow.flows.config import ModelConfig
+    from scailflow.flows.worker import serve_generation
 
     model_cfg = ModelConfig.model_validate(_model(args)).model_dump()
     serve_generation(model_cfg, args.timeout)
@@ -240,8 +240,8 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_demo(args) -> int:
-    from flows.demo import build_demo_folder
-    from flows.folder_flow import folder_flow
+    from scailflow.flows.demo import build_demo_folder
+    from scailflow.flows.folder_flow import folder_flow
 
     folder = build_demo_folder(args.folder or env.data_dir() / "demo" / "astronaut")
     print(f"sample folder: {folder} (reference: scikit-image's astronaut photo; driving video: it, swaying)")

@@ -10,20 +10,21 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.artifacts import publish_artifacts
-from flows.config import JobConfig, ModelConfig, load_job
-from flows.folder import RawFolder, output_dir, scan_folder
-from flows.lock import folder_lock
+from scailflow.flows.artifacts import publish_artifacts
+from scailflow.flows.config import JobConfig, ModelConfig, load_job
+from scailflow.flows.folder import RawFolder, output_dir, scan_folder
+from scailflow.flows.lock import folder_lock
 from scailflow.files import atomic_path, write_text_atomic
-import tasks.generate
-import tasks.masks
-import tasks.pose
-import tasks.prompt
-from tasks.common import fresh, stage_logger
-from tasks.generate import ensure_gpu_slots, generate_task
-from tasks.masks import masks_task
-from tasks.pose import pose_task
-from tasks.prompt import api_key, prompt_task
+import scailflow.tasks.generate
+import scailflow.tasks.masks
+import scailflow.tasks.pose
+import scailflow.tasks.prompt
+from scailflow import tasks
+from scailflow.tasks.common import fresh, stage_logger
+from scailflow.tasks.generate import ensure_gpu_slots, generate_task
+from scailflow.tasks.masks import masks_task
+from scailflow.tasks.pose import pose_task
+from scailflow.tasks.prompt import api_key, prompt_task
 
 STAGES = ("pose", "masks", "prompt", "generate")
 

@@ -14,7 +14,7 @@ import signal
 import time
 
 from scailflow.errors import InputError
-from tasks.generate import generate_task, release_pipelines, warm_pipeline
+from scailflow.tasks.generate import generate_task, release_pipelines, warm_pipeline
 
 log = logging.getLogger("scailflow.flow")
 
@@ -25,7 +25,7 @@ def serve_generation(model_cfg: dict, timeout_s: float | None = None, preload: b
 
     from prefect.task_worker import serve
 
-    from tasks.generate import prefect_server_present
+    from scailflow.tasks.generate import prefect_server_present
 
     if not prefect_server_present():
         raise InputError("a warm worker needs a Prefect server: start `scailflow server` (or set PREFECT_API_URL)")

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pose.render3d import Camera
-from pose.skeleton import PersonPose, focal_length
+from scailflow.pose.render3d import Camera
+from scailflow.pose.skeleton import PersonPose, focal_length
 from scailflow.errors import InputError
 
 log = logging.getLogger("scailflow.pose")

@@ -7,8 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
-from pose.stage import DRIVING_MODES, PALETTES, prepare_driving
-from pose.weights import PoseWeights
+from scailflow.pose.stage import DRIVING_MODES, PALETTES, prepare_driving
+from scailflow.pose.weights import PoseWeights
 from scailflow.errors import InputError
 
 

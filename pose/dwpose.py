@@ -12,8 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pose.runtime import onnx_providers
-from pose.skeleton import PersonPose
+from scailflow.pose.runtime import onnx_providers
+from scailflow.pose.skeleton import PersonPose
 
 log = logging.getLogger("scailflow.pose")
 

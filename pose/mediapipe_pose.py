@@ -11,7 +11,7 @@ import logging
 
 import numpy as np
 
-from pose.skeleton import N_BODY, N_FACE, N_JOINTS3D, PersonPose, focal_length
+from scailflow.pose.skeleton import N_BODY, N_FACE, N_JOINTS3D, PersonPose, focal_length
 
 log = logging.getLogger("scailflow.pose")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pose.skeleton import N_JOINTS3D, smpl_to_slots
+from scailflow.pose.skeleton import N_JOINTS3D, smpl_to_slots
 from scailflow.errors import InputError
 
 log = logging.getLogger("scailflow.pose")

@@ -12,7 +12,7 @@ import colorsys
 import cv2
 import numpy as np
 
-from pose.skeleton import LIMB_ORDER, LIMBS, PersonPose, limb_palette
+from scailflow.pose.skeleton import LIMB_ORDER, LIMBS, PersonPose, limb_palette
 
 CHEEK_LIMBS = (((0, 14), (85, 0, 255)), ((14, 16), (170, 0, 255)), ((0, 15), (255, 0, 255)),
                ((15, 17), (255, 0, 170)))

@@ -16,7 +16,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from pose.skeleton import CAPSULE_RADIUS_MM, LIMB_ORDER, LIMBS, focal_length, limb_palette
+from scailflow.pose.skeleton import CAPSULE_RADIUS_MM, LIMB_ORDER, LIMBS, focal_length, limb_palette
 
 T_START = 0.1
 MAX_STEPS = 300

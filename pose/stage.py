@@ -10,13 +10,13 @@ from typing import Iterator
 
 import numpy as np
 
-from pose.align import Alignment, apply_to_overlay, fit_to_reference
-from pose.render2d import composite, draw_flat_limbs, draw_person_overlay
-from pose.render3d import Camera, Renderer, build_capsules
-from pose.runtime import torch_device
-from pose.skeleton import N_JOINTS3D, PERSON_COLOURS, PersonPose, person_colour
-from pose.tracker import track
-from pose.weights import PoseWeights
+from scailflow.pose.align import Alignment, apply_to_overlay, fit_to_reference
+from scailflow.pose.render2d import composite, draw_flat_limbs, draw_person_overlay
+from scailflow.pose.render3d import Camera, Renderer, build_capsules
+from scailflow.pose.runtime import torch_device
+from scailflow.pose.skeleton import N_JOINTS3D, PERSON_COLOURS, PersonPose, person_colour
+from scailflow.pose.tracker import track
+from scailflow.pose.weights import PoseWeights
 from scailflow.errors import InputError
 from scailflow.files import atomic_path
 from scailflow.media import probe_video, read_image, read_video, write_video
@@ -66,10 +66,10 @@ def _copy_driving(video: Path, out: Path) -> DrivingResult:
 
 def _estimator(weights: PoseWeights, device: str, still: bool = False):
     if weights.has_dwpose:
-        from pose.dwpose import DWPose
+        from scailflow.pose.dwpose import DWPose
 
         return DWPose(weights.dwpose_det, weights.dwpose_pose, device=device)
-    from pose.mediapipe_pose import MediaPipePose
+    from scailflow.pose.mediapipe_pose import MediaPipePose
 
     return MediaPipePose(video=not still)
 
@@ -140,7 +140,7 @@ def prepare_driving(driving_video: Path, out_dir: Path, *, driving: str = "end-t
 
     clock = time.perf_counter()
     if weights.nlf is not None:
-        from pose.nlf import NLF
+        from scailflow.pose.nlf import NLF
 
         nlf = NLF(weights.nlf, tdev)
         for people in tracks:

@@ -11,7 +11,7 @@ import logging
 
 import numpy as np
 
-from pose.skeleton import PersonPose, empty_person
+from scailflow.pose.skeleton import PersonPose, empty_person
 
 log = logging.getLogger("scailflow.pose")
 

@@ -5,7 +5,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from scail.options import OFFLOAD_MODES, PRESETS, SOLVERS, SamplingOptions
+from scailflow.scail.options import OFFLOAD_MODES, PRESETS, SOLVERS, SamplingOptions
 
 log = logging.getLogger("scailflow.scail")
 
@@ -64,7 +64,7 @@ def sampling_options(args) -> SamplingOptions:
 
 
 def pipeline_from_args(args):
-    from scail.loading import load_pipeline
+    from scailflow.scail.loading import load_pipeline
 
     return load_pipeline(args.model, ckpt_dir=args.ckpt_dir, scail_path=args.scail_path, device=args.device,
                          dtype=args.dtype, offload=args.offload, vram_budget_gb=args.vram_budget_gb,
@@ -119,11 +119,11 @@ def run_generate(args) -> int:
     import sys
 
     if getattr(args, "gpus", 1) > 1 and "RANK" not in os.environ:  # several GPUs: re-run under torchrun
-        from scail.parallel import launch, strip_gpus_flag
+        from scailflow.scail.parallel import launch, strip_gpus_flag
 
         argv = sys.argv[sys.argv.index("generate") + 1:] if "generate" in sys.argv else sys.argv[1:]
         return launch(args.gpus, strip_gpus_flag(argv))
-    from scail.generate import GenerateRequest, generate, read_conditioning
+    from scailflow.scail.generate import GenerateRequest, generate, read_conditioning
 
     req = GenerateRequest(
         image=Path(args.image), mask_image=Path(args.mask_image), pose=Path(args.pose),
@@ -132,7 +132,7 @@ def run_generate(args) -> int:
         additional_ref_masks=[Path(p) for p in args.additional_ref_mask_image], target_h=args.target_h,
         target_w=args.target_w, fps=args.fps)
     opts = sampling_options(args)
-    from scail.pipeline import check_size
+    from scailflow.scail.pipeline import check_size
 
     check_size(args.target_h, args.target_w)
     opts.check()
@@ -153,7 +153,7 @@ def add_convert_arguments(p: argparse.ArgumentParser) -> None:
 def run_convert(args) -> int:
     import torch
 
-    from scail.checkpoint import convert_training_checkpoint
+    from scailflow.scail.checkpoint import convert_training_checkpoint
 
     dtype = torch.bfloat16 if args.dtype == "bf16" else None
     out = convert_training_checkpoint(args.scail_dir, args.save_path, dtype)

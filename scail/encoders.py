@@ -15,7 +15,7 @@ from diffusers import AutoencoderKLWan
 from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
 
-from scail.checkpoint import rename
+from scailflow.scail.checkpoint import rename
 from scailflow.errors import InputError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

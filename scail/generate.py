@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scail.pipeline import Conditioning, SamplingOptions, SCAIL2Pipeline, check_inputs, orient_target
+from scailflow.scail.pipeline import Conditioning, SamplingOptions, SCAIL2Pipeline, check_inputs, orient_target
 from scailflow.errors import InputError
 from scailflow.files import write_text_atomic
 from scailflow.media import read_image, read_video, write_video

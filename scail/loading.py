@@ -14,12 +14,12 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from scail.checkpoint import FP8_DTYPES, REPACK_PREFIXES, check_is_scail2
-from scail.encoders import clip_from_wan_state_dict, umt5_from_wan_state_dict, vae_from_wan_state_dict
-from scail.lora import load_lora_file, merge_lora
-from scail.model import SCAIL2Transformer
-from scail.offload import Placement
-from scail.pipeline import SCAIL2Pipeline
+from scailflow.scail.checkpoint import FP8_DTYPES, REPACK_PREFIXES, check_is_scail2
+from scailflow.scail.encoders import clip_from_wan_state_dict, umt5_from_wan_state_dict, vae_from_wan_state_dict
+from scailflow.scail.lora import load_lora_file, merge_lora
+from scailflow.scail.model import SCAIL2Transformer
+from scailflow.scail.offload import Placement
+from scailflow.scail.pipeline import SCAIL2Pipeline
 from scailflow.errors import InputError
 
 log = logging.getLogger("scailflow.scail")
@@ -143,7 +143,7 @@ def load_pipeline(model: str = "scail2", *, ckpt_dir: str | os.PathLike | None =
     placement = Placement(dev, offload, vram_budget_gb)
     t0 = time.perf_counter()
     if model == "tiny-random":
-        from scail.tiny import TINY_LABEL, tiny_components
+        from scailflow.scail.tiny import TINY_LABEL, tiny_components
 
         parts = tiny_components(seed)
         if lora_path:
@@ -182,7 +182,7 @@ def load_pipeline(model: str = "scail2", *, ckpt_dir: str | os.PathLike | None =
         pipe = SCAIL2Pipeline(transformer, vae, text_encoder, tokenizer, image_encoder, placement, torch_dtype,
                               label=f"SCAIL-2 ({Path(scail_path).name})")
     if speed:  # scail/speed.py's switchable speed-ups (fp8 swaps modules: before any offload hooks)
-        from scail.speed import apply_speedups
+        from scailflow.scail.speed import apply_speedups
 
         speed = dict(speed)
         if speed.pop("vae_tiling", False):

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from scail.checkpoint import strip_repack_prefix, training_to_official
+from scailflow.scail.checkpoint import strip_repack_prefix, training_to_official
 from scailflow.errors import InputError
 
 _TRAIN_LORA = re.compile(r"^(?P<base>.+)\.lora_layer(?:\.(?P<idx>\d+))?\.(?P<kind>down|up)\.weight$")

@@ -227,7 +227,7 @@ class SCAIL2Transformer(ModelMixin, ConfigMixin, CacheMixin):
     def from_official(cls, state_dict: dict[str, torch.Tensor], config: dict, *, device=None,
                       dtype: torch.dtype | None = None) -> "SCAIL2Transformer":
         """Build from an official-named state dict and official config keys; strict (names the missing/extra key)."""
-        from scail.checkpoint import load_official_state_dict
+        from scailflow.scail.checkpoint import load_official_state_dict
 
         with torch.device("meta"):
             model = cls(**cls.config_from_official(config))

@@ -10,7 +10,7 @@ import logging
 
 import torch
 
-from scail.options import OFFLOAD_MODES
+from scailflow.scail.options import OFFLOAD_MODES
 
 log = logging.getLogger("scailflow.scail")
 

@@ -8,7 +8,7 @@ of the guidance on its Ulysses group; the two predictions are exchanged with one
 rank, so all ranks step the same latents. Rank 0 writes the video.
 
 Launch (one process per GPU):
-    torchrun --standalone --nproc-per-node N -m scail.parallel <scailflow generate flags>
+    torchrun --standalone --nproc-per-node N -m scailflow.scail.parallel <scailflow generate flags>
     scailflow generate --gpus N <flags>       (re-executes itself under torchrun)
 """
 from __future__ import annotations
@@ -131,14 +131,14 @@ def gather_cfg(out: torch.Tensor, state: ParallelState) -> tuple[torch.Tensor, t
 
 def make_parallel(pipe, state: ParallelState):
     """Turn a loaded SCAIL2Pipeline into one whose guided prediction is split over the CFG pair."""
-    from scail.pipeline import SCAIL2Pipeline
+    from scailflow.scail.pipeline import SCAIL2Pipeline
 
     class ParallelSCAIL2Pipeline(SCAIL2Pipeline):
         def predict(self, latents, t, ctx, neg_ctx, guidance, cond_kw, cfg_batch: bool) -> torch.Tensor:
             st: ParallelState = self.parallel
             if neg_ctx is None or st.plan.cfg_degree == 1:
                 return super().predict(latents, t, ctx, neg_ctx, guidance, cond_kw, cfg_batch)
-            from scail.speed import cache_context
+            from scailflow.scail.speed import cache_context
 
             tt = t.reshape(1).to(self.device)
             mine = branch_context(ctx, neg_ctx, st.cfg_rank)
@@ -154,9 +154,9 @@ def make_parallel(pipe, state: ParallelState):
 
 # ------------------------------------------------------------------------------------------------ entry points
 def launch(gpus: int, argv: list[str]) -> int:
-    """Run `scail.parallel` under torchrun with `gpus` processes (argv: the generate flags, without --gpus)."""
+    """Run `scailflow.scail.parallel` under torchrun with `gpus` processes (argv: the generate flags, without --gpus)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}",
-           "-m", "scail.parallel", *argv]
+           "-m", "scailflow.scail.parallel", *argv]
     log.info("launching: %s", " ".join(cmd))
     env = dict(os.environ, NCCL_NVLS_ENABLE=os.environ.get("NCCL_NVLS_ENABLE", "0"))
     return subprocess.call(cmd, env=env)
@@ -182,10 +182,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch.distributed as dist
 
-    from scail.cli import add_generate_arguments, pipeline_from_args, read_prompt, sampling_options
-    from scail.generate import GenerateRequest, generate, read_conditioning
+    from scailflow.scail.cli import add_generate_arguments, pipeline_from_args, read_prompt, sampling_options
+    from scailflow.scail.generate import GenerateRequest, generate, read_conditioning
 
-    p = argparse.ArgumentParser(prog="scail.parallel", description=__doc__,
+    p = argparse.ArgumentParser(prog="scailflow.scail.parallel", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_generate_arguments(p)
     if not any(a.dest == "gpus" for a in p._actions):

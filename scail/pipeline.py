@@ -12,13 +12,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from scail.conditioning import cover_resize, half_size, masks_to_28ch, to_unit_range
-from scail.encoders import encode_image, encode_text, vae_decode, vae_encode
-from scail.offload import Placement
-from scail.options import SamplingOptions
-from scail.schedulers import make_scheduler
-from scail.segments import Segment, output_frames, plan_segments
-from scail.speed import cache_context, reset_step_cache
+from scailflow.scail.conditioning import cover_resize, half_size, masks_to_28ch, to_unit_range
+from scailflow.scail.encoders import encode_image, encode_text, vae_decode, vae_encode
+from scailflow.scail.offload import Placement
+from scailflow.scail.options import SamplingOptions
+from scailflow.scail.schedulers import make_scheduler
+from scailflow.scail.segments import Segment, output_frames, plan_segments
+from scailflow.scail.speed import cache_context, reset_step_cache
 from scailflow.errors import InputError
 
 log = logging.getLogger("scailflow.scail")

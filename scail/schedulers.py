@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
-from scail.options import SOLVERS
+from scailflow.scail.options import SOLVERS
 SIGMA_MAX = 1.0 - 1.0 / 1000
 
 

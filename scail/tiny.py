@@ -7,7 +7,7 @@ from diffusers import AutoencoderKLWan
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import CLIPVisionConfig, CLIPVisionModel, PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
 
-from scail.model import SCAIL2Transformer, tiny_config
+from scailflow.scail.model import SCAIL2Transformer, tiny_config
 
 TINY_LABEL = "tiny-random (untrained random weights: the output is noise)"
 _WORDS = ("a the person dancing walks runs jumps turns waves arms legs body woman man character video scene "

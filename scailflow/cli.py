@@ -11,17 +11,17 @@ from scailflow.errors import InputError
 
 # subcommand -> (module, hook name, help): the module's add_<hook>_arguments / run_<hook> (or add_arguments / run)
 COMMANDS = {
-    "run": ("flows.cli", "run_folder", "one raw folder -> the animated video (pose -> masks -> prompt -> generate)"),
-    "batch": ("flows.cli", "batch", "run every folder a pipelines.yaml names"),
-    "serve": ("flows.cli", "serve", "serve pipelines.yaml's schedules as Prefect deployments"),
-    "worker": ("flows.cli", "worker", "a warm GPU worker: loads the model once and runs the generations sent to it"),
-    "server": ("flows.cli", "server", "start the local Prefect server and UI on 127.0.0.1"),
-    "demo": ("flows.cli", "demo", "build a sample folder from a bundled photo and run the whole flow on it"),
-    "generate": ("scail.cli", "generate", "sample SCAIL-2 from prepared files (the official generate.py flags)"),
-    "convert": ("scail.cli", "convert", "convert the training checkpoint to one safetensors file"),
-    "prompt": ("prompts.cli", None, "write a detailed prompt with Gemini from the driving video and reference"),
-    "masks": ("masks.cli", None, "mask tools: `scailflow masks preview FOLDER`"),
-    "pose": ("pose.cli", None, "render the driving skeleton (pose-driven mode) for one video"),
+    "run": ("scailflow.flows.cli", "run_folder", "one raw folder -> the animated video (pose -> masks -> prompt -> generate)"),
+    "batch": ("scailflow.flows.cli", "batch", "run every folder a pipelines.yaml names"),
+    "serve": ("scailflow.flows.cli", "serve", "serve pipelines.yaml's schedules as Prefect deployments"),
+    "worker": ("scailflow.flows.cli", "worker", "a warm GPU worker: loads the model once and runs the generations sent to it"),
+    "server": ("scailflow.flows.cli", "server", "start the local Prefect server and UI on 127.0.0.1"),
+    "demo": ("scailflow.flows.cli", "demo", "build a sample folder from a bundled photo and run the whole flow on it"),
+    "generate": ("scailflow.scail.cli", "generate", "sample SCAIL-2 from prepared files (the official generate.py flags)"),
+    "convert": ("scailflow.scail.cli", "convert", "convert the training checkpoint to one safetensors file"),
+    "prompt": ("scailflow.prompts.cli", None, "write a detailed prompt with Gemini from the driving video and reference"),
+    "masks": ("scailflow.masks.cli", None, "mask tools: `scailflow masks preview FOLDER`"),
+    "pose": ("scailflow.pose.cli", None, "render the driving skeleton (pose-driven mode) for one video"),
 }
 
 

@@ -73,8 +73,8 @@ def heals(exc: BaseException | None) -> bool:
     if exc is None or isinstance(exc, InputError) or exc.__class__.__name__ == "OutOfMemoryError":
         return False  # bad input, or a GPU too small: the same try would fail again (OOM has its own retry)
     try:
-        from prompts import is_transient
-        from prompts.gemini import GeminiError
+        from scailflow.prompts import is_transient
+        from scailflow.prompts.gemini import GeminiError
     except ImportError:  # pragma: no cover - prompts is part of this package
         return True
     if isinstance(exc, GeminiError):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from prefect import task
 
-from tasks.common import cache_key, content_hash, stage_key, stage_logger, stage_task_options
+from scailflow.tasks.common import cache_key, content_hash, stage_key, stage_logger, stage_task_options
 
 VERSION = "generate-1"
 OUTPUT_NAME = "output.mp4"
@@ -26,7 +26,7 @@ LOADS = {"count": 0}  # model loads in this process: a warm worker loads once, t
 
 def warm_pipeline(model_cfg: dict):
     """The loaded pipeline for this model config, loaded once per process and kept (a warm worker)."""
-    from scail.loading import load_pipeline
+    from scailflow.scail.loading import load_pipeline
 
     key = json.dumps(model_cfg, sort_keys=True)
     with _LOAD_LOCK:
@@ -114,7 +114,7 @@ def gpu_slot(index: int, use_prefect: bool):
 
 
 def _mask_hash(path: str) -> str:
-    from masks import mask_digest
+    from scailflow.masks import mask_digest
 
     return mask_digest(path) if Path(path).is_file() else "missing"
 
@@ -150,9 +150,9 @@ def outputs(out_dir: str) -> list[Path]:
 def generate_task(pose: dict, masks: dict, prompt: dict, ref: str, extra_refs: list[str], out_dir: str, mode: str,
                   driving_mode: str, sampling: dict, model_cfg: dict, gpu: int = 0, rerun: str | None = None) -> dict:
     """Sample the video from the upstream stages' files; returns {"video": path, "record": path, "seed": int, ...}."""
-    from masks import read_mask_image, read_mask_video
-    from scail.generate import GenerateRequest, generate, read_conditioning
-    from scail.options import PRESETS, SamplingOptions
+    from scailflow.masks import read_mask_image, read_mask_video
+    from scailflow.scail.generate import GenerateRequest, generate, read_conditioning
+    from scailflow.scail.options import PRESETS, SamplingOptions
 
     log = stage_logger("scail")
     files = assemble_files(pose, masks, prompt, ref, extra_refs, mode, driving_mode)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from prefect import task
 
-from tasks.common import cache_key, stage_key, stage_task_options
+from scailflow.tasks.common import cache_key, stage_key, stage_task_options
 
 VERSION = "masks-1"
 
@@ -41,7 +41,7 @@ def masks_task(ref: str, driving: str, out_dir: str, mode: str, mask_cfg: dict,
     while their inputs are unchanged: the cache answers first."""
     import shutil
 
-    from masks import make_masks
+    from scailflow.masks import make_masks
     from scailflow.files import atomic_path
 
     where = seg_dir(out_dir, mode, driving_mode)

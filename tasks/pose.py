@@ -5,7 +5,7 @@ from pathlib import Path
 
 from prefect import task
 
-from tasks.common import cache_key, stage_key, stage_task_options
+from scailflow.tasks.common import cache_key, stage_key, stage_task_options
 
 VERSION = "pose-1"
 
@@ -17,7 +17,7 @@ def outputs(out_dir: str, driving_mode: str) -> list[Path]:
 
 def pose_weights(pose_cfg: dict):
     """Weights from the environment (SCAILFLOW_DWPOSE_DET, ...), overridden by job.yaml / pipelines.yaml."""
-    from pose import PoseWeights
+    from scailflow.pose import PoseWeights
 
     return PoseWeights.from_env().overridden_by(PoseWeights.from_config(pose_cfg))
 
@@ -35,7 +35,7 @@ def _key(p: dict) -> str:
 def pose_task(driving: str, out_dir: str, driving_mode: str, pose_cfg: dict, reference: str,
               max_persons: int = 2) -> dict:
     """Prepare the driving input; returns its paths (never frames)."""
-    from pose import prepare_driving
+    from scailflow.pose import prepare_driving
 
     result = prepare_driving(Path(driving), Path(out_dir), driving=driving_mode, weights=pose_weights(pose_cfg),
                              reference_image=Path(reference), align=bool(pose_cfg.get("align")),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from prefect import task
 
-from tasks.common import cache_key, stage_key, stage_logger, stage_task_options
+from scailflow.tasks.common import cache_key, stage_key, stage_logger, stage_task_options
 
 VERSION = "prompt-1"
 SECRET_BLOCK_ENV = "SCAILFLOW_GEMINI_SECRET_BLOCK"  # name of a Prefect Secret block holding the key
@@ -16,7 +16,7 @@ SECRET_BLOCK_ENV = "SCAILFLOW_GEMINI_SECRET_BLOCK"  # name of a Prefect Secret b
 
 def api_key() -> str | None:
     """GEMINI_API_KEY / GOOGLE_API_KEY, else the Prefect Secret block named by SCAILFLOW_GEMINI_SECRET_BLOCK."""
-    from prompts import resolve_api_key
+    from scailflow.prompts import resolve_api_key
 
     key = resolve_api_key()
     block = os.environ.get(SECRET_BLOCK_ENV)
@@ -52,7 +52,7 @@ def prompt_task(driving: str, ref: str, out_dir: str, mode: str, prompt_cfg: dic
     source = "job.yaml prompt" if inline_prompt else ("prompt.txt" if prompt_file else "default prompt")
     instruction = prompt_cfg.get("instruction")
     if instruction and key_available:
-        from prompts import GeminiError, enhance_prompt
+        from scailflow.prompts import GeminiError, enhance_prompt
 
         try:
             result = enhance_prompt(Path(driving), Path(ref), instruction, mode=mode, model=prompt_cfg["model"],

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-from flows.batch_flow import batch_flow, build_deployments
-from flows.config import load_pipelines
+from scailflow.flows.batch_flow import batch_flow, build_deployments
+from scailflow.flows.config import load_pipelines
 from scailflow.errors import InputError
 from scailflow.files import write_text_atomic
 from tests.test_flows import make_folder

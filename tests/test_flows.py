@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-from flows.demo import astronaut, sway_frames
-from flows.folder_flow import folder_flow
-from masks import ALLOWED_COLOURS
+from scailflow.flows.demo import astronaut, sway_frames
+from scailflow.flows.folder_flow import folder_flow
+from scailflow.masks import ALLOWED_COLOURS
 from scailflow.files import write_text_atomic
 from scailflow.media import probe_video, read_image, read_video, write_image, write_video
 
@@ -110,8 +110,9 @@ def test_deleted_output_is_made_again(done):
 
 
 def test_transient_failure_is_retried(tmp_path, monkeypatch):
-    import pose.stage
-    import flows.folder_flow as ff
+    import scailflow.pose.stage
+    from scailflow import pose
+    import scailflow.flows.folder_flow as ff
 
     calls = {"n": 0}
     real = pose.stage.prepare_driving
@@ -131,8 +132,8 @@ def test_transient_failure_is_retried(tmp_path, monkeypatch):
 
 
 def test_bad_input_is_not_retried(tmp_path, monkeypatch):
-    import masks
-    import flows.folder_flow as ff
+    from scailflow import masks
+    import scailflow.flows.folder_flow as ff
     from scailflow.errors import InputError
 
     calls = {"n": 0}
@@ -210,7 +211,7 @@ def test_identical_folders_do_not_share_results(tmp_path):
 
 
 def test_speed_options_reach_the_generation_stage(tmp_path):
-    import tasks.generate as tg
+    import scailflow.tasks.generate as tg
 
     folder = make_folder(tmp_path, frames=5)
     summary = folder_flow(str(folder), folder_name=folder.name, model={"model": "tiny-random", "step_cache": 0.05})
@@ -222,7 +223,8 @@ def test_speed_options_reach_the_generation_stage(tmp_path):
 def test_out_of_memory_retries_once_with_block_offload(tmp_path, monkeypatch):
     import torch
 
-    import scail.generate
+    import scailflow.scail.generate
+    from scailflow import scail
 
     real = scail.generate.generate
     calls = []
@@ -239,13 +241,13 @@ def test_out_of_memory_retries_once_with_block_offload(tmp_path, monkeypatch):
     assert len(calls) == 2 and summary["states"]["generate"] == "Completed"
     record = __import__("json").loads((folder / "scailflow" / "run.json").read_text())
     assert record["video"].endswith("output.mp4")
-    import tasks.generate as tg
+    import scailflow.tasks.generate as tg
 
     assert any('"offload": "block"' in k for k in tg._PIPELINES)  # the second try loaded with block offload
 
 
 def test_mask_preview_shows_the_driving_video_not_the_output(done):
-    from masks.preview import _sources
+    from scailflow.masks.preview import _sources
 
     folder, _ = done
     ref, video = _sources(folder / "scailflow", folder / "scailflow")

@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-import masks
-import masks.cli
-from masks import palette, tracks
-from masks.segmenters import Segmentation
+from scailflow import masks
+import scailflow.masks.cli
+from scailflow.masks import palette, tracks
+from scailflow.masks.segmenters import Segmentation
 from scailflow.errors import InputError
 from scailflow.media import probe_video, read_image, read_video, write_image, write_video
 
@@ -323,7 +323,7 @@ def test_conformance_mask_case_through_writer_reader_and_compression(tmp_path):
     from safetensors.numpy import load_file
     import torch
 
-    from scail.conditioning import masks_to_28ch
+    from scailflow.scail.conditioning import masks_to_28ch
 
     case = load_file(str(CONFORMANCE))
     raw = case["video9_64x64.in_uint8_thwc"]

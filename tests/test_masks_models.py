@@ -11,11 +11,11 @@ import pytest
 import torch
 from skimage import data
 
-import masks
-from masks import palette
-from masks.segmenters import MediapipeSegmenter, Sam2VideoSegmenter, Sam3VideoSegmenter, sam2_config_for
-from masks.stage import build_segmenter
-from masks.tracks import person_selector
+from scailflow import masks
+from scailflow.masks import palette
+from scailflow.masks.segmenters import MediapipeSegmenter, Sam2VideoSegmenter, Sam3VideoSegmenter, sam2_config_for
+from scailflow.masks.stage import build_segmenter
+from scailflow.masks.tracks import person_selector
 from scailflow.errors import InputError
 from scailflow.media import probe_video, read_image, read_video, write_image, write_video
 

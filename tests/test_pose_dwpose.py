@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pose import PoseWeights
-from pose.dwpose import (DWPose, box_to_centre_scale, crop_affine, decode_simcc, letterbox, nms, select_persons,
+from scailflow.pose import PoseWeights
+from scailflow.pose.dwpose import (DWPose, box_to_centre_scale, crop_affine, decode_simcc, letterbox, nms, select_persons,
                          to_person, yolox_decode)
 from scailflow.errors import InputError
 from tests.test_pose_fakes import blob_image, build_nlf, build_simcc, build_yolox, yolox_raw
@@ -192,7 +192,7 @@ def test_weights_from_yaml_relative_paths_and_override(tmp_path):
 def test_nlf_loader_rejects_scripts_without_detect_smpl_batched(tmp_path):
     import torch
 
-    from pose.nlf import NLF
+    from scailflow.pose.nlf import NLF
 
     class NotNLF(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -231,7 +231,7 @@ def test_execution_providers_and_devices_follow_availability():
     import onnxruntime as ort
     import torch
 
-    from pose.runtime import onnx_providers, torch_device
+    from scailflow.pose.runtime import onnx_providers, torch_device
 
     available = ort.get_available_providers()
     auto = onnx_providers("auto")

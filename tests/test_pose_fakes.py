@@ -17,7 +17,7 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from pose.dwpose import STRIDES, yolox_grids
+from scailflow.pose.dwpose import STRIDES, yolox_grids
 
 OPSET = 18
 

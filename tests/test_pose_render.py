@@ -4,12 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pose.align import Alignment, apply_to_overlay, fit, fit_to_reference
-from pose.render2d import composite, composite_mono, draw_flat_limbs, draw_person_overlay
-from pose.render3d import Camera, Renderer, build_capsules
-from pose.skeleton import (PALETTE_P0, PALETTE_P1, PALETTE_V1, PersonPose, empty_person, focal_length,
+from scailflow.pose.align import Alignment, apply_to_overlay, fit, fit_to_reference
+from scailflow.pose.render2d import composite, composite_mono, draw_flat_limbs, draw_person_overlay
+from scailflow.pose.render3d import Camera, Renderer, build_capsules
+from scailflow.pose.skeleton import (PALETTE_P0, PALETTE_P1, PALETTE_V1, PersonPose, empty_person, focal_length,
                            person_colour)
-from pose.tracker import track
+from scailflow.pose.tracker import track
 
 H, W = 120, 200
 
@@ -279,7 +279,7 @@ def test_fit_requires_the_neck():
 
 
 def test_tight_culling_changes_no_pixel():
-    from pose.render3d import candidate_table
+    from scailflow.pose.render3d import candidate_table
 
     j = standing(x=120, z=1400)
     j[3] = (60, -250, 1100)   # a forearm pointing at the camera: strongly oblique capsules

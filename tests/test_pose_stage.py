@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from skimage import data
 
-from pose import PoseWeights, prepare_driving
-from pose.cli import add_arguments, run
-from pose.mediapipe_pose import MediaPipePose
-from pose.skeleton import PERSON_COLOURS
+from scailflow.pose import PoseWeights, prepare_driving
+from scailflow.pose.cli import add_arguments, run
+from scailflow.pose.mediapipe_pose import MediaPipePose
+from scailflow.pose.skeleton import PERSON_COLOURS
 from scailflow.errors import InputError
 from scailflow.media import read_video, write_video
 from tests.test_pose_fakes import blob_image, build_nlf, build_simcc, build_yolox, yolox_raw

@@ -21,11 +21,11 @@ import pytest
 from hypothesis import given, strategies as st
 from PIL import Image
 
-from prompts import (AnswerCheckError, GeminiError, GeminiRequestError, GeminiUnavailableError, MissingKeyError,
+from scailflow.prompts import (AnswerCheckError, GeminiError, GeminiRequestError, GeminiUnavailableError, MissingKeyError,
                      enhance_prompt, is_transient, prompt_cache_key, resolve_api_key, sample_frame_indices)
-from prompts import cli, sampling
-from prompts.gemini import Backoff
-from prompts.templates import DEFAULT_EXAMPLES, load_examples, prompt_problem
+from scailflow.prompts import cli, sampling
+from scailflow.prompts.gemini import Backoff
+from scailflow.prompts.templates import DEFAULT_EXAMPLES, load_examples, prompt_problem
 from scailflow.errors import InputError
 from scailflow.media import write_image, write_video
 

@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from flows.config import load_pipelines
-from flows.folder import scan_folder
-from flows.lock import LOCK_NAME, FolderBusy, folder_lock
+from scailflow.flows.config import load_pipelines
+from scailflow.flows.folder import scan_folder
+from scailflow.flows.lock import LOCK_NAME, FolderBusy, folder_lock
 from scailflow.errors import InputError
 from scailflow.files import write_text_atomic
 from scailflow.media import probe_video, read_image, read_video, write_video
@@ -109,7 +109,8 @@ def test_killed_run_resumes_from_cached_stages(tmp_path):
 def test_gpu_out_of_memory_says_what_fits(tmp_path, monkeypatch, capsys):
     import torch
 
-    import scail.cli
+    import scailflow.scail.cli
+    from scailflow import scail
     from scailflow.cli import main
     from tests.test_scail_generate import official_args, prepared as _prepared  # noqa: F401
 
@@ -190,7 +191,7 @@ def test_cmyk_and_16bit_images(tmp_path):
 
 
 def test_off_palette_mask_pixels_are_snapped_and_counted():
-    from masks import snap_to_palette
+    from scailflow.masks import snap_to_palette
 
     rgb = np.array([[[250, 10, 12], [240, 240, 240], [120, 130, 250], [0, 0, 0]]], np.uint8)
     snapped, changed = snap_to_palette(rgb)
@@ -248,7 +249,7 @@ def test_fuzz_pipelines_yaml(tmp_path_factory, doc):
 
 
 def test_paths_from_yaml_stay_under_the_output_root(tmp_path):
-    from flows.batch_flow import batch_folders
+    from scailflow.flows.batch_flow import batch_folders
 
     (tmp_path / "elsewhere").mkdir()
     outside = make_folder(tmp_path / "elsewhere", "clip", frames=5)
@@ -263,7 +264,7 @@ def test_paths_from_yaml_stay_under_the_output_root(tmp_path):
 
 
 def test_ten_thousand_frame_video_is_planned_in_segments(tmp_path):
-    from scail.segments import output_frames, plan_segments
+    from scailflow.scail.segments import output_frames, plan_segments
 
     path = tmp_path / "long.mp4"
     write_video(path, (np.arange(10_000, dtype=np.uint32)[:, None, None, None] % 251).astype(np.uint8)

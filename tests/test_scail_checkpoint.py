@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from scail.checkpoint import convert_training_checkpoint
-from scail.loading import infer_official_config, load_transformer
-from scail.lora import lora_to_official, merge_lora
-from scail.model import SCAIL2Transformer
+from scailflow.scail.checkpoint import convert_training_checkpoint
+from scailflow.scail.loading import infer_official_config, load_transformer
+from scailflow.scail.lora import lora_to_official, merge_lora
+from scailflow.scail.model import SCAIL2Transformer
 from scailflow.errors import InputError
 
 

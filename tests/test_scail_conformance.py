@@ -7,10 +7,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from scail import encoders as E
-from scail.conditioning import masks_to_28ch
-from scail.model import SCAIL2Transformer
-from scail.schedulers import make_scheduler
+from scailflow.scail import encoders as E
+from scailflow.scail.conditioning import masks_to_28ch
+from scailflow.scail.model import SCAIL2Transformer
+from scailflow.scail.schedulers import make_scheduler
 
 
 def rel(a, b):
@@ -32,7 +32,7 @@ def case(conformance):
 
 
 def test_keys_match_official_list(conformance, tiny):
-    from scail.checkpoint import official_to_module_key
+    from scailflow.scail.checkpoint import official_to_module_key
 
     lines = (conformance / "tiny_scail2_keys.txt").read_text().split("\n")
     keys = [ln.split("\t")[0] for ln in lines if ln.strip()]

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from scail.model import SCAIL2Transformer, TokenLayout, tiny_config
-from scail.pipeline import Conditioning, SamplingOptions, SCAIL2Pipeline
-from scail.segments import output_frames, plan_segments
-from scail.tiny import tiny_components
+from scailflow.scail.model import SCAIL2Transformer, TokenLayout, tiny_config
+from scailflow.scail.pipeline import Conditioning, SamplingOptions, SCAIL2Pipeline
+from scailflow.scail.segments import output_frames, plan_segments
+from scailflow.scail.tiny import tiny_components
 from scailflow.errors import InputError
 
 T, H, W = 3, 8, 12  # latent frames and size: token grid 4 x 6, driving grid 2 x 3

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from scail import parallel, speed
-from scail.model import SCAIL2Transformer, tiny_config
+from scailflow.scail import parallel, speed
+from scailflow.scail.model import SCAIL2Transformer, tiny_config
 
 FP8 = getattr(torch, "float8_e4m3fn", None)
 needs_fp8 = pytest.mark.skipif(FP8 is None, reason="this torch has no float8 dtypes")
@@ -140,7 +140,7 @@ def test_cache_context_is_a_no_op_without_cache():
 
 # ------------------------------------------------------------------------------------------------ options
 def test_cli_speed_flags():
-    from scail.cli import add_generate_arguments, speed_options
+    from scailflow.scail.cli import add_generate_arguments, speed_options
 
     p = argparse.ArgumentParser()
     add_generate_arguments(p)
@@ -186,7 +186,7 @@ def _free_port() -> int:
 def _cfg_worker(rank, world, port, q):
     import torch.distributed as dist
 
-    from scail.pipeline import SCAIL2Pipeline
+    from scailflow.scail.pipeline import SCAIL2Pipeline
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -210,7 +210,7 @@ def _cfg_worker(rank, world, port, q):
 def test_cfg_parallel_two_ranks_matches_one_process():
     import torch.multiprocessing as mp
 
-    from scail.pipeline import SCAIL2Pipeline
+    from scailflow.scail.pipeline import SCAIL2Pipeline
 
     inp = tiny_inputs()
     neg = torch.randn(1, 20, 32, generator=torch.Generator().manual_seed(5))
@@ -252,7 +252,7 @@ def test_bench_dit_tiny_runs(tmp_path):
 
 
 def test_load_pipeline_speed_hook():
-    from scail.loading import load_pipeline
+    from scailflow.scail.loading import load_pipeline
 
     pipe = load_pipeline("tiny-random", device="cpu", speed={"attention": "sdpa", "cache_threshold": 0.1,
                                                               "vae_tiling": True})

@@ -8,7 +8,7 @@ import threading
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-from flows.batch_flow import batch_flow
+from scailflow.flows.batch_flow import batch_flow
 from scailflow.files import write_text_atomic
 from scailflow.media import probe_video
 from tests.test_flows import make_folder
@@ -18,11 +18,12 @@ FOLDERS = 50
 
 @pytest.mark.slow
 def test_batch_of_50_with_transient_failures(tmp_path, monkeypatch):
-    import flows.folder_flow as ff
-    import masks
-    import pose
-    import prompts  # noqa: F401
-    import scail.generate
+    import scailflow.flows.folder_flow as ff
+    from scailflow import masks
+    from scailflow import pose
+    from scailflow import prompts  # noqa: F401
+    import scailflow.scail.generate
+    from scailflow import scail
 
     rng = random.Random(7)
     lock = threading.Lock()

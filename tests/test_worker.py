@@ -10,7 +10,7 @@ import time
 from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
 
-from flows.batch_flow import batch_flow
+from scailflow.flows.batch_flow import batch_flow
 from scailflow.files import write_text_atomic
 from tests.test_flows import make_folder
 
