@@ -9,12 +9,12 @@ Wan 14B: MagCache ~3x at PSNR ~23.7 dB, shared/spec/performance.md), so threshol
 
     python bench/bench_cache.py [--steps 20] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -22,10 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from scailflow.scail.loading import load_pipeline  # noqa: E402
-from scailflow.scail.options import SamplingOptions  # noqa: E402
+from scailflow.scail.options import ModelOptions, SamplingOptions  # noqa: E402
 from scailflow.scail.pipeline import Conditioning  # noqa: E402
 
 
@@ -52,7 +50,7 @@ def make_conditioning(h: int, w: int, frames: int, seed: int = 0) -> Conditionin
     ref = np.stack([(xx * 255 // w), (yy * 255 // h), np.full_like(xx, 128)], -1).astype(np.uint8)
     ref = np.clip(ref.astype(int) + rng.integers(-20, 20, ref.shape), 0, 255).astype(np.uint8)
     mask = np.zeros((h, w, 3), np.uint8)
-    mask[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 255
+    mask[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = 255
     driving = np.stack([np.roll(ref, 2 * i, axis=1) for i in range(frames)])
     dmask = np.stack([np.roll(mask, 2 * i, axis=1) for i in range(frames)])
     return Conditioning(ref, mask, driving, dmask, "a person dancing in a studio")
@@ -61,8 +59,10 @@ def make_conditioning(h: int, w: int, frames: int, seed: int = 0) -> Conditionin
 def run(pipe, cond, opts, h, w):
     blocks = pipe.transformer.blocks
     counter = {"tail": 0, "head": 0}
-    hooks = [blocks[0].attn1.register_forward_pre_hook(lambda *_: counter.__setitem__("head", counter["head"] + 1)),
-             blocks[-1].attn1.register_forward_pre_hook(lambda *_: counter.__setitem__("tail", counter["tail"] + 1))]
+    hooks = [
+        blocks[0].attn1.register_forward_pre_hook(lambda *_: counter.__setitem__("head", counter["head"] + 1)),
+        blocks[-1].attn1.register_forward_pre_hook(lambda *_: counter.__setitem__("tail", counter["tail"] + 1)),
+    ]
     t0 = time.perf_counter()
     try:
         frames, _ = pipe(cond, h, w, opts)
@@ -87,26 +87,46 @@ def main(argv=None) -> int:
     opts = lambda: SamplingOptions(steps=args.steps, shift=3.0, guidance=args.guidance, seed=7)  # noqa: E731
     rows = []
 
-    pipe = load_pipeline("tiny-random", device="cpu", seed=0)
+    pipe = load_pipeline(ModelOptions(model="tiny-random", device="cpu"))
     ref, cnt, dt = run(pipe, cond, opts(), h, w)
     rows.append(dict(variant="uncached fp32", skipped=0.0, psnr=float("inf"), ssim=1.0, seconds=dt, **cnt))
     for th in [float(v) for v in args.thresholds.split(",") if v]:
-        pipe = load_pipeline("tiny-random", device="cpu", seed=0, speed={"cache_threshold": th})
+        pipe = load_pipeline(ModelOptions(model="tiny-random", device="cpu", step_cache=th))
         out, cnt, dt = run(pipe, cond, opts(), h, w)
-        rows.append(dict(variant=f"FBC threshold {th:g}", skipped=1 - cnt["tail"] / max(cnt["head"], 1),
-                         psnr=psnr(out, ref), ssim=ssim(out, ref), seconds=dt, **cnt))
-    pipe = load_pipeline("tiny-random", device="cpu", seed=0, speed={"fp8": True})
+        rows.append(
+            dict(
+                variant=f"FBC threshold {th:g}",
+                skipped=1 - cnt["tail"] / max(cnt["head"], 1),
+                psnr=psnr(out, ref),
+                ssim=ssim(out, ref),
+                seconds=dt,
+                **cnt,
+            )
+        )
+    pipe = load_pipeline(ModelOptions(model="tiny-random", device="cpu", fp8=True))
     out, cnt, dt = run(pipe, cond, opts(), h, w)
-    rows.append(dict(variant="fp8 linears (e4m3 rowwise)", skipped=0.0, psnr=psnr(out, ref), ssim=ssim(out, ref),
-                     seconds=dt, **cnt))
+    rows.append(
+        dict(
+            variant="fp8 linears (e4m3 rowwise)",
+            skipped=0.0,
+            psnr=psnr(out, ref),
+            ssim=ssim(out, ref),
+            seconds=dt,
+            **cnt,
+        )
+    )
 
-    lines = [f"Decoded-frame quality vs uncached fp32, tiny random SCAIL-2 on CPU, {args.size} x {args.frames} frames, "
-             f"{args.steps} steps, CFG {args.guidance:g} (batch of 2)",
-             "| variant | DiT calls (block 0 / last block) | steps skipped | PSNR dB | SSIM | seconds |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"Decoded-frame quality vs uncached fp32, tiny random SCAIL-2 on CPU, {args.size} x {args.frames} frames, "
+        f"{args.steps} steps, CFG {args.guidance:g}",
+        "| variant | DiT calls (block 0 / last block) | steps skipped | PSNR dB | SSIM | seconds |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['variant']} | {r['head']} / {r['tail']} | {100 * r['skipped']:.0f}% | {r['psnr']:.1f} | "
-                     f"{r['ssim']:.4f} | {r['seconds']:.1f} |")
+        lines.append(
+            f"| {r['variant']} | {r['head']} / {r['tail']} | {100 * r['skipped']:.0f}% | {r['psnr']:.1f} | "
+            f"{r['ssim']:.4f} | {r['seconds']:.1f} |"
+        )
     table = "\n".join(lines)
     print(table)
     if args.json:

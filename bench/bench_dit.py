@@ -16,6 +16,7 @@ projections), cfg2 (batch of 2 in one forward, time reported per sample), offloa
 offload with stream prefetch, scail/offload.py's `block` mode). Variants that change the modules (fp8, offload)
 are run after the others.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,18 +25,16 @@ import json
 import math
 import platform
 import statistics
-import sys
 import time
 import traceback
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from scailflow.scail import speed  # noqa: E402
 from scailflow.scail.checkpoint import FP32_PATTERNS  # noqa: E402
 from scailflow.scail.model import OFFICIAL_14B_CONFIG, SCAIL2RotaryPosEmbed, SCAIL2Transformer, tiny_config  # noqa: E402
-from scailflow.scail import speed  # noqa: E402
+from scailflow.scail.options import ATTENTION_CHOICES  # noqa: E402
 
 SIZES = {"896x512": (896, 512), "704x1280": (704, 1280)}
 GiB = 2**30
@@ -76,9 +75,16 @@ def make_inputs(h: int, w: int, frames: int, device: str, batch: int = 1, text_d
     T, lh, lw = (frames - 1) // 4 + 1, h // 8, w // 8
     r = lambda *s: torch.randn(*s, generator=gen, device=device)  # noqa: E731
     u = lambda *s: torch.rand(*s, generator=gen, device=device)  # noqa: E731
-    one = dict(x=r(1, 16, T, lh, lw), t=torch.tensor([500.0], device=device), context=r(1, 512, text_dim),
-               clip_fea=r(1, 257, 1280), ref_latents=r(1, 16, 1, lh, lw), ref_masks=u(1, 28, 1, lh, lw),
-               pose_latents=r(1, 16, T, lh // 2, lw // 2), driving_masks=u(1, 28, T, lh // 2, lw // 2))
+    one = dict(
+        x=r(1, 16, T, lh, lw),
+        t=torch.tensor([500.0], device=device),
+        context=r(1, 512, text_dim),
+        clip_fea=r(1, 257, 1280),
+        ref_latents=r(1, 16, 1, lh, lw),
+        ref_masks=u(1, 28, 1, lh, lw),
+        pose_latents=r(1, 16, T, lh // 2, lw // 2),
+        driving_masks=u(1, 28, T, lh // 2, lw // 2),
+    )
     if batch == 1:
         return one
     out = {k: torch.cat([v] * batch) for k, v in one.items()}
@@ -88,8 +94,13 @@ def make_inputs(h: int, w: int, frames: int, device: str, batch: int = 1, text_d
 
 def token_count(model, inputs) -> int:
     with torch.no_grad():
-        tokens, _ = model.embed_tokens(inputs["x"][:1], inputs["ref_latents"][:1], inputs["ref_masks"][:1],
-                                       inputs["pose_latents"][:1], inputs["driving_masks"][:1])
+        tokens, _ = model.embed_tokens(
+            inputs["x"][:1],
+            inputs["ref_latents"][:1],
+            inputs["ref_masks"][:1],
+            inputs["pose_latents"][:1],
+            inputs["driving_masks"][:1],
+        )
     return tokens.shape[1]
 
 
@@ -160,8 +171,7 @@ def uncompile(model):
 
 def run_variant(name: str, model, inputs1, inputs2, device: str, args, state: dict) -> dict:
     parts = set(name.split("+"))
-    attention = next((p for p in parts if p in ("eager", "sdpa", "flash", "cudnn", "flash3", "sage", "efficient")),
-                     "sdpa")
+    attention = next((p for p in parts if p in ("eager", *ATTENTION_CHOICES)), "sdpa")
     attention = "sdpa" if attention == "eager" else attention
     rec: dict = {"variant": name, "attention": attention}
     t_setup = time.perf_counter()
@@ -195,16 +205,22 @@ def run_variant(name: str, model, inputs1, inputs2, device: str, args, state: di
     except Exception as e:  # noqa: BLE001 - fullgraph compile refused: retry with graph breaks allowed
         if "compile" not in parts:
             raise
-        print(f"    fullgraph compile failed ({e.__class__.__name__}: {str(e)[:200]}); retrying fullgraph=False",
-              flush=True)
+        print(
+            f"    fullgraph compile failed ({e.__class__.__name__}: {str(e)[:200]}); retrying fullgraph=False",
+            flush=True,
+        )
         rec["fullgraph"] = False
         uncompile(model)
         speed.compile_blocks(model, fullgraph=False)
         times, out = timed_forwards(model, inputs, device, warmup, repeats)
     rec["setup_s"] = round(time.perf_counter() - t_setup - sum(times), 1)
     med = statistics.median(times)
-    rec.update(batch=batch, times_s=[round(t, 4) for t in times], s_per_forward=med / batch,
-               peak_gib=(torch.cuda.max_memory_allocated() / GiB if device.startswith("cuda") else float("nan")))
+    rec.update(
+        batch=batch,
+        times_s=[round(t, 4) for t in times],
+        s_per_forward=med / batch,
+        peak_gib=(torch.cuda.max_memory_allocated() / GiB if device.startswith("cuda") else float("nan")),
+    )
     rec["finite"] = bool(torch.isfinite(out).all())
     out1 = out[:1] if batch == 2 else out
     if "ref" in state:
@@ -236,7 +252,7 @@ def main(argv=None) -> int:
     if args.tiny:
         h, w, args.frames = 64, 64, 9
     gpu = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu"
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(f"# bench_dit {when} on {gpu}, torch {torch.__version__}", flush=True)
     ceiling = matmul_ceiling(device)
     print(f"bf16 matmul 8192^3: {ceiling:.0f} TFLOP/s", flush=True)
@@ -249,9 +265,18 @@ def main(argv=None) -> int:
     tokens = token_count(model, inputs1)
     flop = flops_per_forward(tokens, cfg)
     print(f"{args.size}x{args.frames}: {tokens} tokens, {flop:.3g} FLOP per forward", flush=True)
-    result = {"date": when, "gpu": gpu, "torch": torch.__version__, "size": args.size, "frames": args.frames,
-              "tokens": tokens, "flop_per_forward": flop, "matmul_ceiling_tflops": ceiling, "params": n_params,
-              "variants": []}
+    result = {
+        "date": when,
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "size": args.size,
+        "frames": args.frames,
+        "tokens": tokens,
+        "flop_per_forward": flop,
+        "matmul_ceiling_tflops": ceiling,
+        "params": n_params,
+        "variants": [],
+    }
     order = [v.strip() for v in args.variants.split(",") if v.strip()]
     destructive = [v for v in order if {"fp8", "offload", "qkv"} & set(v.split("+"))]
     order = [v for v in order if v not in destructive] + destructive
@@ -282,10 +307,12 @@ def main(argv=None) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=1))
     base = next((r for r in result["variants"] if r.get("variant") in ("eager", "sdpa") and "s_per_forward" in r), None)
-    lines = [f"SCAIL-2 14B DiT forward, {args.size}x{args.frames} ({tokens} tokens, {flop / 1e15:.2f} PFLOP), "
-             f"{gpu}, {when}; bf16 matmul ceiling {ceiling:.0f} TFLOP/s",
-             "| variant | s/forward | TFLOP/s | % ceiling | peak GiB | x eager | rel. err vs eager | PSNR dB |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"SCAIL-2 14B DiT forward, {args.size}x{args.frames} ({tokens} tokens, {flop / 1e15:.2f} PFLOP), "
+        f"{gpu}, {when}; bf16 matmul ceiling {ceiling:.0f} TFLOP/s",
+        "| variant | s/forward | TFLOP/s | % ceiling | peak GiB | x eager | rel. err vs eager | PSNR dB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["variants"]:
         if "s_per_forward" not in r:
             lines.append(f"| {r['variant']} | {r.get('error') or r.get('skipped')} | | | | | | |")
@@ -294,9 +321,11 @@ def main(argv=None) -> int:
         r["tflops"] = tf
         r["x_eager"] = base["s_per_forward"] / r["s_per_forward"] if base else float("nan")
         psnr = r.get("psnr_db")
-        lines.append(f"| {r['variant']}{'' if r['finite'] else ' (NON-FINITE)'} | {r['s_per_forward']:.3f} | "
-                     f"{tf:.0f} | {100 * tf / ceiling:.0f}% | {r['peak_gib']:.1f} | {r['x_eager']:.2f} | "
-                     f"{r.get('rel_err', float('nan')):.2e} | {'' if psnr is None else f'{psnr:.1f}'} |")
+        lines.append(
+            f"| {r['variant']}{'' if r['finite'] else ' (NON-FINITE)'} | {r['s_per_forward']:.3f} | "
+            f"{tf:.0f} | {100 * tf / ceiling:.0f}% | {r['peak_gib']:.1f} | {r['x_eager']:.2f} | "
+            f"{r.get('rel_err', float('nan')):.2e} | {'' if psnr is None else f'{psnr:.1f}'} |"
+        )
     table = "\n".join(lines)
     result["table"] = table
     if args.json:

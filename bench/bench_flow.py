@@ -5,6 +5,7 @@ read back from the Prefect API), i.e. what Prefect and our flow code cost on top
 
     python bench/bench_flow.py [--folders 20] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,17 +18,16 @@ import time
 from datetime import date
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("SCAILFLOW_HOME", tempfile.mkdtemp(prefix="bench-flow-"))
 
 from scailflow.flows import env  # noqa: E402
 
 env.configure()
 
+from scailflow.files import write_text_atomic  # noqa: E402
 from scailflow.flows.batch_flow import batch_flow  # noqa: E402
 from scailflow.flows.demo import astronaut, sway_frames  # noqa: E402
 from scailflow.flows.folder_flow import folder_flow  # noqa: E402
-from scailflow.files import write_text_atomic  # noqa: E402
 from scailflow.media import write_image, write_video  # noqa: E402
 
 JOB = "sampling: {steps: 2, target_h: 64, target_w: 64, seed: 1}\n"
@@ -51,8 +51,11 @@ def busy_seconds(flow_run_ids: list) -> tuple[float, int]:
     from prefect.client.schemas.sorting import TaskRunSort
 
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=flow_run_ids)), limit=200,
-                                     sort=TaskRunSort.EXPECTED_START_TIME_ASC)
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=flow_run_ids)),
+            limit=200,
+            sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+        )
     spans = sorted((r.start_time.timestamp(), r.end_time.timestamp()) for r in runs if r.start_time and r.end_time)
     total, cur = 0.0, None
     for s, e in spans:
@@ -114,8 +117,15 @@ def main() -> int:
     out = []
     for name, wall, busy, n in rows:
         print(f"{name:58} {wall:8.2f} {busy:12.2f} {max(wall - busy, 0):10.2f} {n:10d}")
-        out.append({"case": name, "wall_s": round(wall, 3), "in_stages_s": round(busy, 3),
-                    "outside_stages_s": round(max(wall - busy, 0), 3), "task_runs": n})
+        out.append(
+            {
+                "case": name,
+                "wall_s": round(wall, 3),
+                "in_stages_s": round(busy, 3),
+                "outside_stages_s": round(max(wall - busy, 0), 3),
+                "task_runs": n,
+            }
+        )
     if args.json:
         Path(args.json).write_text(json.dumps({"date": str(date.today()), "machine": machine, "rows": out}, indent=2))
     return 0

@@ -7,12 +7,12 @@ writes JSON to --json.
 
     .venv/bin/python bench/bench_pose.py --json out/bench_pose.json
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,14 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from scailflow.media import write_video  # noqa: E402
 from scailflow.pose import PoseWeights, prepare_driving  # noqa: E402
 from scailflow.pose.render2d import composite, draw_person_overlay  # noqa: E402
 from scailflow.pose.render3d import Renderer, build_capsules  # noqa: E402
 from scailflow.pose.runtime import torch_device  # noqa: E402
 from scailflow.pose.skeleton import PersonPose  # noqa: E402
-from scailflow.media import write_video  # noqa: E402
 
 
 def walking_joints(n_frames: int, z: float = 3200.0) -> np.ndarray:
@@ -37,8 +35,7 @@ def walking_joints(n_frames: int, z: float = 3200.0) -> np.ndarray:
         ph = 2 * np.pi * t / 24
         sw = 0.5 * np.sin(ph)
         x0 = 300 * np.sin(2 * np.pi * t / n_frames)
-        j = {0: (0, -780, 0), 1: (0, -560, 0), 2: (-190, -540, 0), 5: (190, -540, 0), 8: (-100, 0, 0),
-             11: (100, 0, 0)}
+        j = {0: (0, -780, 0), 1: (0, -560, 0), 2: (-190, -540, 0), 5: (190, -540, 0), 8: (-100, 0, 0), 11: (100, 0, 0)}
         j[3] = (-215, -540 + 290 * np.cos(sw), 290 * np.sin(sw))
         j[4] = (-225, j[3][1] + 260 * np.cos(sw + 0.4), j[3][2] + 260 * np.sin(sw + 0.4))
         j[6] = (215, -540 + 290 * np.cos(-sw), 290 * np.sin(-sw))
@@ -63,7 +60,7 @@ def astronaut_clip(n_frames: int, height: int, width: int) -> np.ndarray:
     travel = max(width - side, 0)
     for t in range(n_frames):
         x = int(round(travel * t / max(n_frames - 1, 1)))
-        frames[t, :, x:x + side] = img[:, : min(side, width - x)]
+        frames[t, :, x : x + side] = img[:, : min(side, width - x)]
     return frames
 
 
@@ -112,17 +109,37 @@ def main(argv: list[str] | None = None) -> int:
                 if v >= 1e-3:  # the mediapipe backend lifts 3D inside pose2d: no separate pose3d time
                     rows.append((f"  stage part: {k}", n, v, ""))
 
-    print(f"pose benchmark: {n} frames {w}x{h}, device {dev}, torch threads {torch.get_num_threads()}, "
-          f"{platform.processor() or platform.machine()}")
+    print(
+        f"pose benchmark: {n} frames {w}x{h}, device {dev}, torch threads {torch.get_num_threads()}, "
+        f"{platform.processor() or platform.machine()}"
+    )
     print(f"{'what':<46} {'frames':>6} {'seconds':>8} {'fps':>8}  note")
     for name, frames, secs, note in rows:
         print(f"{name:<46} {frames:>6} {secs:>8.2f} {frames / secs if secs else float('inf'):>8.2f}  {note}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "frames": n, "width": w, "height": h, "device": str(dev), "torch_threads": torch.get_num_threads(),
-            "rows": [{"what": r[0].strip(), "frames": r[1], "seconds": r[2], "fps": r[1] / r[2] if r[2] else None,
-                      "note": r[3]} for r in rows]}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "frames": n,
+                    "width": w,
+                    "height": h,
+                    "device": str(dev),
+                    "torch_threads": torch.get_num_threads(),
+                    "rows": [
+                        {
+                            "what": r[0].strip(),
+                            "frames": r[1],
+                            "seconds": r[2],
+                            "fps": r[1] / r[2] if r[2] else None,
+                            "note": r[3],
+                        }
+                        for r in rows
+                    ],
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

@@ -11,6 +11,7 @@ not perceptual quality).
 
     python bench/bench_presets.py --settings eager,compile,fp8+compile --json $OUT/presets.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_cache import psnr, ssim  # noqa: E402
 from bench_dit import build_model, make_inputs  # noqa: E402
+
 from scailflow.scail import speed  # noqa: E402
 from scailflow.scail.model import OFFICIAL_14B_CONFIG, tiny_config  # noqa: E402
 from scailflow.scail.offload import Placement  # noqa: E402
@@ -46,15 +47,44 @@ def build_pipeline(device: str, tiny: bool) -> SCAIL2Pipeline:
     cfg = tiny_config(text_dim=4096) if tiny else dict(OFFICIAL_14B_CONFIG)
     transformer = build_model(cfg, device)
     tok = tiny_tokenizer()
-    t5_cfg = (UMT5Config(vocab_size=len(tok), d_model=4096, d_kv=8, d_ff=64, num_layers=1, num_heads=4) if tiny else
-              UMT5Config(vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
-                         relative_attention_num_buckets=32, relative_attention_max_distance=128,
-                         feed_forward_proj="gated-gelu", layer_norm_epsilon=1e-6))
-    clip_cfg = (CLIPVisionConfig(hidden_size=1280, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                                 image_size=224, patch_size=14, hidden_act="gelu") if tiny else
-                CLIPVisionConfig(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
-                                 num_attention_heads=16, image_size=224, patch_size=14, hidden_act="gelu",
-                                 layer_norm_eps=1e-5))
+    t5_cfg = (
+        UMT5Config(vocab_size=len(tok), d_model=4096, d_kv=8, d_ff=64, num_layers=1, num_heads=4)
+        if tiny
+        else UMT5Config(
+            vocab_size=256384,
+            d_model=4096,
+            d_kv=64,
+            d_ff=10240,
+            num_layers=24,
+            num_heads=64,
+            relative_attention_num_buckets=32,
+            relative_attention_max_distance=128,
+            feed_forward_proj="gated-gelu",
+            layer_norm_epsilon=1e-6,
+        )
+    )
+    clip_cfg = (
+        CLIPVisionConfig(
+            hidden_size=1280,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=224,
+            patch_size=14,
+            hidden_act="gelu",
+        )
+        if tiny
+        else CLIPVisionConfig(
+            hidden_size=1280,
+            intermediate_size=5120,
+            num_hidden_layers=32,
+            num_attention_heads=16,
+            image_size=224,
+            patch_size=14,
+            hidden_act="gelu",
+            layer_norm_eps=1e-5,
+        )
+    )
     dt = torch.bfloat16  # the DiT is built in bf16 (bench_dit.build_model); autocast bf16 as the pipeline runs on GPUs
     old = torch.get_default_dtype()
     torch.set_default_dtype(dt)
@@ -65,17 +95,28 @@ def build_pipeline(device: str, tiny: bool) -> SCAIL2Pipeline:
     finally:
         torch.set_default_dtype(old)
     with torch.device(device):
-        vae = (AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
-                                temperal_downsample=[False, True, True]) if tiny else AutoencoderKLWan()).eval()
-    return SCAIL2Pipeline(transformer, vae, text_encoder, tok, image_encoder, Placement(device), dt,
-                          label="random full-size")
+        vae = (
+            AutoencoderKLWan(
+                base_dim=8,
+                z_dim=16,
+                dim_mult=[1, 2, 4, 4],
+                num_res_blocks=2,
+                attn_scales=[],
+                temperal_downsample=[False, True, True],
+            )
+            if tiny
+            else AutoencoderKLWan()
+        ).eval()
+    return SCAIL2Pipeline(
+        transformer, vae, text_encoder, tok, image_encoder, Placement(device), dt, label="random full-size"
+    )
 
 
 def conditioning(h: int, w: int, frames: int) -> Conditioning:
     rng = np.random.default_rng(0)
     ref = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
     mask = np.zeros((h, w, 3), np.uint8)
-    mask[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 255
+    mask[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = 255
     driving = rng.integers(0, 255, (frames, h, w, 3), dtype=np.uint8)
     dmask = np.repeat(mask[None], frames, 0)
     return Conditioning(ref, mask, driving, dmask, "a person dancing in a studio")
@@ -146,9 +187,15 @@ def main(argv=None) -> int:
     p.add_argument("--budget-s", type=float, default=1e9)
     p.add_argument("--json", default=None)
     p.add_argument("--tiny", action="store_true")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="fast",
-                   help="the preset each setting runs end to end (quality: 80 forwards, ~7 min on one H100)")
-    p.add_argument("--vae-tiling", action="store_true", help="only the VAE decode with/without tiling (896x512, 704x1280)")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="fast",
+        help="the preset each setting runs end to end (quality: 80 forwards, ~7 min on one H100)",
+    )
+    p.add_argument(
+        "--vae-tiling", action="store_true", help="only the VAE decode with/without tiling (896x512, 704x1280)"
+    )
     args = p.parse_args(argv)
     if args.vae_tiling:
         dev = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
@@ -165,7 +212,7 @@ def main(argv=None) -> int:
     if args.tiny:
         h, w, args.frames = 64, 64, 9
     gpu = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     t0 = time.perf_counter()
     pipe = build_pipeline(device, args.tiny)
     print(f"# bench_presets {when} on {gpu}; pipeline built in {time.perf_counter() - t0:.1f} s", flush=True)
@@ -213,34 +260,48 @@ def main(argv=None) -> int:
             delattr(pipe, name)
         per_forward = acc["denoise"] / (run_preset["steps"] * (2 if run_preset["guidance"] > 1 else 1))
         other = total - acc["denoise"]
-        row = {"setting": setting, "preset": args.preset, "fast_s": total, "warmup_s": warm, "stages_s": acc, "s_per_step": per_forward,
-               "quality_est_s": other + 2 * quality["steps"] * per_forward,
-               "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")}
+        row = {
+            "setting": setting,
+            "preset": args.preset,
+            "fast_s": total,
+            "warmup_s": warm,
+            "stages_s": acc,
+            "s_per_step": per_forward,
+            "quality_est_s": other + 2 * quality["steps"] * per_forward,
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan"),
+        }
         if ref_frames is None:
             ref_frames = frames
             row.update(psnr=float("inf"), ssim=1.0)
         else:
             row.update(psnr=psnr(frames, ref_frames), ssim=ssim(frames, ref_frames))
         rows.append(row)
-        print(f"  {setting}: {args.preset} preset {total:.1f} s ({', '.join(f'{k} {v:.1f}' for k, v in acc.items())}); "
-              f"warm-up {warm:.1f} s", flush=True)
+        print(
+            f"  {setting}: {args.preset} preset {total:.1f} s ({', '.join(f'{k} {v:.1f}' for k, v in acc.items())}); "
+            f"warm-up {warm:.1f} s",
+            flush=True,
+        )
         if args.json:
             Path(args.json).write_text(json.dumps({"date": when, "gpu": gpu, "rows": rows}, indent=1))
     measured = {"fast": "fast: 8 steps, no CFG", "quality": "quality: 40 steps, CFG 5"}[args.preset]
-    lines = [f"Seconds per clip, {args.frames} frames {w}x{h}, {gpu}, {when} (random full-size weights; "
-             "quality = ESTIMATE: measured non-DiT stages + 80 x measured s/forward)",
-             f"| setting | {measured} (measured) | of which DiT | VAE decode | encoders + VAE encode | "
-             "quality: 40 steps CFG 5 (estimate) | one-time warm-up | peak GiB | PSNR / SSIM vs eager |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Seconds per clip, {args.frames} frames {w}x{h}, {gpu}, {when} (random full-size weights; "
+        "quality = ESTIMATE: measured non-DiT stages + 80 x measured s/forward)",
+        f"| setting | {measured} (measured) | of which DiT | VAE decode | encoders + VAE encode | "
+        "quality: 40 steps CFG 5 (estimate) | one-time warm-up | peak GiB | PSNR / SSIM vs eager |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if "fast_s" not in r:
             lines.append(f"| {r['setting']} | skipped | | | | | | | |")
             continue
         s = r["stages_s"]
         enc = s["encode_prompt"] + s["encode_reference"] + s["encode_driving"]
-        lines.append(f"| {r['setting']} | {r['fast_s']:.1f} s | {s['denoise']:.1f} s | {s['decode']:.1f} s | "
-                     f"{enc:.1f} s | {r['quality_est_s']:.0f} s | {r['warmup_s']:.0f} s | {r['peak_gib']:.1f} | "
-                     f"{r['psnr']:.1f} dB / {r['ssim']:.4f} |")
+        lines.append(
+            f"| {r['setting']} | {r['fast_s']:.1f} s | {s['denoise']:.1f} s | {s['decode']:.1f} s | "
+            f"{enc:.1f} s | {r['quality_est_s']:.0f} s | {r['warmup_s']:.0f} s | {r['peak_gib']:.1f} | "
+            f"{r['psnr']:.1f} dB / {r['ssim']:.4f} |"
+        )
     table = "\n".join(lines)
     print(table, flush=True)
     if args.json:

@@ -1,4 +1,5 @@
 """What a person wants to see of a run in the Prefect UI: masks over frames, the first output frame, timings, seed."""
+
 from __future__ import annotations
 
 import base64
@@ -37,8 +38,10 @@ def publish_artifacts(summary: dict) -> None:
 
     key = artifact_key(summary["folder"])
     out_dir = Path(summary["out_dir"])
-    parts = [f"### {Path(summary['folder']).name}", f"`{summary['video']}`  \nseed **{summary['seed']}**, "
-             f"{summary['frames']} frames, model: {summary['model']}"]
+    parts = [
+        f"### {Path(summary['folder']).name}",
+        f"`{summary['video']}`  \nseed **{summary['seed']}**, {summary['frames']} frames, model: {summary['model']}",
+    ]
     try:
         sheet = preview(out_dir, out_dir / "masks_preview.png")
         parts.append(f"![masks over frames]({data_uri(np.asarray(Image.open(sheet).convert('RGB')))})")

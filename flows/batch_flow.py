@@ -1,4 +1,5 @@
 """Batches: every folder a pipelines.yaml names, preprocessing overlapping generation, one generation per GPU."""
+
 from __future__ import annotations
 
 import contextlib
@@ -8,13 +9,15 @@ from pathlib import Path
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from scailflow.flows.config import ModelConfig, PipelinesFile, load_pipelines, merge
+from scailflow.errors import InputError
+from scailflow.flows.config import PipelinesFile, load_pipelines
 from scailflow.flows.folder import find_folders
 from scailflow.flows.folder_flow import finish_folder, prepare, send_to_worker, submit_folder
 from scailflow.flows.lock import folder_lock
-from scailflow.errors import InputError
+from scailflow.options import merge
+from scailflow.scail.options import ModelOptions
 from scailflow.tasks.common import stage_logger
-from scailflow.tasks.generate import ensure_gpu_slots
+from scailflow.tasks.gpu import ensure_gpu_slots
 from scailflow.tasks.prompt import api_key
 
 PREPROCESS_WORKERS = 4
@@ -35,22 +38,25 @@ def batch_folders(cfg: PipelinesFile, only: str | None = None) -> list[tuple[str
     return items
 
 
-@flow(name="scailflow-batch", task_runner=ThreadPoolTaskRunner(max_workers=PREPROCESS_WORKERS),
-      validate_parameters=False)
-def batch_flow(pipelines_file: str, pipeline: str | None = None, model: dict | None = None,
-               workers: bool | None = None) -> dict:
+@flow(
+    name="scailflow-batch", task_runner=ThreadPoolTaskRunner(max_workers=PREPROCESS_WORKERS), validate_parameters=False
+)
+def batch_flow(
+    pipelines_file: str, pipeline: str | None = None, model: dict | None = None, workers: bool | None = None
+) -> dict:
     """Run every folder of pipelines.yaml (or one named pipeline). A bad folder, or one another run is busy
     with, is reported and skipped; the others go on. Returns {folder: summary or {"error": message}}."""
     log = stage_logger("flow")
     cfg = load_pipelines(pipelines_file)
-    model_cfg = ModelConfig.model_validate(merge(cfg.model.model_dump(), model or {})).model_dump()
+    # the file's `model:` overridden by the command line's model flags (`model`: only the flags given)
+    model_opts = ModelOptions.model_validate(merge(cfg.model.model_dump(exclude_unset=True), model or {}))
     workers = cfg.workers if workers is None else workers
     ensure_gpu_slots(cfg.gpus)
     key_available = api_key() is not None
     runs, results = [], {}
     started = time.perf_counter()
     with contextlib.ExitStack() as locks:
-        for n, (name, folder, out, options) in enumerate(batch_folders(cfg, pipeline)):
+        for n, (_name, folder, out, options) in enumerate(batch_folders(cfg, pipeline)):
             try:
                 raw, job, out_dir = prepare(str(folder), out, options, None)
                 locks.enter_context(folder_lock(out_dir, wait=False))
@@ -58,7 +64,7 @@ def batch_flow(pipelines_file: str, pipeline: str | None = None, model: dict | N
                 log.error("skipped %s: %s", folder, e)
                 results[str(folder)] = {"error": str(e)}
                 continue
-            runs.append(submit_folder(raw, job, out_dir, model_cfg, n % cfg.gpus, key_available, workers))
+            runs.append(submit_folder(raw, job, out_dir, model_opts, n % cfg.gpus, key_available, workers))
         if workers:  # queue each generation for the warm workers as soon as its folder's preprocessing is done
             for run in runs:
                 try:
@@ -85,9 +91,14 @@ def build_deployments(pipelines_file: str):
             continue
         sched = entry.schedule
         kwargs = {"cron": sched.cron} if sched.cron else {"interval": sched.interval_seconds}
-        deployments.append(batch_flow.to_deployment(
-            name=entry.name, parameters={"pipelines_file": str(Path(pipelines_file).resolve()), "pipeline": entry.name},
-            tags=["scailflow"], **kwargs))
+        deployments.append(
+            batch_flow.to_deployment(
+                name=entry.name,
+                parameters={"pipelines_file": str(Path(pipelines_file).resolve()), "pipeline": entry.name},
+                tags=["scailflow"],
+                **kwargs,
+            )
+        )
     if not deployments:
-        raise InputError(f"{pipelines_file}: no pipeline has a schedule (add `schedule: {{cron: \"0 2 * * *\"}}`)")
+        raise InputError(f'{pipelines_file}: no pipeline has a schedule (add `schedule: {{cron: "0 2 * * *"}}`)')
     return deployments

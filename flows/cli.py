@@ -1,4 +1,5 @@
 """`scailflow run | batch | serve | server | demo`: the orchestration commands."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,29 +10,25 @@ import sys
 import time
 from pathlib import Path
 
+from scailflow.errors import InputError
 from scailflow.flows import env
+from scailflow.options import add_flags, from_flags, given
+from scailflow.scail.cli import add_model_arguments
+from scailflow.scail.options import ModelOptions
 
-MODE = env.configure()  # before Prefect is imported anywhere
+_MODE: list[str] = []
 
-from scailflow.scail.cli import add_model_arguments  # noqa: E402
-from scailflow.errors import InputError  # noqa: E402
 
-RUN_FLAGS = {  # flag -> job.yaml key path; given flags override job.yaml
-    "mode": ("mode",), "driving": ("driving",), "prompt": ("prompt",),
-    "instruction": ("prompt_enhancer", "instruction"),
-    "preset": ("sampling", "preset"), "steps": ("sampling", "steps"), "shift": ("sampling", "shift"),
-    "guidance": ("sampling", "guidance"), "solver": ("sampling", "solver"), "seed": ("sampling", "seed"),
-    "target_h": ("sampling", "target_h"), "target_w": ("sampling", "target_w"), "fps": ("sampling", "fps"),
-    "keep_tail": ("sampling", "keep_tail"), "mask_backend": ("masks", "backend"),
-    "sam2_checkpoint": ("masks", "sam2_checkpoint"), "max_persons": ("masks", "max_persons"),
-    "replace_index": ("masks", "replace_index"),
-}
-MODEL_KEYS = ("model", "ckpt_dir", "scail_path", "lora_path", "lora_alpha", "offload", "vram_budget_gb", "device",
-              "dtype", "attention", "compile", "fp8", "step_cache", "vae_tiling")
+def mode() -> str:
+    """'server <url>' or 'ephemeral'; Prefect's environment is set on first use, before Prefect is imported."""
+    if not _MODE:
+        _MODE.append(env.configure())
+    return _MODE[0]
 
 
 def quiet_prefect_tracebacks() -> None:
     """Prefect logs a failed run with its traceback; for bad input (InputError) the message alone is enough."""
+
     class NoTraceback(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
             if record.exc_info and isinstance(record.exc_info[1], InputError):
@@ -54,11 +51,11 @@ def watch_server(interval_s: float = 5.0, misses: int = 3) -> None:
     Prefect's engine cannot report states without its API and would retry for minutes; outputs are written
     atomically and finished stages are cached locally, so the honest move is to stop and say how to resume.
     """
-    if not MODE.startswith("server"):
+    if not mode().startswith("server"):
         return
     import threading
 
-    url = MODE.split(" ", 1)[1]
+    url = mode().split(" ", 1)[1]
 
     def loop() -> None:
         missed = 0
@@ -67,79 +64,60 @@ def watch_server(interval_s: float = 5.0, misses: int = 3) -> None:
             missed = 0 if env.server_running(url, timeout=2) else missed + 1
             if missed >= misses:
                 sys.stdout.flush()
-                print(f"error: lost the Prefect server at {url.removesuffix('/api')} during the run; outputs "
-                      "finished so far are kept and cached: start `scailflow server` again and re-run to resume",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"error: lost the Prefect server at {url.removesuffix('/api')} during the run; outputs "
+                    "finished so far are kept and cached: start `scailflow server` again and re-run to resume",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 os._exit(LOST_SERVER_EXIT)
 
     threading.Thread(target=loop, name="scailflow-server-watch", daemon=True).start()
 
 
-def _overrides(args) -> dict:
-    out: dict = {}
-    for flag, path in RUN_FLAGS.items():
-        value = getattr(args, flag, None)
-        if value is None or value is False:
-            continue
-        node = out
-        for k in path[:-1]:
-            node = node.setdefault(k, {})
-        node[path[-1]] = value
-    return out
-
-
-def _model(args) -> dict:
-    defaults = {"model": "scail2", "lora_alpha": 1.0, "offload": "none", "device": "auto", "dtype": "auto",
-                "compile": False, "fp8": False, "vae_tiling": False}
-    return {k: getattr(args, k) for k in MODEL_KEYS
-            if getattr(args, k, None) is not None and getattr(args, k) != defaults.get(k, object())}
-
-
 def _add_job_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("job (override job.yaml)")
-    g.add_argument("--mode", choices=("animation", "replacement"))
-    g.add_argument("--driving", choices=("end-to-end", "pose"))
-    g.add_argument("--prompt", help="positive prompt (overrides prompt.txt)")
-    g.add_argument("--instruction", help="instruction for the Gemini prompt enhancer")
-    g.add_argument("--preset", choices=("quality", "fast"))
-    g.add_argument("--steps", type=int)
-    g.add_argument("--shift", type=float)
-    g.add_argument("--guidance", type=float)
-    g.add_argument("--solver", choices=("unipc", "dpm++"))
-    g.add_argument("--seed", type=int)
-    g.add_argument("--target-h", "--target_h", dest="target_h", type=int)
-    g.add_argument("--target-w", "--target_w", dest="target_w", type=int)
-    g.add_argument("--fps", type=float)
-    g.add_argument("--keep-tail", "--keep_tail", dest="keep_tail", action="store_true", default=None)
-    g.add_argument("--mask-backend", dest="mask_backend", choices=("auto", "mediapipe", "sam2", "sam3"))
-    g.add_argument("--sam2-checkpoint", dest="sam2_checkpoint")
-    g.add_argument("--max-persons", dest="max_persons", type=int)
-    g.add_argument("--replace-index", dest="replace_index", type=int)
+    from scailflow.flows.config import JobConfig
+
+    add_flags(p.add_argument_group("job (override job.yaml)"), JobConfig)
+
+
+def _overrides(args) -> dict:
+    """The job.yaml options given on the command line (nested like job.yaml)."""
+    from scailflow.flows.config import JobConfig
+
+    return given(args, JobConfig)
 
 
 def _where() -> str:
-    if MODE.startswith("server"):
-        return f"runs are in the Prefect UI at {MODE.split(' ', 1)[1].removesuffix('/api')}"
+    if mode().startswith("server"):
+        return f"runs are in the Prefect UI at {mode().split(' ', 1)[1].removesuffix('/api')}"
     return "no Prefect server is running (`scailflow server` starts one with its UI); this run used a temporary API"
 
 
 def _print_summary(summary: dict) -> None:
     states = ", ".join(f"{k} {v}" for k, v in summary["states"].items())
-    print(f"{Path(summary['folder']).name}: {summary['video']}  [{states}; seed {summary['seed']}; "
-          f"{summary['seconds']} s]")
+    print(
+        f"{Path(summary['folder']).name}: {summary['video']}  [{states}; seed {summary['seed']}; "
+        f"{summary['seconds']} s]"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- run
 def add_run_folder_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder", help="raw folder: ref.jpg|png|webp, driving.mp4, optional prompt.txt and job.yaml")
     p.add_argument("--out", help="output folder (default FOLDER/scailflow)")
-    p.add_argument("--if-busy", choices=("wait", "skip"), default="wait",
-                   help="when another run is processing this folder: wait for it (default) or exit")
+    p.add_argument(
+        "--if-busy",
+        choices=("wait", "skip"),
+        default="wait",
+        help="when another run is processing this folder: wait for it (default) or exit",
+    )
     _add_job_flags(p)
     add_model_arguments(p)
 
 
 def run_run_folder(args) -> int:
+    mode()  # Prefect's environment first, before Prefect is imported
     from scailflow.flows.folder_flow import folder_flow, prepare
 
     overrides = _overrides(args)
@@ -147,8 +125,15 @@ def run_run_folder(args) -> int:
     if not args.debug:
         quiet_prefect_tracebacks()
     watch_server()
-    summary = folder_flow(str(raw.root), folder_name=raw.name, out=args.out, overrides=overrides, model=_model(args),
-                          wait_if_busy=args.if_busy == "wait")
+    model = from_flags(ModelOptions, args)
+    summary = folder_flow(
+        str(raw.root),
+        folder_name=raw.name,
+        out=args.out,
+        overrides=overrides,
+        model=model,
+        wait_if_busy=args.if_busy == "wait",
+    )
     _print_summary(summary)
     print(_where())
     return 0
@@ -158,12 +143,17 @@ def run_run_folder(args) -> int:
 def add_batch_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("pipelines", help="pipelines.yaml")
     p.add_argument("--pipeline", help="run only the pipeline of this name")
-    p.add_argument("--workers", action="store_true", default=None,
-                   help="send generation to warm GPU workers (`scailflow worker`) instead of this process")
+    p.add_argument(
+        "--workers",
+        action="store_true",
+        default=None,
+        help="send generation to warm GPU workers (`scailflow worker`) instead of this process",
+    )
     add_model_arguments(p)
 
 
 def run_batch(args) -> int:
+    mode()  # Prefect's environment first, before Prefect is imported
     from scailflow.flows.batch_flow import batch_flow
     from scailflow.flows.config import load_pipelines
 
@@ -171,7 +161,7 @@ def run_batch(args) -> int:
     if not args.debug:
         quiet_prefect_tracebacks()
     watch_server()
-    results = batch_flow(str(Path(args.pipelines).resolve()), args.pipeline, _model(args), args.workers)
+    results = batch_flow(str(Path(args.pipelines).resolve()), args.pipeline, given(args, ModelOptions), args.workers)
     failed = {k: v["error"] for k, v in results.items() if "error" in v}
     for folder, summary in results.items():
         if "error" in summary:
@@ -187,14 +177,16 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_serve(args) -> int:
+    mode()  # Prefect's environment first, before Prefect is imported
     from prefect import serve
 
     from scailflow.flows.batch_flow import build_deployments
 
     deployments = build_deployments(args.pipelines)
-    if not MODE.startswith("server"):
-        raise InputError("schedules need a running Prefect server: start `scailflow server` first "
-                         "(or set PREFECT_API_URL)")
+    if not mode().startswith("server"):
+        raise InputError(
+            "schedules need a running Prefect server: start `scailflow server` first (or set PREFECT_API_URL)"
+        )
     print(f"serving {len(deployments)} scheduled pipeline(s); {_where()}")
     serve(*deployments)
     return 0
@@ -207,11 +199,10 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_worker(args) -> int:
-    from scailflow.flows.config import ModelConfig
+    mode()  # Prefect's environment first, before Prefect is imported
     from scailflow.flows.worker import serve_generation
 
-    model_cfg = ModelConfig.model_validate(_model(args)).model_dump()
-    serve_generation(model_cfg, args.timeout)
+    serve_generation(from_flags(ModelOptions, args), args.timeout)
     return 0
 
 
@@ -222,6 +213,7 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_server(args) -> int:
+    mode()  # Prefect's environment first, before Prefect is imported
     home = env.data_dir()
     home.mkdir(parents=True, exist_ok=True)
     print(f"Prefect UI and API on http://{args.host}:{args.port} (state in {os.environ['PREFECT_HOME']}); Ctrl-C stops")
@@ -240,6 +232,7 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_demo(args) -> int:
+    mode()  # Prefect's environment first, before Prefect is imported
     from scailflow.flows.demo import build_demo_folder
     from scailflow.flows.folder_flow import folder_flow
 
@@ -247,14 +240,16 @@ def run_demo(args) -> int:
     print(f"sample folder: {folder} (reference: scikit-image's astronaut photo; driving video: it, swaying)")
     if not args.debug:
         quiet_prefect_tracebacks()
-    model = {"model": args.model, "ckpt_dir": args.ckpt_dir, "scail_path": args.scail_path}
-    summary = folder_flow(str(folder), folder_name=folder.name, model={k: v for k, v in model.items() if v})
+    model = ModelOptions(model=args.model, ckpt_dir=args.ckpt_dir, scail_path=args.scail_path)
+    summary = folder_flow(str(folder), folder_name=folder.name, model=model)
     _print_summary(summary)
     out = Path(summary["out_dir"])
     names = sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith("."))
     print(f"outputs in {out}: " + ", ".join(names))
     if args.model == "tiny-random":
-        print("the video comes from the tiny-random model: untrained, its pixels are noise; the masks and the "
-              "driving copy are real")
+        print(
+            "the video comes from the tiny-random model: untrained, its pixels are noise; the masks and the "
+            "driving copy are real"
+        )
     print(_where())
     return 0

@@ -1,84 +1,37 @@
-"""job.yaml and pipelines.yaml: validated with pydantic; errors name the file, the line and the key."""
+"""job.yaml and pipelines.yaml: the option models of every stage, composed and validated; errors name the file, the
+line and the key."""
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from scailflow.errors import InputError
+from scailflow.masks.options import MaskOptions
+from scailflow.options import DrivingMode, Flag, Mode, Options, merge
+from scailflow.pose.options import PoseOptions
+from scailflow.prompts.options import PromptOptions
+from scailflow.scail.options import ModelOptions, SamplingOptions
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class JobConfig(Options):
+    """Per-folder options (job.yaml), also the shared defaults of pipelines.yaml; `scailflow run` flags override."""
 
-
-class SamplingConfig(Strict):
-    preset: Literal["quality", "fast"] = "quality"
-    steps: Optional[int] = Field(None, ge=1, le=1000)
-    shift: Optional[float] = Field(None, gt=0)
-    guidance: Optional[float] = Field(None, ge=0)
-    solver: Optional[Literal["unipc", "dpm++"]] = None
-    seed: int = -1
-    negative_prompt: str = ""
-    target_h: int = 896
-    target_w: int = 512
-    fps: Optional[float] = Field(None, gt=0)
-    keep_tail: bool = False
-    segment_frames: int = 81
-    overlap_frames: int = 5
-
-    @field_validator("target_h", "target_w")
-    @classmethod
-    def _mult32(cls, v: int) -> int:
-        if v <= 0 or v % 32:
-            raise ValueError("must be a positive multiple of 32")
-        return v
-
-
-class MaskConfig(Strict):
-    backend: Literal["auto", "mediapipe", "sam2", "sam3"] = "auto"
-    sam2_checkpoint: Optional[str] = None
-    sam2_config: Optional[str] = None
-    max_persons: int = Field(2, ge=1, le=6)
-    replace_index: Optional[int] = Field(None, ge=0)
-    dilate_px: int = Field(0, ge=0, le=64)
-
-
-class PoseConfig(Strict):
-    dwpose_det: Optional[str] = None
-    dwpose_pose: Optional[str] = None
-    nlf: Optional[str] = None
-    dwpose_det_sha256: Optional[str] = Field(None, pattern=r"^[0-9a-fA-F]{64}$")  # optional pins: a model file
-    dwpose_pose_sha256: Optional[str] = Field(None, pattern=r"^[0-9a-fA-F]{64}$")  # whose hash differs is refused
-    nlf_sha256: Optional[str] = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
-    align: bool = False
-    legacy_mask_colours: bool = False
-
-
-class PromptConfig(Strict):
-    instruction: Optional[str] = None
-    model: str = "gemini-2.5-flash"
-    temperature: float = Field(0.4, ge=0, le=2)
-    num_frames: int = Field(8, ge=1, le=64)
-    examples: Optional[str] = None
-    fallback_to_prompt_file: bool = True
-    default_prompt: str = ("A person performs the motion of the driving video with natural, fluid movement, "
-                           "consistent identity, clothing and lighting, in a clean, well-lit scene.")
-
-
-class JobConfig(Strict):
-    """Per-folder options (job.yaml), also the shared defaults of pipelines.yaml."""
-
-    mode: Literal["animation", "replacement"] = "animation"
-    driving: Literal["end-to-end", "pose"] = "end-to-end"
-    prompt: Optional[str] = None
-    sampling: SamplingConfig = SamplingConfig()
-    masks: MaskConfig = MaskConfig()
-    pose: PoseConfig = PoseConfig()
-    prompt_enhancer: PromptConfig = PromptConfig()
+    mode: Annotated[Mode, Flag("--mode")] = Field("animation", description="animation | replacement")
+    driving: Annotated[DrivingMode, Flag("--driving")] = Field(
+        "end-to-end", description="end-to-end (the video itself) | pose (SCAIL skeleton render)"
+    )
+    prompt: Annotated[str | None, Flag("--prompt")] = Field(
+        None, description="positive prompt (else prompt.txt, else the default)"
+    )
+    sampling: SamplingOptions = SamplingOptions()
+    masks: MaskOptions = MaskOptions()
+    pose: PoseOptions = PoseOptions()
+    prompt_enhancer: PromptOptions = PromptOptions()
 
     @model_validator(mode="before")
     @classmethod
@@ -92,29 +45,9 @@ class JobConfig(Strict):
         return data
 
 
-class ModelConfig(Strict):
-    model: Literal["scail2", "tiny-random"] = "scail2"
-    ckpt_dir: Optional[str] = None
-    scail_path: Optional[str] = None
-    lora_path: Optional[str] = None
-    lora_alpha: float = 1.0
-    offload: Literal["none", "model", "block"] = "none"
-    vram_budget_gb: Optional[float] = None
-    oom_retry_offload: bool = True  # on GPU out-of-memory with offload none: one more try with block offload
-    device: str = "auto"
-    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
-    # speed-ups (scail/speed.py; numbers in the README): attention backend, regional compile, fp8 linears,
-    # step cache threshold (FirstBlockCache), VAE tiling
-    attention: Optional[Literal["auto", "sdpa", "cudnn", "flash", "flash3", "sage"]] = None
-    compile: bool = False
-    fp8: bool = False
-    step_cache: Optional[float] = Field(None, gt=0)
-    vae_tiling: bool = False
-
-
-class Schedule(Strict):
-    cron: Optional[str] = None
-    interval_seconds: Optional[float] = Field(None, gt=0)
+class Schedule(Options):
+    cron: str | None = None
+    interval_seconds: float | None = Field(None, gt=0)
     timezone: str = "UTC"
 
     @model_validator(mode="after")
@@ -124,13 +57,13 @@ class Schedule(Strict):
         return self
 
 
-class PipelineEntry(Strict):
+class PipelineEntry(Options):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    root: Optional[str] = None  # every folder directly under root that holds a driving video
+    root: str | None = None  # every folder directly under root that holds a driving video
     folders: list[str] = []
-    out: Optional[str] = None  # outputs under out/<folder name>/ (default: each folder's scailflow/)
+    out: str | None = None  # outputs under out/<folder name>/ (default: each folder's scailflow/)
     options: dict[str, Any] = {}
-    schedule: Optional[Schedule] = None
+    schedule: Schedule | None = None
 
     @model_validator(mode="after")
     def _source(self):
@@ -139,9 +72,9 @@ class PipelineEntry(Strict):
         return self
 
 
-class PipelinesFile(Strict):
+class PipelinesFile(Options):
     defaults: dict[str, Any] = {}
-    model: ModelConfig = ModelConfig()
+    model: ModelOptions = ModelOptions()
     gpus: int = Field(1, ge=1, le=64)
     workers: bool = False  # send generation to warm GPU workers (`scailflow worker`, one per GPU)
     pipelines: list[PipelineEntry] = Field(min_length=1)
@@ -187,7 +120,7 @@ def validation_message(path: Path, err: ValidationError, lines: dict[tuple, int]
             line = lines[loc[:n]]
             break
     key = ".".join(str(p) for p in loc) or "(top level)"
-    msg = first["msg"].replace("Extra inputs are not permitted", "unknown key")
+    msg = first["msg"].replace("Extra inputs are not permitted", "unknown key").removeprefix("Value error, ")
     return f"{path}{f':{line}' if line else ''}: {key}: {msg}"
 
 
@@ -196,14 +129,6 @@ def parse_model(cls, data: Any, path: Path, lines: dict[tuple, int], prefix: tup
         return cls.model_validate(data)
     except ValidationError as e:
         raise InputError(validation_message(path, e, lines, prefix)) from None
-
-
-def merge(base: dict, over: dict) -> dict:
-    """Deep-merge `over` onto `base` (dicts merge, everything else replaces)."""
-    out = dict(base)
-    for k, v in (over or {}).items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def load_job(folder: Path, base: dict | None = None, overrides: dict | None = None) -> JobConfig:

@@ -1,5 +1,6 @@
 """`scailflow demo`: a sample raw folder from a real photo shipped with scikit-image (astronaut) and a driving
 video made by animating it, run through the whole flow on the embedded defaults and the tiny-random model."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +13,10 @@ from scailflow.media import write_image, write_video
 
 DEMO_SIZE = 256
 DEMO_FRAMES = 25
-DEMO_PROMPT = ("A woman with short dark hair in an orange flight suit sways gently from side to side and nods, "
-               "smiling at the camera, in a bright room with a flag behind her.")
+DEMO_PROMPT = (
+    "A woman with short dark hair in an orange flight suit sways gently from side to side and nods, "
+    "smiling at the camera, in a bright room with a flag behind her."
+)
 DEMO_JOB = """\
 # scailflow demo: small and fast on a CPU with the tiny-random model (its output is noise)
 mode: animation

@@ -2,6 +2,7 @@
 
 Called before Prefect is imported (settings are read at import time).
 """
+
 from __future__ import annotations
 
 import os

@@ -1,13 +1,14 @@
 """The raw-folder contract: what a folder must hold, checked up front with one clear message per problem.
 
-    FOLDER/
-      ref.jpg|png|webp         the reference character (required)
-      ref_*.jpg|png|webp       extra references (optional; ref_bg* = a clean background)
-      driving.mp4              the driving video, or the only video in the folder
-      prompt.txt               optional positive prompt
-      job.yaml                 optional per-folder options (see flows/config.py)
-      scailflow/               outputs (default; --out DIR to put them elsewhere)
+FOLDER/
+  ref.jpg|png|webp         the reference character (required)
+  ref_*.jpg|png|webp       extra references (optional; ref_bg* = a clean background)
+  driving.mp4              the driving video, or the only video in the folder
+  prompt.txt               optional positive prompt
+  job.yaml                 optional per-folder options (see flows/config.py)
+  scailflow/               outputs (default; --out DIR to put them elsewhere)
 """
+
 from __future__ import annotations
 
 import os
@@ -35,8 +36,9 @@ class RawFolder:
 
 
 def _files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes
-                  and not p.name.startswith("."))
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith(".")
+    )
 
 
 def scan_folder(folder: str | os.PathLike, check_media: bool = True) -> RawFolder:
@@ -50,8 +52,11 @@ def scan_folder(folder: str | os.PathLike, check_media: bool = True) -> RawFolde
         raise InputError(f"{folder}: no reference image (expected ref.jpg, ref.png or ref.webp)")
     if len(refs) > 1:
         raise InputError(f"{folder}: several reference images ({', '.join(p.name for p in refs)}); keep one")
-    extras = tuple((p, "background" if p.stem.lower().startswith("ref_bg") else "character:0")
-                   for p in images if p.stem.lower().startswith("ref_") and not p.stem.lower().startswith("ref_mask"))
+    extras = tuple(
+        (p, "background" if p.stem.lower().startswith("ref_bg") else "character:0")
+        for p in images
+        if p.stem.lower().startswith("ref_") and not p.stem.lower().startswith("ref_mask")
+    )
     videos = _files(folder, VIDEO_SUFFIXES)
     named = [p for p in videos if p.name.lower() == "driving.mp4"]
     if named:
@@ -61,8 +66,10 @@ def scan_folder(folder: str | os.PathLike, check_media: bool = True) -> RawFolde
     elif not videos:
         raise InputError(f"{folder}: no driving video (expected driving.mp4 or a single video file)")
     else:
-        raise InputError(f"{folder}: {len(videos)} videos ({', '.join(p.name for p in videos)}) and no driving.mp4: "
-                         "name the driving video driving.mp4")
+        raise InputError(
+            f"{folder}: {len(videos)} videos ({', '.join(p.name for p in videos)}) and no driving.mp4: "
+            "name the driving video driving.mp4"
+        )
     prompt = folder / "prompt.txt"
     raw = RawFolder(folder, refs[0], driving, extras, prompt if prompt.is_file() else None)
     if check_media:
@@ -80,8 +87,13 @@ def find_folders(root: str | os.PathLike) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"not a folder: {root}")
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-                  and any(q.stem.lower() == "ref" and q.suffix.lower() in IMAGE_SUFFIXES for q in p.iterdir()))
+    return sorted(
+        p
+        for p in root.iterdir()
+        if p.is_dir()
+        and not p.name.startswith(".")
+        and any(q.stem.lower() == "ref" and q.suffix.lower() in IMAGE_SUFFIXES for q in p.iterdir())
+    )
 
 
 def output_dir(raw: RawFolder, out: str | os.PathLike | None) -> Path:

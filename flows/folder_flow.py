@@ -1,4 +1,5 @@
 """The folder-to-video flow: pose, masks and prompt (in parallel), then generation. Tasks pass file paths only."""
+
 from __future__ import annotations
 
 import json
@@ -10,18 +11,19 @@ from pathlib import Path
 
 from prefect import flow
 
+from scailflow.files import atomic_path, write_text_atomic
 from scailflow.flows.artifacts import publish_artifacts
-from scailflow.flows.config import JobConfig, ModelConfig, load_job
+from scailflow.flows.config import JobConfig, load_job
 from scailflow.flows.folder import RawFolder, output_dir, scan_folder
 from scailflow.flows.lock import folder_lock
-from scailflow.files import atomic_path, write_text_atomic
-import scailflow.tasks.generate
-import scailflow.tasks.masks
-import scailflow.tasks.pose
-import scailflow.tasks.prompt
-from scailflow import tasks
+from scailflow.scail.options import ModelOptions
+from scailflow.tasks import generate as generate_stage
+from scailflow.tasks import masks as masks_stage
+from scailflow.tasks import pose as pose_stage
+from scailflow.tasks import prompt as prompt_stage
 from scailflow.tasks.common import fresh, stage_logger
-from scailflow.tasks.generate import ensure_gpu_slots, generate_task
+from scailflow.tasks.generate import generate_task
+from scailflow.tasks.gpu import ensure_gpu_slots
 from scailflow.tasks.masks import masks_task
 from scailflow.tasks.pose import pose_task
 from scailflow.tasks.prompt import api_key, prompt_task
@@ -49,16 +51,24 @@ def copy_reference(raw: RawFolder, out_dir: Path) -> Path:
     return dst
 
 
-def prepare(folder: str, out: str | None, defaults: dict | None,
-            overrides: dict | None) -> tuple[RawFolder, JobConfig, Path]:
+def prepare(
+    folder: str, out: str | None, defaults: dict | None, overrides: dict | None
+) -> tuple[RawFolder, JobConfig, Path]:
     """Scan and validate before any work (one clear InputError for a bad folder or job.yaml)."""
     raw = scan_folder(folder)
     job = load_job(raw.root, defaults, overrides)
     return raw, job, output_dir(raw, out)
 
 
-def submit_folder(raw: RawFolder, job: JobConfig, out_dir: Path, model_cfg: dict, gpu: int,
-                  key_available: bool, workers: bool = False) -> FolderRun:
+def submit_folder(
+    raw: RawFolder,
+    job: JobConfig,
+    out_dir: Path,
+    model: ModelOptions,
+    gpu: int,
+    key_available: bool,
+    workers: bool = False,
+) -> FolderRun:
     """Submit the four stages of one folder; generation waits for the other three (futures as parameters).
 
     With `workers`, generation is not submitted here: `send_to_worker` hands it to a warm GPU worker once the
@@ -67,17 +77,26 @@ def submit_folder(raw: RawFolder, job: JobConfig, out_dir: Path, model_cfg: dict
     ref = copy_reference(raw, out_dir)
     extra = [(str(p), kind) for p, kind in raw.extra_refs]
     out = str(out_dir)
-    pose = fresh(pose_task, tasks.pose.outputs(out, job.driving)).submit(
-        str(raw.driving), out, job.driving, job.pose.model_dump(), str(raw.ref), job.masks.max_persons)
-    masks = fresh(masks_task, tasks.masks.outputs(out, job.mode, extra, job.driving)).submit(
-        str(raw.ref), str(raw.driving), out, job.mode, job.masks.model_dump(), extra, job.driving)
-    prompt = fresh(prompt_task, tasks.prompt.outputs(out)).submit(
-        str(raw.driving), str(raw.ref), out, job.mode, job.prompt_enhancer.model_dump(),
-        str(raw.prompt_file) if raw.prompt_file else None, job.prompt, key_available)
+    pose = fresh(pose_task, pose_stage.outputs(out, job.driving)).submit(
+        str(raw.driving), out, job.driving, job.pose, str(raw.ref), job.masks.max_persons
+    )
+    masks = fresh(masks_task, masks_stage.outputs(out, job.mode, extra, job.driving)).submit(
+        str(raw.ref), str(raw.driving), out, job.mode, job.masks, extra, job.driving
+    )
+    prompt = fresh(prompt_task, prompt_stage.outputs(out)).submit(
+        str(raw.driving),
+        str(raw.ref),
+        out,
+        job.mode,
+        job.prompt_enhancer,
+        str(raw.prompt_file) if raw.prompt_file else None,
+        job.prompt,
+        key_available,
+    )
     futures = {"pose": pose, "masks": masks, "prompt": prompt}
-    gen_args = (str(ref), [p for p, _ in extra], out, job.mode, job.driving, job.sampling.model_dump(), model_cfg, gpu)
+    gen_args = (str(ref), [p for p, _ in extra], out, job.mode, job.driving, job.sampling, model, gpu)
     if not workers:
-        futures["generate"] = fresh(generate_task, tasks.generate.outputs(out)).submit(pose, masks, prompt, *gen_args)
+        futures["generate"] = fresh(generate_task, generate_stage.outputs(out)).submit(pose, masks, prompt, *gen_args)
     return FolderRun(raw, job, out_dir, futures, gen_args)
 
 
@@ -87,10 +106,11 @@ def send_to_worker(run: FolderRun) -> None:
     for name in ("pose", "masks", "prompt"):
         run.futures[name].wait()
         done[name] = run.futures[name].state.result()
-    missing = not all(p.is_file() for p in tasks.generate.outputs(run.gen_args[2]))
+    missing = not all(p.is_file() for p in generate_stage.outputs(run.gen_args[2]))
     rerun = uuid.uuid4().hex if missing else None
-    run.futures["generate"] = generate_task.delay(done["pose"], done["masks"], done["prompt"], *run.gen_args,
-                                                  rerun=rerun)
+    run.futures["generate"] = generate_task.delay(
+        done["pose"], done["masks"], done["prompt"], *run.gen_args, rerun=rerun
+    )
 
 
 def finish_folder(run: FolderRun, started: float) -> dict:
@@ -104,23 +124,42 @@ def finish_folder(run: FolderRun, started: float) -> dict:
             run.futures[name].state.result()
     gen = run.futures["generate"].state.result()
     masks = run.futures["masks"].state.result()
-    summary = {"folder": str(run.raw.root), "out_dir": str(run.out_dir), "states": states, "files": gen["files"],
-               "video": gen["video"], "record": gen["record"], "seed": gen["seed"], "frames": gen["frames"],
-               "model": gen["model"], "prompt_source": run.futures["prompt"].state.result()["source"],
-               "persons": masks.get("persons"), "generated_by_pid": gen.get("worker_pid"),
-               "model_loads_in_that_process": gen.get("model_loads_in_worker"),
-               "seconds": round(time.perf_counter() - started, 2)}
+    summary = {
+        "folder": str(run.raw.root),
+        "out_dir": str(run.out_dir),
+        "states": states,
+        "files": gen["files"],
+        "video": gen["video"],
+        "record": gen["record"],
+        "seed": gen["seed"],
+        "frames": gen["frames"],
+        "model": gen["model"],
+        "prompt_source": run.futures["prompt"].state.result()["source"],
+        "persons": masks.get("persons"),
+        "generated_by_pid": gen.get("worker_pid"),
+        "model_loads_in_that_process": gen.get("model_loads_in_worker"),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
     write_text_atomic(run.out_dir / "run.json", json.dumps(summary, indent=2))
     publish_artifacts(summary)
-    stage_logger("flow").info("%s -> %s (%s)", run.raw.name, gen["video"],
-                              ", ".join(f"{k}: {v}" for k, v in states.items()))
+    stage_logger("flow").info(
+        "%s -> %s (%s)", run.raw.name, gen["video"], ", ".join(f"{k}: {v}" for k, v in states.items())
+    )
     return summary
 
 
 @flow(name="scailflow-folder", flow_run_name="{folder_name}", validate_parameters=False)
-def folder_flow(folder: str, folder_name: str = "", out: str | None = None, defaults: dict | None = None,
-                overrides: dict | None = None, model: dict | None = None, gpu: int = 0,
-                wait_if_busy: bool = True, workers: bool = False) -> dict:
+def folder_flow(
+    folder: str,
+    folder_name: str = "",
+    out: str | None = None,
+    defaults: dict | None = None,
+    overrides: dict | None = None,
+    model: ModelOptions | dict | None = None,
+    gpu: int = 0,
+    wait_if_busy: bool = True,
+    workers: bool = False,
+) -> dict:
     """One raw folder -> the animated video. Returns a summary: each stage's final state, outputs, seconds.
 
     A second run of the same folder waits for the first (or, with wait_if_busy=False, fails with FolderBusy).
@@ -128,10 +167,11 @@ def folder_flow(folder: str, folder_name: str = "", out: str | None = None, defa
     """
     started = time.perf_counter()
     raw, job, out_dir = prepare(folder, out, defaults, overrides)
-    model_cfg = ModelConfig.model_validate(model or {}).model_dump()
     ensure_gpu_slots(gpu + 1)
     with folder_lock(out_dir, wait=wait_if_busy):
-        run = submit_folder(raw, job, out_dir, model_cfg, gpu, api_key() is not None, workers)
+        run = submit_folder(
+            raw, job, out_dir, ModelOptions.model_validate(model or {}), gpu, api_key() is not None, workers
+        )
         if workers:
             send_to_worker(run)
         return finish_folder(run, started)

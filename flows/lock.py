@@ -3,6 +3,7 @@
 While holding the lock a run also removes temporary files a killed run left behind (`.NAME.*.partial.EXT`);
 no half-written file ever sits under a final name, because every output is written to such a temp and renamed.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -7,6 +7,7 @@ sent to it (Prefect background tasks: `generate_task.delay(...)` from the flow, 
 Needs a Prefect server (`scailflow server`, or PREFECT_API_URL). The model loads once, at start, and the load
 time is reported once; SIGUSR1 frees it (and its GPU memory) until the next generation needs it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,26 +15,28 @@ import signal
 import time
 
 from scailflow.errors import InputError
-from scailflow.tasks.generate import generate_task, release_pipelines, warm_pipeline
+from scailflow.scail.options import ModelOptions
+from scailflow.tasks.generate import generate_task
+from scailflow.tasks.gpu import prefect_server_present, release_pipelines, warm_pipeline
 
 log = logging.getLogger("scailflow.flow")
 
 
-def serve_generation(model_cfg: dict, timeout_s: float | None = None, preload: bool = True) -> None:
+def serve_generation(model: ModelOptions, timeout_s: float | None = None, preload: bool = True) -> None:
     """Preload the model, then run generation tasks one at a time until stopped (or `timeout_s` passes)."""
     import os
 
     from prefect.task_worker import serve
 
-    from scailflow.tasks.generate import prefect_server_present
-
     if not prefect_server_present():
         raise InputError("a warm worker needs a Prefect server: start `scailflow server` (or set PREFECT_API_URL)")
     if preload:
         t0 = time.perf_counter()
-        warm_pipeline(model_cfg)
-        print(f"worker {os.getpid()}: model loaded in {time.perf_counter() - t0:.1f} s; waiting for generations",
-              flush=True)
+        warm_pipeline(model)
+        print(
+            f"worker {os.getpid()}: model loaded in {time.perf_counter() - t0:.1f} s; waiting for generations",
+            flush=True,
+        )
 
     def free(signum, frame):
         n = release_pipelines()

@@ -5,6 +5,7 @@ dropping images into the override folder beside it: `rendered_mask_v2_frames/12.
 frame 12 (0-based) of `rendered_mask_v2.mp4`. Readers snap everything back onto the palette, so lossy edits
 still give the model pure colours. `mask_sources` / `mask_digest` let the flow key its cache on that content.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -68,12 +69,16 @@ def read_mask_video(path: str | os.PathLike, *, snap: bool = True) -> np.ndarray
         frames = frames.copy()
         for index, image_path in overrides.items():
             if index >= len(frames):
-                raise InputError(f"override {image_path} is for frame {index} but {path.name} has "
-                                 f"{len(frames)} frames (numbered from 0)")
+                raise InputError(
+                    f"override {image_path} is for frame {index} but {path.name} has "
+                    f"{len(frames)} frames (numbered from 0)"
+                )
             image = read_image(image_path)
             if image.shape != frames[index].shape:
-                raise InputError(f"override {image_path} is {image.shape[1]}x{image.shape[0]}, the mask video "
-                                 f"{frames.shape[2]}x{frames.shape[1]}")
+                raise InputError(
+                    f"override {image_path} is {image.shape[1]}x{image.shape[0]}, the mask video "
+                    f"{frames.shape[2]}x{frames.shape[1]}"
+                )
             frames[index] = image
         log.info("%s: %d frames replaced from %s", path.name, len(overrides), override_dir(path))
     return _snap(frames, str(path), snap)

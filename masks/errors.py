@@ -1,4 +1,5 @@
 """Errors the masks stage raises for input a user must fix (each prints as one line)."""
+
 from __future__ import annotations
 
 from scailflow.errors import InputError

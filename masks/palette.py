@@ -4,6 +4,7 @@ The eight corners of the RGB cube are exactly the colours a mask may hold: black
 (background visible) and the six character colours. The model reads a channel as "on" only at >= 226, so a
 pure colour survives its threshold and anything in between is ambiguous.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,9 +15,9 @@ BLACK = (0, 0, 0)
 WHITE = (255, 255, 255)
 # assignment order: character 0 (leftmost in the first driving frame) is blue, then red, ...
 PALETTE: tuple[tuple[int, int, int], ...] = (
-    (0, 0, 255),    # blue
-    (255, 0, 0),    # red
-    (0, 255, 0),    # green
+    (0, 0, 255),  # blue
+    (255, 0, 0),  # red
+    (0, 255, 0),  # green
     (255, 0, 255),  # magenta
     (0, 255, 255),  # cyan
     (255, 255, 0),  # yellow
@@ -38,7 +39,8 @@ def check_count(n: int) -> None:
     if n > len(PALETTE):
         raise TooManyPersonsError(
             f"{n} people to colour but the SCAIL-2 mask palette has only {len(PALETTE)} colours "
-            f"({', '.join(PALETTE_NAMES)}); lower max_persons or edit the masks by hand")
+            f"({', '.join(PALETTE_NAMES)}); lower max_persons or edit the masks by hand"
+        )
 
 
 def snap_to_palette(rgb: np.ndarray, threshold: int = MODEL_ON_THRESHOLD) -> tuple[np.ndarray, int]:

@@ -1,4 +1,5 @@
 """Colouring label maps with the palette and writing masks losslessly (PNG, lossless RGB H.264)."""
+
 from __future__ import annotations
 
 import logging
@@ -65,8 +66,9 @@ def write_mask_video(path: str | os.PathLike, frames: np.ndarray | Sequence[np.n
     return write_video(path, pure(), fps, lossless=True)
 
 
-def write_label_video(path: str | os.PathLike, labels: np.ndarray, colours: Sequence[RGB], background: RGB,
-                      fps: float) -> Path:
+def write_label_video(
+    path: str | os.PathLike, labels: np.ndarray, colours: Sequence[RGB], background: RGB, fps: float
+) -> Path:
     """Colour a label video [T, H, W] frame by frame and write it losslessly."""
     lut = colour_lut(colours, background)
     return write_video(Path(path), (lut[frame] for frame in labels), fps, lossless=True)
@@ -104,4 +106,3 @@ def valid_area(image_path: str | os.PathLike, rgb: np.ndarray) -> np.ndarray:
     bars = np.ones((h, w), bool)
     bars[top:bottom, left:right] = False
     return valid & ~bars
-

@@ -9,6 +9,7 @@ People appearing after the first frame are never added. Backends:
 - `Sam2VideoSegmenter`: SAM 2 video predictor prompted with one box per person on the first frame.
 - `Sam3VideoSegmenter`: SAM 3 video predictor prompted with text ("person"), where the `sam3` package exists.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -43,8 +44,7 @@ class Segmentation:
 class Segmenter(Protocol):
     name: str
 
-    def segment(self, frames: np.ndarray, select: Selector, boxes: Sequence[Box] | None = None) -> Segmentation:
-        ...
+    def segment(self, frames: np.ndarray, select: Selector, boxes: Sequence[Box] | None = None) -> Segmentation: ...
 
 
 def _empty(frames: np.ndarray, candidates: int) -> Segmentation:
@@ -107,8 +107,17 @@ class MediapipeSegmenter:
         return Segmentation(labels, 1, 1)
 
 
-_SAM2_SIZES = (("large", "l"), ("base_plus", "b+"), ("base-plus", "b+"), ("b+", "b+"), ("small", "s"),
-               ("tiny", "t"), ("_l", "l"), ("_s", "s"), ("_t", "t"))
+_SAM2_SIZES = (
+    ("large", "l"),
+    ("base_plus", "b+"),
+    ("base-plus", "b+"),
+    ("b+", "b+"),
+    ("small", "s"),
+    ("tiny", "t"),
+    ("_l", "l"),
+    ("_s", "s"),
+    ("_t", "t"),
+)
 
 
 def sam2_config_for(checkpoint: Path) -> str:
@@ -119,8 +128,10 @@ def sam2_config_for(checkpoint: Path) -> str:
     for key, size in _SAM2_SIZES:
         if key in stem:
             return f"configs/{version}/{version}_hiera_{size}.yaml"
-    raise InputError(f"cannot tell the SAM 2 model size from {checkpoint}; give sam2_config "
-                     f"(e.g. configs/sam2.1/sam2.1_hiera_l.yaml)")
+    raise InputError(
+        f"cannot tell the SAM 2 model size from {checkpoint}; give sam2_config "
+        f"(e.g. configs/sam2.1/sam2.1_hiera_l.yaml)"
+    )
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -149,8 +160,9 @@ class Sam2VideoSegmenter:
         self.device = device
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Path | None, config: str | None = None, device: str = "cpu",
-                        image_size: int | None = None) -> "Sam2VideoSegmenter":
+    def from_checkpoint(
+        cls, checkpoint: Path | None, config: str | None = None, device: str = "cpu", image_size: int | None = None
+    ) -> Sam2VideoSegmenter:
         """Build the predictor from a bundled config (inferred from the checkpoint name when not given).
 
         `checkpoint=None` keeps random weights (tests only). `image_size` overrides the config's input size.
@@ -174,9 +186,13 @@ class Sam2VideoSegmenter:
         if image_size is not None:
             overrides.append(f"++model.image_size={int(image_size)}")
         try:
-            predictor = build_sam2_video_predictor(config, ckpt_path=str(checkpoint) if checkpoint else None,
-                                                   device=device, hydra_overrides_extra=overrides,
-                                                   apply_postprocessing=False)
+            predictor = build_sam2_video_predictor(
+                config,
+                ckpt_path=str(checkpoint) if checkpoint else None,
+                device=device,
+                hydra_overrides_extra=overrides,
+                apply_postprocessing=False,
+            )
         except (RuntimeError, KeyError, OSError) as e:
             raise InputError(f"cannot load SAM 2 from {checkpoint} with {config}: {e}") from None
         return cls(predictor, device)
@@ -223,7 +239,7 @@ class Sam2VideoSegmenter:
             if sorted(kept) != list(range(len(boxes))):
                 # drop the unkept objects before tracking: propagation cost grows with the object count
                 self.predictor.reset_state(state)
-                for person, i in enumerate(kept):
+                for _person, i in enumerate(kept):
                     self.predictor.add_new_points_or_box(state, frame_idx=0, obj_id=i + 1, box=model_boxes[i])
             # obj_id i + 1 (box i) becomes person kept.index(i)
             person_of = {i + 1: p for p, i in enumerate(kept)}
@@ -261,13 +277,14 @@ class Sam3VideoSegmenter:
         self.prompt = prompt
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Path | None, device: str = "cpu") -> "Sam3VideoSegmenter":
+    def from_checkpoint(cls, checkpoint: Path | None, device: str = "cpu") -> Sam3VideoSegmenter:
         """Build the `sam3` package's video predictor from a local checkpoint (InputError when unavailable)."""
         try:
             from sam3.model_builder import build_sam3_video_predictor
         except ImportError:
-            raise InputError("the sam3 backend needs the `sam3` package (not installed); "
-                             "use backend sam2 or mediapipe") from None
+            raise InputError(
+                "the sam3 backend needs the `sam3` package (not installed); use backend sam2 or mediapipe"
+            ) from None
         if checkpoint is None or not Path(checkpoint).is_file():
             raise InputError(f"the sam3 backend needs its checkpoint file (sam3.pt); not found: {checkpoint}")
         try:
@@ -285,17 +302,18 @@ class Sam3VideoSegmenter:
                 Image.fromarray(frame).save(Path(tmp) / f"{i}.jpg", quality=95)
             session = self.predictor.handle_request(dict(type="start_session", resource_path=tmp))["session_id"]
             try:
-                self.predictor.handle_request(dict(type="add_prompt", session_id=session, frame_index=0,
-                                                   text=self.prompt))
+                self.predictor.handle_request(
+                    dict(type="add_prompt", session_id=session, frame_index=0, text=self.prompt)
+                )
                 for response in self.predictor.handle_stream_request(
-                        dict(type="propagate_in_video", session_id=session)):
+                    dict(type="propagate_in_video", session_id=session)
+                ):
                     out = response["outputs"]
                     ids = [int(i) for i in np.asarray(out["out_obj_ids"]).reshape(-1)]
                     masks = np.asarray(out["out_binary_masks"]) if ids else np.zeros((0, h, w), bool)
                     if masks.ndim == 4:  # [N, 1, H, W]
                         masks = masks[:, 0]
-                    per_frame[int(response["frame_index"])] = {
-                        oid: _fit(masks[k], (h, w)) for k, oid in enumerate(ids)}
+                    per_frame[int(response["frame_index"])] = {oid: _fit(masks[k], (h, w)) for k, oid in enumerate(ids)}
             finally:
                 self.predictor.handle_request(dict(type="close_session", session_id=session))
         first_ids = sorted(per_frame.get(0, {}))

@@ -1,4 +1,5 @@
 """The masks stage as one call: reference image + driving video -> SCAIL-2's coloured masks on disk."""
+
 from __future__ import annotations
 
 import logging
@@ -11,18 +12,19 @@ import numpy as np
 
 from scailflow.errors import InputError
 from scailflow.media import read_image, read_video
+from scailflow.options import Mode, choices
 
 from .errors import NoPersonError
+from .options import MaskBackend
 from .palette import BLACK, PALETTE_NAMES, WHITE, check_count
 from .render import colourise, palette_colours, write_label_video, write_mask_image
 from .segmenters import MediapipeSegmenter, Sam2VideoSegmenter, Sam3VideoSegmenter, Segmentation, Segmenter
-from .tracks import (area_fraction, best_iou, dilate, left_to_right, masks_of, match_by_centroid, relabel,
-                     select_tracks)
+from .tracks import area_fraction, best_iou, dilate, left_to_right, masks_of, match_by_centroid, relabel, select_tracks
 
 log = logging.getLogger("scailflow.masks")
 
-MODES = ("animation", "replacement")
-BACKENDS = ("auto", "mediapipe", "sam2", "sam3")
+MODES = choices(Mode)
+BACKENDS = choices(MaskBackend)
 REF_MASK_NAME = "ref_mask.png"
 DRIVING_MASK_NAMES = {"animation": "rendered_mask_v2.mp4", "replacement": "replace_mask.mp4"}
 
@@ -41,13 +43,25 @@ class MaskResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (paths as strings)."""
-        return {"ref_mask": str(self.ref_mask), "driving_mask": str(self.driving_mask),
-                "extra_ref_masks": [str(p) for p in self.extra_ref_masks], "persons": self.persons,
-                "backend": self.backend, "mode": self.mode, "colours": list(self.colours)}
+        return {
+            "ref_mask": str(self.ref_mask),
+            "driving_mask": str(self.driving_mask),
+            "extra_ref_masks": [str(p) for p in self.extra_ref_masks],
+            "persons": self.persons,
+            "backend": self.backend,
+            "mode": self.mode,
+            "colours": list(self.colours),
+        }
 
 
-def build_segmenter(backend: str = "auto", *, sam2_checkpoint: Path | None = None, sam2_config: str | None = None,
-                    sam3_checkpoint: Path | None = None, device: str = "cpu") -> Segmenter:
+def build_segmenter(
+    backend: str = "auto",
+    *,
+    sam2_checkpoint: Path | None = None,
+    sam2_config: str | None = None,
+    sam3_checkpoint: Path | None = None,
+    device: str = "cpu",
+) -> Segmenter:
     """The segmenter for `backend`. "auto": SAM 2 when its checkpoint is given, else SAM 3 when its checkpoint is
     given, else the embedded mediapipe default (one person)."""
     if backend not in BACKENDS:
@@ -55,8 +69,10 @@ def build_segmenter(backend: str = "auto", *, sam2_checkpoint: Path | None = Non
     if backend == "auto":
         backend = "sam2" if sam2_checkpoint is not None else "sam3" if sam3_checkpoint is not None else "mediapipe"
         if backend == "mediapipe":
-            log.info("masks: no SAM 2 checkpoint configured; using the embedded mediapipe selfie segmentation "
-                     "(one person: the whole foreground)")
+            log.info(
+                "masks: no SAM 2 checkpoint configured; using the embedded mediapipe selfie segmentation "
+                "(one person: the whole foreground)"
+            )
     if backend == "mediapipe":
         return MediapipeSegmenter()
     if backend == "sam2":
@@ -102,6 +118,7 @@ def _boxes_for(segmenter: Segmenter, frame: np.ndarray, given: Sequence[Any] | N
 def _segment_image(segmenter: Segmenter, image: np.ndarray, max_persons: int, boxes) -> Segmentation:
     def select(first):
         return left_to_right(first, select_tracks(first, max_persons))
+
     return segmenter.segment(image[None], select, boxes)
 
 
@@ -116,17 +133,32 @@ def _parse_extra(kind: str, persons: int, path: Path) -> int | None:
             index = -1
         if 0 <= index < persons:
             return index
-        raise InputError(f"extra reference {path}: {kind!r} names no character (there are {persons}: "
-                         f"character:0 .. character:{persons - 1}, left to right)")
+        raise InputError(
+            f"extra reference {path}: {kind!r} names no character (there are {persons}: "
+            f"character:0 .. character:{persons - 1}, left to right)"
+        )
     raise InputError(f"extra reference {path}: kind {kind!r} is neither 'background' nor 'character:<index>'")
 
 
-def make_masks(ref_image: Path, driving_video: Path, out_dir: Path, *, mode: str = "animation",
-               extra_refs: Sequence[tuple[Path, str]] = (), backend: str = "auto",
-               sam2_checkpoint: Path | None = None, sam2_config: str | None = None, max_persons: int = 2,
-               replace_index: int | None = None, dilate_px: int = 0, device: str = "cpu",
-               person_boxes: list | None = None, ref_person_boxes: list | None = None,
-               sam3_checkpoint: Path | None = None, segmenter: Segmenter | None = None) -> MaskResult:
+def make_masks(
+    ref_image: Path,
+    driving_video: Path,
+    out_dir: Path,
+    *,
+    mode: str = "animation",
+    extra_refs: Sequence[tuple[Path, str]] = (),
+    backend: str = "auto",
+    sam2_checkpoint: Path | None = None,
+    sam2_config: str | None = None,
+    max_persons: int = 2,
+    replace_index: int | None = None,
+    dilate_px: int = 0,
+    device: str = "cpu",
+    person_boxes: list | None = None,
+    ref_person_boxes: list | None = None,
+    sam3_checkpoint: Path | None = None,
+    segmenter: Segmenter | None = None,
+) -> MaskResult:
     """Segment and track the people, colour them and write SCAIL-2's masks into `out_dir`.
 
     Animation: `ref_mask.png` (people in colour on white) and `rendered_mask_v2.mp4` (the same colours on black).
@@ -154,9 +186,17 @@ def make_masks(ref_image: Path, driving_video: Path, out_dir: Path, *, mode: str
 
     ref = read_image(ref_image)
     frames, fps = read_video(driving_video)
-    seg = segmenter if segmenter is not None else build_segmenter(
-        backend, sam2_checkpoint=sam2_checkpoint, sam2_config=sam2_config, sam3_checkpoint=sam3_checkpoint,
-        device=device)
+    seg = (
+        segmenter
+        if segmenter is not None
+        else build_segmenter(
+            backend,
+            sam2_checkpoint=sam2_checkpoint,
+            sam2_config=sam2_config,
+            sam3_checkpoint=sam3_checkpoint,
+            device=device,
+        )
+    )
 
     # the reference first: the driving selector needs it to match people and pick the one to replace
     ref_cap = max_persons if mode == "animation" else 1
@@ -172,7 +212,7 @@ def make_masks(ref_image: Path, driving_video: Path, out_dir: Path, *, mode: str
             return []
         refs = list(range(len(ref_masks)))
         if len(refs) > len(cand):  # keep the largest reference people, at most one per track
-            refs = sorted(sorted(refs, key=lambda i: -area_fraction(ref_masks[i]))[:len(cand)])
+            refs = sorted(sorted(refs, key=lambda i: -area_fraction(ref_masks[i]))[: len(cand)])
         if len(refs) == len(cand):
             pairs = dict(zip(refs, range(len(cand))))
         else:
@@ -182,8 +222,12 @@ def make_masks(ref_image: Path, driving_video: Path, out_dir: Path, *, mode: str
         check_count(len(kept))
         ref_colour_of.update({i: kept.index(j) for i, j in pairs.items()})
         if len(kept) < len(cand):
-            log.info("masks: %d of %d driving tracks matched to the %d reference people; the rest stay black",
-                     len(kept), len(cand), len(refs))
+            log.info(
+                "masks: %d of %d driving tracks matched to the %d reference people; the rest stay black",
+                len(kept),
+                len(cand),
+                len(refs),
+            )
         return [cand[j] for j in kept]
 
     def select_replacement(first: Sequence[np.ndarray]) -> list[int]:
@@ -192,15 +236,18 @@ def make_masks(ref_image: Path, driving_video: Path, out_dir: Path, *, mode: str
             return []
         if replace_index is not None:
             if replace_index >= len(cand):
-                raise InputError(f"replace_index {replace_index} but the driving video {driving_video} has "
-                                 f"{len(cand)} tracked people (0..{len(cand) - 1}, left to right)")
+                raise InputError(
+                    f"replace_index {replace_index} but the driving video {driving_video} has "
+                    f"{len(cand)} tracked people (0..{len(cand) - 1}, left to right)"
+                )
             chosen = replace_index
         elif len(cand) == 1:
             chosen = 0
         else:
             chosen = best_iou(ref_masks[0], [first[c] for c in cand])
-            log.info("masks: replacing person %d of %d (best first-frame IoU with the reference mask)",
-                     chosen, len(cand))
+            log.info(
+                "masks: replacing person %d of %d (best first-frame IoU with the reference mask)", chosen, len(cand)
+            )
         ref_colour_of[0] = 0
         return [cand[chosen]]
 
@@ -224,12 +271,21 @@ def make_masks(ref_image: Path, driving_video: Path, out_dir: Path, *, mode: str
     else:
         write_mask_image(ref_path, colourise(ref_labels, colours, BLACK))
         write_label_video(drv_path, dilate(drv_labels, dilate_px), colours, WHITE, fps)
-    log.info("masks: %s mode, %d %s (%s), backend %s -> %s, %s", mode, persons,
-             "person" if persons == 1 else "people", ", ".join(PALETTE_NAMES[:persons]), seg.name,
-             ref_path.name, drv_path.name)
+    log.info(
+        "masks: %s mode, %d %s (%s), backend %s -> %s, %s",
+        mode,
+        persons,
+        "person" if persons == 1 else "people",
+        ", ".join(PALETTE_NAMES[:persons]),
+        seg.name,
+        ref_path.name,
+        drv_path.name,
+    )
 
-    extra_paths = [_extra_mask(seg, Path(p), kind, persons, colours, out_dir / f"extra_ref_mask_{n}.png")
-                   for n, (p, kind) in enumerate(extra_refs)]
+    extra_paths = [
+        _extra_mask(seg, Path(p), kind, persons, colours, extra_mask_path(out_dir, n))
+        for n, (p, kind) in enumerate(extra_refs)
+    ]
     return MaskResult(ref_path, drv_path, extra_paths, persons, seg.name, mode, list(PALETTE_NAMES[:persons]))
 
 
@@ -247,8 +303,13 @@ def _extra_mask(seg: Segmenter, path: Path, kind: str, persons: int, colours, ou
     return write_mask_image(out, colourise(found.labels[0], [colours[index]], BLACK))
 
 
-def output_paths(out_dir: str | os.PathLike, mode: str = "animation") -> tuple[Path, Path]:
-    """(reference mask, driving mask) paths `make_masks` writes in `out_dir` for `mode`."""
+def output_paths(out_dir: str | os.PathLike, mode: str = "animation", extra_refs: int = 0) -> list[Path]:
+    """The files `make_masks` writes in `out_dir` for `mode`: reference mask, driving mask, extra reference masks."""
     if mode not in MODES:
         raise InputError(f"unknown masks mode {mode!r} (choose from {', '.join(MODES)})")
-    return Path(out_dir) / REF_MASK_NAME, Path(out_dir) / DRIVING_MASK_NAMES[mode]
+    out = Path(out_dir)
+    return [out / REF_MASK_NAME, out / DRIVING_MASK_NAMES[mode], *(extra_mask_path(out, n) for n in range(extra_refs))]
+
+
+def extra_mask_path(out_dir: Path, n: int) -> Path:
+    return out_dir / f"extra_ref_mask_{n}.png"

@@ -3,6 +3,7 @@
 A segmentation is held as a uint8 label map ([T, H, W] or [H, W]): 0 = nobody, k + 1 = person k, with persons
 numbered left to right by the x-centre of their first-frame bounding box (the colour order).
 """
+
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -20,13 +21,14 @@ def area_fraction(mask: np.ndarray) -> float:
     return float(np.count_nonzero(mask)) / float(mask.size) if mask.size else 0.0
 
 
-def select_tracks(first_masks: Sequence[np.ndarray], max_persons: int,
-                  min_area: float = MIN_AREA_FRACTION) -> list[int]:
+def select_tracks(
+    first_masks: Sequence[np.ndarray], max_persons: int, min_area: float = MIN_AREA_FRACTION
+) -> list[int]:
     """Indices of the candidates kept: area >= `min_area` of the frame, largest first, at most `max_persons`."""
     areas = [area_fraction(m) for m in first_masks]
     big = [i for i, a in enumerate(areas) if a >= min_area]
     big.sort(key=lambda i: -areas[i])  # stable: equal areas keep prompt order
-    return big[:max(0, max_persons)]
+    return big[: max(0, max_persons)]
 
 
 def bbox_centre_x(mask: np.ndarray) -> float:
@@ -45,8 +47,10 @@ def left_to_right(masks: Sequence[np.ndarray], indices: Sequence[int] | None = N
 
 def person_selector(max_persons: int, min_area: float = MIN_AREA_FRACTION) -> Selector:
     """Selector for segmenters: keep the largest big-enough candidates, returned in left-to-right order."""
+
     def select(first_masks: Sequence[np.ndarray]) -> list[int]:
         return left_to_right(first_masks, select_tracks(first_masks, max_persons, min_area))
+
     return select
 
 
@@ -67,8 +71,10 @@ def match_by_centroid(ref_masks: Sequence[np.ndarray], drv_masks: Sequence[np.nd
     """
     rc = [centroid(m) for m in ref_masks]
     dc = [centroid(m) for m in drv_masks]
-    pairs = sorted(((np.hypot(r[0] - d[0], r[1] - d[1]), i, j)
-                    for i, r in enumerate(rc) for j, d in enumerate(dc)), key=lambda p: (p[0], p[1], p[2]))
+    pairs = sorted(
+        ((np.hypot(r[0] - d[0], r[1] - d[1]), i, j) for i, r in enumerate(rc) for j, d in enumerate(dc)),
+        key=lambda p: (p[0], p[1], p[2]),
+    )
     out: dict[int, int] = {}
     used: set[int] = set()
     for _, i, j in pairs:

@@ -3,7 +3,14 @@
 `prepare_driving` is the entry point; `PoseWeights` configures the optional DWPose / NLF models (without them
 the mediapipe model embedded in its wheel is used). No Prefect in here.
 """
-from scailflow.pose.stage import DrivingResult, prepare_driving
-from scailflow.pose.weights import PoseWeights
 
-__all__ = ["DrivingResult", "PoseWeights", "prepare_driving"]
+from scailflow.lazy import exports
+
+__getattr__, __dir__, __all__ = exports(
+    __name__,
+    {
+        "stage": ("DrivingResult", "output_paths", "prepare_driving"),
+        "weights": ("PoseWeights",),
+        "options": ("PoseOptions",),
+    },
+)

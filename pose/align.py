@@ -6,6 +6,7 @@ keypoints (slots 0-13): with the four lower-leg points of the reference visible,
 4 * mean(rest)); otherwise neck + upper body {0, 2, 3, 5, 6} (loss 8 * e_neck + mean(rest)). Bounds: m in
 [0.7, 1.4], s in [0.8, 1.15], |p| <= W, |q| <= H. The reference image is taken as resized to the driving size.
 """
+
 from __future__ import annotations
 
 import logging
@@ -13,9 +14,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from scailflow.errors import InputError
 from scailflow.pose.render3d import Camera
 from scailflow.pose.skeleton import PersonPose, focal_length
-from scailflow.errors import InputError
 
 log = logging.getLogger("scailflow.pose")
 
@@ -31,6 +32,7 @@ HEAD_SLOT, LEFT_WRIST_SLOT, RIGHT_WRIST_SLOT = 0, 7, 4
 @dataclass(frozen=True)
 class Alignment:
     """Fitted scale m, vertical stretch s and shift (p, q) in pixels."""
+
     m: float = 1.0
     s: float = 1.0
     p: float = 0.0
@@ -49,8 +51,9 @@ def _grid(lo: float, hi: float, step: float) -> np.ndarray:
     return np.linspace(lo, hi, int(round((hi - lo) / step)) + 1)
 
 
-def fit(ref_px: np.ndarray, ref_ok: np.ndarray, drv_xy: np.ndarray, drv_ok: np.ndarray,
-        height: int, width: int) -> Alignment:
+def fit(
+    ref_px: np.ndarray, ref_ok: np.ndarray, drv_xy: np.ndarray, drv_ok: np.ndarray, height: int, width: int
+) -> Alignment:
     """Fit (m, s, p, q) so f*m*X + W/2 + p, f*m*s*Y + H/2 + q match `ref_px` [18, 2] (pixels).
 
     `drv_xy` [18, 2] holds the driving joints as normalised image-plane coordinates (X/Z, Y/Z).
@@ -110,8 +113,7 @@ def fit_to_reference(reference: PersonPose, driving: PersonPose, height: int, wi
     return fit(ref_px, ref_ok, drv_xy, drv_ok, height, width)
 
 
-def _scale_about(points: np.ndarray, old_anchor: np.ndarray, new_anchor: np.ndarray, scale: np.ndarray
-                 ) -> np.ndarray:
+def _scale_about(points: np.ndarray, old_anchor: np.ndarray, new_anchor: np.ndarray, scale: np.ndarray) -> np.ndarray:
     out = points.copy()
     ok = (points[:, 0] >= 0) & (points[:, 1] >= 0)
     out[ok] = new_anchor + (points[ok] - old_anchor) * scale
@@ -128,6 +130,7 @@ def apply_to_overlay(person: PersonPose, al: Alignment, height: int, width: int)
     base = Camera.default(height, width)
     aligned = al.camera(height, width)
     if person.joints3d is None:
+
         def move(pts: np.ndarray) -> np.ndarray:
             out = pts.astype(np.float64).copy()
             ok = (pts[:, 0] >= 0) & (pts[:, 1] >= 0)
@@ -136,8 +139,15 @@ def apply_to_overlay(person: PersonPose, al: Alignment, height: int, width: int)
             px[:, 1] = al.m * al.s * (px[:, 1] - height / 2) + height / 2 + al.q
             out[ok] = px / size
             return out.astype(np.float32)
-        return PersonPose(body=move(person.body), body_score=person.body_score, face=move(person.face),
-                          hands=np.stack([move(h) for h in person.hands]), joints3d=None, box=person.box)
+
+        return PersonPose(
+            body=move(person.body),
+            body_score=person.body_score,
+            face=move(person.face),
+            hands=np.stack([move(h) for h in person.hands]),
+            joints3d=None,
+            box=person.box,
+        )
 
     j = person.joints3d
 
@@ -157,7 +167,14 @@ def apply_to_overlay(person: PersonPose, al: Alignment, height: int, width: int)
     body = person.body.copy()
     head_pts = [0, 14, 15, 16, 17]
     body[head_pts] = moved(person.body[head_pts], HEAD_SLOT, face_scale)
-    hands = np.stack([moved(person.hands[0], LEFT_WRIST_SLOT, hand_scale),
-                      moved(person.hands[1], RIGHT_WRIST_SLOT, hand_scale)])
-    return PersonPose(body=body, body_score=person.body_score, face=moved(person.face, HEAD_SLOT, face_scale),
-                      hands=hands, joints3d=person.joints3d, box=person.box)
+    hands = np.stack(
+        [moved(person.hands[0], LEFT_WRIST_SLOT, hand_scale), moved(person.hands[1], RIGHT_WRIST_SLOT, hand_scale)]
+    )
+    return PersonPose(
+        body=body,
+        body_score=person.body_score,
+        face=moved(person.face, HEAD_SLOT, face_scale),
+        hands=hands,
+        joints3d=person.joints3d,
+        box=person.box,
+    )

@@ -4,6 +4,7 @@ Pre- and post-processing follow pose-render.md section 1: letterbox on 114, anch
 8/16/32, class-0 NMS, a 1.25x box padded to aspect 0.75, a rotation-free crop affine, SimCC argmax / 2.
 Input and output names and the model input sizes are read from the sessions at runtime.
 """
+
 from __future__ import annotations
 
 import logging
@@ -60,8 +61,9 @@ def yolox_grids(size: tuple[int, int] = (DET_SIZE, DET_SIZE)) -> tuple[np.ndarra
     return np.concatenate(grids).astype(np.float32), np.concatenate(strides).astype(np.float32)
 
 
-def yolox_decode(raw: np.ndarray, ratio: float, size: tuple[int, int] = (DET_SIZE, DET_SIZE)
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def yolox_decode(
+    raw: np.ndarray, ratio: float, size: tuple[int, int] = (DET_SIZE, DET_SIZE)
+) -> tuple[np.ndarray, np.ndarray]:
     """Raw [N, 85] YOLOX output -> (xyxy boxes in original pixels [N, 4], person scores obj*cls0 [N])."""
     grid, stride = yolox_grids(size)
     if raw.shape[0] != grid.shape[0]:
@@ -120,20 +122,26 @@ def box_to_centre_scale(box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def crop_affine(centre: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """2x3 affine taking the padded box to the 288x384 crop (centre -> (144, 192), width -> 288)."""
     k = CROP_W / float(scale[0])
-    return np.array([[k, 0.0, CROP_W / 2 - k * centre[0]],
-                     [0.0, k, CROP_H / 2 - k * centre[1]]], np.float32)
+    return np.array([[k, 0.0, CROP_W / 2 - k * centre[0]], [0.0, k, CROP_H / 2 - k * centre[1]]], np.float32)
 
 
 def make_crop(image_bgr: np.ndarray, centre: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Warp the box to 288x384 (bilinear, border 0) and normalise with the DWPose mean/std (array order)."""
-    crop = cv2.warpAffine(image_bgr, crop_affine(centre, scale), (CROP_W, CROP_H), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    crop = cv2.warpAffine(
+        image_bgr,
+        crop_affine(centre, scale),
+        (CROP_W, CROP_H),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
     crop = (crop.astype(np.float32) - MEAN) / STD
     return np.ascontiguousarray(crop.transpose(2, 0, 1))
 
 
-def decode_simcc(simcc_x: np.ndarray, simcc_y: np.ndarray, centre: np.ndarray, scale: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def decode_simcc(
+    simcc_x: np.ndarray, simcc_y: np.ndarray, centre: np.ndarray, scale: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """[K, 576], [K, 768] -> (keypoints [K, 2] in image pixels, scores [K]).
 
     Location = argmax / 2 in crop pixels (-1 when the score is <= 0), score = min of the two maxima,
@@ -149,8 +157,9 @@ def decode_simcc(simcc_x: np.ndarray, simcc_y: np.ndarray, centre: np.ndarray, s
     return kps.astype(np.float32), scores
 
 
-def to_person(kps133: np.ndarray, scores133: np.ndarray, width: int, height: int,
-              box: np.ndarray | None = None) -> PersonPose:
+def to_person(
+    kps133: np.ndarray, scores133: np.ndarray, width: int, height: int, box: np.ndarray | None = None
+) -> PersonPose:
     """133 COCO-wholebody points (pixels) -> PersonPose on the 134-point layout, normalised by W, H."""
     neck = (kps133[5] + kps133[6]) / 2
     neck_score = 1.0 if (scores133[5] > KP_SCORE and scores133[6] > KP_SCORE) else 0.0
@@ -168,8 +177,13 @@ def to_person(kps133: np.ndarray, scores133: np.ndarray, width: int, height: int
         return pts
 
     hands = np.stack([part(LEFT_HAND_RANGE), part(RIGHT_HAND_RANGE)])
-    return PersonPose(body=body.astype(np.float32), body_score=body_score, face=part(FACE_RANGE),
-                      hands=hands.astype(np.float32), box=None if box is None else np.asarray(box, np.float32))
+    return PersonPose(
+        body=body.astype(np.float32),
+        body_score=body_score,
+        face=part(FACE_RANGE),
+        hands=hands.astype(np.float32),
+        box=None if box is None else np.asarray(box, np.float32),
+    )
 
 
 def _batch_dim(session) -> int | None:
@@ -202,16 +216,17 @@ class DWPose:
         self.det_in = self.det.get_inputs()[0].name
         self.pose_in = self.pose.get_inputs()[0].name
         outs = [o.name for o in self.pose.get_outputs()]
-        self.simcc_names = (next((n for n in outs if "x" in n.lower()), outs[0]),
-                            next((n for n in outs if "y" in n.lower()), outs[-1]))
-        log.info("DWPose on %s (detector batch %d, pose batch %d)", self.providers[0],
-                 self.det_batch, self.pose_batch)
+        self.simcc_names = (
+            next((n for n in outs if "x" in n.lower()), outs[0]),
+            next((n for n in outs if "y" in n.lower()), outs[-1]),
+        )
+        log.info("DWPose on %s (detector batch %d, pose batch %d)", self.providers[0], self.det_batch, self.pose_batch)
 
     def detect(self, frames_bgr: list[np.ndarray]) -> list[np.ndarray]:
         """Person boxes (xyxy pixels, score-descending) per frame; the whole frame when none is found."""
         results: list[np.ndarray] = []
         for start in range(0, len(frames_bgr), self.det_batch):
-            chunk = frames_bgr[start:start + self.det_batch]
+            chunk = frames_bgr[start : start + self.det_batch]
             packed = [letterbox(f, self.det_size) for f in chunk]
             batch = np.stack([p[0] for p in packed])
             raw = self.det.run(None, {self.det_in: batch})[0]
@@ -232,7 +247,7 @@ class DWPose:
                 jobs.append((fi, box, centre, scale, make_crop(frame, centre, scale)))
         people: list[list[PersonPose]] = [[] for _ in frames_bgr]
         for start in range(0, len(jobs), self.pose_batch):
-            chunk = jobs[start:start + self.pose_batch]
+            chunk = jobs[start : start + self.pose_batch]
             sx, sy = self.pose.run(list(self.simcc_names), {self.pose_in: np.stack([j[4] for j in chunk])})
             for (fi, box, centre, scale, _), x, y in zip(chunk, sx, sy):
                 kps, scores = decode_simcc(x, y, centre, scale)
@@ -244,4 +259,3 @@ class DWPose:
         """RGB uint8 [T, H, W, 3] -> per frame, the persons in detector-score order."""
         bgr = [np.ascontiguousarray(f[..., ::-1]) for f in frames_rgb]
         return self.keypoints(bgr, self.detect(bgr))
-

@@ -5,6 +5,7 @@ hand layout DWPose uses (same joint order), the face mesh onto the drawn part of
 metric world landmarks are lifted into the render camera by
 solving for the translation that best reprojects them onto the 2D landmarks.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,13 +22,48 @@ MP_FOR_SLOT = (0, -1, 12, 14, 16, 11, 13, 15, 24, 26, 28, 23, 25, 27, 5, 2, 8, 7
 # 48-67), read off mediapipe's own contour lists (FACEMESH_*EYEBROW, *EYE, LIPS) at even steps along each
 # contour. Jaw (0-16) and nose (27-35) are never drawn and stay missing.
 FACE68_FROM_MESH = {
-    17: 70, 18: 63, 19: 105, 20: 66, 21: 107,            # subject's right eyebrow, outer -> inner
-    22: 336, 23: 296, 24: 334, 25: 293, 26: 300,         # left eyebrow, inner -> outer
-    36: 33, 37: 160, 38: 158, 39: 133, 40: 153, 41: 144,  # right eye: outer corner, upper lid, inner, lower lid
-    42: 362, 43: 385, 44: 387, 45: 263, 46: 373, 47: 380,
-    48: 61, 49: 40, 50: 37, 51: 0, 52: 267, 53: 270, 54: 291,  # outer lips, upper
-    55: 321, 56: 314, 57: 17, 58: 84, 59: 91,                   # outer lips, lower
-    60: 78, 61: 81, 62: 13, 63: 311, 64: 308, 65: 317, 66: 14, 67: 87,  # inner lips
+    17: 70,
+    18: 63,
+    19: 105,
+    20: 66,
+    21: 107,  # subject's right eyebrow, outer -> inner
+    22: 336,
+    23: 296,
+    24: 334,
+    25: 293,
+    26: 300,  # left eyebrow, inner -> outer
+    36: 33,
+    37: 160,
+    38: 158,
+    39: 133,
+    40: 153,
+    41: 144,  # right eye: outer corner, upper lid, inner, lower lid
+    42: 362,
+    43: 385,
+    44: 387,
+    45: 263,
+    46: 373,
+    47: 380,
+    48: 61,
+    49: 40,
+    50: 37,
+    51: 0,
+    52: 267,
+    53: 270,
+    54: 291,  # outer lips, upper
+    55: 321,
+    56: 314,
+    57: 17,
+    58: 84,
+    59: 91,  # outer lips, lower
+    60: 78,
+    61: 81,
+    62: 13,
+    63: 311,
+    64: 308,
+    65: 317,
+    66: 14,
+    67: 87,  # inner lips
 }
 # A 3D joint is kept when mediapipe's visibility for it reaches this (guessed legs are dropped).
 MIN_VISIBILITY_3D = 0.5
@@ -39,8 +75,9 @@ def _landmarks(lms, n: int) -> np.ndarray:
     return np.array([(p.x, p.y, p.z, getattr(p, "visibility", 1.0)) for p in lms.landmark[:n]], np.float32)
 
 
-def lift_to_camera(world_m: np.ndarray, image_px: np.ndarray, weights: np.ndarray, f: float,
-                   cx: float, cy: float) -> np.ndarray | None:
+def lift_to_camera(
+    world_m: np.ndarray, image_px: np.ndarray, weights: np.ndarray, f: float, cx: float, cy: float
+) -> np.ndarray | None:
     """Place hip-centred metric joints [N, 3] in the render camera so they project onto `image_px` [N, 2] (mm).
 
     The body's distance comes from a least-squares translation (rotation taken as identity: mediapipe's world
@@ -54,8 +91,9 @@ def lift_to_camera(world_m: np.ndarray, image_px: np.ndarray, weights: np.ndarra
     X, Y, Z = world_m[:, 0].astype(np.float64), world_m[:, 1].astype(np.float64), world_m[:, 2].astype(np.float64)
     du, dv = image_px[:, 0] - cx, image_px[:, 1] - cy
     zeros = np.zeros_like(du)
-    rows = np.concatenate([np.stack([np.full_like(du, f), zeros, -du], 1),
-                           np.stack([zeros, np.full_like(dv, f), -dv], 1)])
+    rows = np.concatenate(
+        [np.stack([np.full_like(du, f), zeros, -du], 1), np.stack([zeros, np.full_like(dv, f), -dv], 1)]
+    )
     rhs = np.concatenate([du * Z - f * X, dv * Z - f * Y])
     ww = np.concatenate([w, w])
     sol, *_ = np.linalg.lstsq(rows * ww[:, None], rhs * ww, rcond=None)
@@ -102,9 +140,17 @@ def convert(result, width: int, height: int) -> PersonPose | None:
     hands = np.stack([_hand(result.left_hand_landmarks), _hand(result.right_hand_landmarks)])
     # Holistic names hands from the pose wrists; keep each hand on the wrist it sits closest to.
     lw, rw = lm[15, :2], lm[16, :2]
-    if hands[0, 0, 0] >= 0 and hands[1, 0, 0] < 0 and np.linalg.norm(hands[0, 0] - rw) < np.linalg.norm(hands[0, 0] - lw):
+    if (
+        hands[0, 0, 0] >= 0
+        and hands[1, 0, 0] < 0
+        and np.linalg.norm(hands[0, 0] - rw) < np.linalg.norm(hands[0, 0] - lw)
+    ):
         hands = hands[::-1].copy()
-    elif hands[1, 0, 0] >= 0 and hands[0, 0, 0] < 0 and np.linalg.norm(hands[1, 0] - lw) < np.linalg.norm(hands[1, 0] - rw):
+    elif (
+        hands[1, 0, 0] >= 0
+        and hands[0, 0, 0] < 0
+        and np.linalg.norm(hands[1, 0] - lw) < np.linalg.norm(hands[1, 0] - rw)
+    ):
         hands = hands[::-1].copy()
 
     joints3d = None
@@ -135,8 +181,9 @@ def convert(result, width: int, height: int) -> PersonPose | None:
     if len(pts) == 0:
         return None
     box = np.array([*pts.min(0), *pts.max(0)], np.float32)
-    return PersonPose(body=body, body_score=score, face=_face(result.face_landmarks), hands=hands,
-                      joints3d=joints3d, box=box)
+    return PersonPose(
+        body=body, body_score=score, face=_face(result.face_landmarks), hands=hands, joints3d=joints3d, box=box
+    )
 
 
 class MediaPipePose:
@@ -154,9 +201,9 @@ class MediaPipePose:
         """RGB uint8 [T, H, W, 3] -> per frame a list with zero or one person."""
         out: list[list[PersonPose]] = []
         h, w = frames_rgb.shape[1:3]
-        with self._mp.solutions.holistic.Holistic(static_image_mode=not self.video,
-                                                  model_complexity=self.model_complexity,
-                                                  smooth_landmarks=self.video) as model:
+        with self._mp.solutions.holistic.Holistic(
+            static_image_mode=not self.video, model_complexity=self.model_complexity, smooth_landmarks=self.video
+        ) as model:
             for frame in frames_rgb:
                 person = convert(model.process(np.ascontiguousarray(frame)), w, h)
                 out.append([] if person is None else [person])

@@ -1,4 +1,5 @@
 """NLF 3D joints (TorchScript `detect_smpl_batched`), one tracked person at a time on box-isolated frames."""
+
 from __future__ import annotations
 
 import logging
@@ -7,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scailflow.pose.skeleton import N_JOINTS3D, smpl_to_slots
 from scailflow.errors import InputError
+from scailflow.pose.skeleton import N_JOINTS3D, smpl_to_slots
 
 log = logging.getLogger("scailflow.pose")
 
@@ -58,7 +59,7 @@ class NLF:
         batch = max(1, min(batch, MAX_BATCH))
         with torch.inference_mode():
             for start in range(0, len(frames_rgb), batch):
-                chunk = torch.from_numpy(np.ascontiguousarray(frames_rgb[start:start + batch]))
+                chunk = torch.from_numpy(np.ascontiguousarray(frames_rgb[start : start + batch]))
                 x = chunk.permute(0, 3, 1, 2).contiguous().to(self.device)
                 result = self.model.detect_smpl_batched(x)
                 per_image = result["joints3d_nonparam"]
@@ -73,7 +74,7 @@ class NLF:
         idx = [i for i, b in enumerate(boxes) if b is not None]
         out = np.zeros((len(frames_rgb), N_JOINTS3D, 3), np.float32)
         for start in range(0, len(idx), MAX_BATCH):
-            sel = idx[start:start + MAX_BATCH]
+            sel = idx[start : start + MAX_BATCH]
             isolated = np.stack([isolate(frames_rgb[i], boxes[i]) for i in sel])
             out[sel] = self.joints(isolated)
         return out

@@ -5,6 +5,7 @@ nose, eyes and ears (then the canvas x0.6), head dots, 20 hand bones in HSV colo
 white face dots (eyebrows, eyes, mouth). Canvases are summed with uint8 wrap-around. Each non-zero overlay
 channel replaces that channel of the 3D frame; in the mono render any overlay pixel takes the person colour.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -14,17 +15,37 @@ import numpy as np
 
 from scailflow.pose.skeleton import LIMB_ORDER, LIMBS, PersonPose, limb_palette
 
-CHEEK_LIMBS = (((0, 14), (85, 0, 255)), ((14, 16), (170, 0, 255)), ((0, 15), (255, 0, 255)),
-               ((15, 17), (255, 0, 170)))
-HEAD_DOTS = ((0, (255, 0, 0)), (14, (170, 0, 255)), (15, (255, 0, 255)), (16, (255, 0, 170)),
-             (17, (255, 0, 85)))
+CHEEK_LIMBS = (((0, 14), (85, 0, 255)), ((14, 16), (170, 0, 255)), ((0, 15), (255, 0, 255)), ((15, 17), (255, 0, 170)))
+HEAD_DOTS = ((0, (255, 0, 0)), (14, (170, 0, 255)), (15, (255, 0, 255)), (16, (255, 0, 170)), (17, (255, 0, 85)))
 CHEEK_HALF_WIDTH = 4
 HEAD_DOT_RADIUS = 4
 CHEEK_DIM = 0.6
-HAND_BONES = ((0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (0, 9), (9, 10), (10, 11),
-              (11, 12), (0, 13), (13, 14), (14, 15), (15, 16), (0, 17), (17, 18), (18, 19), (19, 20))
-HAND_COLOURS = tuple(tuple(int(round(c * 255)) for c in colorsys.hsv_to_rgb(k / len(HAND_BONES), 1.0, 1.0))
-                     for k in range(len(HAND_BONES)))
+HAND_BONES = (
+    (0, 1),
+    (1, 2),
+    (2, 3),
+    (3, 4),
+    (0, 5),
+    (5, 6),
+    (6, 7),
+    (7, 8),
+    (0, 9),
+    (9, 10),
+    (10, 11),
+    (11, 12),
+    (0, 13),
+    (13, 14),
+    (14, 15),
+    (15, 16),
+    (0, 17),
+    (17, 18),
+    (18, 19),
+    (19, 20),
+)
+HAND_COLOURS = tuple(
+    tuple(int(round(c * 255)) for c in colorsys.hsv_to_rgb(k / len(HAND_BONES), 1.0, 1.0))
+    for k in range(len(HAND_BONES))
+)
 HAND_JOINT_COLOUR = (0, 0, 255)
 FACE_DRAWN = tuple(range(17, 27)) + tuple(range(36, 68))  # eyebrows, eyes, mouth (no jaw, no nose)
 FACE_COLOUR = (255, 255, 255)
@@ -52,8 +73,9 @@ def draw_person_overlay(person: PersonPose, height: int, width: int) -> np.ndarr
         (x0, y0), (x1, y1) = body[i], body[j]
         length = float(np.hypot(x1 - x0, y1 - y0))
         angle = float(np.degrees(np.arctan2(y1 - y0, x1 - x0)))
-        poly = cv2.ellipse2Poly((int((x0 + x1) / 2), int((y0 + y1) / 2)), (int(length / 2), CHEEK_HALF_WIDTH),
-                                int(angle), 0, 360, 1)
+        poly = cv2.ellipse2Poly(
+            (int((x0 + x1) / 2), int((y0 + y1) / 2)), (int(length / 2), CHEEK_HALF_WIDTH), int(angle), 0, 360, 1
+        )
         cv2.fillConvexPoly(canvas, poly, colour)
     canvas = (canvas * CHEEK_DIM).astype(np.uint8)
     for i, colour in HEAD_DOTS:
@@ -65,8 +87,9 @@ def draw_person_overlay(person: PersonPose, height: int, width: int) -> np.ndarr
         ok = (pts[:, 0] > 0) & (pts[:, 1] > 0) & (hand[:, 0] >= 0) & (hand[:, 1] >= 0)
         for (i, j), colour in zip(HAND_BONES, HAND_COLOURS):
             if ok[i] and ok[j]:
-                cv2.line(canvas, (int(pts[i, 0]), int(pts[i, 1])), (int(pts[j, 0]), int(pts[j, 1])), colour,
-                         thickness=t)
+                cv2.line(
+                    canvas, (int(pts[i, 0]), int(pts[i, 1])), (int(pts[j, 0]), int(pts[j, 1])), colour, thickness=t
+                )
         for (x, y), good in zip(pts, ok):
             if good:
                 cv2.circle(canvas, (int(x), int(y)), t, HAND_JOINT_COLOUR, thickness=-1)
@@ -114,8 +137,9 @@ def limb_width(person: PersonPose, height: int, width: int) -> int:
     return max(2, int(round(torso * 2 * 21.5 / 500.0)))
 
 
-def draw_flat_limbs(people: list[PersonPose], height: int, width: int, style: str = "v2"
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def draw_flat_limbs(
+    people: list[PersonPose], height: int, width: int, style: str = "v2"
+) -> tuple[np.ndarray, np.ndarray]:
     """2D-only fallback: limbs as flat lines in the palette colours (RGB) and a person-id map (-1 = none)."""
     img = np.zeros((height, width, 3), np.uint8)
     ids = np.full((height, width), -1, np.int16)

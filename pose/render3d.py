@@ -8,6 +8,7 @@ central-difference normal, a (0,0,1) light, a Blinn highlight and the clip-wide 
 Speed: pixels whose ray cannot come near any capsule (outside every capsule's conservative screen rectangle)
 are never marched; the rest of several frames are marched together and finished rays leave the batch.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,13 +33,14 @@ GPU_BUDGET = 64_000_000
 @dataclass(frozen=True)
 class Camera:
     """Pinhole intrinsics in pixels (no rotation, camera at the origin)."""
+
     fx: float
     fy: float
     cx: float
     cy: float
 
     @classmethod
-    def default(cls, height: int, width: int) -> "Camera":
+    def default(cls, height: int, width: int) -> Camera:
         """f = max(H, W) / (2 tan 27.5 deg) on both axes, principal point at (W/2, H/2)."""
         f = focal_length(height, width)
         return cls(f, f, width / 2.0, height / 2.0)
@@ -52,6 +54,7 @@ class Camera:
 @dataclass
 class Capsules:
     """Limb capsules of a clip: ends a, b [T, K, 3] (mm), drawn mask [T, K], shader colour [K, 3], person [K]."""
+
     a: np.ndarray
     b: np.ndarray
     drawn: np.ndarray
@@ -86,14 +89,28 @@ def build_capsules(joints: np.ndarray, style: str = "v2") -> Capsules:
             colour.append(palette[li] / 300.0 + 0.15)
             person.append(p)
     if not a:
-        return Capsules(np.zeros((n_frames, 0, 3), np.float32), np.zeros((n_frames, 0, 3), np.float32),
-                        np.zeros((n_frames, 0), bool), np.zeros((0, 3), np.float32), np.zeros(0, np.int64))
-    return Capsules(np.stack(a, 1), np.stack(b, 1), np.stack(drawn, 1), np.array(colour, np.float32),
-                    np.array(person, np.int64))
+        return Capsules(
+            np.zeros((n_frames, 0, 3), np.float32),
+            np.zeros((n_frames, 0, 3), np.float32),
+            np.zeros((n_frames, 0), bool),
+            np.zeros((0, 3), np.float32),
+            np.zeros(0, np.int64),
+        )
+    return Capsules(
+        np.stack(a, 1), np.stack(b, 1), np.stack(drawn, 1), np.array(colour, np.float32), np.array(person, np.int64)
+    )
 
 
-def candidate_table(a: np.ndarray, b: np.ndarray, drawn: np.ndarray, camera: Camera, height: int, width: int,
-                    radius: float = CAPSULE_RADIUS_MM, tight: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def candidate_table(
+    a: np.ndarray,
+    b: np.ndarray,
+    drawn: np.ndarray,
+    camera: Camera,
+    height: int,
+    width: int,
+    radius: float = CAPSULE_RADIUS_MM,
+    tight: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
     """Pixels whose ray may come within reach of a drawn capsule of one frame, and which capsules those are.
 
     Each capsule lies in the axis-aligned box spanned by its two end spheres (plus 1 mm); the projection of that
@@ -127,14 +144,14 @@ def candidate_table(a: np.ndarray, b: np.ndarray, drawn: np.ndarray, camera: Cam
         v1 = min(int(np.ceil(camera.fy * ys.max() + camera.cy)) + 1, height - 1)
         if u0 <= u1 and v0 <= v1:
             if tight:
-                vv, uu = np.mgrid[v0:v1 + 1, u0:u1 + 1]
+                vv, uu = np.mgrid[v0 : v1 + 1, u0 : u1 + 1]
                 seg = pb - pa
                 h = np.clip(((uu - pa[0]) * seg[0] + (vv - pa[1]) * seg[1]) / max(float(seg @ seg), 1e-12), 0, 1)
                 near = np.hypot(uu - pa[0] - h * seg[0], vv - pa[1] - h * seg[1]) <= hw
             else:
                 near = np.ones((v1 + 1 - v0, u1 + 1 - u0), bool)
             rects.append((k, v0, v1 + 1, u0, u1 + 1, near))
-            count[v0:v1 + 1, u0:u1 + 1] += near
+            count[v0 : v1 + 1, u0 : u1 + 1] += near
     kmax = int(count.max())
     if kmax == 0:
         return np.zeros(0, np.int64), np.zeros((0, 1), np.int64)
@@ -149,8 +166,9 @@ def candidate_table(a: np.ndarray, b: np.ndarray, drawn: np.ndarray, camera: Cam
     return pix, table.reshape(-1, kmax)[pix]
 
 
-def _union_sdf(p: torch.Tensor, A: torch.Tensor, BA: torch.Tensor, inv_dd: torch.Tensor, ok: torch.Tensor,
-               radius: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _union_sdf(
+    p: torch.Tensor, A: torch.Tensor, BA: torch.Tensor, inv_dd: torch.Tensor, ok: torch.Tensor, radius: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Distance from points p [R, 3] to the union of capsules A + h BA ([R, K, 3]); (min sdf [R], argmin [R])."""
     pa = p[:, None, :] - A
     h = ((pa * BA).sum(-1) * inv_dd).clamp_(0.0, 1.0)
@@ -162,8 +180,15 @@ def _union_sdf(p: torch.Tensor, A: torch.Tensor, BA: torch.Tensor, inv_dd: torch
 class Renderer:
     """Renders Capsules frame by frame: yields (shaded RGB uint8 [H, W, 3], person id int16 [H, W], -1 = none)."""
 
-    def __init__(self, height: int, width: int, camera: Camera | None = None,
-                 device: torch.device | str = "cpu", radius: float = CAPSULE_RADIUS_MM, threads: int | None = 1):
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        camera: Camera | None = None,
+        device: torch.device | str = "cpu",
+        radius: float = CAPSULE_RADIUS_MM,
+        threads: int | None = 1,
+    ):
         """`threads`: torch intra-op threads while marching on CPU (None keeps the global setting). One is the
         default because each march step is a few small ops: extra threads gain little and, when the cores are
         shared with other work, their spin-waiting made the render 5-8x slower in our measurements."""
@@ -175,8 +200,9 @@ class Renderer:
         self.budget = GPU_BUDGET if self.device.type == "cuda" else CPU_BUDGET
         self.tight_culling = self.device.type == "cpu"
         ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
-        dirs = np.stack([(xs - self.camera.cx) / self.camera.fx, (ys - self.camera.cy) / self.camera.fy,
-                         np.ones_like(xs)], -1).reshape(-1, 3)
+        dirs = np.stack(
+            [(xs - self.camera.cx) / self.camera.fx, (ys - self.camera.cy) / self.camera.fy, np.ones_like(xs)], -1
+        ).reshape(-1, 3)
         dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
         self.dirs64 = torch.from_numpy(dirs).to(self.device)
         self.dirs = self.dirs64.float()
@@ -200,8 +226,16 @@ class Renderer:
             chunk, rays, pix, kw = [], 0, [], 1
             while frame < n_frames:
                 if cand is None:
-                    cand = candidate_table(caps.a[frame], caps.b[frame], caps.drawn[frame], self.camera,
-                                           self.h, self.w, self.radius, tight=self.tight_culling)
+                    cand = candidate_table(
+                        caps.a[frame],
+                        caps.b[frame],
+                        caps.drawn[frame],
+                        self.camera,
+                        self.h,
+                        self.w,
+                        self.radius,
+                        tight=self.tight_culling,
+                    )
                 if chunk and (rays + len(cand[0])) * max(kw, cand[1].shape[1]) > self.budget:
                     break  # this frame opens the next chunk
                 chunk.append(frame)
@@ -269,7 +303,7 @@ class Renderer:
         gidx_parts, fidx_parts = [], []
         for i, (p_i, tab) in enumerate(pix):
             g = np.full((len(p_i), kmax), dummy, np.int64)
-            g[:, :tab.shape[1]] = np.where(tab >= 0, tab + i * n_caps, dummy)
+            g[:, : tab.shape[1]] = np.where(tab >= 0, tab + i * n_caps, dummy)
             gidx_parts.append(g)
             fidx_parts.append(np.full(len(p_i), i, np.int64))
         gidx = torch.from_numpy(np.concatenate(gidx_parts)).to(dev)
@@ -288,7 +322,7 @@ class Renderer:
         for lo_w, hi_w in groups:
             rows = torch.nonzero((width_of >= lo_w) & (width_of <= hi_w)).squeeze(1)
             if rows.numel():
-                self._march(rows, gidx[rows, :max(hi_w, 1)], pidx, A, BA, inv, ok, t_stop, hit_t, hit_g)
+                self._march(rows, gidx[rows, : max(hi_w, 1)], pidx, A, BA, inv, ok, t_stop, hit_t, hit_g)
 
         hit_rows = torch.nonzero(hit_t >= 0).squeeze(1)
         rgb_hit = torch.zeros((0, 3), dtype=torch.float64, device=dev)

@@ -1,4 +1,5 @@
 """Device choice shared by the backends: onnxruntime providers and the torch device."""
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """`prepare_driving`: the driving input of a SCAIL-2 job (end-to-end copy or pose-driven skeleton render)."""
+
 from __future__ import annotations
 
 import logging
@@ -10,28 +11,36 @@ from typing import Iterator
 
 import numpy as np
 
+from scailflow.errors import InputError
+from scailflow.files import atomic_path
+from scailflow.media import probe_video, read_image, read_video, write_video
+from scailflow.options import DrivingMode, choices
 from scailflow.pose.align import Alignment, apply_to_overlay, fit_to_reference
+from scailflow.pose.options import Palette
 from scailflow.pose.render2d import composite, draw_flat_limbs, draw_person_overlay
 from scailflow.pose.render3d import Camera, Renderer, build_capsules
 from scailflow.pose.runtime import torch_device
 from scailflow.pose.skeleton import N_JOINTS3D, PERSON_COLOURS, PersonPose, person_colour
 from scailflow.pose.tracker import track
 from scailflow.pose.weights import PoseWeights
-from scailflow.errors import InputError
-from scailflow.files import atomic_path
-from scailflow.media import probe_video, read_image, read_video, write_video
 
 log = logging.getLogger("scailflow.pose")
 
 RENDERED = "rendered_v2.mp4"
 MASK_RENDER = "rendered_mask_v2.mp4"
-DRIVING_MODES = ("end-to-end", "pose")
-PALETTES = ("v2", "v1")
+DRIVING_MODES = choices(DrivingMode)
+PALETTES = choices(Palette)
+
+
+def output_paths(out_dir: Path | str, driving: str = "end-to-end") -> list[Path]:
+    """The files `prepare_driving` writes: the driving input, and in pose mode the skeleton's mask render."""
+    return [Path(out_dir) / RENDERED] + ([Path(out_dir) / MASK_RENDER] if driving == "pose" else [])
 
 
 @dataclass
 class DrivingResult:
     """What prepare_driving wrote."""
+
     rendered: Path
     mask_render: Path | None
     fps: float
@@ -44,10 +53,18 @@ class DrivingResult:
     seconds: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"rendered": str(self.rendered), "mask_render": None if self.mask_render is None else
-                str(self.mask_render), "fps": self.fps, "frames": self.frames, "backend": self.backend,
-                "width": self.width, "height": self.height, "persons": self.persons,
-                "alignment": self.alignment, "seconds": dict(self.seconds)}
+        return {
+            "rendered": str(self.rendered),
+            "mask_render": None if self.mask_render is None else str(self.mask_render),
+            "fps": self.fps,
+            "frames": self.frames,
+            "backend": self.backend,
+            "width": self.width,
+            "height": self.height,
+            "persons": self.persons,
+            "alignment": self.alignment,
+            "seconds": dict(self.seconds),
+        }
 
 
 def _copy_driving(video: Path, out: Path) -> DrivingResult:
@@ -91,10 +108,19 @@ def _mask_frames(ids: np.ndarray, colours: np.ndarray) -> Iterator[np.ndarray]:
         yield out
 
 
-def prepare_driving(driving_video: Path, out_dir: Path, *, driving: str = "end-to-end",
-                    weights: PoseWeights | None = None, reference_image: Path | None = None, align: bool = False,
-                    max_persons: int = 2, device: str = "auto", legacy_mask_colours: bool = False,
-                    palette: str = "v2") -> DrivingResult:
+def prepare_driving(
+    driving_video: Path,
+    out_dir: Path,
+    *,
+    driving: str = "end-to-end",
+    weights: PoseWeights | None = None,
+    reference_image: Path | None = None,
+    align: bool = False,
+    max_persons: int = 2,
+    device: str = "auto",
+    legacy_mask_colours: bool = False,
+    palette: str = "v2",
+) -> DrivingResult:
     """Write out_dir/rendered_v2.mp4 (and in pose mode out_dir/rendered_mask_v2.mp4) for one driving video.
 
     end-to-end: a byte copy of an .mp4 driving video (else a re-encode). pose: the 3D capsule skeleton with the
@@ -194,8 +220,24 @@ def prepare_driving(driving_video: Path, out_dir: Path, *, driving: str = "end-t
     clock = time.perf_counter()
     write_video(mask_path, _mask_frames(mask_ids, colours), fps, lossless=True)
     seconds["mask_write"] = time.perf_counter() - clock
-    log.info("pose render: %d frames %dx%d at %g fps, %d person(s), backend %s", n_frames, width, height, fps,
-             n_persons, backend + ("" if has3d else " (2D only)"))
-    return DrivingResult(rendered, mask_path, fps, n_frames, backend, width, height, n_persons,
-                         alignment.to_dict() if alignment else None, seconds)
-
+    log.info(
+        "pose render: %d frames %dx%d at %g fps, %d person(s), backend %s",
+        n_frames,
+        width,
+        height,
+        fps,
+        n_persons,
+        backend + ("" if has3d else " (2D only)"),
+    )
+    return DrivingResult(
+        rendered,
+        mask_path,
+        fps,
+        n_frames,
+        backend,
+        width,
+        height,
+        n_persons,
+        alignment.to_dict() if alignment else None,
+        seconds,
+    )

@@ -5,6 +5,7 @@ largest `max_persons` are kept, and they are ordered by box-centre x. Later fram
 greedily by IoU with the track's last box (falling back to the nearest centre); people who appear later are
 not tracked.
 """
+
 from __future__ import annotations
 
 import logging

@@ -3,6 +3,7 @@
 Nothing is downloaded. DWPose needs both ONNX files; NLF is optional (without it the DWPose path renders flat
 2D limbs); with no DWPose files the embedded mediapipe model is used.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,7 @@ POSE_OUTPUTS = {"simcc_x": (133, 576), "simcc_y": (133, 768)}
 
 def _where(name: str) -> str:
     file, place = EXPECTED[name]
-    return (f"expected {file}, e.g. at {place}; configure it with {ENV[name]}, pipelines.yaml pose.{name} "
-            f"or {CLI[name]}")
+    return f"expected {file}, e.g. at {place}; configure it with {ENV[name]}, pipelines.yaml pose.{name} or {CLI[name]}"
 
 
 def _dims(value_info) -> list[int | None]:
@@ -45,8 +45,9 @@ def _onnx_io(path: Path, name: str):
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # onnx raises DecodeError / ValidationError subclasses
-        raise InputError(f"{name} weights {path} are not a readable ONNX model ({e.__class__.__name__}); "
-                         f"{_where(name)}") from None
+        raise InputError(
+            f"{name} weights {path} are not a readable ONNX model ({e.__class__.__name__}); {_where(name)}"
+        ) from None
     inits = {i.name for i in model.graph.initializer}
     inputs = [(v.name, _dims(v)) for v in model.graph.input if v.name not in inits]
     outputs = [(v.name, _dims(v)) for v in model.graph.output]
@@ -56,35 +57,45 @@ def _onnx_io(path: Path, name: str):
 def _check_det(path: Path) -> None:
     inputs, outputs = _onnx_io(path, "dwpose_det")
     if len(inputs) != 1 or len(inputs[0][1]) != 4 or inputs[0][1][1] not in (3, None):
-        raise InputError(f"dwpose_det {path}: expected one image input [N, 3, 640, 640] named "
-                         f"{DET_INPUT[0]!r}, found {inputs}; {_where('dwpose_det')}")
+        raise InputError(
+            f"dwpose_det {path}: expected one image input [N, 3, 640, 640] named "
+            f"{DET_INPUT[0]!r}, found {inputs}; {_where('dwpose_det')}"
+        )
     h, w = inputs[0][1][2:]
     if (h is not None and h % 32) or (w is not None and w % 32):
         raise InputError(f"dwpose_det {path}: input size {h}x{w} is not a multiple of 32 (YOLOX strides)")
     if not outputs or len(outputs[0][1]) != 3 or outputs[0][1][2] not in (85, None):
-        raise InputError(f"dwpose_det {path}: expected output [N, anchors, 85] (YOLOX, 80 classes), "
-                         f"found {outputs}; {_where('dwpose_det')}")
+        raise InputError(
+            f"dwpose_det {path}: expected output [N, anchors, 85] (YOLOX, 80 classes), "
+            f"found {outputs}; {_where('dwpose_det')}"
+        )
 
 
 def _check_pose(path: Path) -> None:
     inputs, outputs = _onnx_io(path, "dwpose_pose")
     want = POSE_INPUT[1]
-    ok_in = (len(inputs) == 1 and len(inputs[0][1]) == 4
-             and all(d is None or d == e for d, e in zip(inputs[0][1][1:], want)))
+    ok_in = (
+        len(inputs) == 1 and len(inputs[0][1]) == 4 and all(d is None or d == e for d, e in zip(inputs[0][1][1:], want))
+    )
     if not ok_in:
-        raise InputError(f"dwpose_pose {path}: expected one input {POSE_INPUT[0]!r} [N, 3, 384, 288], found "
-                         f"{inputs}; {_where('dwpose_pose')}")
+        raise InputError(
+            f"dwpose_pose {path}: expected one input {POSE_INPUT[0]!r} [N, 3, 384, 288], found "
+            f"{inputs}; {_where('dwpose_pose')}"
+        )
     got = {n: d for n, d in outputs}
     for name, tail in POSE_OUTPUTS.items():
         dims = got.get(name)
         if dims is None or len(dims) != 3 or any(d is not None and d != e for d, e in zip(dims[1:], tail)):
-            raise InputError(f"dwpose_pose {path}: expected output {name!r} [N, {tail[0]}, {tail[1]}], found "
-                             f"{outputs}; {_where('dwpose_pose')}")
+            raise InputError(
+                f"dwpose_pose {path}: expected output {name!r} [N, {tail[0]}, {tail[1]}], found "
+                f"{outputs}; {_where('dwpose_pose')}"
+            )
 
 
 @dataclass(frozen=True)
 class PoseWeights:
     """Paths (and optional sha256 pins) of the pose models; None means not configured."""
+
     dwpose_det: Path | None = None
     dwpose_pose: Path | None = None
     nlf: Path | None = None
@@ -99,7 +110,7 @@ class PoseWeights:
                 object.__setattr__(self, name, Path(os.path.expanduser(str(value))) if str(value) else None)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "PoseWeights":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> PoseWeights:
         """Read SCAILFLOW_DWPOSE_DET, SCAILFLOW_DWPOSE_POSE, SCAILFLOW_NLF (and *_SHA256 pins)."""
         env = os.environ if environ is None else environ
         kw: dict[str, Any] = {}
@@ -111,7 +122,7 @@ class PoseWeights:
         return cls(**kw)
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any] | None, base_dir: Path | None = None) -> "PoseWeights":
+    def from_config(cls, config: Mapping[str, Any] | None, base_dir: Path | None = None) -> PoseWeights:
         """From a pipelines.yaml / job.yaml mapping: its `pose:` (or `defaults: pose:`) section, or the mapping
         itself, with keys dwpose_det, dwpose_pose, nlf and *_sha256; relative paths are taken from `base_dir`.
         Other keys of the section (align, legacy_mask_colours, ...) are left to the caller."""
@@ -136,7 +147,7 @@ class PoseWeights:
         return cls(**kw)
 
     @classmethod
-    def from_yaml(cls, path: Path) -> "PoseWeights":
+    def from_yaml(cls, path: Path) -> PoseWeights:
         """Read the `pose:` section of a pipelines.yaml file."""
         import yaml
 
@@ -151,7 +162,7 @@ class PoseWeights:
             raise InputError(f"{path}: expected a mapping at the top level")
         return cls.from_config(data, base_dir=path.parent)
 
-    def overridden_by(self, other: "PoseWeights") -> "PoseWeights":
+    def overridden_by(self, other: PoseWeights) -> PoseWeights:
         """A copy where every field set in `other` wins (CLI over config over environment)."""
         changes = {f.name: getattr(other, f.name) for f in fields(self) if getattr(other, f.name) is not None}
         return replace(self, **changes)
@@ -183,8 +194,9 @@ class PoseWeights:
                 raise InputError(f"{name} weights {path} is not a file; {_where(name)}")
             size = path.stat().st_size
             if size < MIN_BYTES:
-                raise InputError(f"{name} weights {path} is only {size} bytes (a stub or an LFS pointer?); "
-                                 f"{_where(name)}")
+                raise InputError(
+                    f"{name} weights {path} is only {size} bytes (a stub or an LFS pointer?); {_where(name)}"
+                )
             pin = getattr(self, name + "_sha256")
             if pin and file_sha256(path) != pin:
                 raise InputError(f"{name} weights {path} do not match the pinned sha256 {pin}")
@@ -195,5 +207,8 @@ class PoseWeights:
             raise InputError(f"nlf weights {self.nlf} are not a TorchScript archive; {_where('nlf')}")
 
     def to_dict(self) -> dict:
-        return {f.name: (str(v) if isinstance(v, Path) else v) for f in fields(self)
-                if (v := getattr(self, f.name)) is not None}
+        return {
+            f.name: (str(v) if isinstance(v, Path) else v)
+            for f in fields(self)
+            if (v := getattr(self, f.name)) is not None
+        }

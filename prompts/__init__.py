@@ -1,14 +1,24 @@
 """Prompt enhancer (Gemini through google-genai): a driving video, a reference image and a short instruction
-become the positive prompt SCAIL-2 is conditioned on. No Prefect here; the flow layer wraps `enhance_prompt`."""
-from .cache import prompt_cache_key
-from .enhance import (DEFAULT_MODEL, MissingKeyError, PromptResult, enhance_prompt, resolve_api_key,
-                      resolve_base_url)
-from .gemini import AnswerCheckError, GeminiError, GeminiRequestError, GeminiUnavailableError, is_transient
-from .sampling import sample_frame_indices
-from .templates import DEFAULT_EXAMPLES, TEMPLATE_VERSION
+become the positive prompt SCAIL-2 is conditioned on. No Prefect here; the flow's prompt task calls `make_prompt`."""
 
-__all__ = [
-    "AnswerCheckError", "DEFAULT_EXAMPLES", "DEFAULT_MODEL", "GeminiError", "GeminiRequestError",
-    "GeminiUnavailableError", "MissingKeyError", "PromptResult", "TEMPLATE_VERSION", "enhance_prompt",
-    "is_transient", "prompt_cache_key", "resolve_api_key", "resolve_base_url", "sample_frame_indices",
-]
+from scailflow.lazy import exports
+
+__getattr__, __dir__, __all__ = exports(
+    __name__,
+    {
+        "stage": ("make_prompt", "output_paths"),
+        "cache": ("prompt_cache_key",),
+        "enhance": (
+            "DEFAULT_MODEL",
+            "MissingKeyError",
+            "PromptResult",
+            "enhance_prompt",
+            "resolve_api_key",
+            "resolve_base_url",
+        ),
+        "gemini": ("AnswerCheckError", "GeminiError", "GeminiRequestError", "GeminiUnavailableError", "is_transient"),
+        "options": ("PromptOptions",),
+        "sampling": ("sample_frame_indices",),
+        "templates": ("DEFAULT_EXAMPLES", "TEMPLATE_VERSION"),
+    },
+)

@@ -1,4 +1,5 @@
 """Content-addressed cache of enhanced prompts: one JSON file per key in a directory."""
+
 from __future__ import annotations
 
 import hashlib
@@ -22,9 +23,18 @@ def _content_hash(path: str | os.PathLike, what: str) -> str:
         raise InputError(f"cannot read {what} {path}: {e.strerror or e}") from None
 
 
-def prompt_cache_key(video: str | os.PathLike, image: str | os.PathLike, instruction: str,
-                     examples: str | os.PathLike | None, model: str, mode: str, *,
-                     num_frames: int = 8, temperature: float = 0.4, max_example_chars: int = 4000) -> str:
+def prompt_cache_key(
+    video: str | os.PathLike,
+    image: str | os.PathLike,
+    instruction: str,
+    examples: str | os.PathLike | None,
+    model: str,
+    mode: str,
+    *,
+    num_frames: int = 8,
+    temperature: float = 0.4,
+    max_example_chars: int = 4000,
+) -> str:
     """sha256 over the inputs' content hashes, the instruction, model, mode, sampling settings and
     TEMPLATE_VERSION. File paths and the API key take no part: moved or renamed inputs still hit."""
     fields = {
@@ -61,6 +71,5 @@ def load(cache_dir: Path, key: str) -> tuple[str, str] | None:
 
 def store(cache_dir: Path, key: str, prompt: str, caption: str, model: str, mode: str) -> Path:
     """Write the entry for `key` atomically."""
-    entry = {"prompt": prompt, "caption": caption, "model": model, "mode": mode,
-             "template_version": TEMPLATE_VERSION}
+    entry = {"prompt": prompt, "caption": caption, "model": model, "mode": mode, "template_version": TEMPLATE_VERSION}
     return write_text_atomic(cache_dir / f"{key}.json", json.dumps(entry, indent=1, ensure_ascii=False) + "\n")

@@ -3,6 +3,7 @@
 Call 1 captions the driving video from evenly sampled frames; call 2 turns the reference image, the instruction,
 that caption and few-shot examples into one paragraph describing the finished video.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,8 +21,15 @@ from scailflow.files import write_text_atomic
 from . import cache
 from .gemini import AnswerCheckError, Backoff, GeminiClient, redact
 from .sampling import image_jpeg, jpeg_bytes, sample_video_frames
-from .templates import (caption_problem, caption_request, check_mode, load_examples, normalize_answer,
-                        prompt_problem, prompt_request)
+from .templates import (
+    caption_problem,
+    caption_request,
+    check_mode,
+    load_examples,
+    normalize_answer,
+    prompt_problem,
+    prompt_request,
+)
 
 LOG = logging.getLogger("scailflow.prompts")
 
@@ -57,8 +65,9 @@ def resolve_base_url(explicit: str | None = None) -> str | None:
     return value.strip() if value and value.strip() else None
 
 
-def _check_options(instruction: str, mode: str, model: str, temperature: float, num_frames: int,
-                   max_retries: int, timeout_s: float) -> None:
+def _check_options(
+    instruction: str, mode: str, model: str, temperature: float, num_frames: int, max_retries: int, timeout_s: float
+) -> None:
     check_mode(mode)
     if not instruction or not instruction.strip():
         raise InputError("the prompt enhancer needs a non-empty instruction")
@@ -78,8 +87,11 @@ def _ask_checked(client: GeminiClient, parts: list, what: str, problem: Callable
     """Ask once; if the answer fails `problem`, ask once more saying why; then give up with AnswerCheckError."""
     why = None
     for attempt in range(2):
-        request = parts if why is None else [*parts, f"Your previous answer was rejected: {why}. "
-                                                     "Answer again following every rule above."]
+        request = (
+            parts
+            if why is None
+            else [*parts, f"Your previous answer was rejected: {why}. Answer again following every rule above."]
+        )
         response = client.generate(request, what)
         text = normalize_answer(response.text)
         why = problem(text)
@@ -109,12 +121,26 @@ def _write_outputs(prompt: str, caption: str, output: Path | None, caption_out: 
         LOG.info("caption written to %s", caption_out)
 
 
-def enhance_prompt(video: Path, image: Path, instruction: str, *, mode: str = "replacement",
-                   model: str = DEFAULT_MODEL, temperature: float = 0.4, num_frames: int = 8,
-                   examples: Path | None = None, max_example_chars: int = 4000, api_key: str | None = None,
-                   base_url: str | None = None, output: Path | None = None, caption_out: Path | None = None,
-                   cache_dir: Path | None = None, max_retries: int = 4, timeout_s: float = 120,
-                   backoff_base_s: float = 1.0) -> PromptResult:
+def enhance_prompt(
+    video: Path,
+    image: Path,
+    instruction: str,
+    *,
+    mode: str = "replacement",
+    model: str = DEFAULT_MODEL,
+    temperature: float = 0.4,
+    num_frames: int = 8,
+    examples: Path | None = None,
+    max_example_chars: int = 4000,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    output: Path | None = None,
+    caption_out: Path | None = None,
+    cache_dir: Path | None = None,
+    max_retries: int = 4,
+    timeout_s: float = 120,
+    backoff_base_s: float = 1.0,
+) -> PromptResult:
     """Caption `video` from `num_frames` evenly sampled frames, then write the positive prompt for `mode`.
 
     The key is `api_key`, else GEMINI_API_KEY / GOOGLE_API_KEY (MissingKeyError when none); `base_url`, else
@@ -124,8 +150,17 @@ def enhance_prompt(video: Path, image: Path, instruction: str, *, mode: str = "r
     """
     video, image = Path(video), Path(image)
     _check_options(instruction, mode, model, temperature, num_frames, max_retries, timeout_s)
-    cache_key = cache.prompt_cache_key(video, image, instruction, examples, model, mode, num_frames=num_frames,
-                                 temperature=temperature, max_example_chars=max_example_chars)
+    cache_key = cache.prompt_cache_key(
+        video,
+        image,
+        instruction,
+        examples,
+        model,
+        mode,
+        num_frames=num_frames,
+        temperature=temperature,
+        max_example_chars=max_example_chars,
+    )
     if cache_dir is not None:
         hit = cache.load(Path(cache_dir), cache_key)
         if hit is not None:
@@ -141,17 +176,24 @@ def enhance_prompt(video: Path, image: Path, instruction: str, *, mode: str = "r
     frame_parts = [types.Part.from_bytes(data=jpeg_bytes(f), mime_type="image/jpeg") for f in frames]
     image_part = types.Part.from_bytes(data=image_jpeg(image), mime_type="image/jpeg")
     endpoint = resolve_base_url(base_url)
-    LOG.info("prompt enhancer: %s mode, model %s, frames %s of %s%s", mode, model, indices, video.name,
-             f", endpoint {redact(endpoint, secret)}" if endpoint else "")
+    LOG.info(
+        "prompt enhancer: %s mode, model %s, frames %s of %s%s",
+        mode,
+        model,
+        indices,
+        video.name,
+        f", endpoint {redact(endpoint, secret)}" if endpoint else "",
+    )
 
     backoff = Backoff(base_s=backoff_base_s)
-    with GeminiClient(secret, model, temperature, base_url=endpoint, timeout_s=timeout_s,
-                      max_retries=max_retries, backoff=backoff) as client:
-        caption = _ask_checked(client, [*frame_parts, caption_request(len(frame_parts))], "caption",
-                               caption_problem)
+    with GeminiClient(
+        secret, model, temperature, base_url=endpoint, timeout_s=timeout_s, max_retries=max_retries, backoff=backoff
+    ) as client:
+        caption = _ask_checked(client, [*frame_parts, caption_request(len(frame_parts))], "caption", caption_problem)
         LOG.info("caption: %s", caption)
-        prompt = _ask_checked(client, [image_part, prompt_request(mode, instruction, caption, example_text)],
-                              "prompt", prompt_problem)
+        prompt = _ask_checked(
+            client, [image_part, prompt_request(mode, instruction, caption, example_text)], "prompt", prompt_problem
+        )
         calls = client.calls
     LOG.info("prompt (%d words, %d calls): %s", len(prompt.split()), calls, prompt)
 

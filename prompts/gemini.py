@@ -5,6 +5,7 @@ here: transient failures (429, 408, 5xx, timeouts, dropped connections) are retr
 full jitter; any other 4xx fails at once. No message leaving this module contains the API key, and raised errors
 carry no reference to the SDK exception (which holds the raw response).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -40,8 +41,9 @@ def _transport_modules() -> list:
 
 _TRANSPORT = _transport_modules()
 _TRANSPORT_ERRORS = tuple(m.HTTPError for m in _TRANSPORT)
-_TRANSIENT_TRANSPORT = tuple(getattr(m, n) for m in _TRANSPORT
-                             for n in ("TimeoutException", "NetworkError", "RemoteProtocolError"))
+_TRANSIENT_TRANSPORT = tuple(
+    getattr(m, n) for m in _TRANSPORT for n in ("TimeoutException", "NetworkError", "RemoteProtocolError")
+)
 
 
 class GeminiError(RuntimeError):
@@ -105,28 +107,38 @@ class Backoff:
     rng: random.Random = field(default_factory=random.Random)
 
     def delay(self, attempt: int) -> float:
-        return self.rng.uniform(0.0, min(self.cap_s, self.base_s * 2 ** attempt))
+        return self.rng.uniform(0.0, min(self.cap_s, self.base_s * 2**attempt))
 
 
 class GeminiClient:
     """A google-genai client for one model and temperature that counts the HTTP calls it makes."""
 
-    def __init__(self, api_key: str, model: str, temperature: float, *, base_url: str | None = None,
-                 timeout_s: float = 120, max_retries: int = 4, backoff: Backoff | None = None):
+    def __init__(
+        self,
+        api_key: str,
+        model: str,
+        temperature: float,
+        *,
+        base_url: str | None = None,
+        timeout_s: float = 120,
+        max_retries: int = 4,
+        backoff: Backoff | None = None,
+    ):
         self._key = api_key
         self.model = model
         self.max_retries = max_retries
         self.backoff = backoff or Backoff()
         self.calls = 0
         self._config = types.GenerateContentConfig(temperature=temperature)
-        options = types.HttpOptions(base_url=base_url, api_version=API_VERSION,
-                                    timeout=max(1, round(timeout_s * 1000)))  # milliseconds
+        options = types.HttpOptions(
+            base_url=base_url, api_version=API_VERSION, timeout=max(1, round(timeout_s * 1000))
+        )  # milliseconds
         self._client = genai.Client(api_key=api_key, vertexai=False, http_options=options)
 
     def close(self) -> None:
         self._client.close()
 
-    def __enter__(self) -> "GeminiClient":
+    def __enter__(self) -> GeminiClient:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -141,10 +153,13 @@ class GeminiClient:
             transient = False
             status: int | None = None
             try:
-                return self._client.models.generate_content(model=self.model, contents=list(parts),
-                                                            config=self._config)
-            except (genai_errors.APIError, genai_errors.UnknownApiResponseError, json.JSONDecodeError,
-                    *_TRANSPORT_ERRORS) as e:
+                return self._client.models.generate_content(model=self.model, contents=list(parts), config=self._config)
+            except (
+                genai_errors.APIError,
+                genai_errors.UnknownApiResponseError,
+                json.JSONDecodeError,
+                *_TRANSPORT_ERRORS,
+            ) as e:
                 # Only text leaves this block, so the SDK exception (and its raw response) is dropped here.
                 failure = _describe(e, self._key)
                 transient = is_transient(e)
@@ -153,8 +168,14 @@ class GeminiClient:
                 break
             if attempt + 1 < attempts:
                 delay = self.backoff.delay(attempt)
-                LOG.warning("Gemini %s call failed (%s); retry %d/%d in %.2fs",
-                            what, failure, attempt + 1, self.max_retries, delay)
+                LOG.warning(
+                    "Gemini %s call failed (%s); retry %d/%d in %.2fs",
+                    what,
+                    failure,
+                    attempt + 1,
+                    self.max_retries,
+                    delay,
+                )
                 self.backoff.sleep(delay)
         if not transient:
             if status is not None and 400 <= status < 500:

@@ -1,4 +1,5 @@
 """Evenly spaced frame sampling and JPEG encoding of the pictures sent to Gemini."""
+
 from __future__ import annotations
 
 import io

@@ -1,4 +1,5 @@
 """What we ask Gemini (caption request, replacement and animation templates) and how its answers are checked."""
+
 from __future__ import annotations
 
 import hashlib
@@ -7,8 +8,9 @@ import re
 from pathlib import Path
 
 from scailflow.errors import InputError
+from scailflow.options import Mode, choices
 
-MODES = ("replacement", "animation")
+MODES = choices(Mode)
 MIN_WORDS, MAX_WORDS = 90, 140  # what the answer check accepts
 TARGET_WORDS = (100, 130)  # what we ask for: models miss word counts a little, so aim inside the accepted range
 DEFAULT_EXAMPLES = Path(__file__).with_name("examples_default.txt")
@@ -41,21 +43,27 @@ Description of the source video:
 Request:
 {instruction}"""
 
-REPLACEMENT_TEMPLATE = """\
+REPLACEMENT_TEMPLATE = (
+    """\
 The attached picture shows a character. A source video is described below, and a request below says which person
 in that video the character takes the place of. Describe the video as it looks after the change: the character
 from the picture performs exactly the same motion as that person, in the same scene, with the same camera,
 lighting, objects and other people. The character's appearance comes from the picture; everything else comes
 from the source video.
-""" + _SHARED_RULES
+"""
+    + _SHARED_RULES
+)
 
-ANIMATION_TEMPLATE = """\
+ANIMATION_TEMPLATE = (
+    """\
 The attached picture shows a character. A source video (the motion to follow) is described below, together with a
 request. Describe a video in which the character from the picture performs the motion of the person in the
 source video. Set it in the source video's scene unless the request asks for the picture's own setting; then
 describe the picture's background and lighting instead. The character's appearance always comes from the picture;
 the motion and pace always come from the source video.
-""" + _SHARED_RULES
+"""
+    + _SHARED_RULES
+)
 
 _TEMPLATES = {"replacement": REPLACEMENT_TEMPLATE, "animation": ANIMATION_TEMPLATE}
 
@@ -88,7 +96,10 @@ def caption_request(n_frames: int) -> str:
 def prompt_request(mode: str, instruction: str, caption: str, examples: str) -> str:
     """The text sent after the reference image in call 2."""
     return _TEMPLATES[check_mode(mode)].format(
-        min_words=TARGET_WORDS[0], max_words=TARGET_WORDS[1], instruction=instruction.strip(), caption=caption.strip(),
+        min_words=TARGET_WORDS[0],
+        max_words=TARGET_WORDS[1],
+        instruction=instruction.strip(),
+        caption=caption.strip(),
         examples=examples.strip() or "(none)",
     )
 

@@ -1,11 +1,12 @@
 """Official SCAIL-2 checkpoint names: the one place they meet our modules.
 
 - `official_to_module_key`: converted-safetensors names -> SCAIL2Transformer parameter names.
-- `load_official_state_dict`: strict load (a missing or unexpected key is an error naming it), with the prefixes of
-  single-file repacks stripped and fp8-scaled weights dequantized.
+- `official_tensors`: the one per-tensor normaliser (repack prefixes stripped, fp8-scaled weights dequantised).
+- `load_official_state_dict`: strict load (a missing or unexpected key is an error naming it).
 - `training_to_official_key` / `convert_training_checkpoint`: the training checkpoint
   (`model/1/fsdp2_rank_0000_checkpoint.pt`) to one safetensors file, one tensor at a time.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ import os
 import re
 import struct
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 
@@ -44,13 +45,24 @@ _TOP = {
     "patch_embedding_mask": "patch_embedding_mask",
 }
 _BLOCK = {
-    "self_attn.q": "attn1.to_q", "self_attn.k": "attn1.to_k", "self_attn.v": "attn1.to_v",
-    "self_attn.o": "attn1.to_out.0", "self_attn.norm_q": "attn1.norm_q", "self_attn.norm_k": "attn1.norm_k",
-    "cross_attn.q": "attn2.to_q", "cross_attn.k": "attn2.to_k", "cross_attn.v": "attn2.to_v",
-    "cross_attn.o": "attn2.to_out.0", "cross_attn.k_img": "attn2.add_k_proj", "cross_attn.v_img": "attn2.add_v_proj",
-    "cross_attn.norm_q": "attn2.norm_q", "cross_attn.norm_k": "attn2.norm_k",
+    "self_attn.q": "attn1.to_q",
+    "self_attn.k": "attn1.to_k",
+    "self_attn.v": "attn1.to_v",
+    "self_attn.o": "attn1.to_out.0",
+    "self_attn.norm_q": "attn1.norm_q",
+    "self_attn.norm_k": "attn1.norm_k",
+    "cross_attn.q": "attn2.to_q",
+    "cross_attn.k": "attn2.to_k",
+    "cross_attn.v": "attn2.to_v",
+    "cross_attn.o": "attn2.to_out.0",
+    "cross_attn.k_img": "attn2.add_k_proj",
+    "cross_attn.v_img": "attn2.add_v_proj",
+    "cross_attn.norm_q": "attn2.norm_q",
+    "cross_attn.norm_k": "attn2.norm_k",
     "cross_attn.norm_k_img": "attn2.norm_added_k",
-    "norm3": "norm2", "ffn.0": "ffn.net.0.proj", "ffn.2": "ffn.net.2",
+    "norm3": "norm2",
+    "ffn.0": "ffn.net.0.proj",
+    "ffn.2": "ffn.net.2",
 }
 _BLOCK_RE = re.compile(r"^blocks\.(\d+)\.(.+)\.(weight|bias)$")
 
@@ -71,32 +83,40 @@ def official_to_module_key(key: str) -> str:
     raise KeyError(key)
 
 
+def repack_prefix(keys: Iterable[str]) -> str:
+    """The `model.diffusion_model.` / `diffusion_model.` prefix every key of a single-file repack shares ('' if none)."""
+    keys = list(keys)
+    return next((p for p in REPACK_PREFIXES if keys and all(k.startswith(p) for k in keys)), "")
+
+
 def strip_repack_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop a common `model.diffusion_model.` / `diffusion_model.` prefix of single-file repacks."""
-    for prefix in REPACK_PREFIXES:
-        if state_dict and all(k.startswith(prefix) for k in state_dict):
-            return {k[len(prefix):]: v for k, v in state_dict.items()}
-    return state_dict
+    prefix = repack_prefix(state_dict)
+    return {k[len(prefix) :]: v for k, v in state_dict.items()}
 
 
-def dequantize_fp8_scaled(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """fp8-scaled repacks store `X.weight` in fp8 with `X.scale_weight`; return plain float weights."""
-    out: dict[str, torch.Tensor] = {}
-    for k, v in state_dict.items():
-        if k == "scaled_fp8" or k.endswith(".scale_weight") or k.endswith(".scale_input"):
+def official_tensors(keys: Iterable[str], get: Callable[[str], torch.Tensor]) -> Iterator[tuple[str, torch.Tensor]]:
+    """The one per-tensor normaliser of DiT checkpoints: yields (official key, tensor) with a repack prefix stripped,
+    fp8-scaled weights (`X.weight` in fp8 + `X.scale_weight`) dequantised and the scale entries dropped. `get(key)`
+    reads one tensor, so a file is streamed tensor by tensor."""
+    keys = list(keys)
+    prefix, present = repack_prefix(keys), set(keys)
+    for k in keys:
+        if k.endswith("scaled_fp8") or k.endswith((".scale_weight", ".scale_input")):
             continue
-        if FP8_DTYPES and v.dtype in FP8_DTYPES:
-            scale = state_dict.get(k[: -len("weight")] + "scale_weight") if k.endswith("weight") else None
-            v = v.to(torch.float32)
-            if scale is not None:
-                v = v * scale.to(torch.float32)
-        out[k] = v
-    return out
+        t = get(k)
+        if FP8_DTYPES and t.dtype in FP8_DTYPES:
+            t = t.to(torch.float32)
+            scale_key = k[: -len("weight")] + "scale_weight"
+            if k.endswith("weight") and scale_key in present:
+                t = t * get(scale_key).to(torch.float32)
+        yield k[len(prefix) :], t
 
 
-def check_is_scail2(state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-    if SCAIL2_MARKER not in state_dict:
-        hint = " (a SCAIL-1 / SCAIL-Preview checkpoint?)" if "patch_embedding_pose.weight" in state_dict else ""
+def check_is_scail2(keys: Iterable[str], source: str = "checkpoint") -> None:
+    """A SCAIL-2 DiT has the driving-mask patch embedding; SCAIL-1 / SCAIL-Preview do not."""
+    keys = set(keys)
+    if SCAIL2_MARKER not in keys:
+        hint = " (a SCAIL-1 / SCAIL-Preview checkpoint?)" if "patch_embedding_pose.weight" in keys else ""
         raise InputError(f"{source} is not a SCAIL-2 DiT: it has no '{SCAIL2_MARKER}'{hint}")
 
 
@@ -111,23 +131,33 @@ def map_official(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return mapped
 
 
-def load_official_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], *, device=None,
-                             dtype: torch.dtype | None = None, source: str = "checkpoint") -> None:
-    """Load official-named weights into `model` (which may live on the meta device), strictly."""
-    sd = dequantize_fp8_scaled(strip_repack_prefix(dict(state_dict)))
-    check_is_scail2(sd, source)
-    mapped = map_official(sd)
+def load_official_state_dict(
+    model: torch.nn.Module,
+    state_dict: dict[str, torch.Tensor],
+    *,
+    device=None,
+    dtype: torch.dtype | None = None,
+    source: str = "checkpoint",
+) -> None:
+    """Load official-named weights (as `official_tensors` yields them) into `model`, which may live on the meta
+    device, strictly: a missing or unexpected key, or a wrong shape, is an InputError naming it."""
+    mapped = map_official(state_dict)
     expected = set(model.state_dict().keys())
     missing = sorted(expected - mapped.keys())
     if missing:
+        check_is_scail2(state_dict, source)  # a SCAIL-1 checkpoint gets its own message
         inverse = {official_to_module_key(k): k for k in _all_official_keys(model)}
-        raise InputError(f"missing key in SCAIL-2 checkpoint: {inverse.get(missing[0], missing[0])}"
-                         + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        raise InputError(
+            f"missing key in SCAIL-2 checkpoint: {inverse.get(missing[0], missing[0])}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
     own = model.state_dict()
     for name, value in mapped.items():
         if tuple(value.shape) != tuple(own[name].shape):
-            raise InputError(f"shape of {name} is {tuple(value.shape)}, expected {tuple(own[name].shape)} "
-                             "(checkpoint and config disagree)")
+            raise InputError(
+                f"shape of {name} is {tuple(value.shape)}, expected {tuple(own[name].shape)} "
+                "(checkpoint and config disagree)"
+            )
         if any(p in name for p in FP32_PATTERNS):
             want = torch.float32
         else:
@@ -174,8 +204,10 @@ _TRAIN_SIMPLE = [
     (r"^mixins\.adaln_layer\.key_layernorm_list\.(\d+)\.weight$", r"blocks.\1.self_attn.norm_k.weight"),
     (r"^mixins\.adaln_layer\.cross_query_layernorm_list\.(\d+)\.weight$", r"blocks.\1.cross_attn.norm_q.weight"),
     (r"^mixins\.adaln_layer\.cross_key_layernorm_list\.(\d+)\.weight$", r"blocks.\1.cross_attn.norm_k.weight"),
-    (r"^mixins\.adaln_layer\.clip_feature_key_layernorm_list\.(\d+)\.weight$",
-     r"blocks.\1.cross_attn.norm_k_img.weight"),
+    (
+        r"^mixins\.adaln_layer\.clip_feature_key_layernorm_list\.(\d+)\.weight$",
+        r"blocks.\1.cross_attn.norm_k_img.weight",
+    ),
     (r"^mixins\.final_layer\.adaLN_modulation$", r"head.modulation"),
     (r"^(?:mixins\.)?final_layer\.linear\.(weight|bias)$", r"head.head.\1"),
     (r"^(?:.*\.)?time_embed\.(\d+)\.(weight|bias)$", r"time_embedding.\1.\2"),
@@ -194,7 +226,7 @@ _TRAIN_SIMPLE = [
 def training_to_official(name: str, tensor: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
     """Rename (and split fused q/k/v, k/v) one training-checkpoint tensor into official converted names."""
     if name.startswith("model.diffusion_model."):
-        name = name[len("model.diffusion_model."):]
+        name = name[len("model.diffusion_model.") :]
     new = rename(name, _TRAIN_SIMPLE)
     if new is not None:
         return [(new, tensor)]
@@ -217,15 +249,25 @@ def _train_fused(name: str, tensor: torch.Tensor) -> list[tuple[str, torch.Tenso
     raise KeyError(name)
 
 
-_ST_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.float64: "F64",
-              torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.int8: "I8", torch.bool: "BOOL"}
+_ST_DTYPES = {
+    torch.float32: "F32",
+    torch.bfloat16: "BF16",
+    torch.float16: "F16",
+    torch.float64: "F64",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.uint8: "U8",
+    torch.int8: "I8",
+    torch.bool: "BOOL",
+}
 if hasattr(torch, "float8_e4m3fn"):
     _ST_DTYPES[torch.float8_e4m3fn] = "F8_E4M3"
     _ST_DTYPES[torch.float8_e5m2] = "F8_E5M2"
 
 
-def write_safetensors_streaming(path: str | os.PathLike, items: Iterable[tuple[str, torch.Tensor]],
-                                metadata: dict[str, str] | None = None) -> Path:
+def write_safetensors_streaming(
+    path: str | os.PathLike, items: Iterable[tuple[str, torch.Tensor]], metadata: dict[str, str] | None = None
+) -> Path:
     """Write a safetensors file one tensor at a time (two passes over `items`: shapes, then data).
 
     Peak host memory is one tensor, not the whole model: `items` is an iterable factory's output, so pass a
@@ -253,8 +295,9 @@ def write_safetensors_streaming(path: str | os.PathLike, items: Iterable[tuple[s
     return Path(path)
 
 
-def convert_training_checkpoint(src: str | os.PathLike, dst: str | os.PathLike,
-                                dtype: torch.dtype | None = None) -> Path:
+def convert_training_checkpoint(
+    src: str | os.PathLike, dst: str | os.PathLike, dtype: torch.dtype | None = None
+) -> Path:
     """`model/1/fsdp2_rank_0000_checkpoint.pt` (or the SCAIL-2 folder) -> one official-named safetensors file.
 
     Loads with `weights_only=True` and `mmap=True`, so tensors are paged in one at a time while writing.
@@ -285,6 +328,6 @@ def convert_training_checkpoint(src: str | os.PathLike, dst: str | os.PathLike,
         for k, v in pairs:
             out.append((k, v.to(dtype) if dtype is not None and v.is_floating_point() else v))
     names = {k for k, _ in out}
-    check_is_scail2({k: None for k in names}, str(src))  # type: ignore[arg-type]
+    check_is_scail2(names, str(src))
     log.info("converting %d tensors from %s -> %s", len(out), src, dst)
     return write_safetensors_streaming(dst, out, {"format": "pt", "source": "scailflow convert"})

@@ -3,6 +3,7 @@
 Masks carry no VAE: each RGB frame becomes seven exclusive colour maps (white, red, green, blue, yellow, magenta,
 cyan), area-downsampled to the latent grid and grouped four frames per latent frame (first frame repeated 4x).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,10 +30,9 @@ def cover_resize(video: torch.Tensor, height: int, width: int, mode: str = "bicu
     frames = video.permute(1, 0, 2, 3)
     if (nh, nw) != (h, w):
         kw = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
-        frames = torch.cat([F.interpolate(frames[i:i + 16], size=(nh, nw), mode=mode, **kw)
-                            for i in range(0, t, 16)])
+        frames = torch.cat([F.interpolate(frames[i : i + 16], size=(nh, nw), mode=mode, **kw) for i in range(0, t, 16)])
     top, left = (nh - height) // 2, (nw - width) // 2
-    return frames[:, :, top:top + height, left:left + width].permute(1, 0, 2, 3).contiguous()
+    return frames[:, :, top : top + height, left : left + width].permute(1, 0, 2, 3).contiguous()
 
 
 def half_size(video: torch.Tensor) -> torch.Tensor:
@@ -75,4 +75,3 @@ def masks_to_28ch(frames: np.ndarray | torch.Tensor, *, half: bool = False) -> t
     maps = torch.cat([maps[:1].expand(3, -1, -1, -1), maps])  # first frame 4x in all
     t_lat = maps.shape[0] // 4
     return maps.reshape(t_lat, 4 * 7, *maps.shape[-2:]).permute(1, 0, 2, 3).contiguous()
-

@@ -5,6 +5,7 @@
 - Image: transformers `CLIPVisionModel` from the open-clip visual weights (keys mapped here); Wan's preprocessing
   (squash to 224 bicubic, no crop) and the penultimate block's output (257 tokens, no post-norm).
 """
+
 from __future__ import annotations
 
 import re
@@ -15,8 +16,8 @@ from diffusers import AutoencoderKLWan
 from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
 
-from scailflow.scail.checkpoint import rename
 from scailflow.errors import InputError
+from scailflow.scail.checkpoint import rename
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -28,8 +29,14 @@ def vae_from_wan_state_dict(sd: dict[str, torch.Tensor]) -> AutoencoderKLWan:
     if "encoder.conv1.weight" not in sd:
         raise InputError("not a Wan 2.1 VAE state dict (no encoder.conv1.weight)")
     base_dim = sd["encoder.conv1.weight"].shape[0]
-    vae = AutoencoderKLWan(base_dim=base_dim, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
-                           temperal_downsample=[False, True, True])
+    vae = AutoencoderKLWan(
+        base_dim=base_dim,
+        z_dim=16,
+        dim_mult=[1, 2, 4, 4],
+        num_res_blocks=2,
+        attn_scales=[],
+        temperal_downsample=[False, True, True],
+    )
     converted = convert_wan_vae_to_diffusers(dict(sd))
     vae.load_state_dict(converted, strict=True)
     return vae.eval()
@@ -64,8 +71,10 @@ _T5_RULES = [
     (r"^norm\.weight$", "encoder.final_layer_norm.weight"),
     (r"^blocks\.(\d+)\.norm1\.weight$", r"encoder.block.\1.layer.0.layer_norm.weight"),
     (r"^blocks\.(\d+)\.attn\.([qkvo])\.weight$", r"encoder.block.\1.layer.0.SelfAttention.\2.weight"),
-    (r"^blocks\.(\d+)\.pos_embedding\.embedding\.weight$",
-     r"encoder.block.\1.layer.0.SelfAttention.relative_attention_bias.weight"),
+    (
+        r"^blocks\.(\d+)\.pos_embedding\.embedding\.weight$",
+        r"encoder.block.\1.layer.0.SelfAttention.relative_attention_bias.weight",
+    ),
     (r"^blocks\.(\d+)\.norm2\.weight$", r"encoder.block.\1.layer.1.layer_norm.weight"),
     (r"^blocks\.(\d+)\.ffn\.gate\.0\.weight$", r"encoder.block.\1.layer.1.DenseReluDense.wi_0.weight"),
     (r"^blocks\.(\d+)\.ffn\.fc1\.weight$", r"encoder.block.\1.layer.1.DenseReluDense.wi_1.weight"),
@@ -85,10 +94,19 @@ def umt5_config_from_wan(sd: dict[str, torch.Tensor]) -> UMT5Config:
     vocab, d_model = sd["token_embedding.weight"].shape
     layers = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
     buckets, heads = sd["blocks.0.pos_embedding.embedding.weight"].shape
-    return UMT5Config(vocab_size=vocab, d_model=d_model, d_kv=sd["blocks.0.attn.q.weight"].shape[0] // heads,
-                      d_ff=sd["blocks.0.ffn.fc1.weight"].shape[0], num_layers=layers, num_heads=heads,
-                      relative_attention_num_buckets=buckets, relative_attention_max_distance=128,
-                      feed_forward_proj="gated-gelu", layer_norm_epsilon=1e-6, tie_word_embeddings=False)
+    return UMT5Config(
+        vocab_size=vocab,
+        d_model=d_model,
+        d_kv=sd["blocks.0.attn.q.weight"].shape[0] // heads,
+        d_ff=sd["blocks.0.ffn.fc1.weight"].shape[0],
+        num_layers=layers,
+        num_heads=heads,
+        relative_attention_num_buckets=buckets,
+        relative_attention_max_distance=128,
+        feed_forward_proj="gated-gelu",
+        layer_norm_epsilon=1e-6,
+        tie_word_embeddings=False,
+    )
 
 
 def umt5_from_wan_state_dict(sd: dict[str, torch.Tensor], attn_implementation: str = "sdpa") -> UMT5EncoderModel:
@@ -106,8 +124,9 @@ def umt5_from_wan_state_dict(sd: dict[str, torch.Tensor], attn_implementation: s
             mapped[name] = v
     result = model.load_state_dict(mapped, strict=False, assign=True)
     if result.missing_keys or result.unexpected_keys:
-        raise InputError(f"T5 checkpoint does not match: missing {result.missing_keys[:3]}, "
-                         f"unexpected {result.unexpected_keys[:3]}")
+        raise InputError(
+            f"T5 checkpoint does not match: missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}"
+        )
     model.encoder.embed_tokens = model.shared
     return model.to(dtype).eval()
 
@@ -116,8 +135,14 @@ def umt5_from_wan_state_dict(sd: dict[str, torch.Tensor], attn_implementation: s
 def encode_text(model: UMT5EncoderModel, tokenizer, prompts: list[str], text_len: int = 512) -> list[torch.Tensor]:
     """Wan's text encoding: pad to `text_len`, run with the mask, keep each prompt's own tokens [L_i, dim]."""
     device = next(model.parameters()).device
-    tok = tokenizer(prompts, padding="max_length", max_length=text_len, truncation=True, add_special_tokens=True,
-                    return_tensors="pt")
+    tok = tokenizer(
+        prompts,
+        padding="max_length",
+        max_length=text_len,
+        truncation=True,
+        add_special_tokens=True,
+        return_tensors="pt",
+    )
     ids, mask = tok.input_ids.to(device), tok.attention_mask.to(device)
     hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
     lens = mask.sum(1).tolist()
@@ -170,10 +195,16 @@ def clip_from_wan_state_dict(sd: dict[str, torch.Tensor], num_heads: int | None 
     layers = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("visual.transformer."))
     heads = num_heads or (width // 80 if width % 80 == 0 else width // 16)  # ViT-H/14: 1280 / 16 heads of 80
     tokens = sd["visual.pos_embedding"].shape[-2]
-    config = CLIPVisionConfig(hidden_size=width, intermediate_size=sd["visual.transformer.0.mlp.0.weight"].shape[0],
-                              num_hidden_layers=layers, num_attention_heads=heads, patch_size=patch,
-                              image_size=int(round((tokens - 1) ** 0.5)) * patch, hidden_act="gelu",
-                              layer_norm_eps=1e-5)
+    config = CLIPVisionConfig(
+        hidden_size=width,
+        intermediate_size=sd["visual.transformer.0.mlp.0.weight"].shape[0],
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        patch_size=patch,
+        image_size=int(round((tokens - 1) ** 0.5)) * patch,
+        hidden_act="gelu",
+        layer_norm_eps=1e-5,
+    )
     with torch.device("meta"):
         model = CLIPVisionModel(config)
     model.load_state_dict(clip_state_dict_from_wan(sd), strict=True, assign=True)

@@ -1,4 +1,5 @@
 """Files in, video out: read the prepared inputs, sample, write the H.264 mp4 and its settings record atomically."""
+
 from __future__ import annotations
 
 import json
@@ -7,12 +8,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scailflow.scail.pipeline import Conditioning, SamplingOptions, SCAIL2Pipeline, check_inputs, orient_target
 from scailflow.errors import InputError
 from scailflow.files import write_text_atomic
 from scailflow.media import read_image, read_video, write_video
+from scailflow.scail.options import SamplingOptions
+from scailflow.scail.pipeline import Conditioning, SCAIL2Pipeline, check_inputs, orient_target
 
 log = logging.getLogger("scailflow.scail")
+
+OUTPUT_NAME = "output.mp4"  # in a flow's output folder
 
 
 @dataclass
@@ -28,18 +32,18 @@ class GenerateRequest:
     replace: bool = False
     additional_ref_images: list[Path] = field(default_factory=list)
     additional_ref_masks: list[Path] = field(default_factory=list)
-    target_h: int = 896
-    target_w: int = 512
-    fps: float | None = None  # None: the driving video's fps (--fps 16 reproduces the official wan branch)
     max_frames: int | None = None
 
 
-def read_conditioning(req: GenerateRequest, read_mask_image=read_image,
-                      read_mask_video=lambda p: read_video(p)[0]) -> tuple[Conditioning, float]:
+def read_conditioning(
+    req: GenerateRequest, read_mask_image=read_image, read_mask_video=lambda p: read_video(p)[0]
+) -> tuple[Conditioning, float]:
     """Read and check every input file (masks through the given readers); returns the conditioning and the fps."""
     if len(req.additional_ref_images) != len(req.additional_ref_masks):
-        raise InputError(f"{len(req.additional_ref_images)} additional reference images but "
-                         f"{len(req.additional_ref_masks)} additional reference masks: they are paired by position")
+        raise InputError(
+            f"{len(req.additional_ref_images)} additional reference images but "
+            f"{len(req.additional_ref_masks)} additional reference masks: they are paired by position"
+        )
     ref, ref_mask = read_image(req.image), read_mask_image(req.mask_image)
     driving, fps = read_video(req.pose, req.max_frames)
     driving_mask = read_mask_video(req.mask_video)[: req.max_frames]
@@ -52,35 +56,53 @@ def read_conditioning(req: GenerateRequest, read_mask_image=read_image,
     return cond, fps
 
 
-def generate(pipe: SCAIL2Pipeline, req: GenerateRequest, opts: SamplingOptions, progress=None,
-             inputs: tuple[Conditioning, float] | None = None) -> dict:
+def generate(
+    pipe: SCAIL2Pipeline,
+    req: GenerateRequest,
+    opts: SamplingOptions,
+    progress=None,
+    inputs: tuple[Conditioning, float] | None = None,
+) -> dict:
     """Generate one video; writes `save_file` and `save_file` + '.json' (seed, prompt, settings). Returns the record.
 
     `inputs` is `read_conditioning(req)`'s result when the caller read (and so checked) the files already.
     """
     t0 = time.perf_counter()
+    opts = opts.resolved()
     cond, driving_fps = inputs or read_conditioning(req)
-    height, width = orient_target(req.target_h, req.target_w, cond.ref_image.shape[:2])
-    if (height, width) != (req.target_h, req.target_w):
-        log.info("reference is %s: target swapped to %dx%d (WxH)",
-                 "portrait" if cond.ref_image.shape[0] > cond.ref_image.shape[1] else "landscape", width, height)
+    height, width = orient_target(opts.target_h, opts.target_w, cond.ref_image.shape[:2])
+    if (height, width) != (opts.target_h, opts.target_w):
+        log.info(
+            "reference is %s: target swapped to %dx%d (WxH)",
+            "portrait" if cond.ref_image.shape[0] > cond.ref_image.shape[1] else "landscape",
+            width,
+            height,
+        )
     if len(cond.driving) < 5:  # 4k+1 frames: anything under 5 gives a single frame
         log.warning("the driving video has %d frame(s): one output frame", len(cond.driving))
     frames, record = pipe(cond, height, width, opts, progress)
     if record["frames_out"] < record["frames_in"]:
-        log.info("used %d of the driving video's %d frames (4k+1 per segment; --keep_tail keeps the rest)",
-                 record["frames_out"], record["frames_in"])
-    fps = float(req.fps or driving_fps)
+        log.info(
+            "used %d of the driving video's %d frames (4k+1 per segment; --keep_tail keeps the rest)",
+            record["frames_out"],
+            record["frames_in"],
+        )
+    fps = float(opts.fps or driving_fps)
     write_video(req.save_file, frames, fps)
-    record.update({
-        "model": pipe.label, "prompt": req.prompt, "fps": fps, "replace": req.replace,
-        "inputs": {k: str(getattr(req, k)) for k in ("image", "mask_image", "pose", "mask_video")},
-        "additional_refs": [str(p) for p in req.additional_ref_images],
-        "sampling": opts.to_dict() | {"seed": record["seed"]},
-        "seconds": round(time.perf_counter() - t0, 3),
-        "output": str(req.save_file),
-    })
+    record.update(
+        {
+            "model": pipe.label,
+            "prompt": req.prompt,
+            "fps": fps,
+            "replace": req.replace,
+            "inputs": {k: str(getattr(req, k)) for k in ("image", "mask_image", "pose", "mask_video")},
+            "additional_refs": [str(p) for p in req.additional_ref_images],
+            "sampling": opts.model_dump() | {"seed": record["seed"]},
+            "speedups": pipe.speedups,
+            "seconds": round(time.perf_counter() - t0, 3),
+            "output": str(req.save_file),
+        }
+    )
     write_text_atomic(Path(str(req.save_file) + ".json"), json.dumps(record, indent=2))
     log.info("wrote %s (%d frames at %g fps, seed %d)", req.save_file, len(frames), fps, record["seed"])
     return record
-

@@ -6,6 +6,7 @@ alpha. A leading `diffusion_model.` prefix is stripped. Training-format keys
 (`...query_key_value.lora_layer.{0,1,2}.{down,up}.weight`) are renamed with the same rules as the checkpoint
 converter.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from scailflow.scail.checkpoint import strip_repack_prefix, training_to_official
 from scailflow.errors import InputError
+from scailflow.scail.checkpoint import strip_repack_prefix, training_to_official
 
 _TRAIN_LORA = re.compile(r"^(?P<base>.+)\.lora_layer(?:\.(?P<idx>\d+))?\.(?P<kind>down|up)\.weight$")
 _TRAIN_DIFF_B = re.compile(r"^(?P<base>.+)\.lora_layer(?:\.(?P<idx>\d+))?\.diff_b$")

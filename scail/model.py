@@ -7,6 +7,7 @@ parallelism), the condition embedders and the head are diffusers' Wan modules, u
 
 Official key names are mapped onto these modules in one place: `scail.checkpoint.official_to_module_key`.
 """
+
 from __future__ import annotations
 
 import math
@@ -224,8 +225,9 @@ class SCAIL2Transformer(ModelMixin, ConfigMixin, CacheMixin):
         )
 
     @classmethod
-    def from_official(cls, state_dict: dict[str, torch.Tensor], config: dict, *, device=None,
-                      dtype: torch.dtype | None = None) -> "SCAIL2Transformer":
+    def from_official(
+        cls, state_dict: dict[str, torch.Tensor], config: dict, *, device=None, dtype: torch.dtype | None = None
+    ) -> SCAIL2Transformer:
         """Build from an official-named state dict and official config keys; strict (names the missing/extra key)."""
         from scailflow.scail.checkpoint import load_official_state_dict
 
@@ -243,8 +245,18 @@ class SCAIL2Transformer(ModelMixin, ConfigMixin, CacheMixin):
     def _embed(self, conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
         return conv(x.to(conv.weight.dtype)).flatten(2).transpose(1, 2)
 
-    def embed_tokens(self, x, ref_latents, ref_masks, pose_latents, driving_masks, history_mask=None,
-                     additional_ref_latents=None, additional_ref_masks=None, replace_flag=False):
+    def embed_tokens(
+        self,
+        x,
+        ref_latents,
+        ref_masks,
+        pose_latents,
+        driving_masks,
+        history_mask=None,
+        additional_ref_latents=None,
+        additional_ref_masks=None,
+        replace_flag=False,
+    ):
         """The token sequence entering block 0, [B, S, dim], and its layout."""
         b, _, T, h, w = x.shape
         if history_mask is None:
@@ -265,8 +277,9 @@ class SCAIL2Transformer(ModelMixin, ConfigMixin, CacheMixin):
             if additional_ref_masks is None or additional_ref_masks.shape[2] != K:
                 raise ValueError("additional_ref_masks must pair one mask with each additional reference")
             extra = torch.cat([additional_ref_latents, self._ones_like_flags(additional_ref_latents)], 1)
-            parts.append(self._embed(self.patch_embedding, extra)
-                         + self._embed(self.patch_embedding_mask, additional_ref_masks))
+            parts.append(
+                self._embed(self.patch_embedding, extra) + self._embed(self.patch_embedding_mask, additional_ref_masks)
+            )
         parts += [video, driving]
         p_t, p_h, p_w = self.config.patch_size
         layout = TokenLayout(K, T // p_t, h // p_h, w // p_w, bool(replace_flag))
@@ -287,14 +300,27 @@ class SCAIL2Transformer(ModelMixin, ConfigMixin, CacheMixin):
         """Head output of the video slice, [B, T*h'*w', pt*ph*pw*C] -> [B, C, T, h, w]."""
         p_t, p_h, p_w = self.config.patch_size
         b = out.shape[0]
-        v = out[:, layout.video_start: layout.video_start + layout.video_len]
+        v = out[:, layout.video_start : layout.video_start + layout.video_len]
         v = v.reshape(b, layout.frames, layout.height, layout.width, p_t, p_h, p_w, -1)
         return v.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(
-            b, -1, layout.frames * p_t, layout.height * p_h, layout.width * p_w)
+            b, -1, layout.frames * p_t, layout.height * p_h, layout.width * p_w
+        )
 
-    def forward(self, x, t, context, clip_fea, ref_latents, ref_masks, pose_latents, driving_masks,
-                replace_flag: bool = False, history_mask=None, additional_ref_latents=None,
-                additional_ref_masks=None) -> torch.Tensor:
+    def forward(
+        self,
+        x,
+        t,
+        context,
+        clip_fea,
+        ref_latents,
+        ref_masks,
+        pose_latents,
+        driving_masks,
+        replace_flag: bool = False,
+        history_mask=None,
+        additional_ref_latents=None,
+        additional_ref_masks=None,
+    ) -> torch.Tensor:
         """Predict the flow for the noisy video latent `x` [B, 16, T, h, w]; returns [B, 16, T, h, w] in float32.
 
         ref_latents [B,16,1,h,w]; ref_masks [B,28,1 or 1+T,h,w]; pose_latents [B,16,T,h/2,w/2];
@@ -302,8 +328,17 @@ class SCAIL2Transformer(ModelMixin, ConfigMixin, CacheMixin):
         additional_ref_latents / _masks [B,16|28,K,h,w]; context [B,L<=512,text_dim] or a list of [L_i,text_dim];
         clip_fea [B,257,1280]; t [B].
         """
-        tokens, layout = self.embed_tokens(x, ref_latents, ref_masks, pose_latents, driving_masks, history_mask,
-                                           additional_ref_latents, additional_ref_masks, replace_flag)
+        tokens, layout = self.embed_tokens(
+            x,
+            ref_latents,
+            ref_masks,
+            pose_latents,
+            driving_masks,
+            history_mask,
+            additional_ref_latents,
+            additional_ref_masks,
+            replace_flag,
+        )
         rotary = self.rope(layout, device=tokens.device)
         e, e0, ctx = self.embed_context(t, context, clip_fea)
         hidden = tokens.contiguous()
@@ -320,15 +355,41 @@ class SCAIL2Transformer(ModelMixin, ConfigMixin, CacheMixin):
 
 def tiny_config(**overrides) -> dict:
     """Official config keys of a tiny SCAIL-2 (the conformance model's size) for tests and `--model tiny-random`."""
-    cfg = dict(dim=64, num_heads=4, num_layers=2, ffn_dim=128, text_dim=32, freq_dim=256, in_dim=20, mask_dim=28,
-               out_dim=16, eps=1e-6)
+    cfg = dict(
+        dim=64,
+        num_heads=4,
+        num_layers=2,
+        ffn_dim=128,
+        text_dim=32,
+        freq_dim=256,
+        in_dim=20,
+        mask_dim=28,
+        out_dim=16,
+        eps=1e-6,
+    )
     cfg.update(overrides)
     return cfg
 
 
-OFFICIAL_14B_CONFIG = dict(dim=5120, num_heads=40, num_layers=40, ffn_dim=13824, text_dim=4096, freq_dim=256,
-                           in_dim=20, mask_dim=28, out_dim=16, eps=1e-6)
+OFFICIAL_14B_CONFIG = dict(
+    dim=5120,
+    num_heads=40,
+    num_layers=40,
+    ffn_dim=13824,
+    text_dim=4096,
+    freq_dim=256,
+    in_dim=20,
+    mask_dim=28,
+    out_dim=16,
+    eps=1e-6,
+)
 
 
-__all__: Sequence[str] = ["SCAIL2Transformer", "SCAIL2RotaryPosEmbed", "TokenLayout", "tiny_config",
-                          "OFFICIAL_14B_CONFIG", "sinusoidal_embedding"]
+__all__: Sequence[str] = [
+    "SCAIL2Transformer",
+    "SCAIL2RotaryPosEmbed",
+    "TokenLayout",
+    "tiny_config",
+    "OFFICIAL_14B_CONFIG",
+    "sinusoidal_embedding",
+]

@@ -3,6 +3,7 @@
 Kept apart from the model code on purpose. Block-level offload is diffusers' group offloading (CUDA streams
 prefetch the next group while the current one computes).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -48,8 +49,14 @@ class Placement:
             # two groups resident at once (the current one and the prefetched next one), plus ~40% for activations
             per_group = max(1, min(blocks, int(self.vram_budget_gb * 0.6 / (2 * max(per_block_gb, 1e-6)))))
         log.info("block offload: %d blocks per group (%.2f GiB per block)", per_group, per_block_gb)
-        apply_group_offloading(transformer, onload_device=self.device, offload_device=torch.device("cpu"),
-                               offload_type="block_level", num_blocks_per_group=per_group, use_stream=True)
+        apply_group_offloading(
+            transformer,
+            onload_device=self.device,
+            offload_device=torch.device("cpu"),
+            offload_type="block_level",
+            num_blocks_per_group=per_group,
+            use_stream=True,
+        )
         self._grouped.add(id(transformer))
 
     @contextlib.contextmanager

@@ -10,19 +10,23 @@ rank, so all ranks step the same latents. Rank 0 writes the video.
 Launch (one process per GPU):
     torchrun --standalone --nproc-per-node N -m scailflow.scail.parallel <scailflow generate flags>
     scailflow generate --gpus N <flags>       (re-executes itself under torchrun)
+
+No class is swapped: the pipeline's guidance strategy (`pipe.cfg`) becomes `ParallelCFG`.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
+
+from scailflow.scail.pipeline import SequentialCFG
+from scailflow.scail.speed import cache_context
 
 log = logging.getLogger("scailflow.scail")
 
@@ -56,11 +60,6 @@ def plan_parallel(world_size: int, use_cfg: bool, heads: int = 40, cfg_parallel:
     cfg = 2 if (use_cfg and cfg_parallel and world_size % 2 == 0) else 1
     uly = world_size // cfg
     return ParallelPlan(world_size, cfg, uly, ulysses_anything=uly > 1 and heads % uly != 0)
-
-
-def combine_cfg(cond: torch.Tensor, uncond: torch.Tensor, guidance: float) -> torch.Tensor:
-    """The guided prediction (same formula as SCAIL2Pipeline.predict)."""
-    return uncond + guidance * (cond - uncond)
 
 
 def branch_context(ctx, neg_ctx, cfg_rank: int):
@@ -113,10 +112,12 @@ def enable_ulysses(transformer, plan: ParallelPlan, device_type: str = "cuda") -
     from diffusers import ContextParallelConfig
     from torch.distributed.device_mesh import init_device_mesh
 
-    mesh = init_device_mesh(device_type, (plan.cfg_degree, 1, plan.ulysses_degree),
-                            mesh_dim_names=("cfg", "ring", "ulysses"))
-    cp = ContextParallelConfig(ulysses_degree=plan.ulysses_degree, ulysses_anything=plan.ulysses_anything,
-                               mesh=mesh["ring", "ulysses"])
+    mesh = init_device_mesh(
+        device_type, (plan.cfg_degree, 1, plan.ulysses_degree), mesh_dim_names=("cfg", "ring", "ulysses")
+    )
+    cp = ContextParallelConfig(
+        ulysses_degree=plan.ulysses_degree, ulysses_anything=plan.ulysses_anything, mesh=mesh["ring", "ulysses"]
+    )
     transformer.enable_parallelism(config=cp)
 
 
@@ -129,105 +130,77 @@ def gather_cfg(out: torch.Tensor, state: ParallelState) -> tuple[torch.Tensor, t
     return parts[0], parts[1]
 
 
-def make_parallel(pipe, state: ParallelState):
-    """Turn a loaded SCAIL2Pipeline into one whose guided prediction is split over the CFG pair."""
-    from scailflow.scail.pipeline import SCAIL2Pipeline
+class ParallelCFG:
+    """CFG split over a pair of ranks: each runs its own branch, the two are exchanged with one all-gather (the
+    pipeline's guidance strategy, set as `pipe.cfg`)."""
 
-    class ParallelSCAIL2Pipeline(SCAIL2Pipeline):
-        def predict(self, latents, t, ctx, neg_ctx, guidance, cond_kw, cfg_batch: bool) -> torch.Tensor:
-            st: ParallelState = self.parallel
-            if neg_ctx is None or st.plan.cfg_degree == 1:
-                return super().predict(latents, t, ctx, neg_ctx, guidance, cond_kw, cfg_batch)
-            from scailflow.scail.speed import cache_context
+    def __init__(self, state: ParallelState):
+        self.state = state
 
-            tt = t.reshape(1).to(self.device)
-            mine = branch_context(ctx, neg_ctx, st.cfg_rank)
-            with self._autocast(), cache_context(self.transformer, "cond" if st.cfg_rank == 0 else "uncond"):
-                out = self.transformer(latents, tt, mine, **cond_kw)
-            cond, uncond = gather_cfg(out, st)
-            return combine_cfg(cond, uncond, guidance)
-
-    pipe.__class__ = ParallelSCAIL2Pipeline
-    pipe.parallel = state
-    return pipe
+    def branches(self, pipe, latents, t, ctx, neg_ctx, cond_kw) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.state.plan.cfg_degree == 1:
+            return SequentialCFG().branches(pipe, latents, t, ctx, neg_ctx, cond_kw)
+        name = "cond" if self.state.cfg_rank == 0 else "uncond"
+        with cache_context(pipe.transformer, name):
+            out = pipe.transformer(latents, t, branch_context(ctx, neg_ctx, self.state.cfg_rank), **cond_kw)
+        return gather_cfg(out, self.state)
 
 
 # ------------------------------------------------------------------------------------------------ entry points
-def launch(gpus: int, argv: list[str]) -> int:
-    """Run `scailflow.scail.parallel` under torchrun with `gpus` processes (argv: the generate flags, without --gpus)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}",
-           "-m", "scailflow.scail.parallel", *argv]
-    log.info("launching: %s", " ".join(cmd))
-    env = dict(os.environ, NCCL_NVLS_ENABLE=os.environ.get("NCCL_NVLS_ENABLE", "0"))
-    return subprocess.call(cmd, env=env)
-
-
-def strip_gpus_flag(argv: list[str]) -> list[str]:
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-            continue
-        if a in ("--gpus",):
-            skip = True
-            continue
-        if a.startswith("--gpus="):
-            continue
-        out.append(a)
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
     import torch.distributed as dist
 
-    from scailflow.scail.cli import add_generate_arguments, pipeline_from_args, read_prompt, sampling_options
-    from scailflow.scail.generate import GenerateRequest, generate, read_conditioning
+    from scailflow.options import from_flags
+    from scailflow.scail.cli import add_generate_arguments, request_from_args
+    from scailflow.scail.generate import generate, read_conditioning
+    from scailflow.scail.loading import load_pipeline
+    from scailflow.scail.options import ModelOptions, SamplingOptions
 
-    p = argparse.ArgumentParser(prog="scailflow.scail.parallel", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="scailflow.scail.parallel", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_generate_arguments(p)
-    if not any(a.dest == "gpus" for a in p._actions):
-        p.add_argument("--gpus", type=int, default=None, help="ignored here (the process count is torchrun's)")
     p.add_argument("--no-cfg-parallel", action="store_true", help="all ranks in one Ulysses group")
     args = p.parse_args(argv)
     rank, world, local = init_distributed()
-    opts = sampling_options(args)
-    seed = torch.tensor([opts.seed if opts.seed >= 0 else int(torch.randint(0, 2**31 - 1, (1,)))], dtype=torch.int64,
-                        device=f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+    opts = from_flags(SamplingOptions, args).resolved()
+    seed = torch.tensor(
+        [opts.seed if opts.seed >= 0 else int(torch.randint(0, 2**31 - 1, (1,)))],
+        dtype=torch.int64,
+        device=f"cuda:{local}" if torch.cuda.is_available() else "cpu",
+    )
     dist.broadcast(seed, src=0)  # one seed for all ranks: they must draw the same noise
-    opts.seed = int(seed.item())
+    opts = opts.model_copy(update={"seed": int(seed.item())})
+    model_opts = from_flags(ModelOptions, args)
     if torch.cuda.is_available():
-        args.device = f"cuda:{local}"
+        model_opts = model_opts.model_copy(update={"device": f"cuda:{local}"})
     plan = plan_parallel(world, opts.guidance > 1.0, 40, not args.no_cfg_parallel)
     cfg_rank, uly_rank = plan.coords(rank)
     state = ParallelState(plan, rank, cfg_rank, uly_rank, make_cfg_groups(plan, rank))
     if rank == 0:
         log.info("parallel plan: %s", plan)
-    save = Path(args.save_file)
     tmp = None
+    save = Path(args.save_file)
     if rank != 0:  # every rank runs the same code path; only rank 0's file is kept
         tmp = tempfile.mkdtemp(prefix=f"scail-rank{rank}-")
         save = Path(tmp) / save.name
-    req = GenerateRequest(
-        image=Path(args.image), mask_image=Path(args.mask_image), pose=Path(args.pose),
-        mask_video=Path(args.mask_video), prompt=read_prompt(args.prompt), save_file=save,
-        replace=args.replace_flag, additional_ref_images=[Path(x) for x in args.additional_ref_image],
-        additional_ref_masks=[Path(x) for x in args.additional_ref_mask_image], target_h=args.target_h,
-        target_w=args.target_w, fps=args.fps)
+    req = request_from_args(args, save)
     inputs = read_conditioning(req)
-    pipe = pipeline_from_args(args)
+    pipe = load_pipeline(model_opts)
     enable_ulysses(pipe.transformer, plan, "cuda" if torch.cuda.is_available() else "cpu")
-    make_parallel(pipe, state)
+    pipe.cfg = ParallelCFG(state)
     try:
         record = generate(pipe, req, opts, inputs=inputs)
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     if rank == 0:
-        print(f"wrote {record['output']} ({record['frames_out']} frames, seed {record['seed']}, {world} ranks, "
-              f"cfg x{plan.cfg_degree}, ulysses x{plan.ulysses_degree})")
+        print(
+            f"wrote {record['output']} ({record['frames_out']} frames, seed {record['seed']}, {world} ranks, "
+            f"cfg x{plan.cfg_degree}, ulysses x{plan.ulysses_degree})"
+        )
     dist.barrier()
     dist.destroy_process_group()
     return 0

@@ -3,6 +3,7 @@
 Works on pixels already read (numpy uint8); file handling lives in `scail.generate`. Device placement and
 offload are the `Placement` strategy's business (scail/offload.py), never the model's.
 """
+
 from __future__ import annotations
 
 import logging
@@ -12,6 +13,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from scailflow.errors import InputError
 from scailflow.scail.conditioning import cover_resize, half_size, masks_to_28ch, to_unit_range
 from scailflow.scail.encoders import encode_image, encode_text, vae_decode, vae_encode
 from scailflow.scail.offload import Placement
@@ -19,7 +21,6 @@ from scailflow.scail.options import SamplingOptions
 from scailflow.scail.schedulers import make_scheduler
 from scailflow.scail.segments import Segment, output_frames, plan_segments
 from scailflow.scail.speed import cache_context, reset_step_cache
-from scailflow.errors import InputError
 
 log = logging.getLogger("scailflow.scail")
 
@@ -55,29 +56,73 @@ def check_inputs(cond: Conditioning) -> None:
     if cond.driving.ndim != 4 or cond.driving.shape[0] < 1:
         raise InputError("the driving video has no frames")
     if cond.driving_mask.shape[0] != cond.driving.shape[0]:
-        raise InputError(f"the driving mask has {cond.driving_mask.shape[0]} frames, the driving video "
-                         f"{cond.driving.shape[0]}")
+        raise InputError(
+            f"the driving mask has {cond.driving_mask.shape[0]} frames, the driving video {cond.driving.shape[0]}"
+        )
     if cond.ref_mask.shape[:2] != cond.ref_image.shape[:2]:
-        raise InputError(f"the reference mask is {cond.ref_mask.shape[1]}x{cond.ref_mask.shape[0]}, the reference "
-                         f"image {cond.ref_image.shape[1]}x{cond.ref_image.shape[0]}: they must be the same size")
+        raise InputError(
+            f"the reference mask is {cond.ref_mask.shape[1]}x{cond.ref_mask.shape[0]}, the reference "
+            f"image {cond.ref_image.shape[1]}x{cond.ref_image.shape[0]}: they must be the same size"
+        )
     if cond.driving_mask.shape[1:3] != cond.driving.shape[1:3]:
-        raise InputError(f"the driving mask is {cond.driving_mask.shape[2]}x{cond.driving_mask.shape[1]}, the "
-                         f"driving video {cond.driving.shape[2]}x{cond.driving.shape[1]}: they must be the same size")
+        raise InputError(
+            f"the driving mask is {cond.driving_mask.shape[2]}x{cond.driving_mask.shape[1]}, the "
+            f"driving video {cond.driving.shape[2]}x{cond.driving.shape[1]}: they must be the same size"
+        )
     for i, (img, msk) in enumerate(cond.additional_refs):
         if img.shape[:2] != msk.shape[:2]:
             raise InputError(f"additional reference {i + 1} and its mask differ in size")
 
 
+def combine_cfg(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance: the one place the formula lives."""
+    return uncond + scale * (cond - uncond)
+
+
+class SequentialCFG:
+    """CFG as two passes, one after the other (the default: as fast as a batch of 2 on an H100, 5.6 GiB less)."""
+
+    def branches(self, pipe: SCAIL2Pipeline, latents, t, ctx, neg_ctx, cond_kw) -> tuple[torch.Tensor, torch.Tensor]:
+        with cache_context(pipe.transformer, "cond"):
+            cond = pipe.transformer(latents, t, ctx, **cond_kw)
+        with cache_context(pipe.transformer, "uncond"):
+            uncond = pipe.transformer(latents, t, neg_ctx, **cond_kw)
+        return cond, uncond
+
+
+class BatchedCFG:
+    """CFG as one batch of 2 (`--cfg_batch`)."""
+
+    def branches(self, pipe: SCAIL2Pipeline, latents, t, ctx, neg_ctx, cond_kw) -> tuple[torch.Tensor, torch.Tensor]:
+        kw = {k: (torch.cat([v, v]) if isinstance(v, torch.Tensor) else v) for k, v in cond_kw.items()}
+        with cache_context(pipe.transformer, "cfg"):
+            both = pipe.transformer(torch.cat([latents, latents]), t.repeat(2), ctx + neg_ctx, **kw)
+        cond, uncond = both.chunk(2)
+        return cond, uncond
+
+
 class SCAIL2Pipeline:
     """The SCAIL-2 model with its encoders; `__call__` turns a Conditioning into RGB uint8 frames."""
 
-    def __init__(self, transformer, vae, text_encoder, tokenizer, image_encoder, placement: Placement | None = None,
-                 dtype: torch.dtype = torch.float32, label: str = ""):
+    def __init__(
+        self,
+        transformer,
+        vae,
+        text_encoder,
+        tokenizer,
+        image_encoder,
+        placement: Placement | None = None,
+        dtype: torch.dtype = torch.float32,
+        label: str = "",
+    ):
         self.transformer, self.vae = transformer, vae
         self.text_encoder, self.tokenizer, self.image_encoder = text_encoder, tokenizer, image_encoder
         self.placement = placement or Placement("cpu")
         self.dtype = dtype
         self.label = label
+        self.cfg = SequentialCFG()  # how CFG's two branches run: SequentialCFG, BatchedCFG, parallel.ParallelCFG
+        self.speedups: dict = {}
+        self.load_seconds = 0.0
 
     @property
     def device(self) -> torch.device:
@@ -129,30 +174,36 @@ class SCAIL2Pipeline:
 
     # -------------------------------------------------------------------------------- sample
     def prepare_latents(self, frames: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
-        shape = (1, 16, (frames - 1) // 4 + 1, height // 8, width // 8)
+        vae = self.vae.config
+        shape = (
+            1,
+            vae.z_dim,
+            (frames - 1) // vae.scale_factor_temporal + 1,
+            height // vae.scale_factor_spatial,
+            width // vae.scale_factor_spatial,
+        )
         return torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
 
-    def predict(self, latents, t, ctx, neg_ctx, guidance, cond_kw, cfg_batch: bool) -> torch.Tensor:
-        """One (guided) flow prediction."""
+    def predict(self, latents, t, ctx, neg_ctx, guidance: float, cond_kw) -> torch.Tensor:
+        """One (guided) flow prediction; `self.cfg` decides how the two CFG branches run."""
         tt = t.reshape(1).to(self.device)
         with self._autocast():
             if neg_ctx is None:
                 with cache_context(self.transformer, "cond"):
                     return self.transformer(latents, tt, ctx, **cond_kw)
-            if cfg_batch:
-                kw = {k: (torch.cat([v, v]) if isinstance(v, torch.Tensor) else v) for k, v in cond_kw.items()}
-                with cache_context(self.transformer, "cfg"):
-                    both = self.transformer(torch.cat([latents, latents]), tt.repeat(2), ctx + neg_ctx, **kw)
-                cond, uncond = both.chunk(2)
-            else:
-                with cache_context(self.transformer, "cond"):
-                    cond = self.transformer(latents, tt, ctx, **cond_kw)
-                with cache_context(self.transformer, "uncond"):
-                    uncond = self.transformer(latents, tt, neg_ctx, **cond_kw)
-        return uncond + guidance * (cond - uncond)
+            cond, uncond = self.cfg.branches(self, latents, tt, ctx, neg_ctx, cond_kw)
+        return combine_cfg(cond, uncond, guidance)
 
-    def denoise(self, latents, ctx, neg_ctx, cond_kw, opts: SamplingOptions, history: torch.Tensor | None,
-                progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    def denoise(
+        self,
+        latents,
+        ctx,
+        neg_ctx,
+        cond_kw,
+        opts: SamplingOptions,
+        history: torch.Tensor | None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> torch.Tensor:
         sched = make_scheduler(opts.solver, opts.steps, opts.shift, device=self.device)
         n_hist = 0 if history is None else history.shape[2]
         flags = torch.zeros(1, 4, *latents.shape[2:], device=self.device)
@@ -164,7 +215,7 @@ class SCAIL2Pipeline:
             for i, t in enumerate(sched.timesteps):
                 if n_hist:
                     latents[:, :, :n_hist] = history
-                v = self.predict(latents, t, ctx, neg_ctx, opts.guidance, cond_kw, opts.cfg_batch)
+                v = self.predict(latents, t, ctx, neg_ctx, opts.guidance, cond_kw)
                 latents = sched.step(v.float(), t, latents).prev_sample
                 if n_hist:
                     latents[:, :, :n_hist] = history
@@ -178,10 +229,16 @@ class SCAIL2Pipeline:
             return vae_decode(self.vae, latents)[0].cpu()
 
     @torch.no_grad()
-    def __call__(self, cond: Conditioning, height: int, width: int, opts: SamplingOptions,
-                 progress: Callable[[str, int, int], None] | None = None) -> tuple[np.ndarray, dict]:
+    def __call__(
+        self,
+        cond: Conditioning,
+        height: int,
+        width: int,
+        opts: SamplingOptions,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> tuple[np.ndarray, dict]:
         """Generate; returns RGB uint8 frames [N, H, W, 3] and a record (seed, segments, frame counts)."""
-        opts.check()
+        opts = opts.resolved()
         check_size(height, width)
         check_inputs(cond)
         seed = opts.seed if opts.seed >= 0 else int(torch.randint(0, 2**31 - 1, (1,)).item())
@@ -199,17 +256,24 @@ class SCAIL2Pipeline:
             latents = self.prepare_latents(seg.length, height, width, generator)
             history = None
             if seg.history:
-                history = self._vae_encode(previous[:, -seg.history:])
+                history = self._vae_encode(previous[:, -seg.history :])
             cond_kw = dict(ref_kw, pose_latents=pose_latents, driving_masks=driving_masks)
             step_cb = (lambda i, n, k=k: progress(f"segment {k + 1}/{len(plan)}", i, n)) if progress else None
             latents = self.denoise(latents, ctx, neg_ctx, cond_kw, opts, history, step_cb)
             video = self.decode(latents)
             previous = video
-            outputs.append(video[:, seg.history: seg.length - seg.pad])
+            outputs.append(video[:, seg.history : seg.length - seg.pad])
         video = torch.cat(outputs, 1)
         frames = ((video.permute(1, 2, 3, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
-        record = {"seed": seed, "segments": [s.__dict__ for s in plan], "frames_in": len(cond.driving),
-                  "frames_out": output_frames(plan), "height": height, "width": width, "guidance_used": use_cfg}
+        record = {
+            "seed": seed,
+            "segments": [s.__dict__ for s in plan],
+            "frames_in": len(cond.driving),
+            "frames_out": output_frames(plan),
+            "height": height,
+            "width": width,
+            "guidance_used": use_cfg,
+        }
         return frames, record
 
     @staticmethod

@@ -4,6 +4,7 @@ diffusers' default `set_timesteps(steps)` is off by one step from the official s
 unshifted sigmas (linspace(0.999, 0, steps+1)[:-1], a numpy array) lets diffusers apply the shift itself and
 gives the official integer timesteps exactly.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
 from scailflow.scail.options import SOLVERS
+
 SIGMA_MAX = 1.0 - 1.0 / 1000
 
 
@@ -24,12 +26,23 @@ def make_scheduler(solver: str, steps: int, shift: float, device=None):
     if steps < 1:
         raise ValueError("steps must be >= 1")
     if solver == "unipc":
-        sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=shift,
-                                        solver_order=2, num_train_timesteps=1000)
+        sched = UniPCMultistepScheduler(
+            prediction_type="flow_prediction",
+            use_flow_sigmas=True,
+            flow_shift=shift,
+            solver_order=2,
+            num_train_timesteps=1000,
+        )
         sched.set_timesteps(sigmas=np.linspace(SIGMA_MAX, 0.0, steps + 1)[:-1], device=device)
     elif solver == "dpm++":
-        sched = DPMSolverMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=shift,
-                                            algorithm_type="dpmsolver++", solver_order=2, num_train_timesteps=1000)
+        sched = DPMSolverMultistepScheduler(
+            prediction_type="flow_prediction",
+            use_flow_sigmas=True,
+            flow_shift=shift,
+            algorithm_type="dpmsolver++",
+            solver_order=2,
+            num_train_timesteps=1000,
+        )
         # diffusers' DPM++ takes no sigmas: set the official ones (shifted linspace(1, 0), final 0) after it.
         sched.set_timesteps(steps, device=device)
         sigmas = shift_sigmas(np.linspace(1.0, 0.0, steps + 1)[:-1], shift)

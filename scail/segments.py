@@ -1,4 +1,5 @@
 """Long videos: 81-frame segments with a 5-frame history hand-over (the official plan), plus an optional tail."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -12,6 +12,7 @@
   so the numerics (and the tests) stay the same.
 - step caching: diffusers' First Block Cache through the model's CacheMixin (`enable_step_cache`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,17 +22,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from scailflow.scail.options import ATTENTION_CHOICES, ModelOptions
+
 log = logging.getLogger("scailflow.scail")
 
-ATTENTION_CHOICES = ("auto", "sdpa", "cudnn", "flash", "flash3", "sage", "efficient", "math")
 _BACKEND_NAMES = {
     "sdpa": "native",
     "cudnn": "_native_cudnn",
     "flash": "_native_flash",
     "flash3": "_flash_3",
     "sage": "sage",
-    "efficient": "_native_efficient",
-    "math": "_native_math",
 }
 FP8_DTYPE = getattr(torch, "float8_e4m3fn", None)
 
@@ -46,7 +46,7 @@ def _has_module(name: str) -> bool:
 def resolve_attention(choice: str, device: torch.device | str | None = None) -> str:
     """The concrete attention choice for `choice` on `device` (`auto`: flash3 > cudnn > sdpa on Hopper-class GPUs)."""
     if choice not in ATTENTION_CHOICES:
-        raise ValueError(f"attention must be one of {', '.join(ATTENTION_CHOICES)}")
+        raise ValueError(f"attention must be one of {', '.join(ATTENTION_CHOICES)}")  # the options model's choices
     if choice != "auto":
         return choice
     dev = torch.device(device) if device is not None else None
@@ -60,8 +60,17 @@ def resolve_attention(choice: str, device: torch.device | str | None = None) -> 
     return "sdpa"
 
 
-def _sage_v1_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
-                       return_lse=False, _parallel_config=None):
+def _sage_v1_attention(
+    query,
+    key,
+    value,
+    attn_mask=None,
+    dropout_p=0.0,
+    is_causal=False,
+    scale=None,
+    return_lse=False,
+    _parallel_config=None,
+):
     """SageAttention 1.x (Triton; INT8 Q.K^T, 16-bit P.V) on diffusers' [B, S, H, D] layout."""
     from sageattention import sageattn
 
@@ -78,7 +87,16 @@ def _use_sage_v1(model: nn.Module) -> None:
     name = AttentionBackendName.SAGE
     _AttentionBackendRegistry._backends[name] = _sage_v1_attention
     _AttentionBackendRegistry._supported_arg_names[name] = {
-        "query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "return_lse", "_parallel_config"}
+        "query",
+        "key",
+        "value",
+        "attn_mask",
+        "dropout_p",
+        "is_causal",
+        "scale",
+        "return_lse",
+        "_parallel_config",
+    }
     for m in model.modules():
         proc = getattr(m, "processor", None)
         if proc is not None and hasattr(proc, "_attention_backend"):
@@ -152,7 +170,7 @@ class FP8Linear(nn.Module):
         self.register_buffer("bias", bias)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, out_dtype: torch.dtype | None = None) -> "FP8Linear":
+    def from_linear(cls, linear: nn.Linear, out_dtype: torch.dtype | None = None) -> FP8Linear:
         return cls(linear, out_dtype)
 
     def _result_dtype(self, x: torch.Tensor) -> torch.dtype:
@@ -172,21 +190,22 @@ class FP8Linear(nn.Module):
         dt = self._result_dtype(x)
         bias = None if self.bias is None else self.bias.to(dt)
         if x.is_cuda and scaled_mm_available(x.device):
-            out = torch._scaled_mm(xq, self.weight_fp8.t(), scale_a=xs, scale_b=self.weight_scale, bias=bias,
-                                   out_dtype=dt)
+            out = torch._scaled_mm(
+                xq, self.weight_fp8.t(), scale_a=xs, scale_b=self.weight_scale, bias=bias, out_dtype=dt
+            )
         else:  # same quantized operands, multiplied in a dtype the device has (fp32 on the CPU)
             mm = dt if x.is_cuda else torch.float32
             with torch.autocast(x.device.type, enabled=False):
-                out = F.linear(dequantize(xq, xs, mm), self.dequantized_weight(mm),
-                               None if bias is None else bias.to(mm)).to(dt)
+                out = F.linear(
+                    dequantize(xq, xs, mm), self.dequantized_weight(mm), None if bias is None else bias.to(mm)
+                ).to(dt)
         return out.reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, fp8 e4m3 rowwise"
 
 
-def swap_fp8_linears(root: nn.Module, out_dtype: torch.dtype | None = None,
-                     skip: Iterable[str] = ()) -> int:
+def swap_fp8_linears(root: nn.Module, out_dtype: torch.dtype | None = None, skip: Iterable[str] = ()) -> int:
     """Replace every nn.Linear under `root` (dims multiples of 16) by an FP8Linear, in place; returns how many.
 
     The bf16 weights are released as each layer is converted, so peak memory grows by one layer at most."""
@@ -252,30 +271,21 @@ def reset_step_cache(model: nn.Module) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ one entry
-def apply_speedups(model: nn.Module, attention: str | None = None, compile: bool = False, fp8: bool = False,
-                   fused_qkv: bool = False, cache_threshold: float | None = None,
-                   compile_mode: str | None = None) -> dict:
-    """Apply the chosen speed-ups to a SCAIL2Transformer; returns what was applied (for logs and records).
+def apply_speedups(model: nn.Module, opts: ModelOptions) -> dict:
+    """Apply the speed-ups `opts` asks for to a SCAIL2Transformer; returns what was applied (for logs and records).
 
-    Order matters: fp8 and fused projections change the modules, so they come before compile."""
+    Order matters: fp8 changes the modules, so it comes before compile."""
     applied: dict = {}
-    if attention:
-        applied["attention"] = set_attention(model, attention)
-    if fused_qkv and not fp8:
-        applied["fused_qkv"] = fuse_qkv(model)
-    if fp8:
+    if opts.attention:
+        applied["attention"] = set_attention(model, opts.attention)
+    if opts.fp8:
         applied["fp8_linears"] = fp8_blocks(model)
-    if cache_threshold:
-        enable_step_cache(model, "fbc", cache_threshold)
-        applied["cache"] = f"fbc@{cache_threshold}"
-    if compile:
-        compile_blocks(model, mode=compile_mode)
-        applied["compile"] = compile_mode or "default"
+    if opts.step_cache:
+        enable_step_cache(model, "fbc", opts.step_cache)
+        applied["step_cache"] = f"fbc@{opts.step_cache}"
+    if opts.compile:
+        compile_blocks(model)
+        applied["compile"] = "default"
     if applied:
         log.info("speed-ups: %s", applied)
     return applied
-
-
-__all__ = ["apply_speedups", "set_attention", "resolve_attention", "compile_blocks", "FP8Linear", "swap_fp8_linears",
-           "fp8_blocks", "quantize_rowwise", "dequantize", "fuse_qkv", "enable_step_cache", "cache_context",
-           "reset_step_cache", "ATTENTION_CHOICES"]

@@ -1,4 +1,9 @@
-"""The `scailflow` console script: one entry, a subcommand per job. Errors print as one line, never a traceback."""
+"""The `scailflow` console script: one entry, a subcommand per job. Errors print as one line, never a traceback.
+
+Only the chosen subcommand's module is imported (`scailflow --help` imports none of them, `scailflow run --help`
+only the option models), so help answers at once; the heavy libraries load when a command runs.
+"""
+
 from __future__ import annotations
 
 import argparse
@@ -7,21 +12,35 @@ import logging
 import os
 import sys
 
+from scailflow import __version__
 from scailflow.errors import InputError
 
 # subcommand -> (module, hook name, help): the module's add_<hook>_arguments / run_<hook> (or add_arguments / run)
 COMMANDS = {
-    "run": ("scailflow.flows.cli", "run_folder", "one raw folder -> the animated video (pose -> masks -> prompt -> generate)"),
+    "run": (
+        "scailflow.flows.cli",
+        "run_folder",
+        "one raw folder -> the animated video (pose, masks, prompt, generate)",
+    ),
     "batch": ("scailflow.flows.cli", "batch", "run every folder a pipelines.yaml names"),
     "serve": ("scailflow.flows.cli", "serve", "serve pipelines.yaml's schedules as Prefect deployments"),
-    "worker": ("scailflow.flows.cli", "worker", "a warm GPU worker: loads the model once and runs the generations sent to it"),
+    "worker": ("scailflow.flows.cli", "worker", "a warm GPU worker: loads the model once, runs the generations sent"),
     "server": ("scailflow.flows.cli", "server", "start the local Prefect server and UI on 127.0.0.1"),
     "demo": ("scailflow.flows.cli", "demo", "build a sample folder from a bundled photo and run the whole flow on it"),
-    "generate": ("scailflow.scail.cli", "generate", "sample SCAIL-2 from prepared files (the official generate.py flags)"),
+    "generate": (
+        "scailflow.scail.cli",
+        "generate",
+        "sample SCAIL-2 from prepared files (the official generate.py flags)",
+    ),
     "convert": ("scailflow.scail.cli", "convert", "convert the training checkpoint to one safetensors file"),
-    "prompt": ("scailflow.prompts.cli", None, "write a detailed prompt with Gemini from the driving video and reference"),
+    "prompt": (
+        "scailflow.prompts.cli",
+        None,
+        "write a detailed prompt with Gemini from the driving video and reference",
+    ),
     "masks": ("scailflow.masks.cli", None, "mask tools: `scailflow masks preview FOLDER`"),
     "pose": ("scailflow.pose.cli", None, "render the driving skeleton (pose-driven mode) for one video"),
+    "completion": ("scailflow.cli", "completion", "print a shell completion script (bash, zsh or tcsh)"),
 }
 
 
@@ -32,36 +51,53 @@ def _hooks(module: str, name: str | None):
     return getattr(mod, f"add_{name}_arguments"), getattr(mod, f"run_{name}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = "*") -> argparse.ArgumentParser:
+    """The parser; subcommands other than `only` get their name and help but no options ("*": all of them)."""
     parser = argparse.ArgumentParser(prog="scailflow", description="SCAIL-2 character animation, folder to video.")
+    parser.add_argument("--version", action="version", version=f"scailflow {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("-q", "--quiet", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for cmd, (module, name, help_text) in COMMANDS.items():
         p = sub.add_parser(cmd, help=help_text, description=help_text)
-        try:
-            add, run = _hooks(module, name)
-        except (ImportError, AttributeError):
-            continue  # a stage library that is not importable here: its command is absent from --help
+        if only not in ("*", cmd):
+            continue
+        add, run = _hooks(module, name)
         add(p)
         p.set_defaults(_run=run)
     return parser
 
 
+def _command_in(argv: list[str]) -> str | None:
+    return next((a for a in argv if a in COMMANDS), None)
+
+
+def add_completion_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("shell", choices=("bash", "zsh", "tcsh"))
+
+
+def run_completion(args) -> int:
+    """`eval "$(scailflow completion bash)"`, or save it where your shell reads completions."""
+    import shtab
+
+    print(shtab.complete(build_parser("*"), shell=args.shell))
+    return 0
+
+
 def oom_message(exc: BaseException) -> str:
-    return ("GPU out of memory: try `--offload block --vram_budget_gb <GiB free>`, `--offload model`, or a smaller "
-            f"--target_h/--target_w ({str(exc).splitlines()[0][:160]})")
+    return (
+        "GPU out of memory: try `--offload block --vram_budget_gb <GiB free>`, `--offload model`, or a smaller "
+        f"--target_h/--target_w ({str(exc).splitlines()[0][:160]})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_in(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     for noisy in ("httpx", "httpcore", "urllib3", "PIL", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if not hasattr(args, "_run"):
-        print(f"error: the `{args.command}` command is not available in this installation", file=sys.stderr)
-        return 2
     try:
         return int(args._run(args) or 0)
     except InputError as e:
@@ -76,8 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         if e.__class__.__name__ == "OutOfMemoryError":
             print(f"error: {oom_message(e)}", file=sys.stderr)
             return 3
-        print(f"error: {e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''} "
-              "(run with --debug for the traceback)", file=sys.stderr)
+        print(
+            f"error: {e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+            "(run with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -1,4 +1,5 @@
 """Atomic file writes and content hashes."""
+
 from __future__ import annotations
 
 import contextlib

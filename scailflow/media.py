@@ -3,6 +3,7 @@
 Videos are decoded and encoded with PyAV (OpenCV's build here cannot write H.264). Every failure to read a
 user's file becomes one `InputError` line naming the file.
 """
+
 from __future__ import annotations
 
 import os
@@ -137,8 +138,14 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[
     return np.stack(frames), fps
 
 
-def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray] | np.ndarray, fps: float,
-                *, lossless: bool = False, crf: int = 17) -> Path:
+def write_video(
+    path: str | os.PathLike,
+    frames: Iterable[np.ndarray] | np.ndarray,
+    fps: float,
+    *,
+    lossless: bool = False,
+    crf: int = 17,
+) -> Path:
     """Encode RGB uint8 frames to H.264 mp4 atomically.
 
     `lossless=True` uses x264's lossless RGB mode (libx264rgb, qp 0): every pixel survives exactly, which

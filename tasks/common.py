@@ -5,6 +5,7 @@ parameters. So an unchanged
 folder is served from cache and a changed (or hand-edited) input re-runs exactly the stages that read it. A stage
 whose outputs were deleted is run with `refresh_cache` (see `fresh`), so they are made again.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,17 +50,36 @@ def weights_fingerprint(path: str | os.PathLike | None) -> str:
     return f"{p.name}:{st.st_size}:{st.st_mtime_ns}"
 
 
-def stage_key(stage: str, version: str, out_dir: str, reads: Iterable[str | None], params: dict[str, Any],
-              weights: Iterable[str | None] = ()) -> str:
+def stage_key(
+    stage: str,
+    version: str,
+    out_dir: str,
+    reads: Iterable[str | None],
+    params: dict[str, Any],
+    weights: Iterable[str | None] = (),
+) -> str:
     """The cache key of one stage run. `out_dir` is part of it: a result is files in that folder, so the same
     inputs in another folder are another result."""
     doc = {
-        "stage": stage, "version": version, "out_dir": str(Path(out_dir).resolve()),
+        "stage": stage,
+        "version": version,
+        "out_dir": str(Path(out_dir).resolve()),
         "reads": [content_hash(p) for p in reads],
         "weights": [weights_fingerprint(w) for w in weights],
-        "params": params,
+        "params": jsonable(params),
     }
     return f"{stage}-" + hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def jsonable(value: Any) -> Any:
+    """Option models (pydantic) as plain data, for keys."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
 
 
 def fresh(task, outputs: Iterable[str | os.PathLike]):
@@ -69,17 +89,14 @@ def fresh(task, outputs: Iterable[str | os.PathLike]):
 
 
 def heals(exc: BaseException | None) -> bool:
-    """Whether a retry can help: never for bad input (InputError) or errors a library marks as permanent."""
+    """Whether a task-level retry can help. Never for bad input (InputError), a GPU too small (OOM has its own one
+    retry with offload) or a Gemini failure (the Gemini client already retried with backoff: one level of retries
+    per remote call)."""
     if exc is None or isinstance(exc, InputError) or exc.__class__.__name__ == "OutOfMemoryError":
-        return False  # bad input, or a GPU too small: the same try would fail again (OOM has its own retry)
-    try:
-        from scailflow.prompts import is_transient
-        from scailflow.prompts.gemini import GeminiError
-    except ImportError:  # pragma: no cover - prompts is part of this package
-        return True
-    if isinstance(exc, GeminiError):
-        return is_transient(exc)
-    return True
+        return False
+    from scailflow.prompts import GeminiError
+
+    return not isinstance(exc, GeminiError)
 
 
 def retry_condition(task, task_run, state) -> bool:
@@ -92,14 +109,21 @@ def retry_condition(task, task_run, state) -> bool:
 
 def stage_task_options(retries: int = 2, backoff: float = 2.0) -> dict[str, Any]:
     """Retries with exponential backoff and jitter, only for errors that can heal; results persisted for caching."""
-    return dict(retries=retries, retry_delay_seconds=exponential_backoff(backoff_factor=backoff),
-                retry_jitter_factor=0.5, retry_condition_fn=retry_condition, persist_result=True)
+    return dict(
+        retries=retries,
+        retry_delay_seconds=exponential_backoff(backoff_factor=backoff),
+        retry_jitter_factor=0.5,
+        retry_condition_fn=retry_condition,
+        persist_result=True,
+    )
 
 
 def cache_key(builder: Callable[[dict], str]) -> Callable:
     """Adapt `builder(parameters) -> key` to Prefect's cache_key_fn(context, parameters)."""
+
     def fn(context, parameters):
         return builder(parameters)
+
     return fn
 
 
@@ -111,4 +135,3 @@ def stage_logger(name: str) -> logging.Logger:
         return get_run_logger()  # type: ignore[return-value]
     except Exception:  # noqa: BLE001 - outside a run context
         return logging.getLogger(f"scailflow.{name}")
-

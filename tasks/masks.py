@@ -1,15 +1,15 @@
 """Masks stage: `ref_mask.png` and the driving mask video, coloured as SCAIL-2 reads them."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 from prefect import task
 
+from scailflow.masks.options import MaskOptions
 from scailflow.tasks.common import cache_key, stage_key, stage_task_options
 
-VERSION = "masks-1"
-
-
+VERSION = "masks-2"
 SEGMENTATION_DIR = "segmentation"
 
 
@@ -21,35 +21,55 @@ def seg_dir(out_dir: str, mode: str, driving_mode: str) -> Path:
 
 
 def outputs(out_dir: str, mode: str, extra_refs: list, driving_mode: str = "end-to-end") -> list[Path]:
-    out, seg = Path(out_dir), seg_dir(out_dir, mode, driving_mode)
-    driving = seg / ("rendered_mask_v2.mp4" if mode == "animation" else "replace_mask.mp4")
-    return [out / "ref_mask.png", driving] + [out / f"extra_ref_mask_{i}.png" for i in range(len(extra_refs))]
+    from scailflow.masks import output_paths
+
+    ref, driving, *extra = output_paths(seg_dir(out_dir, mode, driving_mode), mode, len(extra_refs))
+    return [Path(out_dir) / ref.name, driving, *(Path(out_dir) / p.name for p in extra)]
 
 
 def _key(p: dict) -> str:
-    cfg = p["mask_cfg"]
+    opts: MaskOptions = p["opts"]
     reads = [p["ref"], p["driving"]] + [img for img, _ in p["extra_refs"]]
-    params = {"mode": p["mode"], "driving_mode": p["driving_mode"], "kinds": [k for _, k in p["extra_refs"]],
-              **{k: v for k, v in cfg.items() if k != "sam2_checkpoint"}}
-    return stage_key("masks", VERSION, p["out_dir"], reads, params, [cfg.get("sam2_checkpoint")])
+    params = {
+        "mode": p["mode"],
+        "driving_mode": p["driving_mode"],
+        "kinds": [k for _, k in p["extra_refs"]],
+        "opts": opts.model_dump(mode="json", exclude={"sam2_checkpoint"}),
+    }
+    return stage_key("masks", VERSION, p["out_dir"], reads, params, [opts.sam2_checkpoint])
 
 
 @task(name="masks", cache_key_fn=cache_key(_key), **stage_task_options())
-def masks_task(ref: str, driving: str, out_dir: str, mode: str, mask_cfg: dict,
-               extra_refs: list[tuple[str, str]], driving_mode: str = "end-to-end") -> dict:
+def masks_task(
+    ref: str,
+    driving: str,
+    out_dir: str,
+    mode: str,
+    opts: MaskOptions,
+    extra_refs: list[tuple[str, str]],
+    driving_mode: str = "end-to-end",
+) -> dict:
     """Segment, colour and write the masks; returns their paths. Hand-edited masks are never overwritten
     while their inputs are unchanged: the cache answers first."""
     import shutil
 
-    from scailflow.masks import make_masks
     from scailflow.files import atomic_path
+    from scailflow.masks import make_masks
 
     where = seg_dir(out_dir, mode, driving_mode)
-    result = make_masks(Path(ref), Path(driving), where, mode=mode,
-                        extra_refs=[(Path(i), k) for i, k in extra_refs], backend=mask_cfg["backend"],
-                        sam2_checkpoint=Path(mask_cfg["sam2_checkpoint"]) if mask_cfg.get("sam2_checkpoint") else None,
-                        sam2_config=mask_cfg.get("sam2_config"), max_persons=mask_cfg["max_persons"],
-                        replace_index=mask_cfg.get("replace_index"), dilate_px=mask_cfg["dilate_px"])
+    result = make_masks(
+        Path(ref),
+        Path(driving),
+        where,
+        mode=mode,
+        extra_refs=[(Path(i), k) for i, k in extra_refs],
+        backend=opts.backend,
+        sam2_checkpoint=Path(opts.sam2_checkpoint) if opts.sam2_checkpoint else None,
+        sam2_config=opts.sam2_config,
+        max_persons=opts.max_persons,
+        replace_index=opts.replace_index,
+        dilate_px=opts.dilate_px,
+    )
     found = result.to_dict()
     if where != Path(out_dir):  # publish the reference masks beside the other outputs
         published = []

@@ -1,4 +1,5 @@
 """Shared test fixtures: paths to the conformance data beside the project."""
+
 from __future__ import annotations
 
 import os

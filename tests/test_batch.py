@@ -1,13 +1,14 @@
 """`scailflow batch`: every folder of a pipelines.yaml, a bad folder reported and skipped, GPU slots, schedules."""
+
 from __future__ import annotations
 
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-from scailflow.flows.batch_flow import batch_flow, build_deployments
-from scailflow.flows.config import load_pipelines
 from scailflow.errors import InputError
 from scailflow.files import write_text_atomic
+from scailflow.flows.batch_flow import batch_flow, build_deployments
+from scailflow.flows.config import load_pipelines
 from tests.test_flows import make_folder
 
 PIPELINES = """\

@@ -1,4 +1,5 @@
 """`scailflow run` on bad folders: one clear line, a non-zero exit, before any work; job.yaml errors name file:line."""
+
 from __future__ import annotations
 
 import subprocess
@@ -12,8 +13,9 @@ from scailflow.media import write_image, write_video
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "scailflow.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "scailflow.cli", *map(str, args)], capture_output=True, text=True, timeout=120
+    )
 
 
 def one_error(r, fragment):
@@ -64,7 +66,7 @@ def test_not_a_folder(tmp_path):
 
 def test_job_yaml_error_names_file_line_key(folder):
     write_text_atomic(folder / "job.yaml", "mode: animation\nsampling:\n  steps: 4\n  target_h: 100\n")
-    one_error(cli("run", folder), "job.yaml:4: sampling.target_h: Value error, must be a positive multiple of 32")
+    one_error(cli("run", folder), "job.yaml:4: sampling.target_h: must be a positive multiple of 32")
 
 
 def test_job_yaml_unknown_key(folder):

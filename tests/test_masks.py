@@ -3,6 +3,7 @@
 People here are synthetic: each is a rectangle drawn in its own grey level, and `GreySegmenter` (our Segmenter
 interface) finds them by that level, so every expected colour is known exactly.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,10 +19,10 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from scailflow import masks
-import scailflow.masks.cli
+from scailflow.errors import InputError
+from scailflow.masks import cli as masks_cli
 from scailflow.masks import palette, tracks
 from scailflow.masks.segmenters import Segmentation
-from scailflow.errors import InputError
 from scailflow.media import probe_video, read_image, read_video, write_image, write_video
 
 BLUE, RED, GREEN, MAGENTA, CYAN, YELLOW = palette.PALETTE
@@ -75,6 +76,7 @@ def assert_all_pure(rgb):
 
 # ---------------------------------------------------------------- palette
 
+
 def test_palette_order_and_limit():
     assert palette.PALETTE == ((0, 0, 255), (255, 0, 0), (0, 255, 0), (255, 0, 255), (0, 255, 255), (255, 255, 0))
     assert palette.colour(0) == BLUE and palette.colour(5) == YELLOW
@@ -106,6 +108,7 @@ def test_snap_counts_jpeg_bleed_and_nearest_option():
 
 # ---------------------------------------------------------------- tracks
 
+
 def box_mask(h, w, x0, y0, x1, y1):
     m = np.zeros((h, w), bool)
     m[y0:y1, x0:x1] = True
@@ -114,10 +117,12 @@ def box_mask(h, w, x0, y0, x1, y1):
 
 def test_select_tracks_drops_small_orders_by_area_and_cuts():
     h, w = 100, 100
-    masks_ = [box_mask(h, w, 0, 0, 10, 9),      # 0.9 %: dropped
-              box_mask(h, w, 50, 0, 60, 10),    # 1.0 %: kept (>= 1 %)
-              box_mask(h, w, 0, 20, 40, 60),    # 16 %
-              box_mask(h, w, 60, 60, 90, 90)]   # 9 %
+    masks_ = [
+        box_mask(h, w, 0, 0, 10, 9),  # 0.9 %: dropped
+        box_mask(h, w, 50, 0, 60, 10),  # 1.0 %: kept (>= 1 %)
+        box_mask(h, w, 0, 20, 40, 60),  # 16 %
+        box_mask(h, w, 60, 60, 90, 90),
+    ]  # 9 %
     assert tracks.select_tracks(masks_, 5) == [2, 3, 1]
     assert tracks.select_tracks(masks_, 2) == [2, 3]
     # selector: the same people, left to right by bounding-box x-centre
@@ -125,9 +130,8 @@ def test_select_tracks_drops_small_orders_by_area_and_cuts():
 
 
 def test_match_by_centroid_is_greedy_on_normalised_positions():
-    ref = [box_mask(50, 50, 35, 10, 45, 40)]                       # right side of a square reference
-    drv = [box_mask(90, 160, 10, 10, 30, 80), box_mask(90, 160, 70, 10, 90, 80),
-           box_mask(90, 160, 120, 10, 150, 80)]
+    ref = [box_mask(50, 50, 35, 10, 45, 40)]  # right side of a square reference
+    drv = [box_mask(90, 160, 10, 10, 30, 80), box_mask(90, 160, 70, 10, 90, 80), box_mask(90, 160, 120, 10, 150, 80)]
     assert tracks.match_by_centroid(ref, drv) == {0: 2}
     ref2 = [box_mask(50, 50, 0, 10, 10, 40), box_mask(50, 50, 20, 10, 30, 40)]
     assert tracks.match_by_centroid(ref2, drv) == {0: 0, 1: 1}
@@ -153,9 +157,11 @@ def test_compose_labels_and_dilate():
 
 # ---------------------------------------------------------------- colours through make_masks
 
+
 def run_masks(tmp_path, ref_people, drv_frames, **kw):
-    ref, video = write_inputs(tmp_path, ref_people, drv_frames, **{k: kw.pop(k) for k in ("size", "ref_size", "fps")
-                                                                  if k in kw})
+    ref, video = write_inputs(
+        tmp_path, ref_people, drv_frames, **{k: kw.pop(k) for k in ("size", "ref_size", "fps") if k in kw}
+    )
     seg = GreySegmenter()
     result = masks.make_masks(ref, video, tmp_path / "out", segmenter=seg, **kw)
     ref_mask = read_image(result.ref_mask)
@@ -165,8 +171,7 @@ def run_masks(tmp_path, ref_people, drv_frames, **kw):
 
 def test_two_people_get_palette_left_to_right_in_ref_and_driving(tmp_path):
     # driving: the larger person is on the RIGHT, so area order and left-to-right order differ
-    frames = [[(60, 50, 5, 75, 45), (120, 5, 10, 20, 40)],
-              [(60, 48, 5, 73, 45), (120, 8, 10, 23, 40)]]
+    frames = [[(60, 50, 5, 75, 45), (120, 5, 10, 20, 40)], [(60, 48, 5, 73, 45), (120, 8, 10, 23, 40)]]
     ref_people = [(60, 35, 5, 55, 55), (120, 5, 5, 25, 55)]
     result, ref_mask, drv, fps, video = run_masks(tmp_path, ref_people, frames)
     assert result.persons == 2 and result.colours == ["blue", "red"] and result.backend == "grey"
@@ -211,8 +216,7 @@ def test_fewer_reference_people_are_matched_by_centroid(tmp_path):
     assert tuple(ref_mask[30, 50]) == BLUE
     # two reference people at left and right: the middle track is dropped; colours stay left to right
     shutil.rmtree(tmp_path / "out")
-    result, ref_mask, drv, _, _ = run_masks(tmp_path, [(30, 2, 5, 15, 55), (90, 45, 5, 58, 55)], frames,
-                                            max_persons=3)
+    result, ref_mask, drv, _, _ = run_masks(tmp_path, [(30, 2, 5, 15, 55), (90, 45, 5, 58, 55)], frames, max_persons=3)
     assert result.persons == 2
     assert [tuple(drv[1, 20, x]) for x in (10, 40, 68)] == [BLUE, BLACK, RED]
     assert tuple(ref_mask[30, 8]) == BLUE and tuple(ref_mask[30, 50]) == RED
@@ -232,8 +236,9 @@ def test_replacement_backgrounds_are_the_opposite_and_match_nearest(tmp_path):
     assert tuple(r_drv[0, 20, 60]) == BLUE and tuple(r_drv[0, 20, 15]) == WHITE
     assert colours_in(r_drv) == {BLUE, WHITE} and colours_in(r_ref) == {BLUE, BLACK}
     # an explicit index wins over IoU; dilation grows the region by the given pixels
-    idx, _, i_drv, _, _ = run_masks(tmp_path / "i", ref_people, frames, mode="replacement", replace_index=0,
-                                    dilate_px=2)
+    idx, _, i_drv, _, _ = run_masks(
+        tmp_path / "i", ref_people, frames, mode="replacement", replace_index=0, dilate_px=2
+    )
     assert tuple(i_drv[0, 20, 15]) == BLUE and tuple(i_drv[0, 20, 60]) == WHITE
     assert tuple(i_drv[0, 20, 31]) == BLUE and tuple(i_drv[0, 20, 33]) == WHITE  # 2 px beyond x=29
     assert_all_pure(i_drv)
@@ -266,11 +271,17 @@ def test_extra_references(tmp_path):
     boxed[-6:] = 0  # letterbox bars
     write_image(tmp_path / "letterbox.png", boxed)
     write_image(tmp_path / "view.png", person_frame(40, 50, [(90, 10, 5, 30, 35)]))
-    extras = [(tmp_path / "bg.png", "background"), (tmp_path / "letterbox.png", "background"),
-              (tmp_path / "view.png", "character:1")]
+    extras = [
+        (tmp_path / "bg.png", "background"),
+        (tmp_path / "letterbox.png", "background"),
+        (tmp_path / "view.png", "character:1"),
+    ]
     result, *_ = run_masks(tmp_path, [(60, 5, 5, 25, 55), (120, 35, 5, 55, 55)], frames, extra_refs=extras)
-    assert [p.name for p in result.extra_ref_masks] == ["extra_ref_mask_0.png", "extra_ref_mask_1.png",
-                                                        "extra_ref_mask_2.png"]
+    assert [p.name for p in result.extra_ref_masks] == [
+        "extra_ref_mask_0.png",
+        "extra_ref_mask_1.png",
+        "extra_ref_mask_2.png",
+    ]
     a, b, c = (read_image(p) for p in result.extra_ref_masks)
     assert (a[:, :10] == 0).all() and (a[:, 10:] == 255).all()
     assert (b[:6] == 0).all() and (b[-6:] == 0).all() and (b[6:-6] == 255).all()
@@ -280,6 +291,7 @@ def test_extra_references(tmp_path):
 
 
 # ---------------------------------------------------------------- edits
+
 
 def test_read_mask_video_applies_frame_overrides_and_snaps(tmp_path, caplog):
     frames = np.zeros((5, 32, 40, 3), np.uint8)
@@ -320,8 +332,8 @@ CONFORMANCE = Path("/work/shared/conformance/mask_case.safetensors")
 
 
 def test_conformance_mask_case_through_writer_reader_and_compression(tmp_path):
-    from safetensors.numpy import load_file
     import torch
+    from safetensors.numpy import load_file
 
     from scailflow.scail.conditioning import masks_to_28ch
 
@@ -340,13 +352,15 @@ def test_conformance_mask_case_through_writer_reader_and_compression(tmp_path):
 
 # ---------------------------------------------------------------- preview and CLI
 
+
 def test_preview_sheet_video_and_cli(tmp_path, capsys):
     frames = [[(60, 5, 5, 30, 45), (120, 50, 5, 75, 45)]] * 4
     result, *_ = run_masks(tmp_path, [(60, 5, 5, 25, 55), (120, 35, 5, 55, 55)], frames)
     folder = tmp_path / "in"
     shutil.move(str(tmp_path / "out"), folder / "prepared")
-    sheet_path = masks.preview(folder, tmp_path / "sheet.png", video_out=tmp_path / "overlay.mp4", frames=3,
-                               cell_height=96)
+    sheet_path = masks.preview(
+        folder, tmp_path / "sheet.png", video_out=tmp_path / "overlay.mp4", frames=3, cell_height=96
+    )
     sheet = read_image(sheet_path)
     assert sheet.shape[0] == 96 * 4  # reference + 3 frames
     assert sheet.shape[1] == 3 * 160  # driving cells: 96 x round(96 * 80 / 48)
@@ -357,9 +371,9 @@ def test_preview_sheet_video_and_cli(tmp_path, capsys):
     info = probe_video(tmp_path / "overlay.mp4")
     assert info.frames == 4 and info.width == 160
     parser = argparse.ArgumentParser()
-    masks.cli.add_arguments(parser)
+    masks_cli.add_arguments(parser)
     args = parser.parse_args(["preview", str(folder), "--out", str(tmp_path / "cli.png")])
-    assert masks.cli.run(args) == 0
+    assert masks_cli.run(args) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "cli.png")
     assert (tmp_path / "cli.png").is_file()
     empty = tmp_path / "empty"

@@ -1,5 +1,6 @@
 """masks/ backends: the embedded mediapipe default on a real photo, SAM 2 (bundled config, random weights, small
 input) and scripted predictors with the SAM 2 / SAM 3 interfaces for the track bookkeeping."""
+
 from __future__ import annotations
 
 import logging
@@ -12,11 +13,11 @@ import torch
 from skimage import data
 
 from scailflow import masks
+from scailflow.errors import InputError
 from scailflow.masks import palette
 from scailflow.masks.segmenters import MediapipeSegmenter, Sam2VideoSegmenter, Sam3VideoSegmenter, sam2_config_for
 from scailflow.masks.stage import build_segmenter
 from scailflow.masks.tracks import person_selector
-from scailflow.errors import InputError
 from scailflow.media import probe_video, read_image, read_video, write_image, write_video
 
 BLUE, RED = palette.PALETTE[0], palette.PALETTE[1]
@@ -26,8 +27,8 @@ ASTRONAUT = data.astronaut()
 def hand_checked_person(h=512, w=512):
     """Her head and suit, boxed by eye on skimage's astronaut (512 x 512)."""
     region = np.zeros((512, 512), bool)
-    region[15:190, 150:300] = True   # head and hair
-    region[150:512, 20:365] = True   # suit and arms
+    region[15:190, 150:300] = True  # head and hair
+    region[150:512, 20:365] = True  # suit and arms
     return cv2.resize(region.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
 
 
@@ -37,18 +38,19 @@ def iou(a, b):
 
 # ---------------------------------------------------------------- embedded default
 
+
 def test_mediapipe_finds_the_astronaut():
     fg = MediapipeSegmenter().foreground(ASTRONAUT)
     assert iou(fg, hand_checked_person()) > 0.6
     core = np.zeros_like(fg)
-    core[40:170, 175:280] = True    # face
-    core[250:500, 60:280] = True    # chest and arm
+    core[40:170, 175:280] = True  # face
+    core[250:500, 60:280] = True  # chest and arm
     assert fg[core].mean() > 0.95
     background = np.zeros_like(fg)
-    background[0:140, 0:140] = True   # flag
+    background[0:140, 0:140] = True  # flag
     background[0:280, 360:512] = True  # shuttle model and backdrop
     assert fg[background].mean() < 0.05
-    (x0, y0, x1, y1), = MediapipeSegmenter().person_boxes(ASTRONAUT)
+    ((x0, y0, x1, y1),) = MediapipeSegmenter().person_boxes(ASTRONAUT)
     assert x0 < 40 and 150 < (x0 + x1) / 2 < 330 and y0 < 40 and y1 > 480
 
 
@@ -104,6 +106,7 @@ def test_build_segmenter_choices(tmp_path):
 
 # ---------------------------------------------------------------- SAM 2, real model with random weights
 
+
 class Spy:
     """Wraps a SAM 2 video predictor and records what our code sends and what the predictor returns."""
 
@@ -158,7 +161,7 @@ def test_sam2_random_weights_outputs_flow_through_our_bookkeeping(sam2_tiny):
     assert [t for t, _, _ in spy.outputs] == [0, 1, 2, 3]
     for t, ids, logits in spy.outputs:
         assert ids == [1, 2]
-        up = np.stack([cv2.resize(l[0], (160, 96), interpolation=cv2.INTER_LINEAR) for l in logits])
+        up = np.stack([cv2.resize(lg[0], (160, 96), interpolation=cv2.INTER_LINEAR) for lg in logits])
         expected = np.where(up.max(0) > 0, up.argmax(0) + 1, 0)
         agree = (out.labels[t] == expected).mean()
         assert agree > 0.999  # float rounding right at logit 0 may flip a pixel
@@ -168,14 +171,16 @@ def test_sam2_random_weights_through_make_masks(tmp_path, sam2_tiny):
     ref, video, _ = astronaut_inputs(tmp_path, n=3, size=96)
     boxes = [(0.05, 0.05, 0.95, 1.0)]  # a pose detector's box as fractions of the frame
     # seeded random weights give a deterministic (meaningless) mask above 1% of the frame for this box
-    result = masks.make_masks(ref, video, tmp_path / "out", segmenter=sam2_tiny, person_boxes=boxes,
-                              ref_person_boxes=[(5, 5, 90, 95)])
+    result = masks.make_masks(
+        ref, video, tmp_path / "out", segmenter=sam2_tiny, person_boxes=boxes, ref_person_boxes=[(5, 5, 90, 95)]
+    )
     drv, _ = read_video(result.driving_mask)
     assert result.backend == "sam2" and drv.shape == (3, 96, 96, 3)
     assert {tuple(c) for c in np.unique(drv.reshape(-1, 3), axis=0)} <= {BLUE, (0, 0, 0)}
 
 
 # ---------------------------------------------------------------- SAM 2 interface, scripted
+
 
 class ScriptedSam2:
     """SAM 2 video predictor stand-in: object k's mask is its prompt box, moving right 2 model pixels a frame."""
@@ -193,7 +198,7 @@ class ScriptedSam2:
     def _logits(self, box, shift=0):
         x0, y0, x1, y1 = (int(round(v)) for v in box)
         m = np.full((1, 64, 64), -10.0, np.float32)
-        m[0, y0:y1, x0 + shift:x1 + shift] = 10.0
+        m[0, y0:y1, x0 + shift : x1 + shift] = 10.0
         return m
 
     def add_new_points_or_box(self, state, frame_idx, obj_id, box):
@@ -216,10 +221,12 @@ def test_sam2_bookkeeping_filters_cuts_orders_and_tracks():
     pred = ScriptedSam2()
     seg = Sam2VideoSegmenter(pred)
     frames = np.zeros((3, 64, 64, 3), np.uint8)
-    boxes = [(36, 4, 60, 60),   # big, right
-             (4, 10, 20, 50),   # medium, left
-             (28, 2, 31, 6),    # tiny: < 1 %
-             (22, 40, 30, 50)]  # small: cut by max_persons
+    boxes = [
+        (36, 4, 60, 60),  # big, right
+        (4, 10, 20, 50),  # medium, left
+        (28, 2, 31, 6),  # tiny: < 1 %
+        (22, 40, 30, 50),
+    ]  # small: cut by max_persons
     out = seg.segment(frames, person_selector(2), boxes)
     assert out.count == 2 and out.candidates == 4
     assert pred.calls[0] == ("init", 3, (64, 64, 3))
@@ -239,8 +246,14 @@ def test_sam2_scripted_through_make_masks_with_pose_boxes(tmp_path):
     ref = tmp_path / "ref.png"
     write_image(ref, np.zeros((64, 64, 3), np.uint8))
     drv_boxes = [[80, 4, 120, 60, 0.9], [8, 10, 40, 56, 0.8]]  # (x0, y0, x1, y1, score) in pixels
-    result = masks.make_masks(ref, video, tmp_path / "out", segmenter=Sam2VideoSegmenter(ScriptedSam2()),
-                              person_boxes=drv_boxes, ref_person_boxes=[[2, 2, 30, 60], [34, 2, 62, 60]])
+    result = masks.make_masks(
+        ref,
+        video,
+        tmp_path / "out",
+        segmenter=Sam2VideoSegmenter(ScriptedSam2()),
+        person_boxes=drv_boxes,
+        ref_person_boxes=[[2, 2, 30, 60], [34, 2, 62, 60]],
+    )
     drv, fps = read_video(result.driving_mask)
     assert result.persons == 2 and fps == 8.0 and drv.shape == (4, 64, 128, 3)
     assert tuple(drv[0, 30, 20]) == BLUE and tuple(drv[0, 30, 100]) == RED
@@ -259,6 +272,7 @@ def test_sam2_prompt_boxes_come_from_mediapipe_without_pose_boxes(tmp_path):
 
 
 # ---------------------------------------------------------------- SAM 3 interface, scripted
+
 
 class ScriptedSam3:
     """SAM 3 request-interface stand-in: two people from frame 0 (one tiny), a newcomer from frame 1."""

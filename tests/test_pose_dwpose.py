@@ -1,4 +1,5 @@
 """DWPose pre/post-processing, run through onnxruntime on test-built models; weight configuration checks."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,10 +7,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scailflow.pose import PoseWeights
-from scailflow.pose.dwpose import (DWPose, box_to_centre_scale, crop_affine, decode_simcc, letterbox, nms, select_persons,
-                         to_person, yolox_decode)
 from scailflow.errors import InputError
+from scailflow.pose import PoseWeights
+from scailflow.pose.dwpose import (
+    DWPose,
+    box_to_centre_scale,
+    crop_affine,
+    decode_simcc,
+    letterbox,
+    nms,
+    select_persons,
+    to_person,
+    yolox_decode,
+)
 from tests.test_pose_fakes import blob_image, build_nlf, build_simcc, build_yolox, yolox_raw
 
 
@@ -18,15 +28,17 @@ def test_letterbox_resizes_keeping_aspect_and_pads_top_left_with_114():
     chw, r = letterbox(img)
     assert chw.shape == (3, 640, 640) and chw.dtype == np.float32
     assert r == pytest.approx(640 / 480)
-    assert np.all(chw[:, :426, :] == 7)          # int(320 * 1.333) = 426 rows of content
+    assert np.all(chw[:, :426, :] == 7)  # int(320 * 1.333) = 426 rows of content
     assert np.all(chw[:, 427:, :] == 114)
-    assert chw.max() == 114 and chw.min() == 7   # 0-255 values, no mean/std
+    assert chw.max() == 114 and chw.min() == 7  # 0-255 values, no mean/std
 
 
 def test_decode_then_nms_keeps_the_best_of_overlapping_person_boxes():
     ratio = 640 / 480
-    raw = yolox_raw([((100, 50, 260, 300), 0.9), ((104, 52, 262, 296), 0.8), ((300, 40, 420, 310), 0.6),
-                     ((10, 10, 60, 60), 0.2)], ratio)
+    raw = yolox_raw(
+        [((100, 50, 260, 300), 0.9), ((104, 52, 262, 296), 0.8), ((300, 40, 420, 310), 0.6), ((10, 10, 60, 60), 0.2)],
+        ratio,
+    )
     boxes, scores = yolox_decode(raw, ratio)
     kept, kept_scores = select_persons(boxes, scores)
     assert kept_scores.tolist() == pytest.approx([0.9, 0.6])
@@ -44,7 +56,7 @@ def test_box_padding_aspect_and_crop_affine_round_trip():
     centre, scale = box_to_centre_scale(np.array([100, 50, 260, 300]))
     np.testing.assert_allclose(centre, [180, 175])
     assert scale[0] / scale[1] == pytest.approx(0.75)
-    assert scale[1] == pytest.approx(250 * 1.25)          # tall box: height padded, width grown
+    assert scale[1] == pytest.approx(250 * 1.25)  # tall box: height padded, width grown
     m = crop_affine(centre, scale)
     np.testing.assert_allclose(m @ [180, 175, 1], [144, 192])
     pt = np.array([130.0, 90.0])
@@ -62,12 +74,12 @@ def test_box_padding_aspect_and_crop_affine_round_trip():
 def test_simcc_decoding_argmax_split_and_confidence():
     sx = np.zeros((3, 576), np.float32)
     sy = np.zeros((3, 768), np.float32)
-    sx[0, 100], sy[0, 300] = 0.9, 0.5      # score = min = 0.5
-    sx[1, 10], sy[1, 20] = 0.7, 0.8        # score 0.7
-    sx[2] -= 1.0                           # score <= 0: location -1
+    sx[0, 100], sy[0, 300] = 0.9, 0.5  # score = min = 0.5
+    sx[1, 10], sy[1, 20] = 0.7, 0.8  # score 0.7
+    sx[2] -= 1.0  # score <= 0: location -1
     sy[2] -= 1.0
     centre, scale = np.array([144.0, 192.0], np.float32), np.array([288.0, 384.0], np.float32)
-    kp, score = decode_simcc(sx, sy, centre, scale)   # identity crop
+    kp, score = decode_simcc(sx, sy, centre, scale)  # identity crop
     np.testing.assert_allclose(kp[0], [50, 150])
     np.testing.assert_allclose(kp[1], [5, 10])
     np.testing.assert_allclose(kp[2], [-0.5, -0.5])
@@ -77,15 +89,15 @@ def test_simcc_decoding_argmax_split_and_confidence():
 def test_134_layout_neck_and_openpose_order():
     kps = np.zeros((133, 2), np.float32)
     scores = np.full(133, 0.9, np.float32)
-    kps[5], kps[6] = (60, 40), (20, 40)     # COCO left / right shoulder
-    kps[9], kps[10] = (70, 90), (10, 90)    # left / right wrist
-    kps[91] = (75, 95)                      # left hand root
-    scores[112:133] = 0.1                   # right hand not found
+    kps[5], kps[6] = (60, 40), (20, 40)  # COCO left / right shoulder
+    kps[9], kps[10] = (70, 90), (10, 90)  # left / right wrist
+    kps[91] = (75, 95)  # left hand root
+    scores[112:133] = 0.1  # right hand not found
     p = to_person(kps, scores, 100, 100)
-    np.testing.assert_allclose(p.body[1], [0.4, 0.4])   # neck = mid-shoulders
+    np.testing.assert_allclose(p.body[1], [0.4, 0.4])  # neck = mid-shoulders
     assert p.body_score[1] == 1.0
-    np.testing.assert_allclose(p.body[2], [0.2, 0.4])   # slot 2 = right shoulder
-    np.testing.assert_allclose(p.body[7], [0.7, 0.9])   # slot 7 = left wrist
+    np.testing.assert_allclose(p.body[2], [0.2, 0.4])  # slot 2 = right shoulder
+    np.testing.assert_allclose(p.body[7], [0.7, 0.9])  # slot 7 = left wrist
     np.testing.assert_allclose(p.hands[0, 0], [0.75, 0.95])
     assert np.all(p.hands[1] == -1)
     scores[5] = 0.2
@@ -98,8 +110,11 @@ def test_dwpose_end_to_end_finds_the_spot_in_each_box(tmp_path, dynamic):
     spots = [(90, 120), (300, 100)]
     frames = np.stack([blob_image(h, w, spots)] * 3)
     ratio = min(640 / h, 640 / w)
-    det = build_yolox(tmp_path / "det.onnx", yolox_raw([((30, 20, 160, 230), 0.8), ((240, 10, 370, 220), 0.9)],
-                                                       ratio), dynamic_batch=dynamic)
+    det = build_yolox(
+        tmp_path / "det.onnx",
+        yolox_raw([((30, 20, 160, 230), 0.8), ((240, 10, 370, 220), 0.9)], ratio),
+        dynamic_batch=dynamic,
+    )
     pose = build_simcc(tmp_path / "pose.onnx")
     model = DWPose(det, pose, device="cpu")
     assert model.det_batch == (8 if dynamic else 1)
@@ -119,7 +134,7 @@ def test_dwpose_without_any_box_uses_the_whole_frame(tmp_path):
     det = build_yolox(tmp_path / "det.onnx", yolox_raw([], 1.0))
     model = DWPose(det, build_simcc(tmp_path / "pose.onnx"), device="cpu")
     frame = blob_image(120, 160, [(40, 60)])
-    (person,), = model(frame[None])
+    ((person,),) = model(frame[None])
     np.testing.assert_allclose(person.box, [0, 0, 160, 120])
     np.testing.assert_allclose(person.body[0] * [160, 120], [40, 60], atol=1.5)
 
@@ -127,15 +142,18 @@ def test_dwpose_without_any_box_uses_the_whole_frame(tmp_path):
 def test_low_confidence_keypoints_become_missing(tmp_path):
     det = build_yolox(tmp_path / "det.onnx", yolox_raw([((10, 10, 100, 110), 0.9)], 640 / 120))
     model = DWPose(det, build_simcc(tmp_path / "pose.onnx", bias=-1e6), device="cpu")
-    (person,), = model(blob_image(120, 120, [(50, 50)])[None])
+    ((person,),) = model(blob_image(120, 120, [(50, 50)])[None])
     assert not person.visible().any()
     assert np.all(person.face == -1) and np.all(person.hands == -1)
 
 
 # ------------------------------------------------------------------------------------------------ weights
 def test_weights_from_env_and_backend_names(tmp_path):
-    env = {"SCAILFLOW_DWPOSE_DET": str(tmp_path / "d.onnx"), "SCAILFLOW_DWPOSE_POSE": str(tmp_path / "p.onnx"),
-           "SCAILFLOW_NLF": str(tmp_path / "n.ts")}
+    env = {
+        "SCAILFLOW_DWPOSE_DET": str(tmp_path / "d.onnx"),
+        "SCAILFLOW_DWPOSE_POSE": str(tmp_path / "p.onnx"),
+        "SCAILFLOW_NLF": str(tmp_path / "n.ts"),
+    }
     w = PoseWeights.from_env(env)
     assert w.dwpose_det == tmp_path / "d.onnx" and w.nlf == tmp_path / "n.ts"
     assert w.backend == "dwpose+nlf"
@@ -207,19 +225,25 @@ def test_nlf_loader_rejects_scripts_without_detect_smpl_batched(tmp_path):
     assert joints.shape == (2, 18, 3) and np.all(joints[1] == 0)
     assert joints[0, 0, 2] == pytest.approx(3000) and joints[0, 2, 0] < joints[0, 5, 0]  # right shoulder at -x
     isolated = model.track_joints(frames, [np.array([0, 0, 10, 10], np.float32), None])
-    assert np.all(isolated == 0)   # the spot lies outside the box: the isolated frame is black
+    assert np.all(isolated == 0)  # the spot lies outside the box: the isolated frame is black
 
 
 @settings(max_examples=40, deadline=None)
-@given(x1=st.floats(0, 300), y1=st.floats(0, 300), bw=st.floats(20, 400), bh=st.floats(20, 400),
-       fx=st.floats(0.05, 0.95), fy=st.floats(0.05, 0.95))
+@given(
+    x1=st.floats(0, 300),
+    y1=st.floats(0, 300),
+    bw=st.floats(20, 400),
+    bh=st.floats(20, 400),
+    fx=st.floats(0.05, 0.95),
+    fy=st.floats(0.05, 0.95),
+)
 def test_crop_affine_and_simcc_decode_invert_each_other(x1, y1, bw, bh, fx, fy):
     box = np.array([x1, y1, x1 + bw, y1 + bh])
     centre, scale = box_to_centre_scale(box)
     assert scale[0] >= bw * 1.25 - 1e-3 and scale[1] >= bh * 1.25 - 1e-3
     pt = np.array([x1 + fx * bw, y1 + fy * bh])
     cx, cy = crop_affine(centre, scale) @ [*pt, 1]
-    assert 0 <= cx < 288 and 0 <= cy < 384      # a point of the box always lands in the crop
+    assert 0 <= cx < 288 and 0 <= cy < 384  # a point of the box always lands in the crop
     sx = np.zeros((1, 576), np.float32)
     sy = np.zeros((1, 768), np.float32)
     sx[0, int(cx * 2)] = sy[0, int(cy * 2)] = 1

@@ -6,11 +6,11 @@
 - NLF: a scripted module with `detect_smpl_batched(uint8 [B, 3, H, W])` returning `joints3d_nonparam`: a
   standing SMPL-24 body 3 m away, centred on the bright pixels of each image (none when the image is black).
 """
+
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Dict, List
 
 import numpy as np
 import onnx
@@ -53,13 +53,18 @@ def build_yolox(path: Path, raw: np.ndarray, dynamic_batch: bool = False) -> Pat
     axes = numpy_helper.from_array(np.array([1, 2, 3], np.int64), "axes")
     nodes = [
         helper.make_node("ReduceMean", ["images", "axes"], ["mean"], keepdims=1),  # [N, 1, 1, 1]
-        helper.make_node("Squeeze", ["mean", "sq_axes"], ["mean3"]),                # [N]
-        helper.make_node("Unsqueeze", ["mean3", "unsq_axes"], ["m3"]),              # [N, 1, 1]
+        helper.make_node("Squeeze", ["mean", "sq_axes"], ["mean3"]),  # [N]
+        helper.make_node("Unsqueeze", ["mean3", "unsq_axes"], ["m3"]),  # [N, 1, 1]
         helper.make_node("Mul", ["m3", "zero"], ["z"]),
         helper.make_node("Add", ["raw", "z"], ["output"]),
     ]
-    inits = [const, zero, numpy_helper.from_array(np.array([1, 2, 3], np.int64), "sq_axes"),
-             numpy_helper.from_array(np.array([1, 2], np.int64), "unsq_axes"), axes]
+    inits = [
+        const,
+        zero,
+        numpy_helper.from_array(np.array([1, 2, 3], np.int64), "sq_axes"),
+        numpy_helper.from_array(np.array([1, 2], np.int64), "unsq_axes"),
+        axes,
+    ]
     graph = helper.make_graph(nodes, "fake_yolox", [inp], [out], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     onnx.checker.check_model(model)
@@ -79,16 +84,19 @@ def build_simcc(path: Path, bias: float = 5000.0, input_shape=(1, 3, 384, 288)) 
     inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, list(input_shape))
     ox = helper.make_tensor_value_info("simcc_x", TensorProto.FLOAT, [1, 133, 2 * w])
     oy = helper.make_tensor_value_info("simcc_y", TensorProto.FLOAT, [1, 133, 2 * h])
-    inits = [numpy_helper.from_array(up_x, "up_x"), numpy_helper.from_array(up_y, "up_y"),
-             numpy_helper.from_array(np.ones((1, 133, 1), np.float32), "ones"),
-             numpy_helper.from_array(np.array([bias], np.float32), "bias"),
-             numpy_helper.from_array(np.array([1], np.int64), "ax1"),
-             numpy_helper.from_array(np.array([2], np.int64), "ax2")]
+    inits = [
+        numpy_helper.from_array(up_x, "up_x"),
+        numpy_helper.from_array(up_y, "up_y"),
+        numpy_helper.from_array(np.ones((1, 133, 1), np.float32), "ones"),
+        numpy_helper.from_array(np.array([bias], np.float32), "bias"),
+        numpy_helper.from_array(np.array([1], np.int64), "ax1"),
+        numpy_helper.from_array(np.array([2], np.int64), "ax2"),
+    ]
     nodes = [
-        helper.make_node("ReduceSum", ["input", "ax1"], ["chan"], keepdims=0),   # [1, H, W]
-        helper.make_node("ReduceSum", ["chan", "ax1"], ["col"], keepdims=1),     # [1, 1, W]
-        helper.make_node("ReduceSum", ["chan", "ax2"], ["row_t"], keepdims=1),   # [1, H, 1]
-        helper.make_node("Transpose", ["row_t"], ["row"], perm=[0, 2, 1]),       # [1, 1, H]
+        helper.make_node("ReduceSum", ["input", "ax1"], ["chan"], keepdims=0),  # [1, H, W]
+        helper.make_node("ReduceSum", ["chan", "ax1"], ["col"], keepdims=1),  # [1, 1, W]
+        helper.make_node("ReduceSum", ["chan", "ax2"], ["row_t"], keepdims=1),  # [1, H, 1]
+        helper.make_node("Transpose", ["row_t"], ["row"], perm=[0, 2, 1]),  # [1, 1, H]
         helper.make_node("MatMul", ["col", "up_x"], ["cx"]),
         helper.make_node("MatMul", ["row", "up_y"], ["cy"]),
         helper.make_node("Add", ["cx", "bias"], ["cxb"]),
@@ -105,12 +113,32 @@ def build_simcc(path: Path, bias: float = 5000.0, input_shape=(1, 3, 384, 288)) 
 
 # A standing SMPL-24 body (mm, camera axes: x right, y down), pelvis at the origin; its right side at -x.
 SMPL_TEMPLATE = np.zeros((24, 3), np.float32)
-for _i, _xyz in {0: (0, 0, 0), 1: (90, 30, 0), 2: (-90, 30, 0), 3: (0, -120, 0), 4: (100, 420, 0),
-                 5: (-100, 420, 0), 6: (0, -250, 0), 7: (100, 820, 0), 8: (-100, 820, 0), 9: (0, -300, 0),
-                 10: (100, 880, -60), 11: (-100, 880, -60), 12: (0, -480, 0), 13: (80, -420, 0),
-                 14: (-80, -420, 0), 15: (0, -620, 0), 16: (180, -440, 0), 17: (-180, -440, 0),
-                 18: (200, -170, 0), 19: (-200, -170, 0), 20: (210, 70, -30), 21: (-210, 70, -30),
-                 22: (220, 140, -40), 23: (-220, 140, -40)}.items():
+for _i, _xyz in {
+    0: (0, 0, 0),
+    1: (90, 30, 0),
+    2: (-90, 30, 0),
+    3: (0, -120, 0),
+    4: (100, 420, 0),
+    5: (-100, 420, 0),
+    6: (0, -250, 0),
+    7: (100, 820, 0),
+    8: (-100, 820, 0),
+    9: (0, -300, 0),
+    10: (100, 880, -60),
+    11: (-100, 880, -60),
+    12: (0, -480, 0),
+    13: (80, -420, 0),
+    14: (-80, -420, 0),
+    15: (0, -620, 0),
+    16: (180, -440, 0),
+    17: (-180, -440, 0),
+    18: (200, -170, 0),
+    19: (-200, -170, 0),
+    20: (210, 70, -30),
+    21: (-210, 70, -30),
+    22: (220, 140, -40),
+    23: (-220, 140, -40),
+}.items():
     SMPL_TEMPLATE[_i] = _xyz
 
 
@@ -123,12 +151,12 @@ class _FakeNLF(torch.nn.Module):
         return x
 
     @torch.jit.export
-    def detect_smpl_batched(self, images: torch.Tensor) -> Dict[str, List[torch.Tensor]]:
+    def detect_smpl_batched(self, images: torch.Tensor) -> dict[str, list[torch.Tensor]]:
         b, _, h, w = images.shape
         f = float(max(h, w)) / (2.0 * math.tan(27.5 * math.pi / 180.0))
         depth = 3000.0
-        joints: List[torch.Tensor] = []
-        boxes: List[torch.Tensor] = []
+        joints: list[torch.Tensor] = []
+        boxes: list[torch.Tensor] = []
         for i in range(b):
             bright = images[i].float().sum(0) > 300.0
             idx = torch.nonzero(bright)
@@ -138,8 +166,7 @@ class _FakeNLF(torch.nn.Module):
             else:
                 u = idx[:, 1].float().mean()
                 v = idx[:, 0].float().mean()
-                shift = torch.stack([(u - w / 2.0) / f * depth, (v - h / 2.0) / f * depth,
-                                     torch.tensor(depth)])
+                shift = torch.stack([(u - w / 2.0) / f * depth, (v - h / 2.0) / f * depth, torch.tensor(depth)])
                 joints.append((self.template + shift)[None])
                 boxes.append(torch.tensor([[0.0, 0.0, 1.0, 1.0, 1.0]]))
         return {"joints3d_nonparam": joints, "boxes": boxes}
@@ -156,7 +183,7 @@ def blob_image(height: int, width: int, centres: list[tuple[int, int]], sigma: f
     ys, xs = np.mgrid[0:height, 0:width]
     img = np.zeros((height, width), np.float64)
     for x, y in centres:
-        img = np.maximum(img, np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * sigma ** 2)))
+        img = np.maximum(img, np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * sigma**2)))
     return np.repeat((img * 255).round().astype(np.uint8)[..., None], 3, axis=2)
 
 

@@ -1,4 +1,5 @@
 """Renderer (3D capsules, 2D overlay, composite), tracker and alignment."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +8,15 @@ import pytest
 from scailflow.pose.align import Alignment, apply_to_overlay, fit, fit_to_reference
 from scailflow.pose.render2d import composite, composite_mono, draw_flat_limbs, draw_person_overlay
 from scailflow.pose.render3d import Camera, Renderer, build_capsules
-from scailflow.pose.skeleton import (PALETTE_P0, PALETTE_P1, PALETTE_V1, PersonPose, empty_person, focal_length,
-                           person_colour)
+from scailflow.pose.skeleton import (
+    PALETTE_P0,
+    PALETTE_P1,
+    PALETTE_V1,
+    PersonPose,
+    empty_person,
+    focal_length,
+    person_colour,
+)
 from scailflow.pose.tracker import track
 
 H, W = 120, 200
@@ -17,9 +25,22 @@ H, W = 120, 200
 def standing(x: float = 0.0, z: float = 1500.0) -> np.ndarray:
     """[18, 3] joints (mm) of a person facing the camera: their right side at -x (image left)."""
     j = np.zeros((18, 3), np.float32)
-    pts = {0: (0, -650), 1: (0, -450), 2: (-180, -450), 3: (-200, -180), 4: (-210, 60), 5: (180, -450),
-           6: (200, -180), 7: (210, 60), 8: (-100, 50), 9: (-110, 450), 10: (-110, 850), 11: (100, 50),
-           12: (110, 450), 13: (110, 850)}
+    pts = {
+        0: (0, -650),
+        1: (0, -450),
+        2: (-180, -450),
+        3: (-200, -180),
+        4: (-210, 60),
+        5: (180, -450),
+        6: (200, -180),
+        7: (210, 60),
+        8: (-100, 50),
+        9: (-110, 450),
+        10: (-110, 850),
+        11: (100, 50),
+        12: (110, 450),
+        13: (110, 850),
+    }
     for k, (px, py) in pts.items():
         j[k] = (px + x, py, z)
     return j
@@ -32,7 +53,7 @@ def pixel_of(cam: Camera, p) -> tuple[int, int]:
 
 def render_one(joints: np.ndarray, style: str = "v2", h: int = H, w: int = W):
     caps = build_capsules(joints, style)
-    (rgb, ids), = list(Renderer(h, w, device="cpu").render(caps))
+    ((rgb, ids),) = list(Renderer(h, w, device="cpu").render(caps))
     return rgb, ids
 
 
@@ -60,15 +81,16 @@ def test_limb_colours_sides_and_black_background():
     assert (rgb.sum(-1) > 0).mean() < 0.25
 
 
-def _expected_on_horizontal_capsule(cam: Camera, row: int, col: int, y0: float, z0: float, colour, near: float,
-                                    far: float):
+def _expected_on_horizontal_capsule(
+    cam: Camera, row: int, col: int, y0: float, z0: float, colour, near: float, far: float
+):
     """Shade by hand: the ray through (col, row) meets the cylinder (y - y0)^2 + (z - z0)^2 = r^2 along x."""
     r = 21.5
     d = np.array([(col - cam.cx) / cam.fx, (row - cam.cy) / cam.fy, 1.0])
     d /= np.linalg.norm(d)
     a = d[1] ** 2 + d[2] ** 2
     b = -2 * (y0 * d[1] + z0 * d[2])
-    c = y0 ** 2 + z0 ** 2 - r ** 2
+    c = y0**2 + z0**2 - r**2
     t = (-b - np.sqrt(b * b - 4 * a * c)) / (2 * a)
     p = t * d
     n = np.array([0.0, p[1] - y0, p[2] - z0]) / r
@@ -86,7 +108,7 @@ def test_shading_and_depth_fade_match_the_formulas():
     near_j, far_j = np.zeros((18, 3), np.float32), np.zeros((18, 3), np.float32)
     near_j[1], near_j[2] = (60, -150, 2000), (-400, -150, 2000)
     far_j[1], far_j[2] = (400, 450, 6000), (-600, 450, 6000)
-    joints = np.stack([near_j[None], far_j[None]])          # 2 persons -> P0 (near), P1 (far)
+    joints = np.stack([near_j[None], far_j[None]])  # 2 persons -> P0 (near), P1 (far)
     rgb, ids = render_one(joints)
     cam = Camera.default(H, W)
     z_min, z_max = 2000.0, 6000.0
@@ -99,7 +121,7 @@ def test_shading_and_depth_fade_match_the_formulas():
     row1 = pixel_of(cam, (0, 450, 6000))[0]
     want = _expected_on_horizontal_capsule(cam, row1, 100, 450.0, 6000.0, PALETTE_P1[0], near, far)
     np.testing.assert_allclose(rgb[row1, 100].astype(int), want.astype(int), atol=1)
-    assert rgb[row1, 100].max() < rgb[row0, 80].max()          # faded with depth
+    assert rgb[row1, 100].max() < rgb[row0, 80].max()  # faded with depth
     assert ids[row1, 100] == 1
 
 
@@ -145,18 +167,18 @@ def person_with_face_and_hand() -> PersonPose:
     hands[1, :, 0] = np.linspace(40, 60, 21) / W
     hands[1, :, 1] = 90 / H
     face = np.full((68, 2), -1.0, np.float32)
-    face[40] = (150 / W, 20 / H)   # an eye point: drawn
-    face[5] = (150 / W, 60 / H)    # jaw: not drawn
+    face[40] = (150 / W, 20 / H)  # an eye point: drawn
+    face[5] = (150 / W, 60 / H)  # jaw: not drawn
     return PersonPose(body=body, body_score=score, face=face, hands=hands)
 
 
 def test_overlay_dots_colours_and_what_is_not_drawn():
     ov = draw_person_overlay(person_with_face_and_hand(), H, W)
-    assert ov[40, 100].tolist() == [255, 0, 0]                # nose dot
-    assert ov[38, 116].tolist() == [255, 0, 85]               # left ear dot
-    assert ov[90, 40].tolist() == [0, 0, 255]                 # hand joint dot
-    assert ov[20, 150].tolist() == [255, 255, 255]            # face point 40
-    assert ov[60, 150].tolist() == [0, 0, 0]                  # jaw point not drawn
+    assert ov[40, 100].tolist() == [255, 0, 0]  # nose dot
+    assert ov[38, 116].tolist() == [255, 0, 85]  # left ear dot
+    assert ov[90, 40].tolist() == [0, 0, 255]  # hand joint dot
+    assert ov[20, 150].tolist() == [255, 255, 255]  # face point 40
+    assert ov[60, 150].tolist() == [0, 0, 0]  # jaw point not drawn
     # cheek ellipse between the right eye and ear, dimmed x0.6: (170, 0, 255) -> (102, 0, 153)
     assert ov[36, 88].tolist() == [102, 0, 153]
     assert ov[0, 0].tolist() == [0, 0, 0]
@@ -170,7 +192,7 @@ def test_composite_replaces_nonzero_channels_and_mono_takes_person_colour():
     ov2[1, 1] = (10, 0, 0)
     ov2[2, 2] = (0, 200, 0)
     out = composite(frame, [ov, ov2])
-    assert out[1, 1].tolist() == [9, 100, 100]                # 255 + 10 wraps to 9
+    assert out[1, 1].tolist() == [9, 100, 100]  # 255 + 10 wraps to 9
     assert out[2, 2].tolist() == [100, 200, 100]
     assert out[0, 0].tolist() == [100, 100, 100]
     mono = composite_mono(np.zeros((4, 4, 3), np.uint8), [ov, ov2], [person_colour(0), person_colour(1)])
@@ -178,8 +200,14 @@ def test_composite_replaces_nonzero_channels_and_mono_takes_person_colour():
 
 
 def test_person_colours_and_legacy_swap():
-    assert [person_colour(i) for i in range(6)] == [(0, 0, 255), (255, 0, 0), (0, 255, 0), (255, 0, 255),
-                                                    (0, 255, 255), (255, 255, 0)]
+    assert [person_colour(i) for i in range(6)] == [
+        (0, 0, 255),
+        (255, 0, 0),
+        (0, 255, 0),
+        (255, 0, 255),
+        (0, 255, 255),
+        (255, 255, 0),
+    ]
     assert person_colour(0, legacy=True) == (255, 0, 0) and person_colour(1, legacy=True) == (0, 0, 255)
     assert person_colour(4, legacy=True) == (255, 255, 0) and person_colour(2, legacy=True) == (0, 255, 0)
 
@@ -193,10 +221,9 @@ def body_person(points: dict[int, tuple[float, float]], box=None, w: int = W, h:
 
 
 def test_flat_limbs_fallback_draws_palette_colours_and_ids():
-    p = body_person({1: (100, 30), 2: (80, 30), 3: (70, 60), 5: (120, 30), 6: (130, 60), 8: (90, 80),
-                     11: (110, 80)})
+    p = body_person({1: (100, 30), 2: (80, 30), 3: (70, 60), 5: (120, 30), 6: (130, 60), 8: (90, 80), 11: (110, 80)})
     img, ids = draw_flat_limbs([p], H, W)
-    assert img[45, 75].tolist() == PALETTE_P1[2].astype(int).tolist()   # right upper arm
+    assert img[45, 75].tolist() == PALETTE_P1[2].astype(int).tolist()  # right upper arm
     assert img[45, 125].tolist() == PALETTE_P1[4].astype(int).tolist()  # left upper arm
     assert ids[45, 75] == 0 and ids[0, 0] == -1 and img[0, 0].sum() == 0
 
@@ -226,8 +253,7 @@ def test_tracker_keeps_the_largest_and_drops_tiny_boxes():
 # ------------------------------------------------------------------------------------------------ alignment
 def test_alignment_recovers_a_known_scale_and_shift():
     h, w = 512, 896
-    drv = PersonPose(body=np.zeros((18, 2), np.float32), body_score=np.ones(18, np.float32),
-                     joints3d=standing(z=4000))
+    drv = PersonPose(body=np.zeros((18, 2), np.float32), body_score=np.ones(18, np.float32), joints3d=standing(z=4000))
     truth = Alignment(1.2, 0.95, 40.0, -25.0)
     ref_px = truth.camera(h, w).project(standing(z=4000)[:14].astype(np.float64))
     ref = body_person({k: tuple(ref_px[k]) for k in range(14)}, w=w, h=h)
@@ -238,17 +264,17 @@ def test_alignment_recovers_a_known_scale_and_shift():
 
 def test_half_body_reference_uses_upper_body_and_bounds_hold():
     h, w = 512, 896
-    drv = PersonPose(body=np.zeros((18, 2), np.float32), body_score=np.ones(18, np.float32),
-                     joints3d=standing(z=4000))
+    drv = PersonPose(body=np.zeros((18, 2), np.float32), body_score=np.ones(18, np.float32), joints3d=standing(z=4000))
     big = Alignment(2.0, 1.0, 0.0, 300.0).camera(h, w).project(standing(z=4000)[:14].astype(np.float64))
-    ref = body_person({k: tuple(big[k]) for k in (0, 1, 2, 3, 5, 6)}, w=w, h=h)   # half-body reference
+    ref = body_person({k: tuple(big[k]) for k in (0, 1, 2, 3, 5, 6)}, w=w, h=h)  # half-body reference
     got = fit_to_reference(ref, drv, h, w)
-    assert got.m == pytest.approx(1.4)                     # clipped to the bound
+    assert got.m == pytest.approx(1.4)  # clipped to the bound
     assert -h <= got.q <= h
     # neck weighted 8x: it lands close to the reference neck
     neck = got.camera(h, w).project(standing(z=4000)[1].astype(np.float64))
     assert np.linalg.norm(neck - big[1]) < np.linalg.norm(
-        Alignment().camera(h, w).project(standing(z=4000)[1].astype(np.float64)) - big[1])
+        Alignment().camera(h, w).project(standing(z=4000)[1].astype(np.float64)) - big[1]
+    )
 
 
 def test_alignment_moves_hands_with_the_wrist_and_2d_fallback_maps_points():
@@ -259,8 +285,9 @@ def test_alignment_moves_hands_with_the_wrist_and_2d_fallback_maps_points():
     hands = np.full((2, 21, 2), -1.0, np.float32)
     hands[1, 0] = wrist / [w, h]
     hands[1, 1] = (wrist + [10, 0]) / [w, h]
-    p = PersonPose(body=np.full((18, 2), -1.0, np.float32), body_score=np.zeros(18, np.float32), hands=hands,
-                   joints3d=j)
+    p = PersonPose(
+        body=np.full((18, 2), -1.0, np.float32), body_score=np.zeros(18, np.float32), hands=hands, joints3d=j
+    )
     al = Alignment(1.2, 1.0, 30.0, 0.0)
     moved = apply_to_overlay(p, al, h, w)
     new_wrist = al.camera(h, w).project(j[4].astype(np.float64))
@@ -282,7 +309,7 @@ def test_tight_culling_changes_no_pixel():
     from scailflow.pose.render3d import candidate_table
 
     j = standing(x=120, z=1400)
-    j[3] = (60, -250, 1100)   # a forearm pointing at the camera: strongly oblique capsules
+    j[3] = (60, -250, 1100)  # a forearm pointing at the camera: strongly oblique capsules
     j[6] = (330, -300, 900)
     caps = build_capsules(j[None, None])
     cam = Camera.default(H, W)
@@ -292,7 +319,7 @@ def test_tight_culling_changes_no_pixel():
     fast = Renderer(H, W, device="cpu")
     slow = Renderer(H, W, device="cpu")
     slow.tight_culling = False
-    (a, ia), = list(fast.render(caps))
-    (b, ib), = list(slow.render(caps))
+    ((a, ia),) = list(fast.render(caps))
+    ((b, ib),) = list(slow.render(caps))
     assert a.any(-1).sum() > 100
     assert np.abs(a.astype(int) - b).max() <= 1 and np.array_equal(ia, ib)

@@ -1,4 +1,5 @@
 """prepare_driving end to end: copy, embedded mediapipe default on the astronaut, DWPose + NLF test models, CLI."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,12 +10,12 @@ import numpy as np
 import pytest
 from skimage import data
 
+from scailflow.errors import InputError
+from scailflow.media import read_video, write_video
 from scailflow.pose import PoseWeights, prepare_driving
 from scailflow.pose.cli import add_arguments, run
 from scailflow.pose.mediapipe_pose import MediaPipePose
 from scailflow.pose.skeleton import PERSON_COLOURS
-from scailflow.errors import InputError
-from scailflow.media import read_video, write_video
 from tests.test_pose_fakes import blob_image, build_nlf, build_simcc, build_yolox, yolox_raw
 
 CONFIDENT = [0, 1, 2, 5, 14, 15, 16, 17]  # nose, neck, shoulders, eyes, ears: clearly visible in the photo
@@ -28,7 +29,7 @@ def astronaut() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def still_person(astronaut):
-    (person,), = MediaPipePose(video=False)(astronaut[None])
+    ((person,),) = MediaPipePose(video=False)(astronaut[None])
     return person
 
 
@@ -53,7 +54,7 @@ def small_clip(img: np.ndarray, n: int) -> np.ndarray:
     small = cv2.resize(img, (200, 200), interpolation=cv2.INTER_AREA)
     frames = np.zeros((n, 224, 288, 3), np.uint8)
     for t in range(n):
-        frames[t, 12:212, 20 + 4 * t:220 + 4 * t] = small
+        frames[t, 12:212, 20 + 4 * t : 220 + 4 * t] = small
     return frames
 
 
@@ -72,9 +73,9 @@ def test_embedded_default_maps_the_face_mesh_onto_the_drawn_68_points(still_pers
     assert np.all(face[drawn] > 0) and np.all(face[:17] == -512) and np.all(face[27:36] == -512)
     right_eye, left_eye = face[36:42].mean(0), face[42:48].mean(0)
     assert np.linalg.norm(right_eye - still_keypoints[14]) < 15 and np.linalg.norm(left_eye - still_keypoints[15]) < 15
-    assert np.all(face[17:27, 1].mean() < face[36:48, 1].mean())              # brows above the eyes
-    assert np.all(face[48:68, 1] > still_keypoints[0, 1])                     # mouth below the nose
-    assert face[48, 0] < face[54, 0] and face[39, 0] < face[42, 0]            # image-left corners first
+    assert np.all(face[17:27, 1].mean() < face[36:48, 1].mean())  # brows above the eyes
+    assert np.all(face[48:68, 1] > still_keypoints[0, 1])  # mouth below the nose
+    assert face[48, 0] < face[54, 0] and face[39, 0] < face[42, 0]  # image-left corners first
 
 
 def test_embedded_default_tracks_a_warped_animated_copy(astronaut, still_keypoints):
@@ -88,7 +89,7 @@ def test_embedded_default_tracks_a_warped_animated_copy(astronaut, still_keypoin
         assert person.joints3d is not None and np.all(person.joints3d[[0, 1, 2, 5], 2] > 0)
     errors = np.array(errors)
     assert np.median(errors) < 4.0, errors.round(1)
-    assert errors[:, :3].max() < 8.0, errors.round(1)   # nose and eyes
+    assert errors[:, :3].max() < 8.0, errors.round(1)  # nose and eyes
 
 
 def test_end_to_end_copies_mp4_bytes_and_reencodes_other_containers(tmp_path):
@@ -116,7 +117,7 @@ def test_pose_mode_with_the_embedded_default(tmp_path, astronaut):
     lit = video.max(-1) > 60
     assert 0.005 < lit.mean() < 0.5
     colours = {tuple(c) for c in mask.reshape(-1, 3)}
-    assert colours == {(0, 0, 0), PERSON_COLOURS[0]}          # lossless: exact blue on black
+    assert colours == {(0, 0, 0), PERSON_COLOURS[0]}  # lossless: exact blue on black
     on = mask.any(-1)
     assert (on & lit).sum() / lit.sum() > 0.9
     # the render sits on the person: its head (grey limb 12 ends there) is near her face at about (107, 62)
@@ -124,8 +125,9 @@ def test_pose_mode_with_the_embedded_default(tmp_path, astronaut):
     top = ys < np.percentile(ys, 5)
     assert abs(np.median(xs[top]) - 107) < 25 and abs(np.median(ys[top]) - 55) < 30
     assert abs(np.median(xs) - 110) < 40
-    legacy = prepare_driving(src, tmp_path / "legacy", driving="pose", weights=PoseWeights(), device="cpu",
-                             legacy_mask_colours=True)
+    legacy = prepare_driving(
+        src, tmp_path / "legacy", driving="pose", weights=PoseWeights(), device="cpu", legacy_mask_colours=True
+    )
     lm, _ = read_video(legacy.mask_render)
     assert {tuple(c) for c in lm.reshape(-1, 3)} == {(0, 0, 0), (255, 0, 0)}
 
@@ -135,8 +137,7 @@ def _two_person_setup(tmp_path, frames_n=3):
     spots = [(40, 40), (120, 44)]
     frames = np.stack([blob_image(h, w, spots, sigma=2.5)] * frames_n)
     ratio = min(640 / h, 640 / w)
-    det = build_yolox(tmp_path / "yolox_l.onnx", yolox_raw([((95, 5, 150, 90), 0.9), ((10, 5, 70, 90), 0.8)],
-                                                           ratio))
+    det = build_yolox(tmp_path / "yolox_l.onnx", yolox_raw([((95, 5, 150, 90), 0.9), ((10, 5, 70, 90), 0.8)], ratio))
     pose = build_simcc(tmp_path / "dw-ll_ucoco_384.onnx")
     src = write_video(tmp_path / "two.mp4", frames, 8)
     return src, det, pose, spots
@@ -145,8 +146,13 @@ def _two_person_setup(tmp_path, frames_n=3):
 def test_pose_mode_dwpose_nlf_two_people_palettes_and_mask_colours(tmp_path):
     src, det, pose, spots = _two_person_setup(tmp_path)
     nlf = build_nlf(tmp_path / "nlf_l_multi_0.3.2.torchscript")
-    res = prepare_driving(src, tmp_path / "out", driving="pose", device="cpu",
-                          weights=PoseWeights(dwpose_det=det, dwpose_pose=pose, nlf=nlf))
+    res = prepare_driving(
+        src,
+        tmp_path / "out",
+        driving="pose",
+        device="cpu",
+        weights=PoseWeights(dwpose_det=det, dwpose_pose=pose, nlf=nlf),
+    )
     assert res.backend == "dwpose+nlf" and res.persons == 2
     video, _ = read_video(res.rendered)
     mask, _ = read_video(res.mask_render)
@@ -163,13 +169,19 @@ def test_pose_mode_dwpose_nlf_two_people_palettes_and_mask_colours(tmp_path):
 def test_pose_mode_without_nlf_falls_back_to_flat_2d_and_says_so(tmp_path, caplog):
     src, det, pose, _ = _two_person_setup(tmp_path)
     with caplog.at_level(logging.INFO, logger="scailflow.pose"):
-        res = prepare_driving(src, tmp_path / "out", driving="pose", device="cpu", max_persons=1,
-                              weights=PoseWeights(dwpose_det=det, dwpose_pose=pose))
+        res = prepare_driving(
+            src,
+            tmp_path / "out",
+            driving="pose",
+            device="cpu",
+            max_persons=1,
+            weights=PoseWeights(dwpose_det=det, dwpose_pose=pose),
+        )
     assert res.backend == "dwpose-2d" and res.persons == 1
     assert "2D-only fallback" in caplog.text
     mask, _ = read_video(res.mask_render)
     assert {tuple(c) for c in mask.reshape(-1, 3)} <= {(0, 0, 0), PERSON_COLOURS[0]}
-    assert mask[:, :, 80:].any(-1).sum() == 0   # only the leftmost person is kept
+    assert mask[:, :, 80:].any(-1).sum() == 0  # only the leftmost person is kept
 
 
 def test_pose_mode_rejects_bad_settings_before_work(tmp_path):
@@ -188,10 +200,11 @@ def test_pose_mode_aligns_to_a_reference(tmp_path, astronaut):
     src = write_video(tmp_path / "drive.mp4", small_clip(astronaut, 2), 8)
     ref = tmp_path / "ref.png"
     big = np.zeros((224, 288, 3), np.uint8)
-    big[:, 20:268] = cv2.resize(astronaut, (248, 248))[:224]   # the reference person larger than the driver
+    big[:, 20:268] = cv2.resize(astronaut, (248, 248))[:224]  # the reference person larger than the driver
     cv2.imwrite(str(ref), big[..., ::-1])
-    res = prepare_driving(src, tmp_path / "out", driving="pose", weights=PoseWeights(), device="cpu",
-                          reference_image=ref, align=True)
+    res = prepare_driving(
+        src, tmp_path / "out", driving="pose", weights=PoseWeights(), device="cpu", reference_image=ref, align=True
+    )
     al = res.alignment
     assert al is not None and al["m"] > 1.05
 
@@ -202,8 +215,19 @@ def test_cli_runs_and_reports_bad_input(tmp_path, capsys):
     src = write_video(tmp_path / "d.mp4", np.zeros((2, 32, 32, 3), np.uint8), 8)
     assert run(parser.parse_args([str(src), "--out", str(tmp_path / "o")])) == 0
     assert '"backend": "copy"' in capsys.readouterr().out
-    args = parser.parse_args([str(src), "--out", str(tmp_path / "o"), "--driving", "pose",
-                              "--det", str(tmp_path / "yolox_l.onnx"), "--pose", str(tmp_path / "p.onnx")])
+    args = parser.parse_args(
+        [
+            str(src),
+            "--out",
+            str(tmp_path / "o"),
+            "--driving",
+            "pose",
+            "--det",
+            str(tmp_path / "yolox_l.onnx"),
+            "--pose",
+            str(tmp_path / "p.onnx"),
+        ]
+    )
     assert run(args) == 2
     assert "yolox_l.onnx" in capsys.readouterr().err
 
@@ -215,8 +239,13 @@ def test_pose_mode_keeps_odd_frame_sizes(tmp_path):
     write_video(src, frames, 10, lossless=True)
     ratio = min(640 / h, 640 / w)
     det = build_yolox(tmp_path / "det.onnx", yolox_raw([((10, 5, 70, 70), 0.9)], ratio))
-    res = prepare_driving(src, tmp_path / "out", driving="pose", device="cpu",
-                          weights=PoseWeights(dwpose_det=det, dwpose_pose=build_simcc(tmp_path / "p.onnx")))
+    res = prepare_driving(
+        src,
+        tmp_path / "out",
+        driving="pose",
+        device="cpu",
+        weights=PoseWeights(dwpose_det=det, dwpose_pose=build_simcc(tmp_path / "p.onnx")),
+    )
     video, _ = read_video(res.rendered)
     mask, _ = read_video(res.mask_render)
     assert video.shape == (2, h, w, 3) and mask.shape == (2, h, w, 3)

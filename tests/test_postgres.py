@@ -1,4 +1,5 @@
 """The same flows against a Prefect server backed by PostgreSQL (Debian's postgresql, started here on 127.0.0.1)."""
+
 from __future__ import annotations
 
 import glob
@@ -41,14 +42,36 @@ def postgres():
         shutil.chown(data, "postgres")
         shutil.chown(sock, "postgres")
     port = free_port()
-    subprocess.run(as_postgres([initdb, "-D", str(data), "-U", "scailflow", "--auth=trust", "-E", "UTF8"]),
-                   check=True, capture_output=True)
-    subprocess.run(as_postgres([pg_ctl, "-D", str(data), "-w", "-l", str(data / "log"), "-o",
-                                f"-p {port} -k {sock} -c listen_addresses=127.0.0.1", "start"]),
-                   check=True, capture_output=True)
+    subprocess.run(
+        as_postgres([initdb, "-D", str(data), "-U", "scailflow", "--auth=trust", "-E", "UTF8"]),
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        as_postgres(
+            [
+                pg_ctl,
+                "-D",
+                str(data),
+                "-w",
+                "-l",
+                str(data / "log"),
+                "-o",
+                f"-p {port} -k {sock} -c listen_addresses=127.0.0.1",
+                "start",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+    )
     try:
-        subprocess.run(as_postgres([pg_bin("createdb") or "createdb", "-h", "127.0.0.1", "-p", str(port), "-U",
-                                    "scailflow", "prefect"]), check=True, capture_output=True)
+        subprocess.run(
+            as_postgres(
+                [pg_bin("createdb") or "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "scailflow", "prefect"]
+            ),
+            check=True,
+            capture_output=True,
+        )
         yield f"postgresql+asyncpg://scailflow@127.0.0.1:{port}/prefect", port
     finally:
         subprocess.run(as_postgres([pg_ctl, "-D", str(data), "-m", "fast", "stop"]), capture_output=True)
@@ -62,14 +85,38 @@ def test_batch_against_a_postgres_backed_server(postgres, tmp_path):
         clips.mkdir()
         make_folder(clips, "pg1", frames=5, size=64)
         make_folder(clips, "pg2", frames=5, size=64)
-        write_text_atomic(tmp_path / "pipelines.yaml", "model: {model: tiny-random}\npipelines:\n  - name: pg\n"
-                          "    root: clips\n    options: {sampling: {steps: 1, target_h: 32, target_w: 32}}\n")
-        r = subprocess.run([sys.executable, "-m", "scailflow.cli", "batch", str(tmp_path / "pipelines.yaml")],
-                           env=env, capture_output=True, text=True, timeout=600)
+        write_text_atomic(
+            tmp_path / "pipelines.yaml",
+            "model: {model: tiny-random}\npipelines:\n  - name: pg\n"
+            "    root: clips\n    options: {sampling: {steps: 1, target_h: 32, target_w: 32}}\n",
+        )
+        r = subprocess.run(
+            [sys.executable, "-m", "scailflow.cli", "batch", str(tmp_path / "pipelines.yaml")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert r.returncode == 0, r.stdout + r.stderr
         assert "2 of 2 folders done" in r.stdout and api in r.stdout
         _, body = get(api + "/api/flow_runs/filter", {"flows": {"name": {"any_": ["scailflow-batch"]}}})
         assert [run["state"]["type"] for run in json.loads(body)] == ["COMPLETED"]
-        rows = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(pg_port), "-U", "scailflow", "-d", "prefect",
-                               "-tAc", "select count(*) from task_run"], capture_output=True, text=True, check=True)
+        rows = subprocess.run(
+            [
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(pg_port),
+                "-U",
+                "scailflow",
+                "-d",
+                "prefect",
+                "-tAc",
+                "select count(*) from task_run",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         assert int(rows.stdout.strip()) >= 8  # 4 stages x 2 folders, stored in PostgreSQL

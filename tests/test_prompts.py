@@ -1,4 +1,5 @@
 """Prompt enhancer against a real HTTP server on 127.0.0.1 that speaks Gemini's generateContent REST API."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,22 +19,36 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
-from scailflow.prompts import (AnswerCheckError, GeminiError, GeminiRequestError, GeminiUnavailableError, MissingKeyError,
-                     enhance_prompt, is_transient, prompt_cache_key, resolve_api_key, sample_frame_indices)
-from scailflow.prompts import cli, sampling
-from scailflow.prompts.gemini import Backoff
-from scailflow.prompts.templates import DEFAULT_EXAMPLES, load_examples, prompt_problem
 from scailflow.errors import InputError
 from scailflow.media import write_image, write_video
+from scailflow.prompts import (
+    AnswerCheckError,
+    GeminiError,
+    GeminiRequestError,
+    GeminiUnavailableError,
+    MissingKeyError,
+    cli,
+    enhance_prompt,
+    is_transient,
+    prompt_cache_key,
+    resolve_api_key,
+    sample_frame_indices,
+    sampling,
+)
+from scailflow.prompts.gemini import Backoff
+from scailflow.prompts.templates import DEFAULT_EXAMPLES, load_examples, prompt_problem
 
 KEY = "AIzaTEST-secret-key-0123456789"
 MODEL = "gemini-2.5-flash"
 N_VIDEO = 12
-CAPTION = ("A man in a blue denim jacket and grey jeans walks across a sunny park lawn, waves with his right hand "
-           "and picks up a red frisbee from the grass while a dog runs past behind him.")
+CAPTION = (
+    "A man in a blue denim jacket and grey jeans walks across a sunny park lawn, waves with his right hand "
+    "and picks up a red frisbee from the grass while a dog runs past behind him."
+)
 PROMPT = " ".join(
     ["A tall woman with long silver hair, a green linen dress and brown sandals walks across a sunny park lawn."]
     + ["She waves her right hand, bends down, and lifts a red frisbee from the short grass as a dog runs behind."] * 4
@@ -125,8 +140,14 @@ def media(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture
 def gemini(monkeypatch):
-    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GEMINI_BASE_URL", "GOOGLE_GEMINI_BASE_URL",
-                 "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GENAI_API_VERSION"):
+    for name in (
+        "GEMINI_API_KEY",
+        "GOOGLE_API_KEY",
+        "GEMINI_BASE_URL",
+        "GOOGLE_GEMINI_BASE_URL",
+        "GOOGLE_GENAI_USE_VERTEXAI",
+        "GOOGLE_GENAI_API_VERSION",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
@@ -138,8 +159,14 @@ def gemini(monkeypatch):
 def run(media, fake, tmp_path, instruction=INSTRUCTION, **kw):
     """enhance_prompt on the shared media against `fake`, fast backoff, outputs under tmp_path/out."""
     video, image = media
-    opts = dict(api_key=KEY, base_url=fake.url, num_frames=4, backoff_base_s=0.001,
-                output=tmp_path / "out" / "prompt.txt", caption_out=tmp_path / "out" / "caption.txt")
+    opts = dict(
+        api_key=KEY,
+        base_url=fake.url,
+        num_frames=4,
+        backoff_base_s=0.001,
+        output=tmp_path / "out" / "prompt.txt",
+        caption_out=tmp_path / "out" / "caption.txt",
+    )
     return enhance_prompt(video, image, instruction, **{**opts, **kw})
 
 
@@ -148,6 +175,7 @@ def files_text(root: Path) -> str:
 
 
 # ---- sampling -------------------------------------------------------------------------------------------
+
 
 def test_sample_frame_indices_spec_cases():
     assert sample_frame_indices(12, 1) == [6]
@@ -186,6 +214,7 @@ def test_large_pictures_are_shrunk_before_upload():
 
 # ---- the two calls ------------------------------------------------------------------------------------
 
+
 def test_two_calls_with_right_parts_and_files_written(media, gemini, tmp_path):
     gemini.script = [text_reply(CAPTION), text_reply(PROMPT)]
     result = run(media, gemini, tmp_path)
@@ -220,8 +249,16 @@ def test_animation_template_and_custom_examples(media, gemini, tmp_path):
     examples = tmp_path / "examples.txt"
     examples.write_text("A robot made of brass gears tap dances on a marble stage.\n\nSecond example text.\n")
     gemini.script = [text_reply(CAPTION), text_reply(PROMPT)]
-    run(media, gemini, tmp_path, mode="animation", examples=examples, max_example_chars=70, num_frames=1,
-        instruction="make the character in the image dance like the video, in the image's own setting")
+    run(
+        media,
+        gemini,
+        tmp_path,
+        mode="animation",
+        examples=examples,
+        max_example_chars=70,
+        num_frames=1,
+        instruction="make the character in the image dance like the video, in the image's own setting",
+    )
     images, _ = parts(gemini.requests[0])
     assert len(images) == 1 and mean_grey(images[0][1]) == pytest.approx(120, abs=8)  # middle frame, index 6
     text = "\n".join(parts(gemini.requests[1])[1])
@@ -231,6 +268,7 @@ def test_animation_template_and_custom_examples(media, gemini, tmp_path):
 
 
 # ---- failures -----------------------------------------------------------------------------------------
+
 
 def test_503_then_200_is_retried(media, gemini, tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="scailflow.prompts")
@@ -242,8 +280,12 @@ def test_503_then_200_is_retried(media, gemini, tmp_path, caplog):
 
 
 def test_429_and_timeout_are_retried(media, gemini, tmp_path):
-    gemini.script = [error_reply(429, "RESOURCE_EXHAUSTED", "quota"), ("sleep", 1.5, text_reply(CAPTION)),
-                     text_reply(CAPTION), text_reply(PROMPT)]
+    gemini.script = [
+        error_reply(429, "RESOURCE_EXHAUSTED", "quota"),
+        ("sleep", 1.5, text_reply(CAPTION)),
+        text_reply(CAPTION),
+        text_reply(PROMPT),
+    ]
     result = run(media, gemini, tmp_path, timeout_s=0.4)
     assert result.prompt == PROMPT and result.calls == 4
 
@@ -339,8 +381,14 @@ def test_missing_key_and_bad_input_make_no_call(media, gemini, tmp_path):
     video, image = media
     with pytest.raises(MissingKeyError):
         run(media, gemini, tmp_path, api_key=None)
-    bad = [dict(instruction="  "), dict(mode="dance"), dict(num_frames=0), dict(temperature=3.0),
-           dict(examples=tmp_path / "missing.txt"), dict(max_example_chars=-1)]
+    bad = [
+        dict(instruction="  "),
+        dict(mode="dance"),
+        dict(num_frames=0),
+        dict(temperature=3.0),
+        dict(examples=tmp_path / "missing.txt"),
+        dict(max_example_chars=-1),
+    ]
     for kw in bad:
         with pytest.raises(InputError):
             run(media, gemini, tmp_path, **kw)
@@ -365,6 +413,7 @@ def test_key_and_base_url_from_environment(media, gemini, tmp_path, monkeypatch)
 
 
 # ---- cache --------------------------------------------------------------------------------------------
+
 
 def test_cached_second_run_makes_no_call(media, gemini, tmp_path, monkeypatch):
     cache_dir = tmp_path / "cache"
@@ -406,17 +455,40 @@ def test_cache_key_follows_content_not_paths(media, tmp_path):
 
 # ---- command ------------------------------------------------------------------------------------------
 
+
 def test_cli_flags_and_run(media, gemini, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("GEMINI_API_KEY", KEY)
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
     video, image = media
-    args = parser.parse_args([
-        "--video", str(video), "--image", str(image), "--instruction", INSTRUCTION, "--mode", "replacement",
-        "--model", MODEL, "--temperature", "0.3", "--num_frames", "2", "--examples", str(DEFAULT_EXAMPLES),
-        "--max_example_chars", "1000", "--output", str(tmp_path / "p.txt"), "--caption_out",
-        str(tmp_path / "c.txt"), "--base_url", gemini.url,
-    ])
+    args = parser.parse_args(
+        [
+            "--video",
+            str(video),
+            "--image",
+            str(image),
+            "--instruction",
+            INSTRUCTION,
+            "--mode",
+            "replacement",
+            "--model",
+            MODEL,
+            "--temperature",
+            "0.3",
+            "--num_frames",
+            "2",
+            "--examples",
+            str(DEFAULT_EXAMPLES),
+            "--max_example_chars",
+            "1000",
+            "--output",
+            str(tmp_path / "p.txt"),
+            "--caption_out",
+            str(tmp_path / "c.txt"),
+            "--base_url",
+            gemini.url,
+        ]
+    )
     gemini.script = [text_reply(CAPTION), text_reply(PROMPT)]
     assert cli.run(args) == 0
     assert capsys.readouterr().out.strip() == PROMPT
@@ -424,11 +496,18 @@ def test_cli_flags_and_run(media, gemini, tmp_path, monkeypatch, capsys):
     assert len(parts(gemini.requests[0])[0]) == 2
     assert gemini.requests[0]["body"]["generationConfig"]["temperature"] == pytest.approx(0.3)
     defaults = parser.parse_args(["--video", "v.mp4", "--image", "i.png", "--instruction", "x"])
-    assert (defaults.model, defaults.temperature, defaults.num_frames, defaults.max_example_chars,
-            defaults.mode, defaults.examples) == ("gemini-2.5-flash", 0.4, 8, 4000, "replacement", None)
+    assert (
+        defaults.model,
+        defaults.temperature,
+        defaults.num_frames,
+        defaults.max_example_chars,
+        defaults.mode,
+        defaults.examples,
+    ) == ("gemini-2.5-flash", 0.4, 8, 4000, "replacement", None)
 
 
 # ---- templates and checks -----------------------------------------------------------------------------
+
 
 def test_default_examples_pass_the_answer_check():
     paragraphs = load_examples(None, 100_000).split("\n\n")
@@ -437,16 +516,19 @@ def test_default_examples_pass_the_answer_check():
     assert len(load_examples(None, 4000)) <= 4000
 
 
-@pytest.mark.parametrize("text, problem", [
-    (PROMPT, None),
-    ("", "empty"),
-    ("word " * 89, "89 words"),
-    ("word " * 141, "141 words"),
-    (PROMPT + " She is swapped in.", "swapped"),
-    (PROMPT.replace("A tall woman", "The person in the image, a tall woman,"), "the image"),
-    (PROMPT.replace("A tall woman", "Following the instruction, a tall woman"), "instruction"),
-    (" ".join(["Женщина идёт по парку"] * 25), "English"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        (PROMPT, None),
+        ("", "empty"),
+        ("word " * 89, "89 words"),
+        ("word " * 141, "141 words"),
+        (PROMPT + " She is swapped in.", "swapped"),
+        (PROMPT.replace("A tall woman", "The person in the image, a tall woman,"), "the image"),
+        (PROMPT.replace("A tall woman", "Following the instruction, a tall woman"), "instruction"),
+        (" ".join(["Женщина идёт по парку"] * 25), "English"),
+    ],
+)
 def test_prompt_problem(text, problem):
     found = prompt_problem(text)
     assert found is None if problem is None else problem in found

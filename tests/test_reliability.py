@@ -1,4 +1,5 @@
 """Faults survived and bad input refused, each with what the user sees (the README's reliability table)."""
+
 from __future__ import annotations
 
 import errno
@@ -17,11 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from scailflow.errors import InputError
+from scailflow.files import write_text_atomic
 from scailflow.flows.config import load_pipelines
 from scailflow.flows.folder import scan_folder
 from scailflow.flows.lock import LOCK_NAME, FolderBusy, folder_lock
-from scailflow.errors import InputError
-from scailflow.files import write_text_atomic
 from scailflow.media import probe_video, read_image, read_video, write_video
 from tests.test_flows import make_folder
 
@@ -29,8 +30,13 @@ FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChe
 
 
 def cli(*args, env=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "scailflow.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "scailflow.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ faults
@@ -82,9 +88,14 @@ def test_killed_run_resumes_from_cached_stages(tmp_path):
     folder = make_folder(tmp_path, frames=5)
     out = folder / "scailflow"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "scailflow.cli", "run", str(folder), "--model", "tiny-random",
-                             "--steps", "1000"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scailflow.cli", "run", str(folder), "--model", "tiny-random", "--steps", "1000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     seen = []
 
     def reader():
@@ -109,10 +120,9 @@ def test_killed_run_resumes_from_cached_stages(tmp_path):
 def test_gpu_out_of_memory_says_what_fits(tmp_path, monkeypatch, capsys):
     import torch
 
-    import scailflow.scail.cli
-    from scailflow import scail
     from scailflow.cli import main
-    from tests.test_scail_generate import official_args, prepared as _prepared  # noqa: F401
+    from scailflow.scail import loading
+    from tests.test_scail_generate import official_args  # noqa: F401
 
     class OOMPipeline:
         label = "fake"
@@ -127,7 +137,7 @@ def test_gpu_out_of_memory_says_what_fits(tmp_path, monkeypatch, capsys):
     write_image(d / "ref_mask.png", np.full((64, 64, 3), 255, np.uint8))
     write_video(d / "rendered_v2.mp4", np.zeros((5, 64, 64, 3), np.uint8), 16)
     write_video(d / "rendered_mask_v2.mp4", np.zeros((5, 64, 64, 3), np.uint8), 16, lossless=True)
-    monkeypatch.setattr(scail.cli, "pipeline_from_args", lambda args: OOMPipeline())
+    monkeypatch.setattr(loading, "load_pipeline", lambda opts: OOMPipeline())
     code = main(["generate", *map(str, official_args(d))])
     err = capsys.readouterr().err
     assert code == 3 and "GPU out of memory" in err and "--offload block" in err and "Traceback" not in err
@@ -198,8 +208,23 @@ def test_off_palette_mask_pixels_are_snapped_and_counted():
     assert snapped.tolist() == [[[255, 0, 0], [255, 255, 255], [0, 0, 255], [0, 0, 0]]] and changed == 3
 
 
-NAMES = st.sampled_from(["ref.png", "ref.jpg", "ref.webp", "ref_bg.png", "ref_2.jpg", "driving.mp4", "a.mp4",
-                         "b.mov", "prompt.txt", "job.yaml", "notes.txt", "REF.PNG", ".ref.png"])
+NAMES = st.sampled_from(
+    [
+        "ref.png",
+        "ref.jpg",
+        "ref.webp",
+        "ref_bg.png",
+        "ref_2.jpg",
+        "driving.mp4",
+        "a.mp4",
+        "b.mov",
+        "prompt.txt",
+        "job.yaml",
+        "notes.txt",
+        "REF.PNG",
+        ".ref.png",
+    ]
+)
 
 
 @FAST
@@ -225,18 +250,49 @@ def test_fuzz_raw_folder_contract(tmp_path_factory, files):
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # inputs never touched
 
 
-YAML_VALUES = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-5, 5000), st.text(max_size=8),
-                                     st.sampled_from(["animation", "replacement", "0 2 * * *", "../x", "~/y"])),
-                           lambda c: st.lists(c, max_size=3) | st.dictionaries(
-                               st.sampled_from(["name", "root", "folders", "options", "schedule", "cron", "mode",
-                                                "sampling", "steps", "target_h", "pipelines", "model", "gpus",
-                                                "defaults", "interval_seconds", "zzz"]), c, max_size=4),
-                           max_leaves=12)
+YAML_VALUES = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-5, 5000),
+        st.text(max_size=8),
+        st.sampled_from(["animation", "replacement", "0 2 * * *", "../x", "~/y"]),
+    ),
+    lambda c: (
+        st.lists(c, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "name",
+                    "root",
+                    "folders",
+                    "options",
+                    "schedule",
+                    "cron",
+                    "mode",
+                    "sampling",
+                    "steps",
+                    "target_h",
+                    "pipelines",
+                    "model",
+                    "gpus",
+                    "defaults",
+                    "interval_seconds",
+                    "zzz",
+                ]
+            ),
+            c,
+            max_size=4,
+        )
+    ),
+    max_leaves=12,
+)
 
 
 @FAST
-@given(doc=st.dictionaries(st.sampled_from(["pipelines", "model", "gpus", "defaults", "extra"]), YAML_VALUES,
-                           max_size=4))
+@given(
+    doc=st.dictionaries(st.sampled_from(["pipelines", "model", "gpus", "defaults", "extra"]), YAML_VALUES, max_size=4)
+)
 def test_fuzz_pipelines_yaml(tmp_path_factory, doc):
     import yaml
 
@@ -255,8 +311,10 @@ def test_paths_from_yaml_stay_under_the_output_root(tmp_path):
     outside = make_folder(tmp_path / "elsewhere", "clip", frames=5)
     (tmp_path / "proj").mkdir()
     os.symlink(outside, tmp_path / "proj" / "link")
-    write_text_atomic(tmp_path / "proj" / "pipelines.yaml",
-                      "pipelines:\n  - name: p\n    folders: [../elsewhere/clip, link]\n    out: results\n")
+    write_text_atomic(
+        tmp_path / "proj" / "pipelines.yaml",
+        "pipelines:\n  - name: p\n    folders: [../elsewhere/clip, link]\n    out: results\n",
+    )
     cfg = load_pipelines(tmp_path / "proj" / "pipelines.yaml")
     outs = [Path(o) for _, _, o, _ in batch_folders(cfg)]
     root = (tmp_path / "proj" / "results").resolve()
@@ -267,8 +325,13 @@ def test_ten_thousand_frame_video_is_planned_in_segments(tmp_path):
     from scailflow.scail.segments import output_frames, plan_segments
 
     path = tmp_path / "long.mp4"
-    write_video(path, (np.arange(10_000, dtype=np.uint32)[:, None, None, None] % 251).astype(np.uint8)
-                * np.ones((1, 16, 16, 3), np.uint8), 25, crf=40)
+    write_video(
+        path,
+        (np.arange(10_000, dtype=np.uint32)[:, None, None, None] % 251).astype(np.uint8)
+        * np.ones((1, 16, 16, 3), np.uint8),
+        25,
+        crf=40,
+    )
     info = probe_video(path)
     assert info.frames == 10_000 and abs(info.fps - 25) < 1e-6
     frames, _ = read_video(path)

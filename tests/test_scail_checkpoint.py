@@ -1,4 +1,5 @@
 """Strict loading, repack prefixes, fp8-scaled repacks, the training-checkpoint converter and LoRA merge math."""
+
 from __future__ import annotations
 
 import json
@@ -8,11 +9,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from scailflow.errors import InputError
 from scailflow.scail.checkpoint import convert_training_checkpoint
 from scailflow.scail.loading import infer_official_config, load_transformer
 from scailflow.scail.lora import lora_to_official, merge_lora
 from scailflow.scail.model import SCAIL2Transformer
-from scailflow.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +59,9 @@ def test_repack_prefixes_and_bf16(official, tmp_path, prefix):
     assert model.patch_embedding.weight.dtype == torch.bfloat16
     assert model.scale_shift_table.dtype == torch.float32  # modulation stays fp32
     assert torch.equal(model.proj_out.weight, sd["head.head.weight"].to(torch.bfloat16))
-    assert infer_official_config(sd) == dict(cfg_subset(cfg), freq_dim=256, in_dim=20, mask_dim=28, out_dim=16,
-                                             eps=1e-6)
+    assert infer_official_config(sd) == dict(
+        cfg_subset(cfg), freq_dim=256, in_dim=20, mask_dim=28, out_dim=16, eps=1e-6
+    )
 
 
 def cfg_subset(cfg):
@@ -89,7 +91,11 @@ def official_to_training(sd: dict) -> dict:
     for k, v in sd.items():
         m = re.match(r"blocks\.(\d+)\.(.+)$", k)
         if k.startswith("patch_embedding"):
-            suffix = {"patch_embedding": "proj", "patch_embedding_pose": "proj_pose", "patch_embedding_mask": "proj_mask"}
+            suffix = {
+                "patch_embedding": "proj",
+                "patch_embedding_pose": "proj_pose",
+                "patch_embedding_mask": "proj_mask",
+            }
             stem, leaf = k.rsplit(".", 1)
             out[f"mixins.patch_embed.{suffix[stem]}.{leaf}"] = v
         elif k.startswith(("text_embedding", "time_embedding", "time_projection", "img_emb")):
@@ -103,30 +109,46 @@ def official_to_training(sd: dict) -> dict:
             i, rest = m.groups()
             L = f"transformer.layers.{i}"
             A = "mixins.adaln_layer"
-            simple = {"modulation": f"{A}.adaLN_modulations.{i}", "self_attn.norm_q.weight": f"{A}.query_layernorm_list.{i}.weight",
-                      "self_attn.norm_k.weight": f"{A}.key_layernorm_list.{i}.weight",
-                      "cross_attn.norm_q.weight": f"{A}.cross_query_layernorm_list.{i}.weight",
-                      "cross_attn.norm_k.weight": f"{A}.cross_key_layernorm_list.{i}.weight",
-                      "cross_attn.norm_k_img.weight": f"{A}.clip_feature_key_layernorm_list.{i}.weight"}
+            simple = {
+                "modulation": f"{A}.adaLN_modulations.{i}",
+                "self_attn.norm_q.weight": f"{A}.query_layernorm_list.{i}.weight",
+                "self_attn.norm_k.weight": f"{A}.key_layernorm_list.{i}.weight",
+                "cross_attn.norm_q.weight": f"{A}.cross_query_layernorm_list.{i}.weight",
+                "cross_attn.norm_k.weight": f"{A}.cross_key_layernorm_list.{i}.weight",
+                "cross_attn.norm_k_img.weight": f"{A}.clip_feature_key_layernorm_list.{i}.weight",
+            }
             if rest in simple:
                 out[simple[rest]] = v
                 continue
             part, leaf = rest.rsplit(".", 1)
-            names = {"self_attn.o": f"{L}.attention.dense", "cross_attn.q": f"{L}.cross_attention.query",
-                     "cross_attn.o": f"{L}.cross_attention.dense", "norm3": f"{L}.post_cross_attention_layernorm",
-                     "ffn.0": f"{L}.mlp.dense_h_to_4h", "ffn.2": f"{L}.mlp.dense_4h_to_h"}
+            names = {
+                "self_attn.o": f"{L}.attention.dense",
+                "cross_attn.q": f"{L}.cross_attention.query",
+                "cross_attn.o": f"{L}.cross_attention.dense",
+                "norm3": f"{L}.post_cross_attention_layernorm",
+                "ffn.0": f"{L}.mlp.dense_h_to_4h",
+                "ffn.2": f"{L}.mlp.dense_4h_to_h",
+            }
             if part in names:
                 out[f"{names[part]}.{leaf}"] = v
             else:
-                group = {"self_attn.q": ("qkv", 0), "self_attn.k": ("qkv", 1), "self_attn.v": ("qkv", 2),
-                         "cross_attn.k": ("kv", 0), "cross_attn.v": ("kv", 1),
-                         "cross_attn.k_img": ("img", 0), "cross_attn.v_img": ("img", 1)}[part]
+                group = {
+                    "self_attn.q": ("qkv", 0),
+                    "self_attn.k": ("qkv", 1),
+                    "self_attn.v": ("qkv", 2),
+                    "cross_attn.k": ("kv", 0),
+                    "cross_attn.v": ("kv", 1),
+                    "cross_attn.k_img": ("img", 0),
+                    "cross_attn.v_img": ("img", 1),
+                }[part]
                 fused.setdefault(f"{i}.{group[0]}.{leaf}", {})[group[1]] = v
     for key, parts in fused.items():
         i, g, leaf = key.split(".")
-        name = {"qkv": f"transformer.layers.{i}.attention.query_key_value",
-                "kv": f"transformer.layers.{i}.cross_attention.key_value",
-                "img": f"mixins.adaln_layer.clip_feature_key_value_list.{i}"}[g]
+        name = {
+            "qkv": f"transformer.layers.{i}.attention.query_key_value",
+            "kv": f"transformer.layers.{i}.cross_attention.key_value",
+            "img": f"mixins.adaln_layer.clip_feature_key_value_list.{i}",
+        }[g]
         out[f"{name}.{leaf}"] = torch.cat([parts[j] for j in sorted(parts)])
     return {"model.diffusion_model." + k: v for k, v in out.items()}
 
@@ -164,9 +186,11 @@ def test_lora_merge_math():
     w, b = torch.randn(8, 6), torch.randn(8)
     down, up, diff_b = torch.randn(2, 6), torch.randn(8, 2), torch.randn(8)
     sd = {"blocks.0.self_attn.q.weight": w.clone(), "blocks.0.self_attn.q.bias": b.clone()}
-    lora = {"diffusion_model.blocks.0.self_attn.q.lora_down.weight": down,
-            "diffusion_model.blocks.0.self_attn.q.lora_up.weight": up,
-            "diffusion_model.blocks.0.self_attn.q.diff_b": diff_b}
+    lora = {
+        "diffusion_model.blocks.0.self_attn.q.lora_down.weight": down,
+        "diffusion_model.blocks.0.self_attn.q.lora_up.weight": up,
+        "diffusion_model.blocks.0.self_attn.q.diff_b": diff_b,
+    }
     assert merge_lora(sd, lora, alpha=0.5) == 2
     assert torch.allclose(sd["blocks.0.self_attn.q.weight"], w + 0.5 * up @ down)
     assert torch.allclose(sd["blocks.0.self_attn.q.bias"], b + 0.5 * diff_b)
@@ -176,16 +200,27 @@ def test_lora_per_layer_alpha_scales_by_rank():
     w = torch.zeros(4, 4)
     sd = {"blocks.0.ffn.0.weight": w.clone()}
     down, up = torch.ones(2, 4), torch.ones(4, 2)
-    merge_lora(sd, {"blocks.0.ffn.0.lora_down.weight": down, "blocks.0.ffn.0.lora_up.weight": up,
-                    "blocks.0.ffn.0.alpha": torch.tensor(1.0)}, alpha=1.0)
+    merge_lora(
+        sd,
+        {
+            "blocks.0.ffn.0.lora_down.weight": down,
+            "blocks.0.ffn.0.lora_up.weight": up,
+            "blocks.0.ffn.0.alpha": torch.tensor(1.0),
+        },
+        alpha=1.0,
+    )
     assert torch.allclose(sd["blocks.0.ffn.0.weight"], 0.5 * up @ down)
 
 
 def test_training_format_lora_splits_fused_qkv():
     lora = {}
     for j in range(3):
-        lora[f"model.diffusion_model.transformer.layers.3.attention.query_key_value.lora_layer.{j}.down.weight"] = torch.full((1, 2), j + 1.0)
-        lora[f"model.diffusion_model.transformer.layers.3.attention.query_key_value.lora_layer.{j}.up.weight"] = torch.ones(2, 1)
+        lora[f"model.diffusion_model.transformer.layers.3.attention.query_key_value.lora_layer.{j}.down.weight"] = (
+            torch.full((1, 2), j + 1.0)
+        )
+        lora[f"model.diffusion_model.transformer.layers.3.attention.query_key_value.lora_layer.{j}.up.weight"] = (
+            torch.ones(2, 1)
+        )
     lora["model.diffusion_model.transformer.layers.3.mlp.dense_h_to_4h.lora_layer.diff_b"] = torch.ones(2)
     names = lora_to_official(lora)
     assert torch.equal(names["blocks.3.self_attn.k.lora_down.weight"], torch.full((1, 2), 2.0))
@@ -197,6 +232,10 @@ def test_training_format_lora_splits_fused_qkv():
 
 def test_lora_for_missing_layer_is_named():
     with pytest.raises(InputError, match="blocks.9.self_attn.q"):
-        merge_lora({"blocks.0.self_attn.q.weight": torch.zeros(2, 2)},
-                   {"blocks.9.self_attn.q.lora_down.weight": torch.zeros(1, 2),
-                    "blocks.9.self_attn.q.lora_up.weight": torch.zeros(2, 1)})
+        merge_lora(
+            {"blocks.0.self_attn.q.weight": torch.zeros(2, 2)},
+            {
+                "blocks.9.self_attn.q.lora_down.weight": torch.zeros(1, 2),
+                "blocks.9.self_attn.q.lora_up.weight": torch.zeros(2, 1),
+            },
+        )

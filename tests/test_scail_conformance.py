@@ -1,4 +1,5 @@
 """The public reference code's tensors on a tiny model, reproduced (float32, < 1e-5 relative; masks and timesteps exact)."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """`scailflow generate`: the official flags, the tiny-random model end to end, output + record, one-line errors."""
+
 from __future__ import annotations
 
 import json
@@ -31,20 +32,42 @@ def prepared(tmp_path_factory):
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "scailflow.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "scailflow.cli", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
 
 
 def official_args(d, **over):
-    args = {"--image": d / "ref.png", "--mask_image": d / "ref_mask.png", "--pose": d / "rendered_v2.mp4",
-            "--mask_video": d / "rendered_mask_v2.mp4", "--save_file": d / "out.mp4"}
+    args = {
+        "--image": d / "ref.png",
+        "--mask_image": d / "ref_mask.png",
+        "--pose": d / "rendered_v2.mp4",
+        "--mask_video": d / "rendered_mask_v2.mp4",
+        "--save_file": d / "out.mp4",
+    }
     args.update(over)
     return [x for kv in args.items() for x in kv]
 
 
 def test_generate_tiny_random_writes_video_and_record(prepared):
-    r = cli("generate", *official_args(prepared), "--model", "tiny-random", "--prompt", "a woman dancing",
-            "--target_h", 64, "--target_w", 32, "--steps", 2, "--seed", 5, "--fps", 16)
+    r = cli(
+        "generate",
+        *official_args(prepared),
+        "--model",
+        "tiny-random",
+        "--prompt",
+        "a woman dancing",
+        "--target_h",
+        64,
+        "--target_w",
+        32,
+        "--steps",
+        2,
+        "--seed",
+        5,
+        "--fps",
+        16,
+    )
     assert r.returncode == 0, r.stderr
     out = prepared / "out.mp4"
     info = probe_video(out)
@@ -56,18 +79,31 @@ def test_generate_tiny_random_writes_video_and_record(prepared):
 
 
 def test_portrait_reference_swaps_landscape_target(prepared):
-    r = cli("generate", *official_args(prepared, **{"--save_file": prepared / "swap.mp4"}), "--model", "tiny-random",
-            "--target_h", 32, "--target_w", 64, "--steps", 1)
+    r = cli(
+        "generate",
+        *official_args(prepared, **{"--save_file": prepared / "swap.mp4"}),
+        "--model",
+        "tiny-random",
+        "--target_h",
+        32,
+        "--target_w",
+        64,
+        "--steps",
+        1,
+    )
     assert r.returncode == 0, r.stderr
     frames, _ = read_video(prepared / "swap.mp4")
     assert frames.shape[1:3] == (64, 32)
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"--image": "missing.png"}, "image not found"),
-    ({"--pose": "ref.png"}, "cannot read video"),
-    ({"--target_h": "100"}, "multiples of 32"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"--image": "missing.png"}, "image not found"),
+        ({"--pose": "ref.png"}, "cannot read video"),
+        ({"--target_h": "100"}, "multiple of 32"),
+    ],
+)
 def test_bad_input_is_one_line(prepared, change, message):
     change = {k: (prepared / v if v.endswith((".png", ".mp4")) else v) for k, v in change.items()}
     r = cli("generate", *official_args(prepared, **change), "--model", "tiny-random", "--steps", 1)
@@ -81,8 +117,17 @@ def assert_one_error_line(r, message):
 
 
 def test_mismatched_additional_refs(prepared):
-    r = cli("generate", *official_args(prepared), "--model", "tiny-random", "--additional_ref_image",
-            prepared / "ref.png", prepared / "ref.png", "--additional_ref_mask_image", prepared / "ref_mask.png")
+    r = cli(
+        "generate",
+        *official_args(prepared),
+        "--model",
+        "tiny-random",
+        "--additional_ref_image",
+        prepared / "ref.png",
+        prepared / "ref.png",
+        "--additional_ref_mask_image",
+        prepared / "ref_mask.png",
+    )
     assert r.returncode == 2 and "paired by position" in r.stderr
 
 

@@ -1,4 +1,5 @@
 """Replacement mode, additional references and history frames, written from the spec (no shared case covers them)."""
+
 from __future__ import annotations
 
 import math
@@ -7,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from scailflow.errors import InputError
 from scailflow.scail.model import SCAIL2Transformer, TokenLayout, tiny_config
 from scailflow.scail.pipeline import Conditioning, SamplingOptions, SCAIL2Pipeline
 from scailflow.scail.segments import output_frames, plan_segments
 from scailflow.scail.tiny import tiny_components
-from scailflow.errors import InputError
 
 T, H, W = 3, 8, 12  # latent frames and size: token grid 4 x 6, driving grid 2 x 3
 
@@ -34,9 +35,16 @@ def model():
 def inputs(k_refs: int = 0, batch: int = 1, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(batch, *s, generator=g)  # noqa: E731
-    kw = dict(x=r(16, T, H, W), t=torch.full((batch,), 500), context=r(7, 32), clip_fea=r(257, 1280),
-              ref_latents=r(16, 1, H, W), ref_masks=torch.rand(batch, 28, 1, H, W, generator=g),
-              pose_latents=r(16, T, H // 2, W // 2), driving_masks=torch.rand(batch, 28, T, H // 2, W // 2, generator=g))
+    kw = dict(
+        x=r(16, T, H, W),
+        t=torch.full((batch,), 500),
+        context=r(7, 32),
+        clip_fea=r(257, 1280),
+        ref_latents=r(16, 1, H, W),
+        ref_masks=torch.rand(batch, 28, 1, H, W, generator=g),
+        pose_latents=r(16, T, H // 2, W // 2),
+        driving_masks=torch.rand(batch, 28, T, H // 2, W // 2, generator=g),
+    )
     if k_refs:
         kw["additional_ref_latents"] = r(16, k_refs, H, W)
         kw["additional_ref_masks"] = torch.rand(batch, 28, k_refs, H, W, generator=g)
@@ -60,11 +68,17 @@ def test_rope_positions_per_part(model, replace):
     dy = 120 if replace else 0
     t0 = K if replace else K + 1
     # additional ref 1, token at (y=2, x=3); the reference at time K; a video token; unpooled check is exact
-    checks = [(1 * plane + 2 * 6 + 3, (1, 2 + dy, 3)), (K * plane + 5, (K, 0 + dy, 5)),
-              ((K + 1) * plane + 1 * plane + 3 * 6 + 4, (t0 + 1, 3, 4))]
+    checks = [
+        (1 * plane + 2 * 6 + 3, (1, 2 + dy, 3)),
+        (K * plane + 5, (K, 0 + dy, 5)),
+        ((K + 1) * plane + 1 * plane + 3 * 6 + 4, (t0 + 1, 3, 4)),
+    ]
     for index, pos in checks:
-        assert torch.allclose(wrap(token_angles(model, layout, index) - torch.tensor(expected_angles(*pos), dtype=torch.float64)),
-                              torch.zeros(8, dtype=torch.float64), atol=1e-9), (index, pos)
+        assert torch.allclose(
+            wrap(token_angles(model, layout, index) - torch.tensor(expected_angles(*pos), dtype=torch.float64)),
+            torch.zeros(8, dtype=torch.float64),
+            atol=1e-9,
+        ), (index, pos)
 
 
 def test_driving_rope_is_pooled_full_grid(model):
@@ -83,24 +97,34 @@ def test_replacement_changes_only_positions(model):
     anim, repl = model(**kw, replace_flag=False), model(**kw, replace_flag=True)
     assert anim.shape == repl.shape == (1, 16, T, H, W)
     assert not torch.allclose(anim, repl)
-    tok_a, lay_a = model.embed_tokens(**{k: kw[k] for k in ("x", "ref_latents", "ref_masks", "pose_latents",
-                                                            "driving_masks")}, replace_flag=False)
-    tok_r, lay_r = model.embed_tokens(**{k: kw[k] for k in ("x", "ref_latents", "ref_masks", "pose_latents",
-                                                            "driving_masks")}, replace_flag=True)
+    tok_a, lay_a = model.embed_tokens(
+        **{k: kw[k] for k in ("x", "ref_latents", "ref_masks", "pose_latents", "driving_masks")}, replace_flag=False
+    )
+    tok_r, lay_r = model.embed_tokens(
+        **{k: kw[k] for k in ("x", "ref_latents", "ref_masks", "pose_latents", "driving_masks")}, replace_flag=True
+    )
     assert torch.equal(tok_a, tok_r) and lay_a.total == lay_r.total
 
 
 @torch.no_grad()
 def test_additional_references_prepended_in_order(model):
     kw = inputs(k_refs=2)
-    tokens, layout = model.embed_tokens(kw["x"], kw["ref_latents"], kw["ref_masks"], kw["pose_latents"],
-                                        kw["driving_masks"], None, kw["additional_ref_latents"],
-                                        kw["additional_ref_masks"])
+    tokens, layout = model.embed_tokens(
+        kw["x"],
+        kw["ref_latents"],
+        kw["ref_masks"],
+        kw["pose_latents"],
+        kw["driving_masks"],
+        None,
+        kw["additional_ref_latents"],
+        kw["additional_ref_masks"],
+    )
     assert layout.num_additional_refs == 2 and layout.total == 3 * 24 + T * 24 + T * 6
     # the second extra ref's tokens are patch_embedding(latent + ones) + patch_embedding_mask(its mask)
     lat = torch.cat([kw["additional_ref_latents"][:, :, 1:2], torch.ones(1, 4, 1, H, W)], 1)
-    own = model.patch_embedding(lat).flatten(2).transpose(1, 2) + \
-        model.patch_embedding_mask(kw["additional_ref_masks"][:, :, 1:2]).flatten(2).transpose(1, 2)
+    own = model.patch_embedding(lat).flatten(2).transpose(1, 2) + model.patch_embedding_mask(
+        kw["additional_ref_masks"][:, :, 1:2]
+    ).flatten(2).transpose(1, 2)
     assert torch.allclose(tokens[:, 24:48], own, atol=1e-6)
     base = model(**inputs())
     with_refs = model(**kw)
@@ -119,8 +143,8 @@ def test_batch_of_two_equals_two_singles(model):
     kw = inputs(batch=2)
     both = model(**kw)
     for b in range(2):
-        one = model(**{k: (v[b:b + 1] if isinstance(v, torch.Tensor) else v) for k, v in kw.items()})
-        assert torch.allclose(both[b:b + 1], one, atol=1e-5)
+        one = model(**{k: (v[b : b + 1] if isinstance(v, torch.Tensor) else v) for k, v in kw.items()})
+        assert torch.allclose(both[b : b + 1], one, atol=1e-5)
 
 
 @torch.no_grad()
@@ -132,11 +156,22 @@ def test_history_flags_enter_the_video_tokens(model):
     assert not torch.allclose(plain, marked)
 
 
-@pytest.mark.parametrize("n,keep_tail,expect_out,expect_segments", [
-    (1, False, 1, 1), (4, False, 1, 1), (5, False, 5, 1), (81, False, 81, 1), (90, False, 81, 1),
-    (157, False, 157, 2), (160, False, 157, 2), (90, True, 90, 2), (160, True, 160, 3), (7, True, 7, 1),
-    (233, False, 233, 3),
-])
+@pytest.mark.parametrize(
+    "n,keep_tail,expect_out,expect_segments",
+    [
+        (1, False, 1, 1),
+        (4, False, 1, 1),
+        (5, False, 5, 1),
+        (81, False, 81, 1),
+        (90, False, 81, 1),
+        (157, False, 157, 2),
+        (160, False, 157, 2),
+        (90, True, 90, 2),
+        (160, True, 160, 3),
+        (7, True, 7, 1),
+        (233, False, 233, 3),
+    ],
+)
 def test_segment_plan(n, keep_tail, expect_out, expect_segments):
     plan = plan_segments(n, 81, 5, keep_tail)
     assert len(plan) == expect_segments and output_frames(plan) == expect_out

@@ -1,4 +1,5 @@
 """`scailflow server`: the Prefect server and UI on 127.0.0.1; `scailflow run` finds it and its runs show there."""
+
 from __future__ import annotations
 
 import contextlib
@@ -25,8 +26,9 @@ def free_port() -> int:
 
 
 def get(url: str, data: dict | None = None):
-    req = urllib.request.Request(url, data=json.dumps(data).encode() if data is not None else None,
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=json.dumps(data).encode() if data is not None else None, headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=10) as r:
         return r.status, r.read()
 
@@ -37,8 +39,13 @@ def scailflow_server(home, **extra_env):
     port = free_port()
     env = dict(os.environ, SCAILFLOW_HOME=str(home), SCAILFLOW_PORT=str(port), **extra_env)
     env.pop("PREFECT_HOME", None)
-    proc = subprocess.Popen([sys.executable, "-m", "scailflow.cli", "server", "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scailflow.cli", "server", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):
@@ -66,8 +73,13 @@ def test_server_ui_and_a_run_reported_to_it(server, tmp_path):
     status, body = get(url + "/")
     assert status == 200 and b"<html" in body.lower()
     folder = make_folder(tmp_path, "served", frames=5)
-    r = subprocess.run([sys.executable, "-m", "scailflow.cli", "run", str(folder), "--model", "tiny-random"],
-                       env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "scailflow.cli", "run", str(folder), "--model", "tiny-random"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     assert f"runs are in the Prefect UI at {url}" in r.stdout
     _, body = get(url + "/api/flow_runs/filter", {"flow_runs": {"name": {"any_": ["served"]}}})
@@ -84,13 +96,20 @@ def test_server_going_away_mid_batch_stops_cleanly_and_the_rerun_resumes(tmp_pat
     clips.mkdir()
     for name in ("a", "b", "c"):
         make_folder(clips, name, frames=5, size=64)
-    write_text_atomic(tmp_path / "pipelines.yaml", "model: {model: tiny-random}\npipelines:\n  - name: g\n"
-                      "    root: clips\n    options: {sampling: {steps: 2, target_h: 32, target_w: 32}}\n")
+    write_text_atomic(
+        tmp_path / "pipelines.yaml",
+        "model: {model: tiny-random}\npipelines:\n  - name: g\n"
+        "    root: clips\n    options: {sampling: {steps: 2, target_h: 32, target_w: 32}}\n",
+    )
     home = tmp_path / "home"
     with scailflow_server(home) as (url, env):
-        batch = subprocess.Popen([sys.executable, "-m", "scailflow.cli", "batch", str(tmp_path / "pipelines.yaml")],
-                                 env=dict(env, PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True)
+        batch = subprocess.Popen(
+            [sys.executable, "-m", "scailflow.cli", "batch", str(tmp_path / "pipelines.yaml")],
+            env=dict(env, PYTHONUNBUFFERED="1"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         lines: list[str] = []
         threading.Thread(target=lambda: lines.extend(iter(batch.stdout.readline, "")), daemon=True).start()
         deadline = time.time() + 120
@@ -106,8 +125,13 @@ def test_server_going_away_mid_batch_stops_cleanly_and_the_rerun_resumes(tmp_pat
         video = clips / name / "scailflow" / "output.mp4"
         assert not video.exists() or probe_video(video).frames == 5
     with scailflow_server(home) as (url, env):  # back again: the same batch resumes
-        r = subprocess.run([sys.executable, "-m", "scailflow.cli", "batch", str(tmp_path / "pipelines.yaml")],
-                           env=env, capture_output=True, text=True, timeout=600)
+        r = subprocess.run(
+            [sys.executable, "-m", "scailflow.cli", "batch", str(tmp_path / "pipelines.yaml")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "3 of 3 folders done" in r.stdout
     assert not list(clips.rglob(".*.partial*"))

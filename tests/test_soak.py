@@ -1,5 +1,6 @@
 """Soak: a batch of 50 tiny-model folders with transient failures injected into every stage; every folder must
 finish exactly once with valid outputs (bounded: 50 folders, one failure per stage and folder at most)."""
+
 from __future__ import annotations
 
 import random
@@ -8,8 +9,8 @@ import threading
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-from scailflow.flows.batch_flow import batch_flow
 from scailflow.files import write_text_atomic
+from scailflow.flows.batch_flow import batch_flow
 from scailflow.media import probe_video
 from tests.test_flows import make_folder
 
@@ -19,11 +20,12 @@ FOLDERS = 50
 @pytest.mark.slow
 def test_batch_of_50_with_transient_failures(tmp_path, monkeypatch):
     import scailflow.flows.folder_flow as ff
-    from scailflow import masks
-    from scailflow import pose
-    from scailflow import prompts  # noqa: F401
-    import scailflow.scail.generate
-    from scailflow import scail
+    from scailflow import (
+        masks,
+        pose,
+        prompts,  # noqa: F401
+        scail,
+    )
 
     rng = random.Random(7)
     lock = threading.Lock()
@@ -40,6 +42,7 @@ def test_batch_of_50_with_transient_failures(tmp_path, monkeypatch):
             if inject:
                 raise ConnectionResetError(f"injected transient failure in {stage}")
             return real(*a, **k)
+
         return wrapper
 
     def gen_folder(a, k):
@@ -63,12 +66,16 @@ def test_batch_of_50_with_transient_failures(tmp_path, monkeypatch):
     clips.mkdir()
     for i in range(FOLDERS):
         make_folder(clips, f"c{i:02d}", frames=5, size=64)
-    write_text_atomic(tmp_path / "pipelines.yaml", "model: {model: tiny-random}\npipelines:\n  - name: soak\n"
-                      "    root: clips\n    options: {sampling: {steps: 1, target_h: 32, target_w: 32}}\n")
+    write_text_atomic(
+        tmp_path / "pipelines.yaml",
+        "model: {model: tiny-random}\npipelines:\n  - name: soak\n"
+        "    root: clips\n    options: {sampling: {steps: 1, target_h: 32, target_w: 32}}\n",
+    )
     with prefect_test_harness(server_startup_timeout=120):
         results = batch_flow(str(tmp_path / "pipelines.yaml"))
-    assert len(results) == FOLDERS and all("error" not in r for r in results.values()), \
-        {k: v for k, v in results.items() if "error" in v}
+    assert len(results) == FOLDERS and all("error" not in r for r in results.values()), {
+        k: v for k, v in results.items() if "error" in v
+    }
     assert len(failed_once) > 10  # failures were really injected
     assert sorted(generated) == sorted(set(generated)) and len(generated) == FOLDERS  # each exactly once
     for r in results.values():

@@ -1,4 +1,5 @@
 """Warm GPU workers: a long-lived `scailflow worker` loads the model once and runs every generation of a batch."""
+
 from __future__ import annotations
 
 import os
@@ -10,8 +11,8 @@ import time
 from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
 
-from scailflow.flows.batch_flow import batch_flow
 from scailflow.files import write_text_atomic
+from scailflow.flows.batch_flow import batch_flow
 from tests.test_flows import make_folder
 
 
@@ -20,13 +21,20 @@ def test_batch_generation_runs_on_one_warm_worker(tmp_path, monkeypatch):
     clips.mkdir()
     for name in ("a", "b", "c"):
         make_folder(clips, name, frames=5, size=64)
-    write_text_atomic(tmp_path / "pipelines.yaml", "model: {model: tiny-random}\nworkers: true\npipelines:\n"
-                      "  - name: w\n    root: clips\n    options: {sampling: {steps: 1, target_h: 32, target_w: 32}}\n")
+    write_text_atomic(
+        tmp_path / "pipelines.yaml",
+        "model: {model: tiny-random}\nworkers: true\npipelines:\n"
+        "  - name: w\n    root: clips\n    options: {sampling: {steps: 1, target_h: 32, target_w: 32}}\n",
+    )
     with prefect_test_harness(server_startup_timeout=120):
         monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
-        worker = subprocess.Popen([sys.executable, "-m", "scailflow.cli", "worker", "--model", "tiny-random",
-                                   "--timeout", "300"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                  env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "scailflow.cli", "worker", "--model", "tiny-random", "--timeout", "300"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
         lines: list[str] = []
         threading.Thread(target=lambda: lines.extend(iter(worker.stdout.readline, "")), daemon=True).start()
         try:

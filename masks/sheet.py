@@ -1,4 +1,5 @@
 """Contact sheet (and optional overlay video) of masks over their frames, for checking and editing masks."""
+
 from __future__ import annotations
 
 import logging
@@ -23,11 +24,14 @@ _MASK_NAMES = (REF_MASK_NAME, "ref_mask.jpg", *DRIVING_MASK_NAMES.values())
 def _mask_dir(folder: Path) -> Path:
     if any((folder / n).is_file() for n in _MASK_NAMES):
         return folder
-    found = sorted((p.parent for n in _MASK_NAMES for p in folder.rglob(n)),
-                   key=lambda d: (len(d.relative_to(folder).parts), str(d)))
+    found = sorted(
+        (p.parent for n in _MASK_NAMES for p in folder.rglob(n)),
+        key=lambda d: (len(d.relative_to(folder).parts), str(d)),
+    )
     if not found:
-        raise InputError(f"no masks found in {folder} (expected {REF_MASK_NAME} and "
-                         f"{' or '.join(DRIVING_MASK_NAMES.values())})")
+        raise InputError(
+            f"no masks found in {folder} (expected {REF_MASK_NAME} and {' or '.join(DRIVING_MASK_NAMES.values())})"
+        )
     return found[0]
 
 
@@ -44,8 +48,14 @@ def _sources(folder: Path, mask_dir: Path) -> tuple[Path | None, Path | None]:
         for d in dict.fromkeys(dirs):
             for p in sorted(d.iterdir()) if d.is_dir() else []:
                 name = p.name.lower()
-                if p.is_file() and p.suffix.lower() in suffixes and not name.startswith(".") \
-                        and "mask" not in name and "preview" not in name and not skip(name):
+                if (
+                    p.is_file()
+                    and p.suffix.lower() in suffixes
+                    and not name.startswith(".")
+                    and "mask" not in name
+                    and "preview" not in name
+                    and not skip(name)
+                ):
                     out.append(p)
         return out
 
@@ -82,8 +92,14 @@ def _cell(img: np.ndarray | None, height: int, width: int, label: str) -> np.nda
     return cell
 
 
-def preview(folder_or_out_dir: str | os.PathLike, out_path: str | os.PathLike | None = None, *,
-            video_out: str | os.PathLike | None = None, frames: int = 6, cell_height: int = 192) -> Path:
+def preview(
+    folder_or_out_dir: str | os.PathLike,
+    out_path: str | os.PathLike | None = None,
+    *,
+    video_out: str | os.PathLike | None = None,
+    frames: int = 6,
+    cell_height: int = 192,
+) -> Path:
     """Write a contact sheet PNG of the masks over their frames; return its path.
 
     Rows: the reference, then `frames` evenly spaced driving frames; columns: picture, mask, overlay. The masks
@@ -109,8 +125,7 @@ def preview(folder_or_out_dir: str | os.PathLike, out_path: str | os.PathLike | 
         if video_path is not None:
             drv_frames, fps = read_video(video_path)
             if len(drv_frames) != len(drv_masks):
-                log.warning("preview: %s has %d frames, the mask %d", video_path.name, len(drv_frames),
-                            len(drv_masks))
+                log.warning("preview: %s has %d frames, the mask %d", video_path.name, len(drv_frames), len(drv_masks))
         n = len(drv_masks)
         picks = sorted({round(i * (n - 1) / max(1, frames - 1)) for i in range(min(frames, n))})
         for t in picks:
@@ -120,22 +135,29 @@ def preview(folder_or_out_dir: str | os.PathLike, out_path: str | os.PathLike | 
     sheet_rows = []
     for label, picture, mask in rows:
         width = max(16, round(cell_height * mask.shape[1] / mask.shape[0]))
-        sheet_rows.append([_cell(picture, cell_height, width, label), _cell(mask, cell_height, width, "mask"),
-                           _cell(_overlay(picture, mask), cell_height, width, "overlay")])
+        sheet_rows.append(
+            [
+                _cell(picture, cell_height, width, label),
+                _cell(mask, cell_height, width, "mask"),
+                _cell(_overlay(picture, mask), cell_height, width, "overlay"),
+            ]
+        )
     width = max(sum(c.shape[1] for c in r) for r in sheet_rows)
     sheet = np.full((cell_height * len(sheet_rows), width, 3), 32, np.uint8)
     for i, r in enumerate(sheet_rows):
         row = np.concatenate(r, axis=1)
-        sheet[i * cell_height:(i + 1) * cell_height, :row.shape[1]] = row
+        sheet[i * cell_height : (i + 1) * cell_height, : row.shape[1]] = row
     write_image(out_path, sheet)
 
     if video_out is not None and drv_masks is not None:
+
         def pairs():
             for t, mask in enumerate(drv_masks):
                 frame = drv_frames[t] if drv_frames is not None and t < len(drv_frames) else None
                 left = mask if frame is None else cv2.resize(frame, (mask.shape[1], mask.shape[0]))
                 both = np.concatenate([left, _overlay(frame, mask)], axis=1)
                 yield np.pad(both, ((0, both.shape[0] % 2), (0, both.shape[1] % 2), (0, 0)))
+
         write_video(video_out, pairs(), fps or 16.0)
     log.info("masks preview: %s", out_path)
     return out_path

@@ -1,0 +1,28 @@
+"""The masks stage's options (job.yaml `masks:`; `scailflow run --mask-backend ...`), defined once."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from scailflow.options import Flag, Options
+
+MaskBackend = Literal["auto", "mediapipe", "sam2", "sam3"]
+
+
+class MaskOptions(Options):
+    backend: Annotated[MaskBackend, Flag("--mask-backend", "--mask_backend")] = Field(
+        "auto", description="auto: SAM 2 when sam2_checkpoint is set, else the embedded mediapipe segmenter"
+    )
+    sam2_checkpoint: Annotated[str | None, Flag("--sam2-checkpoint", "--sam2_checkpoint")] = Field(
+        None, description="SAM 2 checkpoint, e.g. ~/models/sam2.1_hiera_large.pt"
+    )
+    sam2_config: str | None = Field(None, description="SAM 2 model config name (default: from the checkpoint)")
+    max_persons: Annotated[int, Flag("--max-persons", "--max_persons")] = Field(
+        2, ge=1, le=6, description="people to track, at most one per palette colour"
+    )
+    replace_index: Annotated[int | None, Flag("--replace-index", "--replace_index")] = Field(
+        None, ge=0, description="replacement: which person (left to right); default: best IoU with the reference"
+    )
+    dilate_px: int = Field(0, ge=0, le=64, description="replacement: grow the replaced region by this many pixels")

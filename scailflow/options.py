@@ -1,0 +1,171 @@
+"""One definition per option: pydantic models whose fields carry their command-line flags.
+
+Every option group is one model (`SamplingOptions`, `ModelOptions` in scail/options.py, `MaskOptions`,
+`PoseOptions`, `PromptOptions` beside their stage, `JobConfig` in flows/config.py). From each model come:
+the argparse flags (`add_flags`), the YAML validation of job.yaml / pipelines.yaml, the JSON Schema, and the typed
+value the stage functions take. A field gets a flag by carrying `Flag(...)` in its `Annotated` metadata:
+
+    steps: Annotated[Optional[int], Flag("--sample_steps", "--steps")] = Field(None, ge=1, description="...")
+
+Light on purpose (pydantic and argparse only): `scailflow --help` imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from scailflow.errors import InputError
+
+Mode = Literal["animation", "replacement"]
+DrivingMode = Literal["end-to-end", "pose"]
+
+
+@dataclass(frozen=True)
+class Flag:
+    """The command-line spellings of an option (first one shown in errors)."""
+
+    names: tuple[str, ...]
+    metavar: str | None = None
+
+    def __init__(self, *names: str, metavar: str | None = None):
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "metavar", metavar)
+
+
+class Options(BaseModel):
+    """Base of every option group: unknown keys are errors (a typo in job.yaml is caught, not ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _unwrap_optional(ann: Any) -> Any:
+    if get_origin(ann) in (Union, types.UnionType):
+        args = [a for a in get_args(ann) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return ann
+
+
+def _submodel(ann: Any) -> type[BaseModel] | None:
+    ann = _unwrap_optional(ann)
+    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+
+
+def flag_of(field) -> Flag | None:
+    return next((m for m in field.metadata if isinstance(m, Flag)), None)
+
+
+def add_flags(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    model: type[BaseModel],
+    prefix: str = "",
+    skip: tuple[str, ...] = (),
+) -> None:
+    """Add one argparse option per flagged field of `model` (and of its nested option groups).
+
+    Flags default to "not given" (argparse.SUPPRESS): `given()` returns only what the user typed, so a flag
+    overrides job.yaml / pipelines.yaml and an absent flag leaves them (or the model's default) alone."""
+    for name, field in model.model_fields.items():
+        if name in skip:
+            continue
+        sub = _submodel(field.annotation)
+        if sub is not None:
+            add_flags(parser, sub, f"{prefix}{name}.", skip)
+            continue
+        flag = flag_of(field)
+        if flag is None:
+            continue
+        ann = _unwrap_optional(field.annotation)
+        default = field.get_default(call_default_factory=True)
+        help_text = field.description or ""
+        if default not in (None, False, [], ""):
+            help_text += f" (default: {default})"
+        kwargs: dict[str, Any] = {"dest": prefix + name, "default": argparse.SUPPRESS, "help": help_text.strip()}
+        if ann is bool:  # --x / --no-x on the first spelling; other spellings of --x are accepted, not listed
+            parser.add_argument(flag.names[0], action=argparse.BooleanOptionalAction, **kwargs)
+            if flag.names[1:]:
+                parser.add_argument(
+                    *flag.names[1:],
+                    action="store_true",
+                    dest=prefix + name,
+                    default=argparse.SUPPRESS,
+                    help=argparse.SUPPRESS,
+                )
+            continue
+        kwargs["metavar"] = flag.metavar or name.upper()
+        if get_origin(ann) is Literal:
+            kwargs.pop("metavar")
+            kwargs["choices"] = get_args(ann)
+        elif get_origin(ann) is list:
+            (elem,) = get_args(ann) or (str,)
+            kwargs.update(nargs="+", type=_unwrap_optional(elem))
+        else:
+            kwargs["type"] = ann
+        parser.add_argument(*flag.names, **kwargs)
+
+
+def given(args: argparse.Namespace, model: type[BaseModel]) -> dict:
+    """The options of `model` the user typed, as a nested dict (dests like "sampling.steps" become nesting)."""
+    out: dict = {}
+    for dest, value in vars(args).items():
+        path = dest.split(".")
+        if not _has_path(model, path):
+            continue
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return out
+
+
+def _has_path(model: type[BaseModel], path: list[str]) -> bool:
+    field = model.model_fields.get(path[0])
+    if field is None:
+        return False
+    if len(path) == 1:
+        return flag_of(field) is not None
+    sub = _submodel(field.annotation)
+    return sub is not None and _has_path(sub, path[1:])
+
+
+def flag_name(model: type[BaseModel], loc: tuple) -> str | None:
+    """The first command-line spelling of the field at `loc`, if it has one."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        sub = _submodel(field.annotation) if field else None
+        if sub is None:
+            return None
+        model = sub
+    field = model.model_fields.get(str(loc[-1])) if loc else None
+    flag = flag_of(field) if field else None
+    return flag.names[0] if flag else None
+
+
+def from_flags(model: type[BaseModel], args: argparse.Namespace, base: dict | None = None):
+    """Validate `base` (e.g. pipelines.yaml's `model:`) overridden by the flags of `model` the user typed."""
+    data = merge(base or {}, given(args, model))
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = flag_name(model, tuple(first["loc"])) or ".".join(str(p) for p in first["loc"])
+        raise InputError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
+
+
+def merge(base: dict, over: dict) -> dict:
+    """Deep-merge `over` onto `base` (dicts merge, everything else replaces)."""
+    out = dict(base)
+    for k, v in (over or {}).items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def choices(literal: Any) -> tuple:
+    """The values of a Literal type (one definition of each set of choices)."""
+    return typing.get_args(literal)
