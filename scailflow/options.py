@@ -65,18 +65,19 @@ def add_flags(
     parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     model: type[BaseModel],
     prefix: str = "",
-    skip: tuple[str, ...] = (),
+    only: tuple[str, ...] | None = None,
 ) -> None:
     """Add one argparse option per flagged field of `model` (and of its nested option groups).
 
     Flags default to "not given" (argparse.SUPPRESS): `given()` returns only what the user typed, so a flag
-    overrides job.yaml / pipelines.yaml and an absent flag leaves them (or the model's default) alone."""
+    overrides job.yaml / pipelines.yaml and an absent flag leaves them (or the model's default) alone. `only`: just
+    these fields of `model`."""
     for name, field in model.model_fields.items():
-        if name in skip:
+        if only is not None and name not in only:
             continue
         sub = _submodel(field.annotation)
         if sub is not None:
-            add_flags(parser, sub, f"{prefix}{name}.", skip)
+            add_flags(parser, sub, f"{prefix}{name}.")
             continue
         flag = flag_of(field)
         if flag is None:
