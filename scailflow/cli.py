@@ -40,6 +40,12 @@ COMMANDS = {
     ),
     "masks": ("scailflow.masks.cli", None, "mask tools: `scailflow masks preview FOLDER`"),
     "pose": ("scailflow.pose.cli", None, "render the driving skeleton (pose-driven mode) for one video"),
+    "init": ("scailflow.flows.cli", "init", "write a commented job.yaml (or pipelines.yaml) to start from"),
+    "schema": (
+        "scailflow.flows.cli",
+        "schema",
+        "print the JSON Schema of job.yaml or pipelines.yaml (editor completion)",
+    ),
     "completion": ("scailflow.cli", "completion", "print a shell completion script (bash, zsh or tcsh)"),
 }
 
@@ -106,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `scailflow schema job | head`: the reader left; nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:  # noqa: BLE001 - the CLI promises one line, --debug shows the traceback
         if args.debug or os.environ.get("SCAILFLOW_DEBUG"):
             raise

@@ -52,7 +52,7 @@ def _unwrap_optional(ann: Any) -> Any:
     return ann
 
 
-def _submodel(ann: Any) -> type[BaseModel] | None:
+def submodel(ann: Any) -> type[BaseModel] | None:
     ann = _unwrap_optional(ann)
     return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
 
@@ -75,7 +75,7 @@ def add_flags(
     for name, field in model.model_fields.items():
         if only is not None and name not in only:
             continue
-        sub = _submodel(field.annotation)
+        sub = submodel(field.annotation)
         if sub is not None:
             add_flags(parser, sub, f"{prefix}{name}.")
             continue
@@ -131,7 +131,7 @@ def _has_path(model: type[BaseModel], path: list[str]) -> bool:
         return False
     if len(path) == 1:
         return flag_of(field) is not None
-    sub = _submodel(field.annotation)
+    sub = submodel(field.annotation)
     return sub is not None and _has_path(sub, path[1:])
 
 
@@ -139,7 +139,7 @@ def flag_name(model: type[BaseModel], loc: tuple) -> str | None:
     """The first command-line spelling of the field at `loc`, if it has one."""
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
-        sub = _submodel(field.annotation) if field else None
+        sub = submodel(field.annotation) if field else None
         if sub is None:
             return None
         model = sub
