@@ -59,7 +59,7 @@ def _key(p: dict) -> str:
         "rerun": p.get("rerun"),
         "model": model.model_dump(mode="json", exclude={"scail_path", "lora_path"}),
     }
-    return stage_key("generate", VERSION, p["out_dir"], reads, params, [model.scail_path, model.lora_path])
+    return stage_key("generate", VERSION, p["out_dir"], reads, params, [model.scail_path, *model.lora_path])
 
 
 @task(name="generate", cache_key_fn=cache_key(_key), **stage_task_options(retries=1))
