@@ -4,8 +4,9 @@ Every backend implements `segment(frames, select, boxes=None) -> Segmentation`: 
 the first frame, asks `select` which to keep (and in which order), and tracks only those through the clip.
 People appearing after the first frame are never added. Backends:
 
-- `MediapipeSegmenter`: the embedded default (mediapipe selfie segmentation, model inside the wheel). It sees
-  the foreground as ONE person; it also proposes person boxes (connected foreground regions) for SAM prompts.
+- `MediapipeSegmenter`: the embedded default (mediapipe selfie segmentation and face detection, models inside the
+  wheel): the foreground split into people, one per face, tracked frame to frame (masks/people.py); it also
+  proposes person boxes for SAM 2 prompts.
 - `Sam2VideoSegmenter`: SAM 2 video predictor prompted with one box per person on the first frame.
 - `Sam3VideoSegmenter`: SAM 3 video predictor prompted with text ("person"), where the `sam3` package exists.
 """
@@ -25,6 +26,7 @@ import numpy as np
 
 from scailflow.errors import InputError
 
+from .people import FaceDetector, split_people, track_people
 from .tracks import MIN_AREA_FRACTION, Selector, compose_labels
 
 log = logging.getLogger("scailflow.masks")
@@ -52,7 +54,8 @@ def _empty(frames: np.ndarray, candidates: int) -> Segmentation:
 
 
 class MediapipeSegmenter:
-    """Embedded default: mediapipe selfie segmentation on every frame, all foreground as a single person."""
+    """Embedded default: mediapipe selfie segmentation on every frame; the foreground is split into people by
+    mediapipe's face detector and tracked through the clip (masks/people.py; both models ship inside the wheel)."""
 
     name = "mediapipe"
 
@@ -77,34 +80,44 @@ class MediapipeSegmenter:
         """Boolean foreground mask of one RGB frame (probability > 0.5)."""
         return next(iter(self.probabilities([frame]))) > 0.5
 
-    def person_boxes(self, frame: np.ndarray, min_area: float = MIN_AREA_FRACTION) -> list[tuple[int, int, int, int]]:
-        """Boxes (x0, y0, x1, y1) of connected foreground regions covering >= `min_area` of the frame.
+    def people(self, frame: np.ndarray) -> list[np.ndarray]:
+        """One boolean mask per person in one frame (foreground regions, split where several faces share one)."""
+        with FaceDetector().session() as detect:
+            return split_people(self.foreground(frame), detect(frame))
 
-        People who touch form one region (one box); a pose detector's boxes separate them better.
-        """
-        fg = self.foreground(frame).astype(np.uint8)
-        n, _, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+    def person_boxes(self, frame: np.ndarray, min_area: float = MIN_AREA_FRACTION) -> list[tuple[int, int, int, int]]:
+        """Boxes (x0, y0, x1, y1) of the people in a frame covering >= `min_area` of it, largest first (SAM 2's
+        prompts when no pose detector gave boxes)."""
         boxes = []
-        for i in range(1, n):
-            x, y, w, h, area = stats[i]
-            if area >= min_area * fg.size:
-                boxes.append((int(x), int(y), int(x + w - 1), int(y + h - 1)))
+        for m in self.people(frame):
+            if m.mean() >= min_area:
+                ys, xs = np.nonzero(m)
+                boxes.append((int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())))
         return sorted(boxes, key=lambda b: -(b[2] - b[0] + 1) * (b[3] - b[1] + 1))
 
     def segment(self, frames: np.ndarray, select: Selector, boxes: Sequence[Box] | None = None) -> Segmentation:
         if boxes:
-            log.debug("mediapipe segments the whole foreground as one person; %d prompt boxes unused", len(boxes))
-        probs = self.probabilities(frames)
-        first = next(iter(probs))
-        kept = select([first > 0.5])
-        if not kept:
-            probs.close()
-            return _empty(frames, 1)
-        labels = np.empty(frames.shape[:3], np.uint8)
-        labels[0] = first > 0.5
-        for t, p in enumerate(probs, start=1):
-            labels[t] = p > 0.5
-        return Segmentation(labels, 1, 1)
+            log.debug("mediapipe finds people itself; %d prompt boxes unused", len(boxes))
+        probs = iter(self.probabilities(frames))
+        first = next(probs) > 0.5
+        with FaceDetector().session() as detect:
+            candidates = split_people(first, detect(frames[0]))
+            kept = select(candidates)
+            if not kept:
+                return _empty(frames, len(candidates))
+            labels = np.zeros(frames.shape[:3], np.uint8)
+            if len(candidates) == 1:  # one person: the whole foreground, frame by frame
+                labels[0] = first
+                for t, p in enumerate(probs, start=1):
+                    labels[t] = p > 0.5
+                return Segmentation(labels, 1, 1)
+            people = candidates  # every candidate is tracked, so the ones not kept never leak into the kept
+            for t in range(frames.shape[0]):
+                if t:
+                    people = track_people(people, next(probs) > 0.5, detect(frames[t]))
+                for p, i in enumerate(kept):
+                    labels[t][people[i]] = p + 1
+        return Segmentation(labels, len(kept), len(candidates))
 
 
 _SAM2_SIZES = (

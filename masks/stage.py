@@ -70,8 +70,8 @@ def build_segmenter(
         backend = "sam2" if sam2_checkpoint is not None else "sam3" if sam3_checkpoint is not None else "mediapipe"
         if backend == "mediapipe":
             log.info(
-                "masks: no SAM 2 checkpoint configured; using the embedded mediapipe selfie segmentation "
-                "(one person: the whole foreground)"
+                "masks: no SAM 2 checkpoint (nor SAM 3) configured; using the embedded mediapipe segmentation "
+                "(people split by its face detector, tracked frame to frame)"
             )
     if backend == "mediapipe":
         return MediapipeSegmenter()
