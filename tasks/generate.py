@@ -35,7 +35,7 @@ def assemble_files(
     # pose-driven animation: the mask is the skeleton's flat-colour render; otherwise the segmentation's
     driving_mask = pose["mask_render"] if driving_mode == "pose" and mode == "animation" else masks["driving_mask"]
     return {
-        "ref": ref,
+        "ref": masks.get("ref_image") or ref,  # the fitted reference when the masks stage made one
         "ref_mask": masks["ref_mask"],
         "rendered": pose["rendered"],
         "driving_mask": driving_mask,
