@@ -60,7 +60,9 @@ def test_sam3_backend_in_make_masks(tmp_path, sam3_random, clip):
     write_image(tmp_path / "ref.png", clip[0])
     write_video(tmp_path / "driving.mp4", clip, 8.0, lossless=True)
     try:
-        result = masks.make_masks(tmp_path / "ref.png", tmp_path / "driving.mp4", tmp_path / "out", segmenter=sam3_random)
+        result = masks.make_masks(
+            tmp_path / "ref.png", tmp_path / "driving.mp4", tmp_path / "out", segmenter=sam3_random
+        )
     except masks.NoPersonError:
         pytest.xfail("random weights found nobody: the clear error, as with a real model on an empty frame")
     drv, _ = read_video(result.driving_mask)
