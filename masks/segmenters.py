@@ -275,6 +275,9 @@ def _sam2_has_extension() -> bool:
     return True
 
 
+SAM3_DETECTION_THRESHOLD = 0.25  # the official preprocessing's confidence (sam3's builder defaults to 0.5)
+
+
 class Sam3VideoSegmenter:
     """SAM 3's video model (the official preprocessing's tracker), prompted with text ("human") on the first frame.
 
@@ -317,6 +320,7 @@ class Sam3VideoSegmenter:
             )
         except (RuntimeError, KeyError, OSError, ValueError) as e:
             raise InputError(f"cannot load SAM 3 from {checkpoint}: {e.__class__.__name__}: {e}") from None
+        model.score_threshold_detection = SAM3_DETECTION_THRESHOLD
         return cls(model.eval(), prompt, device)
 
     def _autocast(self):
