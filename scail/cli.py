@@ -78,7 +78,7 @@ def run_generate(args) -> int:
 
     req = request_from_args(args)
     sampling = from_flags(SamplingOptions, args)
-    model = from_flags(ModelOptions, args)
+    model = from_flags(ModelOptions, args).for_preset(sampling.preset)
     inputs = read_conditioning(req)  # bad files fail before the model loads
     pipe = load_pipeline(model)
     record = generate(pipe, req, sampling, inputs=inputs)

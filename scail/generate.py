@@ -11,7 +11,7 @@ from pathlib import Path
 from scailflow.errors import InputError
 from scailflow.files import write_text_atomic
 from scailflow.media import read_image, read_video, write_video
-from scailflow.scail.options import SamplingOptions
+from scailflow.scail.options import PRESET_LORAS, SamplingOptions
 from scailflow.scail.pipeline import Conditioning, SCAIL2Pipeline, check_inputs, orient_target
 
 log = logging.getLogger("scailflow.scail")
@@ -80,6 +80,16 @@ def generate(
         )
     if len(cond.driving) < 5:  # 4k+1 frames: anything under 5 gives a single frame
         log.warning("the driving video has %d frame(s): one output frame", len(cond.driving))
+    wanted = PRESET_LORAS.get(opts.preset, ())
+    if wanted and not pipe.loras:
+        log.warning(
+            "the %s preset is made for these LoRAs: %s (--lora_path, in that order); without them %d steps at "
+            "CFG %g give a poor video",
+            opts.preset,
+            ", ".join(f"{name} at {alpha:g}" for name, alpha in wanted),
+            opts.steps,
+            opts.guidance,
+        )
     frames, record = pipe(cond, height, width, opts, progress)
     if record["frames_out"] < record["frames_in"]:
         log.info(
@@ -99,6 +109,7 @@ def generate(
             "additional_refs": [str(p) for p in req.additional_ref_images],
             "sampling": opts.model_dump() | {"seed": record["seed"]},
             "speedups": pipe.speedups,
+            "loras": pipe.loras,
             "seconds": round(time.perf_counter() - t0, 3),
             "output": str(req.save_file),
         }

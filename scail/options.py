@@ -13,8 +13,9 @@ from pydantic import Field, field_validator, model_validator
 
 from scailflow.options import Flag, Options, choices
 
-Preset = Literal["quality", "fast"]
-Solver = Literal["unipc", "dpm++"]
+Preset = Literal["quality", "fast", "comfy"]
+Solver = Literal["unipc", "dpm++", "euler"]
+ColorMatch = Literal["reinhard", "histogram", "off"]
 ModelName = Literal["scail2", "tiny-random"]
 Offload = Literal["none", "model", "block"]
 Dtype = Literal["auto", "bf16", "fp16", "fp32"]
@@ -28,6 +29,13 @@ PRESETS: dict[str, dict] = {
     "quality": dict(steps=40, shift=3.0, guidance=5.0, solver="unipc"),
     # the lightx2v step/cfg distill LoRA (rank 128) is what makes 8 steps without CFG work
     "fast": dict(steps=8, shift=1.0, guidance=1.0, solver="unipc"),
+    # ComfyUI's SCAIL-2 template: Euler, 6 steps, shift 5, no CFG, with lightx2v distill (0.8) + SCAIL-2 DPO (1.0)
+    "comfy": dict(steps=6, shift=5.0, guidance=1.0, solver="euler"),
+}
+# the LoRA strengths a preset is made for, in --lora_path order (the paths are the user's: nothing is downloaded)
+PRESET_LORAS: dict[str, tuple[tuple[str, float], ...]] = {
+    "fast": (("lightx2v I2V step/cfg distill", 1.0),),
+    "comfy": (("lightx2v I2V step/cfg distill (rank 64)", 0.8), ("SCAIL-2 DPO", 1.0)),
 }
 
 
@@ -36,7 +44,9 @@ class SamplingOptions(Options):
 
     preset: Annotated[Preset, Flag("--preset")] = Field(
         "quality",
-        description="quality: 40 steps, shift 3, CFG 5, UniPC; fast: 8 steps, shift 1, CFG 1 (with the lightx2v LoRA)",
+        description="quality: 40 steps, shift 3, CFG 5, UniPC; fast: 8 steps, shift 1, CFG 1 (with the lightx2v LoRA); "
+        "comfy: ComfyUI's template, 6 Euler steps, shift 5, CFG 1 (with the lightx2v LoRA at 0.8 and the DPO LoRA "
+        "at 1.0)",
     )
     steps: Annotated[int | None, Flag("--sample_steps", "--steps")] = Field(
         None, ge=1, le=1000, description="denoising steps (default: the preset's)"
@@ -75,6 +85,12 @@ class SamplingOptions(Options):
     )
     overlap_frames: Annotated[int, Flag("--overlap_frames", "--overlap-frames")] = Field(
         5, ge=1, le=997, description="frames handed from one segment to the next (4k+1, less than a segment)"
+    )
+    color_match: Annotated[ColorMatch | None, Flag("--color_match", "--color-match")] = Field(
+        None,
+        description="long videos: match every later segment's colours to the first segment's (Lab mean/std: "
+        "reinhard; per-channel histograms: histogram). Default: off in `generate` (as official), reinhard in "
+        "`run`/`batch`",
     )
 
     @field_validator("target_h", "target_w")
@@ -117,10 +133,14 @@ class ModelOptions(Options):
     scail_path: Annotated[str | None, Flag("--scail_path", "--scail-path")] = Field(
         None, description="converted SCAIL-2 DiT .safetensors; else SCAILFLOW_SCAIL_PATH"
     )
-    lora_path: Annotated[str | None, Flag("--lora_path", "--lora-path")] = Field(
-        None, description="LoRA to merge (lightx2v or SCAIL training format)"
+    lora_path: Annotated[list[str], Flag("--lora_path", "--lora-path")] = Field(
+        default_factory=list,
+        description="LoRAs to merge, in order (lightx2v/ComfyUI, diffusers/PEFT, kohya or SCAIL training format)",
     )
-    lora_alpha: Annotated[float, Flag("--lora_alpha", "--lora-alpha")] = Field(1.0, description="LoRA strength")
+    lora_alpha: Annotated[list[float], Flag("--lora_alpha", "--lora-alpha")] = Field(
+        default_factory=list,
+        description="their strengths, one per LoRA or one for all (default: the preset's, else 1.0)",
+    )
     offload: Annotated[Offload, Flag("--offload")] = Field(
         "none", description="none: all on the GPU; model: one component at a time; block: DiT block groups streamed"
     )
@@ -152,6 +172,38 @@ class ModelOptions(Options):
     oom_retry_offload: Annotated[bool, Flag("--oom-retry-offload")] = Field(
         True, description="in a flow, on GPU out-of-memory with offload none: one more try with block offload"
     )
+
+    @field_validator("lora_path", "lora_alpha", mode="before")
+    @classmethod
+    def _one_or_many(cls, v):
+        if v is None:
+            return []
+        return v if isinstance(v, (list, tuple)) else [v]
+
+    @model_validator(mode="after")
+    def _alphas(self):
+        if self.lora_alpha and len(self.lora_alpha) not in (1, len(self.lora_path)):
+            raise ValueError(
+                f"give one strength per LoRA or one for all: {len(self.lora_path)} LoRA(s), "
+                f"{len(self.lora_alpha)} strengths"
+            )
+        return self
+
+    def loras(self) -> list[tuple[str, float]]:
+        """(path, strength) of every LoRA, in order."""
+        alphas = self.lora_alpha or [1.0]
+        if len(alphas) == 1:
+            alphas = alphas * len(self.lora_path)
+        return list(zip(self.lora_path, alphas))
+
+    def for_preset(self, preset: str) -> ModelOptions:
+        """These options with the preset's LoRA strengths filled in where the user gave paths but no strengths."""
+        wanted = PRESET_LORAS.get(preset, ())
+        if self.lora_alpha or not self.lora_path or not wanted:
+            return self
+        alphas = [a for _, a in wanted][: len(self.lora_path)]
+        alphas += [1.0] * (len(self.lora_path) - len(alphas))
+        return self.model_copy(update={"lora_alpha": alphas})
 
     def speedups(self) -> dict:
         """The speed-ups asked for (for records and logs)."""

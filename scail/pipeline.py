@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from scailflow.errors import InputError
+from scailflow.scail.color import ColorMatcher
 from scailflow.scail.conditioning import cover_resize, half_size, masks_to_28ch, to_unit_range
 from scailflow.scail.encoders import encode_image, encode_text, vae_decode, vae_encode
 from scailflow.scail.offload import Placement
@@ -122,6 +123,7 @@ class SCAIL2Pipeline:
         self.label = label
         self.cfg = SequentialCFG()  # how CFG's two branches run: SequentialCFG, BatchedCFG, parallel.ParallelCFG
         self.speedups: dict = {}
+        self.loras: list[dict] = []  # the merged LoRAs (path, alpha, layers, format), for the record
         self.load_seconds = 0.0
 
     @property
@@ -250,6 +252,9 @@ class SCAIL2Pipeline:
         ref_kw = {"replace_flag": cond.replace, **ref}
         outputs: list[torch.Tensor] = []
         previous: torch.Tensor | None = None
+        method = opts.color_match or "off"
+        matcher = ColorMatcher(method) if method != "off" and len(plan) > 1 else None
+        color_record: list[dict] = []
         for k, seg in enumerate(plan):
             frames, masks = self._segment_pixels(cond, seg)
             pose_latents, driving_masks = self.encode_driving(frames, masks, height, width)
@@ -261,6 +266,10 @@ class SCAIL2Pipeline:
             step_cb = (lambda i, n, k=k: progress(f"segment {k + 1}/{len(plan)}", i, n)) if progress else None
             latents = self.denoise(latents, ctx, neg_ctx, cond_kw, opts, history, step_cb)
             video = self.decode(latents)
+            if matcher is not None:  # before the hand-over: the next segment starts from the matched colours
+                video, stats = self._match_colors(matcher, video, first=k == 0)
+                if stats:
+                    color_record.append({"segment": k + 1, **stats})
             previous = video
             outputs.append(video[:, seg.history : seg.length - seg.pad])
         video = torch.cat(outputs, 1)
@@ -273,8 +282,27 @@ class SCAIL2Pipeline:
             "height": height,
             "width": width,
             "guidance_used": use_cfg,
+            "color_match": {"method": method if matcher else "off", "segments": color_record},
         }
+        if color_record:
+            log.info(
+                "colour matched to the first segment (%s): mean Lab drift %s -> %s",
+                method,
+                max(c["lab_drift_before"] for c in color_record),
+                max(c["lab_drift_after"] for c in color_record),
+            )
         return frames, record
+
+    @staticmethod
+    def _match_colors(matcher: ColorMatcher, video: torch.Tensor, first: bool) -> tuple[torch.Tensor, dict]:
+        """[3, T, H, W] in [-1, 1]: the first segment sets the statistics, later ones are matched to them."""
+        frames = ((video.permute(1, 2, 3, 0).float().numpy() + 1.0) / 2.0).clip(0.0, 1.0)
+        if first:
+            matcher.set_reference(frames)
+            return video, {}
+        matched, stats = matcher.match(frames)
+        out = torch.from_numpy(matched.astype(np.float32)).permute(3, 0, 1, 2) * 2.0 - 1.0
+        return out.to(video.dtype), stats
 
     @staticmethod
     def _segment_pixels(cond: Conditioning, seg: Segment) -> tuple[np.ndarray, np.ndarray]:

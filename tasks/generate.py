@@ -35,7 +35,7 @@ def assemble_files(
     # pose-driven animation: the mask is the skeleton's flat-colour render; otherwise the segmentation's
     driving_mask = pose["mask_render"] if driving_mode == "pose" and mode == "animation" else masks["driving_mask"]
     return {
-        "ref": ref,
+        "ref": masks.get("ref_image") or ref,  # the fitted reference when the masks stage made one
         "ref_mask": masks["ref_mask"],
         "rendered": pose["rendered"],
         "driving_mask": driving_mask,
@@ -59,7 +59,7 @@ def _key(p: dict) -> str:
         "rerun": p.get("rerun"),
         "model": model.model_dump(mode="json", exclude={"scail_path", "lora_path"}),
     }
-    return stage_key("generate", VERSION, p["out_dir"], reads, params, [model.scail_path, model.lora_path])
+    return stage_key("generate", VERSION, p["out_dir"], reads, params, [model.scail_path, *model.lora_path])
 
 
 @task(name="generate", cache_key_fn=cache_key(_key), **stage_task_options(retries=1))

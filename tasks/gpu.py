@@ -115,6 +115,7 @@ def generate_on_gpu(
     """One generation on GPU `gpu` with the warm pipeline; returns generate()'s record (+ "offload")."""
     from scailflow.scail.generate import generate
 
+    opts = opts.for_preset(sampling.preset)  # e.g. comfy's LoRA strengths when only the paths were given
     with gpu_slot(gpu):
         try:
             record = generate(warm_pipeline(opts, logger), req, sampling, progress, inputs=inputs)
