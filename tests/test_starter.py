@@ -57,5 +57,7 @@ def test_schema_is_the_models_json_schema():
         assert schema["additionalProperties"] is False and set(schema["properties"]) == set(model.model_fields)
     job = json.loads(cli("schema", "job").stdout)
     sampling = job["$defs"]["SamplingOptions"]["properties"]
-    assert sampling["solver"]["anyOf"][0]["enum"] == ["unipc", "dpm++"]  # choices an editor can offer
+    from scailflow.scail.options import SOLVERS
+
+    assert sampling["solver"]["anyOf"][0]["enum"] == list(SOLVERS)  # choices an editor can offer
     assert yaml.safe_load("mode: animation") is not None
