@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from scailflow.scail import parallel, speed
+from scailflow.scail import attention, parallel, speed
 from scailflow.scail.model import SCAIL2Transformer, tiny_config
 from scailflow.scail.options import ModelOptions
 
@@ -90,10 +90,10 @@ def test_fp8_swap_keeps_tiny_model_output_close():
 
 # ------------------------------------------------------------------------------------------------ attention, fusion
 def test_resolve_attention():
-    assert speed.resolve_attention("auto", "cpu") == "sdpa"
-    assert speed.resolve_attention("cudnn", "cpu") == "cudnn"
+    assert attention.resolve_attention("auto", "cpu") == "sdpa"
+    assert attention.resolve_attention("cudnn", "cpu") == "cudnn"
     with pytest.raises(ValueError):
-        speed.resolve_attention("bogus")
+        attention.resolve_attention("bogus")
 
 
 def test_apply_speedups_sdpa_leaves_output_unchanged():
