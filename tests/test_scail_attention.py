@@ -14,7 +14,6 @@ from scailflow.errors import InputError
 from scailflow.scail import attention, fa3
 from scailflow.scail.fp8_attention import F8, F8_MAX, emulate_fa3, hadamard, quantize_qkv
 from scailflow.scail.options import ModelOptions
-from tests.test_scail_generate import assert_one_error_line, cli, official_args, write_prepared
 from tests.test_scail_speed import rel, tiny_inputs, tiny_model
 
 needs_fp8 = pytest.mark.skipif(F8 is None, reason="this torch has no float8 dtypes")
@@ -223,10 +222,14 @@ def test_installed_fa3_is_the_pinned_build():
 # ------------------------------------------------------------------------------------------------ the command line
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
+    from tests.test_scail_generate import write_prepared  # video I/O (PyAV) only where the CLI tests run
+
     return write_prepared(tmp_path_factory.mktemp("prepared"))
 
 
 def test_generate_fp8_attention_on_cpu_runs_and_records_that_it_was_off(prepared):
+    from tests.test_scail_generate import cli, official_args
+
     r = cli(
         "generate",
         *official_args(prepared),
@@ -256,6 +259,8 @@ def test_generate_fp8_attention_on_cpu_runs_and_records_that_it_was_off(prepared
     ],
 )
 def test_generate_impossible_attention_is_one_line(prepared, flags, message):
+    from tests.test_scail_generate import assert_one_error_line, cli, official_args
+
     r = cli("generate", *official_args(prepared), "--model", "tiny-random", "--steps", 1, *flags)
     assert r.returncode == 2
     assert_one_error_line(r, message)
@@ -281,7 +286,11 @@ def test_real_fa3_matches_its_emulation_and_exact_attention():
 
 @needs_fa3
 def test_tiny_model_on_hopper_flash3_and_fp8():
-    m = tiny_model().cuda()
+    from scailflow.scail.model import SCAIL2Transformer, tiny_config
+
+    torch.manual_seed(0)  # head_dim 128, the real model's
+    cfg = SCAIL2Transformer.config_from_official(tiny_config(dim=256, num_heads=2, ffn_dim=256))
+    m = SCAIL2Transformer(**cfg).eval().cuda()
     inp = {k: v.cuda() for k, v in tiny_inputs(h=16, w=16).items()}
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
         ref = m(**inp)
