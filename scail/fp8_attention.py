@@ -8,8 +8,9 @@ The recipe, all exact rewrites of attention before rounding (only the e4m3 round
 - k loses its mean over tokens (per head and channel): every score of a query row shifts by the same amount, which
   softmax ignores. v loses its mean too and gets it back on the output (rows of P sum to 1).
 - one fp32 descale per (batch, head), FA3's (B, H_k) descale layout: amax / 448 of what is cast, i.e. after the
-  rotation and the centring (a bound such as amax|k| + amax|mean| would save a pass, but where the offset dominates,
-  as it does after the rotation gathers it into one channel, it wastes most of e4m3's range).
+  rotation and the centring. The token mean, max and min of each channel come from one pass, and the centred amax
+  is max(max - mean, mean - min): exact, with no second pass (a bound such as amax|k| + amax|mean| would waste most
+  of e4m3's range where an offset dominates, as it does once the rotation gathers it into one channel).
 Written as plain tensor ops so that torch.compile fuses the reductions and casts with the RoPE / RMSNorm work that
 produces q and k (the rotation is one bf16 matmul per tensor).
 """
@@ -47,6 +48,18 @@ def _descale(amax: torch.Tensor) -> torch.Tensor:
     return (amax.float() / F8_MAX).clamp_min(1e-12)
 
 
+def _column_stats(x: torch.Tensor, center: bool):
+    """Per (batch, head, channel) over the tokens, in one pass: (mean or None, amax of x - mean, per (B, H)).
+
+    max |x - m| over tokens is max(max x - m, m - min x): the mean, the max and the min share one reduction loop,
+    so the amax of the centred tensor needs no second pass over it."""
+    hi, lo = x.amax(dim=1), x.amin(dim=1)  # (B, H, D)
+    if not center:
+        return None, torch.maximum(hi, -lo).amax(dim=-1)
+    m = x.mean(dim=1)
+    return m[:, None], torch.maximum(hi - m, m - lo).amax(dim=-1)
+
+
 def quantize_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rotate: bool = True, center: bool = True):
     """(q8, k8, v8, q_descale, k_descale, v_descale, v_mean) from bf16/fp32 q, k, v of shape (B, S, H, D).
 
@@ -57,13 +70,14 @@ def quantize_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rotate: bool
         h = hadamard(d, q.device, q.dtype)
         q, k = q @ h, k @ h
     qf, kf, vf = q.float(), k.float(), v.float()
-    dq = _descale(qf.abs().amax(dim=(1, 3)))
+    _, q_amax = _column_stats(qf, False)
+    k_mean, k_amax = _column_stats(kf, center)
+    v_mean, v_amax = _column_stats(vf, center)
     if center:
-        k_mean, v_mean = kf.mean(dim=1, keepdim=True), vf.mean(dim=1, keepdim=True)
         kf, vf = kf - k_mean, vf - v_mean
     else:
         v_mean = torch.zeros_like(vf[:, :1])
-    dk, dv = _descale(kf.abs().amax(dim=(1, 3))), _descale(vf.abs().amax(dim=(1, 3)))
+    dq, dk, dv = _descale(q_amax), _descale(k_amax), _descale(v_amax)
     q8 = to_e4m3(qf / dq[:, None, :, None])
     k8 = to_e4m3(kf / dk[:, None, :, None])
     v8 = to_e4m3(vf / dv[:, None, :, None])

@@ -31,6 +31,9 @@ FP8_DTYPE = getattr(torch, "float8_e4m3fn", None)
 # ------------------------------------------------------------------------------------------------ compile
 def compile_blocks(model: nn.Module, fullgraph: bool = True, mode: str | None = None) -> None:
     """Regional compile: each repeated block through torch.compile (one compiled graph shared by all blocks)."""
+    # every size, attention backend and fp8 setting a process meets is one more compiled variant of the block;
+    # dynamo's default limit of 8 would turn a long-lived worker's 9th into an error (fullgraph) or eager code
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     kwargs = {"fullgraph": fullgraph, "dynamic": False}
     if mode:
         kwargs["mode"] = mode
