@@ -191,10 +191,33 @@ def parse_runs(args) -> list[tuple[str, str]]:
     if args.runs:
         runs = []
         for item in args.runs.split(","):
-            setting, _, preset = item.strip().partition(":")
-            runs.append((setting, preset or args.preset))
+            setting, preset, *cap = item.strip().split(":") + [""]
+            runs.append((setting, preset or args.preset, bool(cap and cap[0] == "cap")))
         return runs
-    return [(st, args.preset) for st in args.settings.split(",") if st]
+    return [(st, args.preset, False) for st in args.settings.split(",") if st]
+
+
+def place_capped(pipe, device: str, args) -> str:
+    """Move the built pipeline to the --offload placement and cap the allocator at --cap-gib (a smaller card)."""
+    tr = pipe.transformer
+    for m in tr.modules():
+        if m.__class__.__name__ in tr._repeated_blocks:
+            m._compiled_call_impl = None
+    placement = Placement(device, args.offload, args.vram_budget_gb)
+    if args.offload != "none":
+        placement.prepare(
+            {"transformer": tr, "vae": pipe.vae, "text_encoder": pipe.text_encoder, "image_encoder": pipe.image_encoder}
+        )
+        pipe.placement = placement
+    cap = f"offload {args.offload}"
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        if args.cap_gib:
+            total = torch.cuda.get_device_properties(0).total_memory
+            torch.cuda.set_per_process_memory_fraction(args.cap_gib * 2**30 / total)
+            cap += f", memory capped at {args.cap_gib:g} GiB (set_per_process_memory_fraction)"
+    print(f"  placed: {cap}", flush=True)
+    return cap
 
 
 def setting_attention(parts: set, device: str) -> tuple[str, bool]:
@@ -258,39 +281,31 @@ def main(argv=None) -> int:
     pipe = build_pipeline(device, args.tiny)
     tr = pipe.transformer
     state: dict = {}
-    if any("fp8" in st.split("+") for st, _ in runs) and args.offload != "none":
+    capped = {"all": all(c for _, _, c in runs)}
+    if any("fp8" in st.split("+") for st, _, _ in runs) and args.offload != "none" and capped["all"]:
         speed.fp8_blocks(tr)  # as load_pipeline does: fp8 before the offload hooks
         state["fp8"] = True
-    placement = Placement(device, args.offload, args.vram_budget_gb)
-    if args.offload != "none":
-        placement.prepare(
-            {"transformer": tr, "vae": pipe.vae, "text_encoder": pipe.text_encoder, "image_encoder": pipe.image_encoder}
-        )
-        pipe.placement = placement
-    cap = ""
-    if device == "cuda":
-        torch.cuda.empty_cache()
-        if args.cap_gib:
-            total = torch.cuda.get_device_properties(0).total_memory
-            torch.cuda.set_per_process_memory_fraction(args.cap_gib * 2**30 / total)
-            cap = f"; memory capped at {args.cap_gib:g} GiB (set_per_process_memory_fraction)"
-    print(
-        f"# bench_presets {when} on {gpu}; pipeline built in {time.perf_counter() - t0:.1f} s; "
-        f"offload {args.offload}{cap}",
-        flush=True,
-    )
+    cap = place_capped(pipe, device, args) if capped["all"] else "offload none"
+    print(f"# bench_presets {when} on {gpu}; pipeline built in {time.perf_counter() - t0:.1f} s; {cap}", flush=True)
     cond = conditioning(h, w, args.frames)
     fast = PRESETS["fast"]
     rows, ref_frames = [], {}
     last_setting = None
-    for setting, preset in runs:
+    for setting, preset, capped_run in runs:
         if time.perf_counter() - t_start > args.budget_s:
-            rows.append({"setting": setting, "preset": preset, "skipped": "time budget"})
+            rows.append({"setting": setting, "preset": preset, "capped": capped_run, "skipped": "time budget"})
             print(f"  {setting} {preset}: skipped (time budget)", flush=True)
             continue
         parts = set(setting.split("+"))
         t0 = time.perf_counter()
         try:
+            if capped_run and not capped.get("done") and not capped["all"]:
+                if "fp8" in parts and not state.get("fp8"):
+                    speed.fp8_blocks(tr)
+                    state["fp8"] = True
+                cap_note = place_capped(pipe, device, args)
+                capped["done"] = True
+                last_setting = None
             if setting != last_setting:
                 for m in tr.modules():  # undo an earlier setting's compile
                     if m.__class__.__name__ in tr._repeated_blocks:
@@ -303,7 +318,8 @@ def main(argv=None) -> int:
                     speed.fp8_blocks(tr)
                     state["fp8"] = True
                 if "compile" in parts:
-                    speed.compile_blocks(tr, fullgraph=args.offload != "block")
+                    grouped = capped_run and args.offload == "block"
+                    speed.compile_blocks(tr, fullgraph=not grouped)
                 if not state.get("warm"):  # first run: one throw-away 1-step clip (cuDNN plans, allocator, encoders)
                     with torch.no_grad():
                         pipe(cond, h, w, SamplingOptions(**dict(fast, steps=1), seed=3))
@@ -339,6 +355,7 @@ def main(argv=None) -> int:
         row = {
             "setting": setting,
             "preset": preset,
+            "capped": capped_run,
             "clip_s": total,
             "warmup_s": warm,
             "stages_s": acc,
@@ -347,6 +364,8 @@ def main(argv=None) -> int:
             "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan"),
             "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if device == "cuda" else float("nan"),
         }
+        if capped_run and not capped["all"]:
+            row["placement"] = cap_note
         if preset not in ref_frames:
             ref_frames[preset] = (setting, frames)
             row.update(psnr=float("inf"), ssim=1.0, vs=setting)
@@ -363,7 +382,8 @@ def main(argv=None) -> int:
             Path(args.json).write_text(json.dumps({"date": when, "gpu": gpu, "rows": rows}, indent=1))
     lines = [
         f"Seconds per clip, measured end to end, {args.frames} frames {w}x{h}, {gpu}, {when} (random full-size "
-        f"weights; T5, CLIP, VAE encode, DiT loop, VAE decode; offload {args.offload}{cap})",
+        f"weights; T5, CLIP, VAE encode, DiT loop, VAE decode; {cap}; capped runs: offload {args.offload}, "
+        f"cap {args.cap_gib} GiB)",
         "| setting | preset | s per clip | of which DiT | s / forward | VAE decode | encoders + VAE encode | "
         "one-time warm-up | peak GiB (allocated / reserved) | PSNR / SSIM vs first run of the preset |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -374,9 +394,14 @@ def main(argv=None) -> int:
             continue
         st = r["stages_s"]
         enc = st["encode_prompt"] + st["encode_reference"] + st["encode_driving"]
-        q = "reference" if r["vs"] == r["setting"] else f"{r['psnr']:.1f} dB / {r['ssim']:.4f} (vs {r['vs']})"
+        q = (
+            "reference"
+            if r["psnr"] == float("inf") and r["vs"] == r["setting"]
+            else f"{r['psnr']:.1f} dB / {r['ssim']:.4f}"
+        )
+        name = r["setting"] + (" (capped)" if r["capped"] else "")
         lines.append(
-            f"| {r['setting']} | {r['preset']} | {r['clip_s']:.1f} s | {st['denoise']:.1f} s | "
+            f"| {name} | {r['preset']} | {r['clip_s']:.1f} s | {st['denoise']:.1f} s | "
             f"{r['s_per_forward']:.2f} s | {st['decode']:.1f} s | {enc:.1f} s | {r['warmup_s']:.0f} s | "
             f"{r['peak_gib']:.1f} / {r['peak_reserved_gib']:.1f} | {q} |"
         )
