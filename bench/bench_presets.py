@@ -199,10 +199,16 @@ def parse_runs(args) -> list[tuple[str, str]]:
 
 def place_capped(pipe, device: str, args) -> str:
     """Move the built pipeline to the --offload placement and cap the allocator at --cap-gib (a smaller card)."""
+    import gc
+
     tr = pipe.transformer
     for m in tr.modules():
         if m.__class__.__name__ in tr._repeated_blocks:
             m._compiled_call_impl = None
+    # on the H200 (2026-12-01) a switch after compiled uncapped runs found 23.7 GiB still allocated and ran out of
+    # memory: drop dynamo's compiled code and what it holds before re-placing (not re-measured since)
+    torch._dynamo.reset()
+    gc.collect()
     placement = Placement(device, args.offload, args.vram_budget_gb)
     if args.offload != "none":
         placement.prepare(
