@@ -153,7 +153,7 @@ def load_pipeline(opts: ModelOptions | None = None, seed: int = 0) -> SCAIL2Pipe
         pipe.cfg = BatchedCFG()
     if opts.vae_tiling:
         pipe.vae.enable_tiling()
-    pipe.speedups = apply_speedups(pipe.transformer, opts)  # fp8 swaps modules: before any offload hooks
+    pipe.speedups = apply_speedups(pipe.transformer, opts, dev)  # fp8 swaps modules: before offload hooks
     placement.prepare(
         {
             "transformer": pipe.transformer,

@@ -43,7 +43,8 @@ class Placement:
         from diffusers.hooks import apply_group_offloading
 
         blocks = len(transformer.blocks)
-        per_block_gb = sum(p.numel() * p.element_size() for p in transformer.blocks[0].parameters()) / 2**30
+        block = transformer.blocks[0]  # fp8 linears keep their weights as buffers: count both
+        per_block_gb = sum(t.numel() * t.element_size() for t in (*block.parameters(), *block.buffers())) / 2**30
         per_group = 1
         if self.vram_budget_gb:
             # two groups resident at once (the current one and the prefetched next one), plus ~40% for activations

@@ -150,7 +150,14 @@ class ModelOptions(Options):
     device: Annotated[str, Flag("--device")] = Field("auto", description="auto, cpu, cuda, cuda:N")
     dtype: Annotated[Dtype, Flag("--dtype")] = Field("auto", description="auto: bf16 on a GPU, fp32 on a CPU")
     attention: Annotated[Attention | None, Flag("--attention")] = Field(
-        None, description="attention backend (default: torch SDPA's own choice; auto: the fastest available)"
+        None,
+        description="attention backend; auto: FlashAttention 3 on Hopper GPUs when scailflow[hopper] is installed, "
+        "else cuDNN (default: torch SDPA's own choice, or FlashAttention 3 where auto would pick it)",
+    )
+    fp8_attention: Annotated[bool, Flag("--fp8_attention", "--fp8-attention")] = Field(
+        False,
+        description="fp8 self-attention in FlashAttention 3 (Hopper, scailflow[hopper]): Hadamard-rotated q and k, "
+        "per-head scales, bf16 output; off with a warning where FlashAttention 3 cannot run",
     )
     compile: Annotated[bool, Flag("--compile")] = Field(
         False, description="torch.compile the repeated DiT block (the first step is slower)"
@@ -205,7 +212,15 @@ class ModelOptions(Options):
         alphas += [1.0] * (len(self.lora_path) - len(alphas))
         return self.model_copy(update={"lora_alpha": alphas})
 
+    @model_validator(mode="after")
+    def _fp8_attention_backend(self):
+        if self.fp8_attention and self.attention not in (None, "auto", "flash3"):
+            raise ValueError(
+                f"fp8_attention runs in FlashAttention 3: use attention auto or flash3, not {self.attention}"
+            )
+        return self
+
     def speedups(self) -> dict:
         """The speed-ups asked for (for records and logs)."""
-        keys = ("attention", "compile", "fp8", "step_cache", "vae_tiling", "cfg_batch")
+        keys = ("attention", "fp8_attention", "compile", "fp8", "step_cache", "vae_tiling", "cfg_batch")
         return {k: getattr(self, k) for k in keys if getattr(self, k)}
