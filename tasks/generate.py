@@ -13,7 +13,7 @@ from scailflow.scail.options import ModelOptions, SamplingOptions
 from scailflow.tasks.common import cache_key, content_hash, stage_key, stage_logger, stage_task_options
 from scailflow.tasks.gpu import LOADS, generate_on_gpu
 
-VERSION = "generate-2"
+VERSION = "generate-3"  # 3: official preprocessing (torchvision resize, int() sizes, uint8 driving, truncated output)
 
 
 def outputs(out_dir: str) -> list[Path]:
