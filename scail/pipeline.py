@@ -7,6 +7,8 @@ offload are the `Placement` strategy's business (scail/offload.py), never the mo
 from __future__ import annotations
 
 import logging
+import random
+import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -42,6 +44,12 @@ class Conditioning:
     prompt: str
     replace: bool = False
     additional_refs: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+
+def random_seed() -> int:
+    """A seed for `--base_seed -1`: 0 .. 2**63 - 1 from Python's own generator, as the official code draws it (torch's
+    global generator would repeat: building the tiny model seeds it)."""
+    return random.randint(0, sys.maxsize)
 
 
 def check_size(height: int, width: int) -> None:
@@ -245,7 +253,7 @@ class SCAIL2Pipeline:
         opts = opts.resolved()
         check_size(height, width)
         check_inputs(cond)
-        seed = opts.seed if opts.seed >= 0 else int(torch.randint(0, 2**31 - 1, (1,)).item())
+        seed = opts.seed if opts.seed >= 0 else random_seed()
         generator = torch.Generator(self.device).manual_seed(seed)
         plan = plan_segments(len(cond.driving), opts.segment_frames, opts.overlap_frames, opts.keep_tail)
         use_cfg = opts.guidance > 1.0

@@ -216,7 +216,8 @@ def from_flags(model: type[BaseModel], args: argparse.Namespace, base: dict | No
     except ValidationError as e:
         first = e.errors()[0]
         where = flag_name(model, tuple(first["loc"])) or ".".join(str(p) for p in first["loc"])
-        raise InputError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
+        message = first["msg"].removeprefix("Value error, ")
+        raise InputError(f"{where}: {message}" if where else message) from None
 
 
 def merge(base: dict, over: dict) -> dict:
