@@ -233,7 +233,7 @@ class ParallelOptions(Options):
         if self.ring_size > 1:
             out.append(
                 f"--ring_size {self.ring_size}: no ring attention here; the {self.world_size} GPUs run scailflow's "
-                "plan (CFG-parallel x Ulysses), which gives the same video"
+                "plan (CFG-parallel x Ulysses): the same video up to float rounding"
             )
         if self.t5_fsdp:
             out.append("--t5_fsdp: T5 is not sharded here; each GPU encodes the prompt itself (--t5_cpu keeps it off)")
