@@ -180,3 +180,36 @@ def test_pipeline_feeds_the_model_what_the_official_code_does(name, expected, tm
     (frames,) = rec.written
     kept = [to_uint8_frames(v[:, (overlap if k else 0) :]) for k, v in enumerate(rec.decoded)]
     assert np.array_equal(frames, np.concatenate(kept))
+
+
+@pytest.mark.parametrize("colormatrix", [None, "bt709"])
+def test_lossy_driving_video_decodes_to_the_official_decoders_frames(tmp_path, colormatrix):
+    """The official code decodes with decord (its torch bridge: uint8 RGB frames); we decode with PyAV. On an
+    ordinary yuv420p H.264 (a real photo panned, untagged or tagged BT.709) both give the same RGB frames."""
+    import av
+    import decord
+    from skimage import data
+
+    from scailflow.media import read_video
+
+    photo = data.astronaut()  # 512x512
+    frames = np.stack([np.roll(photo, 9 * k, axis=1)[40:440, :480] for k in range(9)])
+    path = tmp_path / "driving.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=16)
+        s.pix_fmt, s.width, s.height = "yuv420p", 480, 400
+        s.options = {"crf": "20"} | (
+            {"x264-params": f"colorprim={colormatrix}:transfer={colormatrix}:colormatrix={colormatrix}"}
+            if colormatrix
+            else {}
+        )
+        for f in frames:
+            for packet in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+    ours, _ = read_video(path)
+    reader = decord.VideoReader(str(path), height=-1, width=-1)
+    official = reader.get_batch(np.arange(len(reader))).asnumpy()
+    assert ours.shape == official.shape == (9, 400, 480, 3)
+    assert np.array_equal(ours, official)
