@@ -122,6 +122,22 @@ def load_transformer(
     return SCAIL2Transformer.from_official(sd, config, device=device, dtype=dtype).eval()
 
 
+def read_dit_config(path: Path) -> dict:
+    """The DiT's config.json (official keys: dim, num_heads, num_layers, ffn_dim, ...)."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"DiT config not found: {path}") from None
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read the DiT config {path}: {e}") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{path}: not a SCAIL-2 DiT config (a JSON object of official keys)")
+    missing = [k for k in ("dim", "num_heads", "num_layers", "ffn_dim") if k not in config]
+    if missing:
+        raise InputError(f"{path}: not a SCAIL-2 DiT config (missing {', '.join(missing)})")
+    return config
+
+
 def find_file(folder: Path, *names: str) -> Path | None:
     for name in names:
         for cand in (folder / name, folder / "umt5-xxl" / name):
@@ -140,7 +156,7 @@ def load_pipeline(opts: ModelOptions | None = None, seed: int = 0) -> SCAIL2Pipe
         torch_dtype = torch.bfloat16 if dev.startswith("cuda") else torch.float32
     else:
         torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[opts.dtype]
-    placement = Placement(dev, opts.offload, opts.vram_budget_gb)
+    placement = Placement(dev, opts.offload, opts.vram_budget_gb, cpu_only=("text_encoder",) if opts.t5_cpu else ())
     t0 = time.perf_counter()
     if opts.model == "tiny-random":
         from scailflow.scail.tiny import TINY_LABEL, tiny_components
@@ -173,6 +189,7 @@ def _load_release(opts: ModelOptions, dev: str, torch_dtype: torch.dtype, placem
     if not ckpt_dir or not scail_path:
         raise InputError(f"no SCAIL-2 checkpoint configured: {DOWNLOAD_HINT}")
     keys = dit_keys(Path(scail_path))  # fail before anything slow
+    config = read_dit_config(Path(opts.scail_config_path)) if opts.scail_config_path else None
     folder = Path(ckpt_dir)
     if not folder.is_dir():
         raise InputError(f"checkpoint folder not found: {folder}")
@@ -198,7 +215,7 @@ def _load_release(opts: ModelOptions, dev: str, torch_dtype: torch.dtype, placem
     except Exception as e:  # noqa: BLE001
         raise InputError(f"cannot load the umt5-xxl tokenizer from {tok_dir}: {e}") from None
     load_dev = dev if opts.offload == "none" else "cpu"
-    transformer = load_transformer(Path(scail_path), load_dev, torch_dtype, keys=keys)
+    transformer = load_transformer(Path(scail_path), load_dev, torch_dtype, config=config, keys=keys)
     vae = vae_from_wan_state_dict(torch_load_weights(vae_path))
     text_encoder = umt5_from_wan_state_dict(torch_load_weights(t5_path)).to(torch_dtype)
     image_encoder = clip_from_wan_state_dict(torch_load_weights(clip_path)).to(torch_dtype)

@@ -7,6 +7,8 @@ offload are the `Placement` strategy's business (scail/offload.py), never the mo
 from __future__ import annotations
 
 import logging
+import random
+import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -15,7 +17,13 @@ import torch
 
 from scailflow.errors import InputError
 from scailflow.scail.color import ColorMatcher
-from scailflow.scail.conditioning import cover_resize, half_size, masks_to_28ch, to_unit_range
+from scailflow.scail.conditioning import (
+    frames_to_model,
+    half_size,
+    masks_to_28ch,
+    still_to_model,
+    to_uint8_frames,
+)
 from scailflow.scail.encoders import encode_image, encode_text, vae_decode, vae_encode
 from scailflow.scail.offload import Placement
 from scailflow.scail.options import SamplingOptions
@@ -39,17 +47,15 @@ class Conditioning:
     additional_refs: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
 
+def random_seed() -> int:
+    """A seed for `--base_seed -1`: 0 .. 2**63 - 1 from Python's own generator, as the official code draws it (torch's
+    global generator would repeat: building the tiny model seeds it)."""
+    return random.randint(0, sys.maxsize)
+
+
 def check_size(height: int, width: int) -> None:
     if height % 32 or width % 32 or height <= 0 or width <= 0:
         raise InputError(f"target size {width}x{height} (WxH) must be positive multiples of 32")
-
-
-def orient_target(height: int, width: int, ref_hw: tuple[int, int]) -> tuple[int, int]:
-    """Swap the target when the reference is portrait and the target landscape, or the reverse (as official)."""
-    rh, rw = ref_hw
-    if (rh > rw) != (height > width) and rh != rw and height != width:
-        return width, height
-    return height, width
 
 
 def check_inputs(cond: Conditioning) -> None:
@@ -147,31 +153,35 @@ class SCAIL2Pipeline:
             return vae_encode(self.vae, video[None].to(self.device))
 
     def encode_reference(self, cond: Conditioning, height: int, width: int) -> dict[str, torch.Tensor]:
-        """CLIP features, reference latent and mask, additional references (stacked along time)."""
-        ref = cover_resize(to_unit_range(cond.ref_image), height, width)
-        ref_mask = cover_resize(to_unit_range(cond.ref_mask), height, width)
+        """CLIP features, reference latent and mask, additional references (stacked along time).
+
+        The stills are resized on the compute device, as the official code does (scail/conditioning.py)."""
+        ref = still_to_model(cond.ref_image, height, width, self.device)
+        ref_mask = still_to_model(cond.ref_mask, height, width, self.device)
         with self.placement.use(self.image_encoder):
-            clip_fea = encode_image(self.image_encoder, ref[:, 0][None].to(self.device))
+            clip_fea = encode_image(self.image_encoder, ref[None])
         out = {
             "clip_fea": clip_fea,
-            "ref_latents": self._vae_encode(ref),
-            "ref_masks": masks_to_28ch(ref_mask)[None].to(self.device),
+            "ref_latents": self._vae_encode(ref[:, None]),
+            "ref_masks": masks_to_28ch(ref_mask[:, None])[None],
         }
         if cond.additional_refs:
             lats, msks = [], []
             for img, msk in cond.additional_refs:
-                lats.append(self._vae_encode(cover_resize(to_unit_range(img), height, width)))
-                msks.append(masks_to_28ch(cover_resize(to_unit_range(msk), height, width))[None].to(self.device))
+                lats.append(self._vae_encode(still_to_model(img, height, width, self.device)[:, None]))
+                msks.append(masks_to_28ch(still_to_model(msk, height, width, self.device)[:, None])[None])
             out["additional_ref_latents"] = torch.cat(lats, 2)
             out["additional_ref_masks"] = torch.cat(msks, 2)
         return out
 
     def encode_driving(self, frames: np.ndarray, masks: np.ndarray, height: int, width: int):
-        """Driving latent (VAE of the 0.5x video) and its 28-channel mask, both at half the latent size."""
-        video = cover_resize(to_unit_range(frames), height, width)
-        mask = cover_resize(to_unit_range(masks), height, width)
+        """Driving latent (VAE of the 0.5x video) and its 28-channel mask, both at half the latent size.
+
+        Resized as uint8 on the CPU, then halved and turned into masks on the compute device, as official."""
+        video = frames_to_model(frames, height, width).to(self.device)
+        mask = frames_to_model(masks, height, width).to(self.device)
         pose_latents = self._vae_encode(half_size(video))
-        driving_masks = masks_to_28ch(mask, half=True)[None].to(self.device)
+        driving_masks = masks_to_28ch(mask, half=True)[None]
         return pose_latents, driving_masks
 
     # -------------------------------------------------------------------------------- sample
@@ -184,7 +194,9 @@ class SCAIL2Pipeline:
             height // vae.scale_factor_spatial,
             width // vae.scale_factor_spatial,
         )
-        return torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
+        # drawn on the compute device from one generator seeded there, as the official code does: the same seed gives
+        # the official noise on the same kind of device
+        return torch.randn(shape, generator=generator, dtype=torch.float32, device=self.device)
 
     def predict(self, latents, t, ctx, neg_ctx, guidance: float, cond_kw) -> torch.Tensor:
         """One (guided) flow prediction; `self.cfg` decides how the two CFG branches run."""
@@ -243,8 +255,8 @@ class SCAIL2Pipeline:
         opts = opts.resolved()
         check_size(height, width)
         check_inputs(cond)
-        seed = opts.seed if opts.seed >= 0 else int(torch.randint(0, 2**31 - 1, (1,)).item())
-        generator = torch.Generator("cpu").manual_seed(seed)
+        seed = opts.seed if opts.seed >= 0 else random_seed()
+        generator = torch.Generator(self.device).manual_seed(seed)
         plan = plan_segments(len(cond.driving), opts.segment_frames, opts.overlap_frames, opts.keep_tail)
         use_cfg = opts.guidance > 1.0
         ctx, neg_ctx = self.encode_prompt(cond.prompt, opts.negative_prompt, use_cfg)
@@ -261,7 +273,8 @@ class SCAIL2Pipeline:
             latents = self.prepare_latents(seg.length, height, width, generator)
             history = None
             if seg.history:
-                history = self._vae_encode(previous[:, -seg.history :])
+                # handed over in bf16, the official param dtype, before the VAE sees them
+                history = self._vae_encode(previous[:, -seg.history :].to(torch.bfloat16))
             cond_kw = dict(ref_kw, pose_latents=pose_latents, driving_masks=driving_masks)
             step_cb = (lambda i, n, k=k: progress(f"segment {k + 1}/{len(plan)}", i, n)) if progress else None
             latents = self.denoise(latents, ctx, neg_ctx, cond_kw, opts, history, step_cb)
@@ -273,7 +286,7 @@ class SCAIL2Pipeline:
             previous = video
             outputs.append(video[:, seg.history : seg.length - seg.pad])
         video = torch.cat(outputs, 1)
-        frames = ((video.permute(1, 2, 3, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+        frames = to_uint8_frames(video)
         record = {
             "seed": seed,
             "segments": [s.__dict__ for s in plan],

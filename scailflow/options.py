@@ -16,7 +16,7 @@ import argparse
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Callable, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -36,6 +36,46 @@ class Flag:
     def __init__(self, *names: str, metavar: str | None = None):
         object.__setattr__(self, "names", names)
         object.__setattr__(self, "metavar", metavar)
+
+
+@dataclass(frozen=True)
+class FlagAlias:
+    """Another command-line spelling of an option whose value comes in another form, e.g. the official generate.py's
+    `--offload_model True|False` for `offload`: `convert` turns the typed text into the field's value (raising
+    ValueError for text it does not take). argparse hands the result to the same field, so the option is still
+    defined once."""
+
+    names: tuple[str, ...]
+    convert: Callable[[str], Any]
+    metavar: str | None = None
+    help: str = ""
+
+    def __init__(self, *names: str, convert: Callable[[str], Any], metavar: str | None = None, help: str = ""):
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "convert", convert)
+        object.__setattr__(self, "metavar", metavar)
+        object.__setattr__(self, "help", help)
+
+
+def str2bool(text: str) -> bool:
+    """yes/true/t/y/1 and no/false/f/n/0, any case (the official scripts' str2bool)."""
+    value = str(text).strip().lower()
+    if value in ("yes", "true", "t", "y", "1"):
+        return True
+    if value in ("no", "false", "f", "n", "0"):
+        return False
+    raise ValueError(f"expected a boolean (true/false), got {text!r}")
+
+
+def _any_case(values: tuple) -> Callable[[str], Any]:
+    """argparse type for a choice: typed in any case, handed on as the choice's own spelling (--model scail-14b)."""
+    lower = {str(v).lower(): v for v in values}
+
+    def convert(text: str):
+        return lower.get(text.lower(), text)
+
+    convert.__name__ = "choice"
+    return convert
 
 
 class Options(BaseModel):
@@ -103,12 +143,33 @@ def add_flags(
         if get_origin(ann) is Literal:
             kwargs.pop("metavar")
             kwargs["choices"] = get_args(ann)
+            kwargs["type"] = _any_case(get_args(ann))
         elif get_origin(ann) is list:
             (elem,) = get_args(ann) or (str,)
             kwargs.update(nargs="+", type=_unwrap_optional(elem))
         else:
             kwargs["type"] = ann
         parser.add_argument(*flag.names, **kwargs)
+        for alias in (m for m in field.metadata if isinstance(m, FlagAlias)):
+            parser.add_argument(
+                *alias.names,
+                dest=prefix + name,
+                default=argparse.SUPPRESS,
+                type=_alias_type(alias),
+                metavar=alias.metavar,
+                help=alias.help or f"same as {flag.names[0]}",
+            )
+
+
+def _alias_type(alias: FlagAlias) -> Callable[[str], Any]:
+    def convert(text: str):
+        try:
+            return alias.convert(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    convert.__name__ = alias.names[0]
+    return convert
 
 
 def given(args: argparse.Namespace, model: type[BaseModel]) -> dict:
@@ -156,7 +217,8 @@ def from_flags(model: type[BaseModel], args: argparse.Namespace, base: dict | No
     except ValidationError as e:
         first = e.errors()[0]
         where = flag_name(model, tuple(first["loc"])) or ".".join(str(p) for p in first["loc"])
-        raise InputError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
+        message = first["msg"].removeprefix("Value error, ")
+        raise InputError(f"{where}: {message}" if where else message) from None
 
 
 def merge(base: dict, over: dict) -> dict:

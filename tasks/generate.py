@@ -13,7 +13,7 @@ from scailflow.scail.options import ModelOptions, SamplingOptions
 from scailflow.tasks.common import cache_key, content_hash, stage_key, stage_logger, stage_task_options
 from scailflow.tasks.gpu import LOADS, generate_on_gpu
 
-VERSION = "generate-2"
+VERSION = "generate-3"  # 3: official preprocessing (torchvision resize, int() sizes, uint8 driving, truncated output)
 
 
 def outputs(out_dir: str) -> list[Path]:
@@ -47,7 +47,7 @@ def assemble_files(
 
 def _key(p: dict) -> str:
     f = assemble_files(p["pose"], p["masks"], p["prompt"], p["ref"], p["extra_refs"], p["mode"], p["driving_mode"])
-    reads = [f["ref"], f["rendered"], f["prompt_file"], *f["extra_refs"]]
+    reads = [f["ref"], f["rendered"], f["prompt_file"], *f["extra_refs"], p["model"].scail_config_path]
     masks = [_mask_hash(f["ref_mask"]), _mask_hash(f["driving_mask"]), *[_mask_hash(m) for m in f["extra_ref_masks"]]]
     model: ModelOptions = p["model"]
     # `rerun` is set when a worker must run although the inputs are unchanged (its outputs were deleted): a
@@ -57,7 +57,7 @@ def _key(p: dict) -> str:
         "sampling": p["sampling"],
         "mode": p["mode"],
         "rerun": p.get("rerun"),
-        "model": model.model_dump(mode="json", exclude={"scail_path", "lora_path"}),
+        "model": model.model_dump(mode="json", exclude={"scail_path", "lora_path", "scail_config_path"}),
     }
     return stage_key("generate", VERSION, p["out_dir"], reads, params, [model.scail_path, *model.lora_path])
 
