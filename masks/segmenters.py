@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from scailflow.errors import InputError
+from scailflow.progress import report
 
 from .tracks import MIN_AREA_FRACTION, Selector, compose_labels
 
@@ -102,8 +103,10 @@ class MediapipeSegmenter:
             return _empty(frames, 1)
         labels = np.empty(frames.shape[:3], np.uint8)
         labels[0] = first > 0.5
+        report("segment", 1, len(frames))
         for t, p in enumerate(probs, start=1):
             labels[t] = p > 0.5
+            report("segment", t + 1, len(frames))
         return Segmentation(labels, 1, 1)
 
 
@@ -244,6 +247,8 @@ class Sam2VideoSegmenter:
             # obj_id i + 1 (box i) becomes person kept.index(i)
             person_of = {i + 1: p for p, i in enumerate(kept)}
             labels = np.zeros((t, h, w), np.uint8)
+            done = 0
+            report("segment", 0, t)
             for frame_idx, obj_ids, frame_logits in self.predictor.propagate_in_video(state):
                 probs = self._to_frame(frame_logits, (h, w))
                 ordered = np.zeros((len(kept), h, w), np.float32)
@@ -251,6 +256,8 @@ class Sam2VideoSegmenter:
                     if obj_id in person_of:
                         ordered[person_of[obj_id]] = probs[k]
                 labels[frame_idx] = compose_labels(ordered)
+                done += 1
+                report("segment", done, t)
         return Segmentation(labels, len(kept), len(boxes))
 
 
