@@ -10,7 +10,7 @@ from pathlib import Path
 
 from scailflow.errors import InputError
 from scailflow.files import write_text_atomic
-from scailflow.media import read_image, read_video, write_video
+from scailflow.media import has_audio, read_image, read_video, write_video
 from scailflow.scail.options import SamplingOptions
 from scailflow.scail.pipeline import Conditioning, SCAIL2Pipeline, check_inputs, orient_target
 
@@ -33,6 +33,7 @@ class GenerateRequest:
     additional_ref_images: list[Path] = field(default_factory=list)
     additional_ref_masks: list[Path] = field(default_factory=list)
     max_frames: int | None = None
+    audio_from: Path | None = None  # whose sound the output carries (default: `pose`, the driving video end-to-end)
 
 
 def read_conditioning(
@@ -88,12 +89,21 @@ def generate(
             record["frames_in"],
         )
     fps = float(opts.fps or driving_fps)
-    write_video(req.save_file, frames, fps)
+    sound = (req.audio_from or req.pose) if opts.audio else None
+    if sound is not None and abs(fps - driving_fps) > 0.01 and has_audio(sound):
+        log.warning(
+            "the output plays at %g fps, the driving video at %g fps: its sound is trimmed to the output's length "
+            "but will not follow the motion (--no-audio leaves it out)",
+            fps,
+            driving_fps,
+        )
+    write_video(req.save_file, frames, fps, audio_from=sound)
     record.update(
         {
             "model": pipe.label,
             "prompt": req.prompt,
             "fps": fps,
+            "audio_from": str(sound) if sound is not None and has_audio(req.save_file) else None,
             "replace": req.replace,
             "inputs": {k: str(getattr(req, k)) for k in ("image", "mask_image", "pose", "mask_video")},
             "additional_refs": [str(p) for p in req.additional_ref_images],
@@ -104,5 +114,12 @@ def generate(
         }
     )
     write_text_atomic(Path(str(req.save_file) + ".json"), json.dumps(record, indent=2))
-    log.info("wrote %s (%d frames at %g fps, seed %d)", req.save_file, len(frames), fps, record["seed"])
+    log.info(
+        "wrote %s (%d frames at %g fps, %s, seed %d)",
+        req.save_file,
+        len(frames),
+        fps,
+        "with the driving video's sound" if record["audio_from"] else "no sound",
+        record["seed"],
+    )
     return record

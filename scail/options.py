@@ -76,6 +76,10 @@ class SamplingOptions(Options):
     overlap_frames: Annotated[int, Flag("--overlap_frames", "--overlap-frames")] = Field(
         5, ge=1, le=997, description="frames handed from one segment to the next (4k+1, less than a segment)"
     )
+    audio: Annotated[bool, Flag("--audio")] = Field(
+        True,
+        description="carry the driving video's sound into the output, trimmed to the frames kept (--no-audio: silent)",
+    )
 
     @field_validator("target_h", "target_w")
     @classmethod
