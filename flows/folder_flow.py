@@ -11,8 +11,9 @@ from pathlib import Path
 
 from prefect import flow
 
+from scailflow import console
 from scailflow.files import atomic_path, write_text_atomic
-from scailflow.flows.artifacts import publish_artifacts
+from scailflow.flows.artifacts import publish_artifacts, stage_seconds
 from scailflow.flows.config import JobConfig, load_job
 from scailflow.flows.folder import RawFolder, output_dir, scan_folder
 from scailflow.flows.lock import folder_lock
@@ -26,6 +27,7 @@ from scailflow.tasks.generate import generate_task
 from scailflow.tasks.gpu import ensure_gpu_slots
 from scailflow.tasks.masks import masks_task
 from scailflow.tasks.pose import pose_task
+from scailflow.tasks.progress import folder_progress
 from scailflow.tasks.prompt import api_key, prompt_task
 
 STAGES = ("pose", "masks", "prompt", "generate")
@@ -74,6 +76,8 @@ def submit_folder(
     With `workers`, generation is not submitted here: `send_to_worker` hands it to a warm GPU worker once the
     preprocessing is done."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    console.name_folder(out_dir, raw.name)
+    folder_progress(out_dir, raw.name)  # the folder's progress artifact, at 0% until its stages report
     ref = copy_reference(raw, out_dir)
     extra = [(str(p), kind) for p, kind in raw.extra_refs]
     out = str(out_dir)
@@ -126,8 +130,10 @@ def finish_folder(run: FolderRun, started: float) -> dict:
     masks = run.futures["masks"].state.result()
     summary = {
         "folder": str(run.raw.root),
+        "driving": str(run.raw.driving),
         "out_dir": str(run.out_dir),
         "states": states,
+        "stage_seconds": stage_seconds(run.futures),
         "files": gen["files"],
         "video": gen["video"],
         "record": gen["record"],
@@ -142,8 +148,13 @@ def finish_folder(run: FolderRun, started: float) -> dict:
     }
     write_text_atomic(run.out_dir / "run.json", json.dumps(summary, indent=2))
     publish_artifacts(summary)
-    stage_logger("flow").info(
-        "%s -> %s (%s)", run.raw.name, gen["video"], ", ".join(f"{k}: {v}" for k, v in states.items())
+    folder_progress(run.out_dir).complete(f"done in {summary['seconds']} s: {Path(gen['video']).resolve()}")
+    stage_logger("flow").info(  # for the UI's log; the command prints its own summary
+        "%s -> %s (%s)",
+        run.raw.name,
+        gen["video"],
+        ", ".join(f"{k}: {v}" for k, v in states.items()),
+        extra={"console": False},
     )
     return summary
 
@@ -166,6 +177,7 @@ def folder_flow(
     With `workers`, generation runs on a warm GPU worker (`scailflow worker`) instead of in this process.
     """
     started = time.perf_counter()
+    console.adopt()
     raw, job, out_dir = prepare(folder, out, defaults, overrides)
     ensure_gpu_slots(gpu + 1)
     with folder_lock(out_dir, wait=wait_if_busy):
