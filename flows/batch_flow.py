@@ -9,6 +9,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from scailflow import console
 from scailflow.errors import InputError
 from scailflow.flows.config import PipelinesFile, load_pipelines
 from scailflow.flows.folder import find_folders
@@ -46,6 +47,7 @@ def batch_flow(
 ) -> dict:
     """Run every folder of pipelines.yaml (or one named pipeline). A bad folder, or one another run is busy
     with, is reported and skipped; the others go on. Returns {folder: summary or {"error": message}}."""
+    console.adopt()  # a scheduled run in its own process (`scailflow serve`): the same quiet console
     log = stage_logger("flow")
     cfg = load_pipelines(pipelines_file)
     # the file's `model:` overridden by the command line's model flags (`model`: only the flags given)
