@@ -77,10 +77,16 @@ def batch_flow(
             try:
                 results[str(run.raw.root)] = finish_folder(run, started)
             except Exception as e:  # noqa: BLE001 - one folder's failure is reported; the batch goes on
-                log.error("failed %s: %s", run.raw.root, e)
+                log.error("failed %s: %s", run.raw.root, e, extra={"console": False})  # the stage said it
                 results[str(run.raw.root)] = {"error": f"{e.__class__.__name__}: {e}"}
     done = sum("error" not in r for r in results.values())
-    log.info("batch: %d of %d folders done in %.1f s", done, len(results), time.perf_counter() - started)
+    log.info(  # the command prints its own summary
+        "batch: %d of %d folders done in %.1f s",
+        done,
+        len(results),
+        time.perf_counter() - started,
+        extra={"console": False},
+    )
     return results
 
 

@@ -81,13 +81,17 @@ def submit_folder(
     ref = copy_reference(raw, out_dir)
     extra = [(str(p), kind) for p, kind in raw.extra_refs]
     out = str(out_dir)
-    pose = fresh(pose_task, pose_stage.outputs(out, job.driving)).submit(
+
+    def named(task, outputs):  # `pose · clip` in the UI's task list, and on the console in a batch
+        return fresh(task, outputs).with_options(task_run_name=console.task_run_name(task.name, raw.name))
+
+    pose = named(pose_task, pose_stage.outputs(out, job.driving)).submit(
         str(raw.driving), out, job.driving, job.pose, str(raw.ref), job.masks.max_persons
     )
-    masks = fresh(masks_task, masks_stage.outputs(out, job.mode, extra, job.driving)).submit(
+    masks = named(masks_task, masks_stage.outputs(out, job.mode, extra, job.driving)).submit(
         str(raw.ref), str(raw.driving), out, job.mode, job.masks, extra, job.driving
     )
-    prompt = fresh(prompt_task, prompt_stage.outputs(out)).submit(
+    prompt = named(prompt_task, prompt_stage.outputs(out)).submit(
         str(raw.driving),
         str(raw.ref),
         out,
@@ -100,7 +104,8 @@ def submit_folder(
     futures = {"pose": pose, "masks": masks, "prompt": prompt}
     gen_args = (str(ref), [p for p, _ in extra], out, job.mode, job.driving, job.sampling, model, gpu)
     if not workers:
-        futures["generate"] = fresh(generate_task, generate_stage.outputs(out)).submit(pose, masks, prompt, *gen_args)
+        futures["generate"] = named(generate_task, generate_stage.outputs(out)).submit(pose, masks, prompt, *gen_args)
+    console.name_task_runs([f.task_run_id for f in futures.values()], raw.name)
     return FolderRun(raw, job, out_dir, futures, gen_args)
 
 

@@ -40,12 +40,27 @@ def name_folder(out_dir: str | os.PathLike, name: str) -> None:
     _FOLDERS[str(Path(out_dir).resolve())] = name
 
 
+def name_task_runs(ids, name: str) -> None:
+    """Remember the folder of task runs (Prefect's lines about a run that never started carry only its id)."""
+    for i in ids:
+        _FOLDERS[str(i)] = name
+
+
 def folder_of(out_dir: str | os.PathLike | None) -> str | None:
     if not out_dir:
         return None
     p = Path(out_dir)
     known = _FOLDERS.get(str(p.resolve()))
     return known or (p.parent.name if p.name == DEFAULT_OUT else p.name)
+
+
+RUN_NAME_SEP = " · "
+
+
+def task_run_name(stage: str, folder: str) -> str:
+    """A stage's task run name in a folder: `masks · clip` (the UI lists it; the console reads the folder back).
+    Braces are doubled: Prefect formats the name with the task's parameters."""
+    return f"{stage}{RUN_NAME_SEP}{folder}".replace("{", "{{").replace("}", "}}")
 
 
 def run_context() -> tuple[str | None, str | None]:
@@ -76,6 +91,10 @@ def label(stage: str | None = None, folder: str | None = None) -> str:
 def _record_stage(record: logging.LogRecord) -> tuple[str, str | None]:
     folder = None
     stage = getattr(record, "task_name", None)
+    if stage is not None:
+        folder = _FOLDERS.get(str(getattr(record, "task_run_id", "")))
+        if folder is None and RUN_NAME_SEP in str(getattr(record, "task_run_name", "")):
+            folder = record.task_run_name.split(RUN_NAME_SEP, 1)[1]
     if stage is None and getattr(record, "flow_name", None):
         stage = "batch" if record.flow_name == "scailflow-batch" else "run"
         folder = None if stage == "batch" else getattr(record, "flow_run_name", None)
@@ -113,9 +132,9 @@ _HIDDEN = (
 
 def plain_message(record: logging.LogRecord, stage: str) -> str | None:
     """The console's wording of a record; None hides it."""
-    msg = record.getMessage()
+    msg = record.getMessage().removeprefix(f"{stage}: ")
     if not record.name.startswith("prefect"):
-        return msg.removeprefix(f"{stage}: ")
+        return msg
     if msg.startswith("View at "):
         return "follow it in the Prefect UI: " + msg.removeprefix("View at ")
     if msg.startswith("Finished in state Cached"):
@@ -128,7 +147,7 @@ def plain_message(record: logging.LogRecord, stage: str) -> str | None:
         return f"failed ({_short(what)}); retry {n} of {of} {when.replace(' second(s) from now', ' s from now')}"
     failed = _FAILED.match(msg)
     if failed:
-        if getattr(record, "flow_name", None):  # the command prints the run's outcome itself
+        if getattr(record, "task_name", None) is None:  # a flow's outcome: the command prints it itself
             return None
         return "failed: " + _EXCEPTION_PREFIX.sub("", failed.group(2)).strip()
     if msg.startswith(_HIDDEN) or "KeyboardInterrupt" in msg:  # Ctrl-C: the command says it in one line
@@ -165,7 +184,7 @@ class ConsoleHandler(logging.Handler):
                 if prefix is None:
                     prefix = f"[{folder}] {stage}" if folder and _SETTINGS["show_folder"] else stage
                 prefix += ": "
-                if record.levelno >= logging.ERROR and not text.startswith(("failed", "error")):
+                if record.levelno >= logging.ERROR and not text.startswith(("failed", "error", "not run")):
                     text = "error: " + text
                 elif record.levelno == logging.WARNING:
                     text = "warning: " + text

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import threading
 import time
@@ -126,9 +127,15 @@ class Terminal:
     the console handler hides them while bars are drawn. A finished bar leaves one summary line.
     """
 
-    PLAIN_EVERY_S = 10.0  # a plain line at least this often while a loop runs, and at every tenth of it
-    PLAIN_EVERY_FRACTION = 0.1  # when the last line is PLAIN_MIN_S old
-    PLAIN_MIN_S = 2.0
+    PLAIN_EVERY_FRACTION = 0.1  # plain lines: every tenth of a loop, at most every interval / 5 seconds ...
+
+    @property
+    def interval(self) -> float:
+        """... and at least every SCAILFLOW_PROGRESS_INTERVAL seconds (default 10) while a loop runs."""
+        try:
+            return max(0.0, float(os.environ.get("SCAILFLOW_PROGRESS_INTERVAL", 10)))
+        except ValueError:
+            return 10.0
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -216,9 +223,9 @@ class Terminal:
                 bar = self._bars[key] = Loop(label, what, done, total)
             else:
                 bar.update(what, done, total)
-            since = time.perf_counter() - bar.line_at
-            plain_due = since >= self.PLAIN_EVERY_S or (
-                since >= self.PLAIN_MIN_S and bar.done - bar.line_done >= self.PLAIN_EVERY_FRACTION * bar.total
+            since, every = time.perf_counter() - bar.line_at, self.interval
+            plain_due = since >= every or (
+                since >= every / 5 and bar.done - bar.line_done >= self.PLAIN_EVERY_FRACTION * bar.total
             )
             if bar.done > bar.base and plain_due and not bar.finished:
                 bar.line_done, bar.line_at = bar.done, time.perf_counter()
