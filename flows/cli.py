@@ -241,16 +241,43 @@ def run_server(args) -> int:
     own = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}/api"
     environ = dict(os.environ, PREFECT_API_URL=own, PREFECT_CLI_PROMPT="false")
     environ.setdefault("PREFECT_UI_API_URL", own)
-    child = subprocess.Popen(cmd, env=environ)
+    child = subprocess.Popen(cmd, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    import threading
+
+    def forward() -> None:  # the server's own words, less its banner and advice meant for Prefect users
+        for line in child.stdout:
+            if args.debug or not _server_chatter(line):
+                print(line.rstrip("\n"), flush=True)
+
+    relay = threading.Thread(target=forward, name="scailflow-server-output", daemon=True)
+    relay.start()
     try:
-        return child.wait()
+        code = child.wait()
+        relay.join(timeout=5)
+        return code
     except KeyboardInterrupt:  # Ctrl-C reached the server too (same process group): let it shut down
         try:
             child.wait(timeout=30)
         except (KeyboardInterrupt, subprocess.TimeoutExpired):
             child.kill()
+        relay.join(timeout=5)
         print("server stopped", file=sys.stderr)
         return 130
+
+
+_BANNER = set(" _|/\\()")
+_SERVER_CHATTER = (
+    "Configure Prefect to communicate with the server",
+    "prefect config set PREFECT_API_URL",
+    "View the API reference documentation",
+    "Check out the dashboard",
+    "Server stopped!",
+)
+
+
+def _server_chatter(line: str) -> bool:
+    text = line.strip()
+    return not text or set(text) <= _BANNER or text.startswith(_SERVER_CHATTER)
 
 
 # ---------------------------------------------------------------------------------------------- demo

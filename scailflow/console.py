@@ -8,6 +8,7 @@ shortened). Prefect is never imported here; its records are recognised by their 
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
@@ -237,7 +238,19 @@ def silence_native_stderr() -> None:
             if pending.strip() and not NATIVE_NOISE.match(pending):
                 os.write(real, pending + b"\n")
 
-    threading.Thread(target=pump, name="scailflow-native-stderr", daemon=True).start()
+    thread = threading.Thread(target=pump, name="scailflow-native-stderr", daemon=True)
+    thread.start()
+
+    def drain() -> None:  # at exit: let the last lines through (a child's final words, a C++ error)
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        except OSError:
+            return
+        thread.join(timeout=0.3)
+
+    atexit.register(drain)
 
 
 # ------------------------------------------------------------------------------------------------ setup
