@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from scailflow.flows.previews import MAX_BYTES, jpeg_data_uri, webp_data_uri
+from scailflow.flows.previews import MAX_BYTES, MAX_FRAMES, MAX_SIDE, jpeg_data_uri, webp_data_uri
 from scailflow.tasks.progress import artifact_key
 
 log = logging.getLogger("scailflow.flow")
@@ -88,8 +88,9 @@ def result_markdown(summary: dict) -> str:
     driving, mask = summary.get("driving"), (summary.get("files") or {}).get("driving_mask")
     if driving and mask:
         try:
-            overlays, ofps = overlay_frames(driving, mask, step=max(1, frames // 48))
-            picture = webp_data_uri(overlays, ofps)
+            step = max(1, -(-frames // MAX_FRAMES))  # the frames the animation keeps, read at its size
+            overlays, ofps = overlay_frames(driving, mask, step=step, max_side=MAX_SIDE)
+            picture = webp_data_uri(overlays, ofps / step)
             pictures["masks over the driving video"] = f"![the masks over the driving video, moving]({picture})"
         except Exception as e:  # noqa: BLE001
             log.warning("no masks-over-video preview: %s", e)

@@ -12,6 +12,7 @@ from PIL import Image
 
 MAX_BYTES = 300_000  # per picture: artifacts are rows in the Prefect database
 MAX_FRAMES = 48
+MAX_SIDE = 320
 
 
 def jpeg_data_uri(rgb: np.ndarray, max_side: int | None = None, quality: int = 82) -> str:
@@ -24,7 +25,7 @@ def jpeg_data_uri(rgb: np.ndarray, max_side: int | None = None, quality: int = 8
 
 
 def animated_webp(
-    frames: np.ndarray, fps: float, max_bytes: int = MAX_BYTES, max_side: int = 320, max_frames: int = MAX_FRAMES
+    frames: np.ndarray, fps: float, max_bytes: int = MAX_BYTES, max_side: int = MAX_SIDE, max_frames: int = MAX_FRAMES
 ) -> bytes:
     """An endlessly looping animated WebP of RGB uint8 frames [T, H, W, 3] at real speed, under `max_bytes`.
 

@@ -102,12 +102,21 @@ def tile_size(height: int, width: int, tile: int) -> tuple[int, int]:
     return tile, max(1, round(tile * width / height))
 
 
-def overlay_frames(video: str | os.PathLike, mask_video: str | os.PathLike, step: int = 1) -> tuple[np.ndarray, float]:
-    """Every `step`-th driving frame with its mask blended over it (as on the sheet), and the video's fps."""
+def overlay_frames(
+    video: str | os.PathLike, mask_video: str | os.PathLike, step: int = 1, max_side: int | None = None
+) -> tuple[np.ndarray, float]:
+    """Every `step`-th driving frame with its mask blended over it (as on the sheet), at most `max_side` pixels on
+    the longer side, and the video's fps."""
     masks = read_mask_video(Path(mask_video))
     frames, fps = read_video(video)
-    n = min(len(frames), len(masks))
-    return np.stack([_overlay(frames[t], masks[t]) for t in range(0, n, max(1, step))]), fps
+    h, w = masks.shape[1:3]
+    scale = min(1.0, max_side / max(h, w)) if max_side else 1.0
+    size = (max(2, round(w * scale)), max(2, round(h * scale)))
+    out = []
+    for t in range(0, min(len(frames), len(masks)), max(1, step)):
+        mask = cv2.resize(masks[t], size, interpolation=cv2.INTER_NEAREST) if scale < 1 else masks[t]
+        out.append(_overlay(cv2.resize(frames[t], size, interpolation=cv2.INTER_AREA), mask))
+    return np.stack(out), fps
 
 
 def preview(
