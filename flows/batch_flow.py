@@ -85,7 +85,7 @@ def batch_flow(
         done,
         len(results),
         time.perf_counter() - started,
-        extra={"console": False},
+        extra={"console": "summary"},
     )
     return results
 

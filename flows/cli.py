@@ -180,6 +180,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_serve(args) -> int:
     mode()  # Prefect's environment first, before Prefect is imported
+    if not args.debug:  # scheduled runs start in processes of Prefect's runner: quiet until our flow takes over
+        os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL", "WARNING")
     from prefect import serve
 
     from scailflow.flows.batch_flow import build_deployments

@@ -159,7 +159,7 @@ def finish_folder(run: FolderRun, started: float) -> dict:
         run.raw.name,
         gen["video"],
         ", ".join(f"{k}: {v}" for k, v in states.items()),
-        extra={"console": False},
+        extra={"console": "summary"},
     )
     return summary
 

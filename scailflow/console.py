@@ -32,7 +32,7 @@ STAGE_STYLE = {"pose": "magenta", "masks": "blue", "prompt": "yellow", "generate
 DEFAULT_OUT = "scailflow"  # flows/folder.py's default output folder name: FOLDER/scailflow
 
 _FOLDERS: dict[str, str] = {}  # resolved output folder -> the raw folder's name (flows register theirs)
-_SETTINGS = {"show_folder": False, "debug": False}
+_SETTINGS = {"show_folder": False, "debug": False, "own_summary": True}
 
 
 # ------------------------------------------------------------------------------------------------ names
@@ -170,8 +170,9 @@ class ConsoleHandler(logging.Handler):
         try:
             if getattr(record, "progress_line", False) and TERMINAL.bars_on:
                 return  # the bar shows it
-            if getattr(record, "console", True) is False:
-                return  # for the Prefect UI's log only
+            shown = getattr(record, "console", True)
+            if shown is False or (shown == "summary" and _SETTINGS["own_summary"]):
+                return  # for the Prefect UI's log only (or the command prints its own summary)
             if _SETTINGS["debug"]:
                 text = self.format(record)
                 prefix = f"{record.name}: "
@@ -286,6 +287,8 @@ def adopt() -> None:
         isinstance(h, ConsoleHandler) for h in logging.getLogger().handlers
     ):
         setup(native=True, show_folder=True)
+        _SETTINGS["own_summary"] = False  # no command around it prints a summary: the flow's own lines say it
+        logging.getLogger("prefect.flow_runs").setLevel(logging.NOTSET)  # `serve` quietened its start
 
 
 def show_folders(on: bool = True) -> None:

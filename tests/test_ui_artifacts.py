@@ -23,6 +23,7 @@ from scailflow.masks.sheet import _overlay
 from scailflow.media import read_video
 from tests.test_flows import make_folder
 from tests.test_server import free_port, get, scailflow_server
+from tests.test_terminal import NOISE, STAGE_LINE
 
 
 @pytest.fixture(scope="module")
@@ -121,17 +122,26 @@ def test_progress_moves_and_the_result_can_be_judged(server, tmp_path):
     assert sheet.size == (5 * 256 + 4 * 4, 3 * 256)
 
 
-def _lines(proc: subprocess.Popen, into: list[str]) -> threading.Thread:
-    t = threading.Thread(target=lambda: into.extend(iter(proc.stdout.readline, "")), daemon=True)
+def _collect(stream, into: list[str]) -> threading.Thread:
+    t = threading.Thread(target=lambda: into.extend(iter(stream.readline, "")), daemon=True)
     t.start()
     return t
 
 
-def test_ctrl_c_on_serve_ends_with_one_line(server, tmp_path):
+def _wait_for(lines: list[str], text: str, proc: subprocess.Popen, seconds: float = 300) -> None:
+    deadline = time.time() + seconds
+    while not any(text in ln for ln in lines):
+        assert time.time() < deadline and proc.poll() is None, "".join(lines[-30:])
+        time.sleep(0.2)
+
+
+def test_a_scheduled_run_prints_like_a_batch_and_ctrl_c_on_serve_is_one_line(server, tmp_path):
     url, env = server
     (tmp_path / "clips").mkdir()
+    make_folder(tmp_path / "clips", "a", frames=5, size=64)
     (tmp_path / "pipelines.yaml").write_text(
         "model: {model: tiny-random}\npipelines:\n  - name: nightly\n    root: clips\n"
+        "    options: {sampling: {steps: 2, target_h: 32, target_w: 32}}\n"
         "    schedule: {interval_seconds: 3600}\n"
     )
     proc = subprocess.Popen(
@@ -143,20 +153,41 @@ def test_ctrl_c_on_serve_ends_with_one_line(server, tmp_path):
         start_new_session=True,
     )
     out: list[str] = []
-    reader = _lines(proc, out)
-    deadline = time.time() + 120
-    while not any(ln.startswith("serving 1 scheduled pipeline(s): nightly (every 3600 s)") for ln in out):
-        assert time.time() < deadline and proc.poll() is None, "".join(out) + proc.stderr.read()
-        time.sleep(0.2)
-    time.sleep(2)
+    err: list[str] = []
+    readers = [_collect(proc.stdout, out), _collect(proc.stderr, err)]
+    _wait_for(out, "serving 1 scheduled pipeline(s): nightly (every 3600 s)", proc)
+
+    # a run of the schedule, started now: Prefect's runner executes it in a process of its own
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: f"{url}/api"}), get_client(sync_client=True) as client:
+        deadline = time.time() + 120
+        while True:  # `serve` registers its deployments right after saying it serves them
+            try:
+                deployment = client.read_deployment_by_name("scailflow-batch/nightly")
+                break
+            except ObjectNotFound:
+                assert time.time() < deadline and proc.poll() is None, "".join(out + err)
+                time.sleep(0.5)
+        client.create_flow_run_from_deployment(deployment.id)
+    _wait_for(err, "batch: 1 of 1 folders done", proc)
+    ran = [ln.rstrip("\n") for ln in err if ln.strip()]
+    assert "[a] generate: wrote " in "\n".join(ran)
+    assert all(STAGE_LINE.match(ln) for ln in ran), [ln for ln in ran if not STAGE_LINE.match(ln)]
+    for noise in NOISE:
+        assert noise not in "".join(out + err), noise
+
+    before = len(err)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
-    err = proc.stderr.read()
     assert proc.wait(timeout=60) == 130
-    reader.join(timeout=10)
-    assert [ln for ln in err.splitlines() if ln.strip()] == [
+    for reader in readers:
+        reader.join(timeout=10)
+    assert [ln.strip() for ln in err[before:] if ln.strip()] == [
         "stopped serving: the schedules are paused until `scailflow serve` runs again"
-    ], err
-    assert "Traceback" not in "".join(out)
+    ], err[before:]
+    assert "Traceback" not in "".join(out + err)
 
 
 def test_ctrl_c_on_server_ends_with_one_line(tmp_path):
