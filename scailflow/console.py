@@ -164,7 +164,10 @@ def _short(exc_repr: str) -> str:
 
 # ------------------------------------------------------------------------------------------------ the handler
 class ConsoleHandler(logging.Handler):
-    """Root handler: each record as `stage: message` (`[folder] stage: message` in a batch), above the bars."""
+    """Root handler: each record as `stage: message` (`[folder] stage: message` in a batch), above the bars.
+
+    A record's `console` extra: False keeps it for the Prefect UI's log only; "summary" hides it where the command
+    prints its own summary (run, batch) and shows it where none does (a scheduled run under `serve`)."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
