@@ -113,8 +113,9 @@ class FolderProgress:
         try:
             with get_client(sync_client=True) as client:
                 client.update_artifact(self.artifact_id, ArtifactUpdate(data=round(self.percent, 2), description=desc))
-        except Exception as e:  # noqa: BLE001
-            log.debug("progress artifact not updated: %s", e)
+        except Exception as e:  # noqa: BLE001 - the API is away: stop asking (each try could wait on retries)
+            log.debug("progress artifact no longer updated: %s", e)
+            self.artifact_id = None
 
 
 def folder_progress(out_dir: str | Path, name: str | None = None, create: bool = True) -> FolderProgress:
