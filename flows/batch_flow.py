@@ -9,6 +9,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from scailflow import console
 from scailflow.errors import InputError
 from scailflow.flows.config import PipelinesFile, load_pipelines
 from scailflow.flows.folder import find_folders
@@ -46,6 +47,7 @@ def batch_flow(
 ) -> dict:
     """Run every folder of pipelines.yaml (or one named pipeline). A bad folder, or one another run is busy
     with, is reported and skipped; the others go on. Returns {folder: summary or {"error": message}}."""
+    console.adopt()  # a scheduled run in its own process (`scailflow serve`): the same quiet console
     log = stage_logger("flow")
     cfg = load_pipelines(pipelines_file)
     # the file's `model:` overridden by the command line's model flags (`model`: only the flags given)
@@ -75,10 +77,16 @@ def batch_flow(
             try:
                 results[str(run.raw.root)] = finish_folder(run, started)
             except Exception as e:  # noqa: BLE001 - one folder's failure is reported; the batch goes on
-                log.error("failed %s: %s", run.raw.root, e)
+                log.error("failed %s: %s", run.raw.root, e, extra={"console": False})  # the stage said it
                 results[str(run.raw.root)] = {"error": f"{e.__class__.__name__}: {e}"}
     done = sum("error" not in r for r in results.values())
-    log.info("batch: %d of %d folders done in %.1f s", done, len(results), time.perf_counter() - started)
+    log.info(  # the command prints its own summary
+        "batch: %d of %d folders done in %.1f s",
+        done,
+        len(results),
+        time.perf_counter() - started,
+        extra={"console": "summary"},
+    )
     return results
 
 

@@ -35,6 +35,7 @@ def configure(use_local_server: bool = True) -> str:
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")  # no client telemetry either (and no first-run notice in the terminal)
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "scailflow")
     os.environ.setdefault("PREFECT_SERVER_API_HOST", "127.0.0.1")
     if os.environ.get("PREFECT_API_URL"):

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from prefect import flow
 
+from scailflow import console
 from scailflow.files import atomic_path, write_text_atomic
-from scailflow.flows.artifacts import publish_artifacts
+from scailflow.flows.artifacts import publish_artifacts, stage_seconds
 from scailflow.flows.config import JobConfig, load_job
 from scailflow.flows.folder import RawFolder, output_dir, scan_folder
 from scailflow.flows.lock import folder_lock
@@ -26,6 +27,7 @@ from scailflow.tasks.generate import generate_task
 from scailflow.tasks.gpu import ensure_gpu_slots
 from scailflow.tasks.masks import masks_task
 from scailflow.tasks.pose import pose_task
+from scailflow.tasks.progress import folder_progress
 from scailflow.tasks.prompt import api_key, prompt_task
 
 STAGES = ("pose", "masks", "prompt", "generate")
@@ -74,16 +76,22 @@ def submit_folder(
     With `workers`, generation is not submitted here: `send_to_worker` hands it to a warm GPU worker once the
     preprocessing is done."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    console.name_folder(out_dir, raw.name)
+    folder_progress(out_dir, raw.name)  # the folder's progress artifact, at 0% until its stages report
     ref = copy_reference(raw, out_dir)
     extra = [(str(p), kind) for p, kind in raw.extra_refs]
     out = str(out_dir)
-    pose = fresh(pose_task, pose_stage.outputs(out, job.driving)).submit(
+
+    def named(task, outputs):  # `pose · clip` in the UI's task list, and on the console in a batch
+        return fresh(task, outputs).with_options(task_run_name=console.task_run_name(task.name, raw.name))
+
+    pose = named(pose_task, pose_stage.outputs(out, job.driving)).submit(
         str(raw.driving), out, job.driving, job.pose, str(raw.ref), job.masks.max_persons
     )
-    masks = fresh(masks_task, masks_stage.outputs(out, job.mode, extra, job.driving)).submit(
+    masks = named(masks_task, masks_stage.outputs(out, job.mode, extra, job.driving)).submit(
         str(raw.ref), str(raw.driving), out, job.mode, job.masks, extra, job.driving
     )
-    prompt = fresh(prompt_task, prompt_stage.outputs(out)).submit(
+    prompt = named(prompt_task, prompt_stage.outputs(out)).submit(
         str(raw.driving),
         str(raw.ref),
         out,
@@ -96,7 +104,8 @@ def submit_folder(
     futures = {"pose": pose, "masks": masks, "prompt": prompt}
     gen_args = (str(ref), [p for p, _ in extra], out, job.mode, job.driving, job.sampling, model, gpu)
     if not workers:
-        futures["generate"] = fresh(generate_task, generate_stage.outputs(out)).submit(pose, masks, prompt, *gen_args)
+        futures["generate"] = named(generate_task, generate_stage.outputs(out)).submit(pose, masks, prompt, *gen_args)
+    console.name_task_runs([f.task_run_id for f in futures.values()], raw.name)
     return FolderRun(raw, job, out_dir, futures, gen_args)
 
 
@@ -126,8 +135,10 @@ def finish_folder(run: FolderRun, started: float) -> dict:
     masks = run.futures["masks"].state.result()
     summary = {
         "folder": str(run.raw.root),
+        "driving": str(run.raw.driving),
         "out_dir": str(run.out_dir),
         "states": states,
+        "stage_seconds": stage_seconds(run.futures),
         "files": gen["files"],
         "video": gen["video"],
         "record": gen["record"],
@@ -142,8 +153,13 @@ def finish_folder(run: FolderRun, started: float) -> dict:
     }
     write_text_atomic(run.out_dir / "run.json", json.dumps(summary, indent=2))
     publish_artifacts(summary)
-    stage_logger("flow").info(
-        "%s -> %s (%s)", run.raw.name, gen["video"], ", ".join(f"{k}: {v}" for k, v in states.items())
+    folder_progress(run.out_dir).complete(f"done in {summary['seconds']} s: {Path(gen['video']).resolve()}")
+    stage_logger("flow").info(  # for the UI's log; the command prints its own summary
+        "%s -> %s (%s)",
+        run.raw.name,
+        gen["video"],
+        ", ".join(f"{k}: {v}" for k, v in states.items()),
+        extra={"console": "summary"},
     )
     return summary
 
@@ -166,6 +182,7 @@ def folder_flow(
     With `workers`, generation runs on a warm GPU worker (`scailflow worker`) instead of in this process.
     """
     started = time.perf_counter()
+    console.adopt()
     raw, job, out_dir = prepare(folder, out, defaults, overrides)
     ensure_gpu_slots(gpu + 1)
     with folder_lock(out_dir, wait=wait_if_busy):

@@ -38,6 +38,7 @@ def assemble_files(
         "ref": masks.get("ref_image") or ref,  # the fitted reference when the masks stage made one
         "ref_mask": masks["ref_mask"],
         "rendered": pose["rendered"],
+        "audio": pose.get("source") or pose["rendered"],  # the raw driving video's sound, in pose mode too
         "driving_mask": driving_mask,
         "prompt_file": prompt["prompt_file"],
         "extra_refs": list(extra_refs),
@@ -48,6 +49,8 @@ def assemble_files(
 def _key(p: dict) -> str:
     f = assemble_files(p["pose"], p["masks"], p["prompt"], p["ref"], p["extra_refs"], p["mode"], p["driving_mode"])
     reads = [f["ref"], f["rendered"], f["prompt_file"], *f["extra_refs"], p["model"].scail_config_path]
+    if p["sampling"].audio and f["audio"] != f["rendered"]:
+        reads.append(f["audio"])
     masks = [_mask_hash(f["ref_mask"]), _mask_hash(f["driving_mask"]), *[_mask_hash(m) for m in f["extra_ref_masks"]]]
     model: ModelOptions = p["model"]
     # `rerun` is set when a worker must run although the inputs are unchanged (its outputs were deleted): a
@@ -81,6 +84,7 @@ def generate_task(
     from scailflow.masks import read_mask_image, read_mask_video
     from scailflow.prompts.stage import read_prompt_file
     from scailflow.scail.generate import GenerateRequest, read_conditioning
+    from scailflow.tasks.progress import stage
 
     log = stage_logger("scail")
     files = assemble_files(pose, masks, prompt, ref, extra_refs, mode, driving_mode)
@@ -95,18 +99,11 @@ def generate_task(
         replace=mode == "replacement",
         additional_ref_images=[Path(x) for x in files["extra_refs"]],
         additional_ref_masks=[Path(x) for x in files["extra_ref_masks"]],
+        audio_from=Path(files["audio"]),
     )
-    inputs = read_conditioning(req, read_mask_image=read_mask_image, read_mask_video=read_mask_video)
-    last = {"pct": -1}
-
-    def progress(what: str, i: int, n: int) -> None:
-        pct = int(100 * i / n)
-        if pct // 25 != last["pct"] // 25 or i == n:
-            log.info("%s: step %d/%d", what, i, n)
-            last["pct"] = pct
-
-    record = generate_on_gpu(req, sampling, model, inputs, gpu, progress, log)
-    log.info("video %s: %d frames, seed %d, %.1f s", save, record["frames_out"], record["seed"], record["seconds"])
+    with stage("generate", out_dir) as progress:
+        inputs = read_conditioning(req, read_mask_image=read_mask_image, read_mask_video=read_mask_video)
+        record = generate_on_gpu(req, sampling, model, inputs, gpu, progress, log)
     return {
         "video": str(save),
         "record": str(save) + ".json",

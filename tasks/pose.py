@@ -9,7 +9,7 @@ from prefect import task
 from scailflow.pose.options import PoseOptions
 from scailflow.tasks.common import cache_key, stage_key, stage_task_options
 
-VERSION = "pose-2"
+VERSION = "pose-3"
 
 
 def outputs(out_dir: str, driving_mode: str) -> list[Path]:
@@ -40,15 +40,17 @@ def pose_task(
 ) -> dict:
     """Prepare the driving input; returns its paths (never frames)."""
     from scailflow.pose import prepare_driving
+    from scailflow.tasks.progress import stage
 
-    result = prepare_driving(
-        Path(driving),
-        Path(out_dir),
-        driving=driving_mode,
-        weights=pose_weights(opts),
-        reference_image=Path(reference),
-        align=opts.align,
-        max_persons=max_persons,
-        legacy_mask_colours=opts.legacy_mask_colours,
-    )
+    with stage("pose", out_dir):
+        result = prepare_driving(
+            Path(driving),
+            Path(out_dir),
+            driving=driving_mode,
+            weights=pose_weights(opts),
+            reference_image=Path(reference),
+            align=opts.align,
+            max_persons=max_persons,
+            legacy_mask_colours=opts.legacy_mask_colours,
+        )
     return result.to_dict()

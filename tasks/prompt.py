@@ -60,14 +60,16 @@ def prompt_task(
 ) -> dict:
     """Decide the prompt and write it to out_dir/prompt.txt; returns its path and where it came from."""
     from scailflow.prompts import make_prompt
+    from scailflow.tasks.progress import stage
 
-    return make_prompt(
-        Path(driving),
-        Path(ref),
-        Path(out_dir),
-        mode,
-        opts,
-        Path(prompt_file) if prompt_file else None,
-        inline_prompt,
-        api_key() if key_available else None,
-    )
+    with stage("prompt", out_dir):
+        return make_prompt(
+            Path(driving),
+            Path(ref),
+            Path(out_dir),
+            mode,
+            opts,
+            Path(prompt_file) if prompt_file else None,
+            inline_prompt,
+            api_key() if key_available else None,
+        )
