@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from scailflow.errors import InputError
+from scailflow.files import make_dirs
 from scailflow.media import read_image, read_video
 from scailflow.options import Mode, choices
 
@@ -262,7 +263,7 @@ def make_masks(
     colours = palette_colours(persons)
     ref_labels = relabel(ref_seg.labels[0], ref_colour_of)
     drv_labels = drv_seg.labels
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(out_dir)
     ref_path = out_dir / REF_MASK_NAME
     drv_path = out_dir / DRIVING_MASK_NAMES[mode]
     if mode == "animation":
