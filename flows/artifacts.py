@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import logging
 from pathlib import Path
@@ -24,8 +25,13 @@ def data_uri(rgb: np.ndarray, max_side: int = MAX_THUMB) -> str:
 
 
 def artifact_key(folder: str) -> str:
-    """Prefect artifact keys: lowercase letters, digits and dashes."""
-    stem = "".join(c if c.isalnum() else "-" for c in Path(folder).name.lower()).strip("-") or "folder"
+    """Prefect artifact keys allow lowercase ASCII letters, digits and dashes only. Any other folder name (`café`,
+    `名前`, dots, spaces) gets an ASCII slug plus a short hash of the real name, so two names never share a key."""
+    name = Path(folder).name
+    stem = "".join(c if c.isascii() and c.isalnum() else "-" for c in name.lower())
+    stem = "-".join(part for part in stem.split("-") if part)
+    if stem != name.lower() or not stem or len(stem) > 50:
+        stem = f"{stem[:40] or 'folder'}-{hashlib.sha256(name.encode('utf-8')).hexdigest()[:8]}".lstrip("-")
     return f"scailflow-{stem}"[:60]
 
 
@@ -52,7 +58,10 @@ def publish_artifacts(summary: dict) -> None:
         parts.append(f"![first output frame]({data_uri(first[0])})")
     except Exception as e:  # noqa: BLE001
         log.warning("no output thumbnail: %s", e)
-    create_markdown_artifact("\n\n".join(parts), key=key, description="scailflow result")
     rows = [{"stage": s, "state": st} for s, st in summary["states"].items()]
     rows.append({"stage": "total seconds", "state": str(summary["seconds"])})
-    create_table_artifact(rows, key=f"{key}-stages", description="stage states and timing")
+    try:  # the video is written: a UI problem is a warning, never a failed run
+        create_markdown_artifact("\n\n".join(parts), key=key, description="scailflow result")
+        create_table_artifact(rows, key=f"{key}-stages", description="stage states and timing")
+    except Exception as e:  # noqa: BLE001
+        log.warning("could not publish the run's artifacts to the Prefect UI: %s", str(e).splitlines()[0][:200])

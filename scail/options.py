@@ -77,6 +77,14 @@ class SamplingOptions(Options):
         5, ge=1, le=997, description="frames handed from one segment to the next (4k+1, less than a segment)"
     )
 
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _seed_range(cls, v):
+        # YAML reads 1e23 as a float and `yes` as a bool: say what a seed is instead of pydantic's parse error
+        if isinstance(v, bool) or (isinstance(v, float) and not (v.is_integer() and -1 <= v <= 2**31 - 1)):
+            raise ValueError(f"must be an integer from -1 (random) to {2**31 - 1}, got {v!r}")
+        return v
+
     @field_validator("target_h", "target_w")
     @classmethod
     def _multiple_of_32(cls, v: int) -> int:
