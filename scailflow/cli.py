@@ -98,15 +98,25 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     for noisy in ("httpx", "httpcore", "urllib3", "PIL", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from scailflow import stop
+    from scailflow.files import private_umask, restore_umask
+
+    private_umask()  # our state (Prefect's database and results) is private; outputs keep the user's umask
+    stop.install()  # SIGTERM / SIGINT: stop within seconds, one line, exit 143 / 130
     try:
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        stop.finish()
+        return code
     except InputError as e:
+        stop.finish()
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        stop.finish()
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - the CLI promises one line, --debug shows the traceback
+        stop.finish()
         if args.debug or os.environ.get("SCAILFLOW_DEBUG"):
             raise
         if e.__class__.__name__ == "OutOfMemoryError":
@@ -118,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        stop.uninstall()
+        restore_umask()
 
 
 if __name__ == "__main__":
