@@ -88,7 +88,7 @@ def _char_forms(c: str) -> str:
         f"&#{code};",
         f"(?i:&#x{code:x};)",
     }
-    if c in "/\"":
+    if c in '/"':
         forms.add(re.escape("\\" + c))
     if c == " ":
         forms.add(r"\+")
