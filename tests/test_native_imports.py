@@ -10,27 +10,24 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-RUNS = 10
-
-# both stages' mediapipe paths, released at the same instant from two threads (as the flow's task threads run them)
+# both stages' mediapipe paths from two threads, one starting `delay` seconds after the other, as the flow's task
+# threads do (the pose stage first is the order that used to deadlock)
 RACE = textwrap.dedent(
     """
-    import sys, threading
+    import sys, threading, time
     import numpy as np
     from scailflow.flows.demo import astronaut
     from scailflow.masks.segmenters import MediapipeSegmenter
     from scailflow.pose.mediapipe_pose import MediaPipePose
 
+    delay, pose_first = float(sys.argv[1]), sys.argv[2] == "pose"
     frame = astronaut(96)
-    start = threading.Barrier(2)
     errors, found = [], {}
 
     def pose():
-        start.wait()
         found["pose"] = MediaPipePose(video=True)(np.stack([frame, frame]))
 
     def masks():
-        start.wait()
         found["masks"] = MediapipeSegmenter().foreground(frame)
 
     def guarded(fn):
@@ -39,8 +36,11 @@ RACE = textwrap.dedent(
         except BaseException as e:
             errors.append(f"{type(e).__name__}: {e}")
 
-    threads = [threading.Thread(target=guarded, args=(f,)) for f in (pose, masks)]
-    [t.start() for t in threads]
+    first, second = (pose, masks) if pose_first else (masks, pose)
+    threads = [threading.Thread(target=guarded, args=(f,)) for f in (first, second)]
+    threads[0].start()
+    time.sleep(delay)
+    threads[1].start()
     [t.join() for t in threads]
     if errors:
         print("; ".join(errors))
@@ -49,18 +49,20 @@ RACE = textwrap.dedent(
     print("ok")
     """
 )
+CASES = [(d, "pose") for d in (0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)] + [(0.0, "masks"), (0.01, "masks")]
 
 
-def _one_process(i: int) -> tuple[int, str]:
-    r = subprocess.run([sys.executable, "-c", RACE], capture_output=True, text=True, timeout=300)
-    return r.returncode, (r.stdout + r.stderr)[-1500:]
+def _one_process(case: tuple[float, str]) -> tuple[int, str]:
+    delay, first = case
+    r = subprocess.run([sys.executable, "-c", RACE, str(delay), first], capture_output=True, text=True, timeout=300)
+    return r.returncode, f"{first} first, {delay} s: " + (r.stdout + r.stderr)[-1500:]
 
 
 def test_stages_import_mediapipe_concurrently_in_fresh_processes():
     with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(_one_process, range(RUNS)))
+        results = list(pool.map(_one_process, CASES))
     failures = [out for code, out in results if code != 0]
-    assert not failures, f"{len(failures)} of {RUNS} fresh processes failed: {failures[0]}"
+    assert not failures, f"{len(failures)} of {len(CASES)} fresh processes failed: {failures[0]}"
 
 
 def test_a_failed_import_leaves_nothing_half_initialised(tmp_path, monkeypatch):

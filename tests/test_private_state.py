@@ -14,6 +14,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -127,7 +128,11 @@ def test_server_on_the_network_warns_and_takes_the_auth_string(tmp_path):
         start_new_session=True,
     )
     try:
-        warning = server.stderr.readline()
+        first: list[str] = []
+        reader = threading.Thread(target=lambda: first.append(server.stderr.readline()), daemon=True)
+        reader.start()
+        reader.join(60)  # the warning comes before anything else, or not at all
+        warning = first[0] if first else ""
         assert warning.startswith("warning: --host 0.0.0.0") and "PREFECT_SERVER_API_AUTH_STRING" in warning
         api = f"http://127.0.0.1:{port}/api"
         deadline = time.monotonic() + 180
