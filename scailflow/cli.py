@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     from scailflow.files import private_umask, restore_umask
 
     private_umask()  # our state (Prefect's database and results) is private; outputs keep the user's umask
-    stop.install()  # SIGTERM / SIGINT: stop within seconds, one line, exit 143 / 130
+    if args.command != "serve":  # `serve` is Prefect's runner, which shuts its flow runs down itself
+        stop.install()  # SIGTERM / SIGINT: stop within seconds, one line, exit 143 / 130
     try:
         code = int(args._run(args) or 0)
         stop.finish()
