@@ -33,6 +33,8 @@ def make_private(path: Path) -> Path:
     """A directory only its owner can enter (0700), and its SQLite database files 0600 (logs, parameters, prompts
     and instructions are in there). New files are private too: the CLI runs with umask 077."""
     path.mkdir(parents=True, exist_ok=True)
+    if path.stat().st_uid != os.getuid():  # someone else's directory (a shared install): theirs to protect
+        return path
     path.chmod(0o700)
     for db in path.glob("*.db*"):  # prefect.db, its -wal and -shm (SQLite gives those the database's mode)
         if db.is_file() and db.stat().st_uid == os.getuid():

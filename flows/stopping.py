@@ -102,6 +102,9 @@ def _cancel_runs() -> None:
     unfinished = TaskRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING, StateType.SCHEDULED])
     with get_client(sync_client=True) as client:
         for run_id in _RUNS:
+            state = client.read_flow_run(run_id).state
+            if state is not None and state.is_final():  # an earlier run of this process that already ended
+                continue
             tasks = client.read_task_runs(
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])),
                 task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=unfinished)),
