@@ -12,11 +12,13 @@ from pathlib import Path
 from prefect import flow
 
 from scailflow import console
-from scailflow.files import atomic_path, write_text_atomic
+from scailflow.files import atomic_path, make_dirs, write_text_atomic
 from scailflow.flows.artifacts import publish_artifacts, stage_seconds
 from scailflow.flows.config import JobConfig, load_job
 from scailflow.flows.folder import RawFolder, output_dir, scan_folder
 from scailflow.flows.lock import folder_lock
+from scailflow.flows.stopping import flow_started
+from scailflow.native import preload
 from scailflow.scail.options import ModelOptions
 from scailflow.tasks import generate as generate_stage
 from scailflow.tasks import masks as masks_stage
@@ -62,6 +64,16 @@ def prepare(
     return raw, job, output_dir(raw, out)
 
 
+def native_modules(job: JobConfig) -> list[str]:
+    """The heavy native libraries this job's stages import (mediapipe: the default masks and their SAM prompts)."""
+    names = ["mediapipe", "mediapipe.python.solutions.selfie_segmentation"]
+    if job.driving == "pose":
+        names += ["mediapipe.python.solutions.holistic", "onnxruntime"]
+    if job.masks.backend == "sam2" or (job.masks.backend == "auto" and job.masks.sam2_checkpoint):
+        names.append("sam2.build_sam")
+    return names
+
+
 def submit_folder(
     raw: RawFolder,
     job: JobConfig,
@@ -75,7 +87,8 @@ def submit_folder(
 
     With `workers`, generation is not submitted here: `send_to_worker` hands it to a warm GPU worker once the
     preprocessing is done."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    preload(native_modules(job))  # before the stage threads start: see scailflow/native.py
+    make_dirs(out_dir)
     console.name_folder(out_dir, raw.name)
     folder_progress(out_dir, raw.name)  # the folder's progress artifact, at 0% until its stages report
     ref = copy_reference(raw, out_dir)
@@ -181,6 +194,7 @@ def folder_flow(
     A second run of the same folder waits for the first (or, with wait_if_busy=False, fails with FolderBusy).
     With `workers`, generation runs on a warm GPU worker (`scailflow worker`) instead of in this process.
     """
+    flow_started()
     started = time.perf_counter()
     console.adopt()
     raw, job, out_dir = prepare(folder, out, defaults, overrides)
