@@ -31,7 +31,7 @@ def artifact_key(folder: str) -> str:
 
 def publish_artifacts(summary: dict) -> None:
     """Contact sheet of reference/mask/driving frames, the output's first frame, and a table of the run."""
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+    from prefect.artifacts import create_markdown_artifact
 
     from scailflow.masks import preview
     from scailflow.media import read_video
@@ -52,7 +52,48 @@ def publish_artifacts(summary: dict) -> None:
         parts.append(f"![first output frame]({data_uri(first[0])})")
     except Exception as e:  # noqa: BLE001
         log.warning("no output thumbnail: %s", e)
+    if summary.get("take"):
+        parts.append(f"take `{Path(summary['take']).name}` (every take is kept in `takes/`)")
     create_markdown_artifact("\n\n".join(parts), key=key, description="scailflow result")
-    rows = [{"stage": s, "state": st} for s, st in summary["states"].items()]
-    rows.append({"stage": "total seconds", "state": str(summary["seconds"])})
-    create_table_artifact(rows, key=f"{key}-stages", description="stage states and timing")
+    publish_stage_table(summary)
+
+
+def stage_rows(summary: dict) -> list[dict]:
+    """One row per stage (state, seconds), generation's wait for its GPU apart, then the folder's total."""
+    seconds = summary.get("stage_seconds", {})
+    rows = [{"stage": s, "state": st, "seconds": seconds.get(s, "")} for s, st in summary["states"].items()]
+    if summary.get("gpu_wait_s"):
+        wait = summary["gpu_wait_s"]
+        for row in rows:
+            if row["stage"] == "generate" and isinstance(row["seconds"], float):
+                row["seconds"] = round(max(row["seconds"] - wait, 0.0), 2)
+        rows.append({"stage": "waiting for the GPU", "state": "", "seconds": wait})
+    rows.append({"stage": "folder total", "state": summary.get("state", ""), "seconds": summary["seconds"]})
+    return rows
+
+
+def publish_stage_table(summary: dict) -> None:
+    from prefect.artifacts import create_table_artifact
+
+    key = artifact_key(summary["folder"])
+    create_table_artifact(stage_rows(summary), key=f"{key}-stages", description="stage states and seconds")
+
+
+def publish_failure(summary: dict) -> None:
+    """A failed folder's artifact: which stage failed and why, and the stage table."""
+    from prefect.artifacts import create_markdown_artifact
+
+    text = (
+        f"### {Path(summary['folder']).name}: **Failed** in `{summary['failed_stage']}`\n\n"
+        f"{summary['error']}\n\nfolder `{summary['folder']}`, outputs `{summary['out_dir']}`"
+    )
+    create_markdown_artifact(text, key=artifact_key(summary["folder"]), description="scailflow: failed")
+    publish_stage_table(summary)
+
+
+def publish_batch_summary(name: str, rows: list[dict]) -> None:
+    """The batch at a glance: folder, state, reason, video, seconds."""
+    from prefect.artifacts import create_table_artifact
+
+    key = "scailflow-batch-" + "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+    create_table_artifact(rows, key=key[:60], description=f"batch {name}: one row per folder")

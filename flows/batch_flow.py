@@ -7,13 +7,15 @@ import time
 from pathlib import Path
 
 from prefect import flow
+from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from scailflow.errors import InputError
+from scailflow.flows.artifacts import publish_batch_summary
 from scailflow.flows.config import PipelinesFile, load_pipelines
 from scailflow.flows.folder import find_folders
-from scailflow.flows.folder_flow import finish_folder, prepare, send_to_worker, submit_folder
-from scailflow.flows.lock import folder_lock
+from scailflow.flows.folder_flow import finish_folder, prepare, submit_folder, submit_generation
+from scailflow.flows.lock import FolderBusy, folder_lock
 from scailflow.options import merge
 from scailflow.scail.options import ModelOptions
 from scailflow.tasks.common import stage_logger
@@ -38,14 +40,26 @@ def batch_folders(cfg: PipelinesFile, only: str | None = None) -> list[tuple[str
     return items
 
 
+def batch_run_name() -> str:
+    """`batch-<pipeline>` (or `batch-<file>` for every pipeline of the file)."""
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters or {}
+    return f"batch-{params.get('pipeline') or Path(params.get('pipelines_file', 'pipelines')).stem}"
+
+
 @flow(
-    name="scailflow-batch", task_runner=ThreadPoolTaskRunner(max_workers=PREPROCESS_WORKERS), validate_parameters=False
+    name="scailflow-batch",
+    flow_run_name=batch_run_name,
+    task_runner=ThreadPoolTaskRunner(max_workers=PREPROCESS_WORKERS),
+    validate_parameters=False,
 )
 def batch_flow(
     pipelines_file: str, pipeline: str | None = None, model: dict | None = None, workers: bool | None = None
-) -> dict:
+):
     """Run every folder of pipelines.yaml (or one named pipeline). A bad folder, or one another run is busy
-    with, is reported and skipped; the others go on. Returns {folder: summary or {"error": message}}."""
+    with, is reported and skipped; the others go on. Returns {folder: summary or {"error": message}}; the run ends
+    Failed (with the same results) when a folder failed, Completed otherwise."""
     log = stage_logger("flow")
     cfg = load_pipelines(pipelines_file)
     # the file's `model:` overridden by the command line's model flags (`model`: only the flags given)
@@ -55,31 +69,67 @@ def batch_flow(
     key_available = api_key() is not None
     runs, results = [], {}
     started = time.perf_counter()
-    with contextlib.ExitStack() as locks:
+    # generation gets task runner threads of its own (one per GPU): it never queues behind preprocessing
+    with contextlib.ExitStack() as locks, ThreadPoolTaskRunner(max_workers=cfg.gpus) as gpu_runner:
         for n, (_name, folder, out, options) in enumerate(batch_folders(cfg, pipeline)):
             try:
                 raw, job, out_dir = prepare(str(folder), out, options, None)
                 locks.enter_context(folder_lock(out_dir, wait=False))
+            except FolderBusy as e:
+                log.warning("skipped %s: %s", folder, e)
+                results[str(folder)] = {"skipped": str(e)}
+                continue
             except InputError as e:
-                log.error("skipped %s: %s", folder, e)
+                log.error("failed %s: %s", folder, e)
                 results[str(folder)] = {"error": str(e)}
                 continue
-            runs.append(submit_folder(raw, job, out_dir, model_opts, n % cfg.gpus, key_available, workers))
-        if workers:  # queue each generation for the warm workers as soon as its folder's preprocessing is done
-            for run in runs:
-                try:
-                    send_to_worker(run)
-                except Exception:  # noqa: BLE001 - reported by finish_folder below
-                    pass
+            runs.append(submit_folder(raw, job, out_dir, model_opts, n % cfg.gpus, key_available))
+        for run in runs:  # in order: each folder's generation as soon as its preprocessing is done
+            submit_generation(run, gpu_runner, workers)
         for run in runs:
             try:
-                results[str(run.raw.root)] = finish_folder(run, started)
+                results[str(run.raw.root)] = finish_folder(run)
             except Exception as e:  # noqa: BLE001 - one folder's failure is reported; the batch goes on
                 log.error("failed %s: %s", run.raw.root, e)
-                results[str(run.raw.root)] = {"error": f"{e.__class__.__name__}: {e}"}
-    done = sum("error" not in r for r in results.values())
+                reason = str(e) if isinstance(e, InputError) else f"{e.__class__.__name__}: {e}"
+                results[str(run.raw.root)] = (run.summary or {}) | {"error": reason.splitlines()[0][:500]}
+    failed = [k for k, r in results.items() if "error" in r]
+    done = sum("video" in r for r in results.values())
     log.info("batch: %d of %d folders done in %.1f s", done, len(results), time.perf_counter() - started)
+    publish_batch_summary(pipeline or Path(pipelines_file).stem, batch_rows(results))
+    if failed:
+        names = ", ".join(Path(k).name for k in failed)
+        return Failed(message=f"{len(failed)} of {len(results)} folders failed: {names}", data=results)
     return results
+
+
+def batch_rows(results: dict) -> list[dict]:
+    """The batch summary table: folder, state, reason, video, seconds."""
+    rows = []
+    for folder, r in results.items():
+        state = r.get("state") or ("Skipped" if "skipped" in r else "Failed" if "error" in r else "Completed")
+        reason = r.get("error") or r.get("skipped") or ""
+        if r.get("failed_stage"):
+            reason = f"{r['failed_stage']}: {reason}"
+        rows.append(
+            {
+                "folder": Path(folder).name,
+                "state": state,
+                "reason": reason[:300],
+                "video": r.get("video") or "",
+                "seconds": r.get("seconds", ""),
+            }
+        )
+    return rows
+
+
+def run_batch(pipelines_file: str, pipeline: str | None = None, model: dict | None = None, workers=None):
+    """The batch as a caller wants it: (results, final state name), whether or not a folder failed."""
+    state = batch_flow(pipelines_file, pipeline, model, workers, return_state=True)
+    results = state.result(raise_on_failure=False)
+    if isinstance(results, BaseException):  # the batch itself failed (not one of its folders)
+        raise results
+    return results, state.name
 
 
 def build_deployments(pipelines_file: str):

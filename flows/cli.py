@@ -96,8 +96,9 @@ def _where() -> str:
 
 def _print_summary(summary: dict) -> None:
     states = ", ".join(f"{k} {v}" for k, v in summary["states"].items())
+    take = f"; take {Path(summary['take']).name}" if summary.get("take") else ""
     print(
-        f"{Path(summary['folder']).name}: {summary['video']}  [{states}; seed {summary['seed']}; "
+        f"{Path(summary['folder']).name}: {summary['video']}  [{states}; seed {summary['seed']}{take}; "
         f"{summary['seconds']} s]"
     )
 
@@ -112,6 +113,9 @@ def add_run_folder_arguments(p: argparse.ArgumentParser) -> None:
         default="wait",
         help="when another run is processing this folder: wait for it (default) or exit",
     )
+    from scailflow.flows.config import RunOptions
+
+    add_flags(p.add_argument_group("this run"), RunOptions)
     _add_job_flags(p)
     add_model_arguments(p)
 
@@ -125,6 +129,8 @@ def run_run_folder(args) -> int:
     if not args.debug:
         quiet_prefect_tracebacks()
     watch_server()
+    from scailflow.flows.config import RunOptions
+
     model = from_flags(ModelOptions, args)
     summary = folder_flow(
         str(raw.root),
@@ -133,6 +139,7 @@ def run_run_folder(args) -> int:
         overrides=overrides,
         model=model,
         wait_if_busy=args.if_busy == "wait",
+        run=from_flags(RunOptions, args),
     )
     _print_summary(summary)
     print(_where())
@@ -154,21 +161,25 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_batch(args) -> int:
     mode()  # Prefect's environment first, before Prefect is imported
-    from scailflow.flows.batch_flow import batch_flow
+    from scailflow.flows.batch_flow import run_batch as batch
     from scailflow.flows.config import load_pipelines
 
     load_pipelines(args.pipelines)  # validate first: file, line and key in one line
     if not args.debug:
         quiet_prefect_tracebacks()
     watch_server()
-    results = batch_flow(str(Path(args.pipelines).resolve()), args.pipeline, given(args, ModelOptions), args.workers)
+    results, state = batch(str(Path(args.pipelines).resolve()), args.pipeline, given(args, ModelOptions), args.workers)
     failed = {k: v["error"] for k, v in results.items() if "error" in v}
     for folder, summary in results.items():
         if "error" in summary:
-            print(f"{Path(folder).name}: FAILED: {summary['error']}")
+            where = f" in {summary['failed_stage']}" if summary.get("failed_stage") else ""
+            print(f"{Path(folder).name}: FAILED{where}: {summary['error']}")
+        elif "skipped" in summary:
+            print(f"{Path(folder).name}: skipped: {summary['skipped']}")
         else:
             _print_summary(summary)
-    print(f"{len(results) - len(failed)} of {len(results)} folders done; {_where()}")
+    done = sum("video" in v for v in results.values())
+    print(f"{done} of {len(results)} folders done; batch {state}; {_where()}")
     return 1 if failed else 0
 
 
@@ -189,6 +200,26 @@ def run_serve(args) -> int:
         )
     print(f"serving {len(deployments)} scheduled pipeline(s); {_where()}")
     serve(*deployments)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- status
+def add_status_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", nargs="?", help="a raw folder: its last run's stages, seconds and takes")
+    p.add_argument("--out", help="the folder's output folder, when it was run with --out")
+    p.add_argument("--last", type=int, default=10, metavar="N", help="how many recent runs to list (default 10)")
+
+
+def run_status(args) -> int:
+    from scailflow.flows import status
+
+    if args.folder:
+        print(status.folder_report(args.folder, args.out))
+        return 0
+    if mode().startswith("server"):
+        status.print_recent(status.recent_from_api(args.last), f"Prefect server {mode().split(' ', 1)[1]}")
+    else:
+        status.print_recent(status.recent_from_history(args.last), f"run history in {env.data_dir()}")
     return 0
 
 
@@ -218,9 +249,7 @@ def run_server(args) -> int:
     home.mkdir(parents=True, exist_ok=True)
     print(f"Prefect UI and API on http://{args.host}:{args.port} (state in {os.environ['PREFECT_HOME']}); Ctrl-C stops")
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", args.host, "--port", str(args.port)]
-    environ = dict(os.environ)
-    environ.pop("PREFECT_API_URL", None)
-    return subprocess.call(cmd, env=environ)
+    return subprocess.call(cmd, env=env.server_environ(args.host, args.port))
 
 
 # ---------------------------------------------------------------------------------------------- demo

@@ -7,6 +7,7 @@ Plain pydantic, importable without torch: the command line, job.yaml / pipelines
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -31,6 +32,11 @@ PRESETS: dict[str, dict] = {
 }
 
 
+def draw_seed() -> int:
+    """A fresh random seed from the OS's entropy (never from torch's global RNG, which model building seeds)."""
+    return secrets.randbelow(2**31 - 1)
+
+
 class SamplingOptions(Options):
     """How one video is sampled (job.yaml `sampling:`; the official generate.py's sample_* flags)."""
 
@@ -51,7 +57,7 @@ class SamplingOptions(Options):
         None, description="sampler (default: the preset's)"
     )
     seed: Annotated[int, Flag("--base_seed", "--seed")] = Field(
-        -1, ge=-1, le=2**31 - 1, description="-1: a random seed, printed and recorded"
+        -1, ge=-1, le=2**31 - 1, description="-1: a fresh random seed (OS entropy), printed and recorded"
     )
     negative_prompt: Annotated[str, Flag("--negative_prompt")] = Field("", description="negative prompt for CFG")
     target_h: Annotated[int, Flag("--target_h", "--target-h")] = Field(

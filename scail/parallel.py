@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from scailflow.scail.options import draw_seed
 from scailflow.scail.pipeline import SequentialCFG
 from scailflow.scail.speed import cache_context
 
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     rank, world, local = init_distributed()
     opts = from_flags(SamplingOptions, args).resolved()
     seed = torch.tensor(
-        [opts.seed if opts.seed >= 0 else int(torch.randint(0, 2**31 - 1, (1,)))],
+        [opts.seed if opts.seed >= 0 else draw_seed()],
         dtype=torch.int64,
         device=f"cuda:{local}" if torch.cuda.is_available() else "cpu",
     )

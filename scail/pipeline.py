@@ -17,7 +17,7 @@ from scailflow.errors import InputError
 from scailflow.scail.conditioning import cover_resize, half_size, masks_to_28ch, to_unit_range
 from scailflow.scail.encoders import encode_image, encode_text, vae_decode, vae_encode
 from scailflow.scail.offload import Placement
-from scailflow.scail.options import SamplingOptions
+from scailflow.scail.options import SamplingOptions, draw_seed
 from scailflow.scail.schedulers import make_scheduler
 from scailflow.scail.segments import Segment, output_frames, plan_segments
 from scailflow.scail.speed import cache_context, reset_step_cache
@@ -241,7 +241,7 @@ class SCAIL2Pipeline:
         opts = opts.resolved()
         check_size(height, width)
         check_inputs(cond)
-        seed = opts.seed if opts.seed >= 0 else int(torch.randint(0, 2**31 - 1, (1,)).item())
+        seed = opts.seed if opts.seed >= 0 else draw_seed()
         generator = torch.Generator("cpu").manual_seed(seed)
         plan = plan_segments(len(cond.driving), opts.segment_frames, opts.overlap_frames, opts.keep_tail)
         use_cfg = opts.guidance > 1.0

@@ -24,6 +24,7 @@ from scailflow.errors import InputError
 
 Mode = Literal["animation", "replacement"]
 DrivingMode = Literal["end-to-end", "pose"]
+Stage = Literal["pose", "masks", "prompt", "generate"]  # a folder run's stages, in order
 
 
 @dataclass(frozen=True)
@@ -102,9 +103,15 @@ def add_flags(
         if get_origin(ann) is Literal:
             kwargs.pop("metavar")
             kwargs["choices"] = get_args(ann)
-        elif get_origin(ann) is list:
+        elif get_origin(ann) is list:  # a repeatable flag: --rerun pose --rerun masks
             (elem,) = get_args(ann) or (str,)
-            kwargs.update(nargs="+", type=_unwrap_optional(elem))
+            elem = _unwrap_optional(elem)
+            kwargs["action"] = "append"
+            if get_origin(elem) is Literal:
+                kwargs.pop("metavar")
+                kwargs["choices"] = get_args(elem)
+            else:
+                kwargs["type"] = elem
         else:
             kwargs["type"] = ann
         parser.add_argument(*flag.names, **kwargs)

@@ -7,7 +7,7 @@ from pathlib import Path
 from prefect import task
 
 from scailflow.masks.options import MaskOptions
-from scailflow.tasks.common import cache_key, stage_key, stage_task_options
+from scailflow.tasks.common import cache_key, stage_key, stage_task_options, true_key, write_manifest
 
 VERSION = "masks-2"
 SEGMENTATION_DIR = "segmentation"
@@ -36,7 +36,10 @@ def _key(p: dict) -> str:
         "kinds": [k for _, k in p["extra_refs"]],
         "opts": opts.model_dump(mode="json", exclude={"sam2_checkpoint"}),
     }
-    return stage_key("masks", VERSION, p["out_dir"], reads, params, [opts.sam2_checkpoint])
+    base = stage_key("masks", VERSION, p["out_dir"], reads, params, [opts.sam2_checkpoint])
+    # hand edits of the masks are welcome (generation hashes what it reads): the manifest checks that the files
+    # are there and were made for this key, not that they are byte for byte what the stage wrote
+    return true_key(p["out_dir"], "masks", base, p.get("rerun", False), check_hashes=False)
 
 
 @task(name="masks", cache_key_fn=cache_key(_key), **stage_task_options())
@@ -48,9 +51,11 @@ def masks_task(
     opts: MaskOptions,
     extra_refs: list[tuple[str, str]],
     driving_mode: str = "end-to-end",
+    rerun: bool = False,
 ) -> dict:
     """Segment, colour and write the masks; returns their paths. Hand-edited masks are never overwritten
-    while their inputs are unchanged: the cache answers first."""
+    while their inputs are unchanged (and they were made for this folder and these options): the cache answers
+    first. `rerun`: run even if cached."""
     import shutil
 
     from scailflow.files import atomic_path
@@ -78,4 +83,5 @@ def masks_task(
                 shutil.copyfile(src, tmp)
             published.append(str(Path(out_dir) / src.name))
         found["ref_mask"], found["extra_ref_masks"] = published[0], published[1:]
+    write_manifest(out_dir, "masks", outputs(out_dir, mode, extra_refs, driving_mode))
     return found

@@ -9,7 +9,7 @@ from pathlib import Path
 from prefect import task
 
 from scailflow.prompts.options import PromptOptions
-from scailflow.tasks.common import cache_key, stage_key, stage_task_options
+from scailflow.tasks.common import cache_key, stage_key, stage_task_options, true_key, write_manifest
 
 VERSION = "prompt-2"
 SECRET_BLOCK_ENV = "SCAILFLOW_GEMINI_SECRET_BLOCK"  # name of a Prefect Secret block holding the key
@@ -44,7 +44,8 @@ def _key(p: dict) -> str:
         "inline": p["inline_prompt"],
         "enhancing": enhancing,
     }
-    return stage_key("prompt", VERSION, p["out_dir"], reads, params)
+    base = stage_key("prompt", VERSION, p["out_dir"], reads, params)
+    return true_key(p["out_dir"], "prompt", base, p.get("rerun", False))
 
 
 @task(name="prompt", cache_key_fn=cache_key(_key), **stage_task_options(retries=2))
@@ -57,11 +58,13 @@ def prompt_task(
     prompt_file: str | None,
     inline_prompt: str | None,
     key_available: bool,
+    rerun: bool = False,
 ) -> dict:
-    """Decide the prompt and write it to out_dir/prompt.txt; returns its path and where it came from."""
+    """Decide the prompt and write it to out_dir/prompt.txt; returns its path and where it came from.
+    `rerun`: run even if cached."""
     from scailflow.prompts import make_prompt
 
-    return make_prompt(
+    result = make_prompt(
         Path(driving),
         Path(ref),
         Path(out_dir),
@@ -71,3 +74,5 @@ def prompt_task(
         inline_prompt,
         api_key() if key_available else None,
     )
+    write_manifest(out_dir, "prompt", [result["prompt_file"]])
+    return result
