@@ -1,7 +1,8 @@
 """What a finished folder run leaves for people: `run.json`, a line in the run history, the UI artifacts.
 
-Stage seconds are read back from the Prefect API (each task run's own running time: 0 for a cached stage), and
-generation's wait for its GPU slot is kept apart from its generating time.
+Stage seconds are what each stage measured of its own run (0 when served from cache; the Prefect API records task
+states through events, so reading them back right after a run may find them not yet written), and generation's
+wait for its GPU slot is kept apart from its generating time.
 """
 
 from __future__ import annotations
@@ -19,22 +20,16 @@ HISTORY = "runs.jsonl"  # under SCAILFLOW_HOME: one line per folder run, what `s
 
 
 def stage_seconds(futures: dict) -> dict[str, float]:
-    """Each stage's running time as the Prefect API recorded it (waiting for a GPU included; see gpu_wait_s)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterId
-    from prefect.client.schemas.sorting import TaskRunSort
-
-    ids = {fut.task_run_id: name for name, fut in futures.items()}
-    try:
-        with get_client(sync_client=True) as client:  # sort and limit given: servers differ on what null means
-            runs = client.read_task_runs(
-                task_run_filter=TaskRunFilter(id=TaskRunFilterId(any_=list(ids))),
-                sort=TaskRunSort.EXPECTED_START_TIME_ASC,
-                limit=len(ids),
-            )
-    except Exception:  # noqa: BLE001 - timings are a report; never fail a finished run over them
-        return {}
-    return {ids[r.id]: round(r.total_run_time.total_seconds(), 2) for r in runs if r.id in ids}
+    """Each stage's own running time as the stage measured it (generation: waiting for its GPU included, see
+    gpu_wait_s); 0 for a stage served from cache."""
+    out = {}
+    for name, fut in futures.items():
+        state = fut.state
+        if not state.is_completed():
+            continue
+        result = state.result() if state.name != "Cached" else {}
+        out[name] = round(float(result.get("seconds", 0.0)), 2) if isinstance(result, dict) else 0.0
+    return out
 
 
 def _flow_run_id() -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from prefect import task
@@ -61,6 +62,7 @@ def masks_task(
     from scailflow.files import atomic_path
     from scailflow.masks import make_masks
 
+    t0 = time.perf_counter()
     where = seg_dir(out_dir, mode, driving_mode)
     result = make_masks(
         Path(ref),
@@ -84,4 +86,4 @@ def masks_task(
             published.append(str(Path(out_dir) / src.name))
         found["ref_mask"], found["extra_ref_masks"] = published[0], published[1:]
     write_manifest(out_dir, "masks", outputs(out_dir, mode, extra_refs, driving_mode))
-    return found
+    return found | {"seconds": round(time.perf_counter() - t0, 3)}

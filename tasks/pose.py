@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from prefect import task
@@ -51,6 +52,7 @@ def pose_task(
     """Prepare the driving input; returns its paths (never frames). `rerun`: run even if cached."""
     from scailflow.pose import prepare_driving
 
+    t0 = time.perf_counter()
     result = prepare_driving(
         Path(driving),
         Path(out_dir),
@@ -62,4 +64,4 @@ def pose_task(
         legacy_mask_colours=opts.legacy_mask_colours,
     )
     write_manifest(out_dir, "pose", outputs(out_dir, driving_mode))
-    return result.to_dict()
+    return result.to_dict() | {"seconds": round(time.perf_counter() - t0, 3)}

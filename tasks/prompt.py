@@ -4,6 +4,7 @@ The API key never enters a parameter, cache key, log or artifact."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from prefect import task
@@ -64,6 +65,7 @@ def prompt_task(
     `rerun`: run even if cached."""
     from scailflow.prompts import make_prompt
 
+    t0 = time.perf_counter()
     result = make_prompt(
         Path(driving),
         Path(ref),
@@ -75,4 +77,4 @@ def prompt_task(
         api_key() if key_available else None,
     )
     write_manifest(out_dir, "prompt", [result["prompt_file"]])
-    return result
+    return result | {"seconds": round(time.perf_counter() - t0, 3)}
