@@ -22,7 +22,15 @@ def _ago(iso: str | None) -> str:
 def recent_from_api(last: int) -> list[dict]:
     """The last runs of the scailflow flows, newest first, as the server has them."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterId, FlowFilterName
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterId,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort, FlowSort
 
     with get_client(sync_client=True) as client:
@@ -34,9 +42,14 @@ def recent_from_api(last: int) -> list[dict]:
         names = {f.id: f.name.removeprefix("scailflow-") for f in flows}
         if not names:
             return []
+        # runs that started (scheduled ones waiting for their time are not "recent runs"), newest first
+        started = FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(not_any_=[StateType.SCHEDULED, StateType.PENDING]))
+        )
         runs = client.read_flow_runs(
             flow_filter=FlowFilter(id=FlowFilterId(any_=list(names))),
-            sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+            flow_run_filter=started,
+            sort=FlowRunSort.START_TIME_DESC,
             limit=last,
         )
     return [
