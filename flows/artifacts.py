@@ -29,6 +29,22 @@ def artifact_key(folder: str) -> str:
     return f"scailflow-{stem}"[:60]
 
 
+def sheet_is_current(sheet: Path, summary: dict) -> bool:
+    """Whether the masks preview is newer than every file it draws (and their hand-edited frames): a cached run
+    publishes the same picture without drawing it again."""
+    if not sheet.is_file():
+        return False
+    files = summary.get("files", {})
+    paths = [Path(p) for v in files.values() for p in (v if isinstance(v, list) else [v]) if p]
+    paths.append(Path(summary["folder"]))  # the raw folder: a replaced driving video changes its listing
+    paths += [p.with_name(f"{p.stem}_frames") for p in paths]
+    try:
+        newest = max(p.stat().st_mtime_ns for p in paths if p.exists())
+    except ValueError:
+        return False
+    return sheet.stat().st_mtime_ns >= newest
+
+
 def publish_artifacts(summary: dict) -> None:
     """Contact sheet of reference/mask/driving frames, the output's first frame, and a table of the run."""
     from prefect.artifacts import create_markdown_artifact
@@ -43,7 +59,9 @@ def publish_artifacts(summary: dict) -> None:
         f"`{summary['video']}`  \nseed **{summary['seed']}**, {summary['frames']} frames, model: {summary['model']}",
     ]
     try:
-        sheet = preview(out_dir, out_dir / "masks_preview.png")
+        sheet = out_dir / "masks_preview.png"
+        if not sheet_is_current(sheet, summary):
+            sheet = preview(out_dir, sheet)
         parts.append(f"![masks over frames]({data_uri(np.asarray(Image.open(sheet).convert('RGB')))})")
     except Exception as e:  # noqa: BLE001 - a preview problem must not fail a finished run
         log.warning("no mask preview: %s", e)

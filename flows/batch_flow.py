@@ -67,12 +67,11 @@ def batch_flow(
     workers = cfg.workers if workers is None else workers
     ensure_gpu_slots(cfg.gpus)
     key_available = api_key() is not None
-    runs, results = [], {}
+    ready, runs, results = [], [], {}
     started = time.perf_counter()
-    # generation gets task runner threads of its own (one per GPU): it never queues behind preprocessing
-    with contextlib.ExitStack() as locks, ThreadPoolTaskRunner(max_workers=cfg.gpus) as gpu_runner:
+    with contextlib.ExitStack() as locks:
         for n, (_name, folder, out, options) in enumerate(batch_folders(cfg, pipeline)):
-            try:
+            try:  # every folder checked and locked up front: a bad one is reported before any work
                 raw, job, out_dir = prepare(str(folder), out, options, None)
                 locks.enter_context(folder_lock(out_dir, wait=False))
             except FolderBusy as e:
@@ -83,9 +82,16 @@ def batch_flow(
                 log.error("failed %s: %s", folder, e)
                 results[str(folder)] = {"error": str(e)}
                 continue
-            runs.append(submit_folder(raw, job, out_dir, model_opts, n % cfg.gpus, key_available))
-        for run in runs:  # in order: each folder's generation as soon as its preprocessing is done
-            submit_generation(run, gpu_runner, workers)
+            ready.append((raw, job, out_dir, n % cfg.gpus))
+        # a pipeline: the preprocessing of a few folders ahead, each folder's generation as soon as its own
+        # preprocessing is done (so the GPU starts early and never waits behind every folder's preprocessing)
+        ahead = max(2, cfg.gpus + 1)
+        runs = [submit_folder(*r[:3], model_opts, r[3], key_available) for r in ready[:ahead]]
+        for i in range(len(ready)):
+            submit_generation(runs[i], workers)
+            if len(runs) < len(ready):
+                raw, job, out_dir, gpu = ready[len(runs)]
+                runs.append(submit_folder(raw, job, out_dir, model_opts, gpu, key_available))
         for run in runs:
             try:
                 results[str(run.raw.root)] = finish_folder(run)
