@@ -213,6 +213,8 @@ def add_status_arguments(p: argparse.ArgumentParser) -> None:
 def run_status(args) -> int:
     from scailflow.flows import status
 
+    if args.last < 1:
+        raise InputError(f"--last: must be at least 1 (got {args.last})")
     if args.folder:
         print(status.folder_report(args.folder, args.out))
         return 0
