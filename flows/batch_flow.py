@@ -88,7 +88,10 @@ def batch_flow(
         ahead = max(2, cfg.gpus + 1)
         runs = [submit_folder(*r[:3], model_opts, r[3], key_available) for r in ready[:ahead]]
         for i in range(len(ready)):
-            submit_generation(runs[i], workers)
+            try:
+                submit_generation(runs[i], workers)
+            except Exception as e:  # noqa: BLE001 - e.g. no worker queue: finish_folder reports the folder
+                runs[i].error = f"generation could not be submitted: {e.__class__.__name__}: {e}"
             if len(runs) < len(ready):
                 raw, job, out_dir, gpu = ready[len(runs)]
                 runs.append(submit_folder(raw, job, out_dir, model_opts, gpu, key_available))

@@ -43,6 +43,7 @@ class FolderRun:
     run: RunOptions = field(default_factory=RunOptions)
     started: float = field(default_factory=time.perf_counter)
     summary: dict | None = None  # set by finish_folder, for a failed folder too
+    error: str | None = None  # why generation was not submitted, if it was not
 
 
 def copy_reference(raw: RawFolder, out_dir: Path) -> Path:
@@ -138,10 +139,12 @@ def finish_folder(run: FolderRun) -> dict:
     for fut in run.futures.values():
         fut.wait()
     failed = [name for name in STAGES if name in run.futures and not run.futures[name].state.is_completed()]
-    if failed:
-        run.summary = failed_summary(run, failed[0])
+    if failed or "generate" not in run.futures:
+        run.summary = failed_summary(run, failed[0] if failed else "generate", run.error)
         record_run(run.summary, run.out_dir)
-        run.futures[failed[0]].state.result()  # raises the stage's own error
+        if failed:
+            run.futures[failed[0]].state.result()  # raises the stage's own error
+        raise RuntimeError(run.summary["error"])
     publish_take(run.futures["generate"].state.result())
     summary = run.summary = folder_summary(run)
     record_run(summary, run.out_dir)

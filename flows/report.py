@@ -79,16 +79,19 @@ def folder_summary(run) -> dict:
     return summary
 
 
-def failed_summary(run, stage: str) -> dict:
+def failed_summary(run, stage: str, reason: str | None = None) -> dict:
     """A failed folder's summary: which stage, and why (one line)."""
-    state = run.futures[stage].state
-    reason = state.message or state.name
-    try:
-        exc = state.result(raise_on_failure=False)
-        if isinstance(exc, BaseException):
-            reason = str(exc) if isinstance(exc, InputError) else f"{exc.__class__.__name__}: {exc}"
-    except Exception as e:  # noqa: BLE001 - the stored failure could not be read: keep the state's message
-        reason = f"{reason} ({e.__class__.__name__})"
+    if stage not in run.futures:  # never started (e.g. generation could not be submitted)
+        reason = reason or f"{stage} did not run"
+    else:
+        state = run.futures[stage].state
+        reason = state.message or state.name
+        try:
+            exc = state.result(raise_on_failure=False)
+            if isinstance(exc, BaseException):
+                reason = str(exc) if isinstance(exc, InputError) else f"{exc.__class__.__name__}: {exc}"
+        except Exception as e:  # noqa: BLE001 - the stored failure could not be read: keep the state's message
+            reason = f"{reason} ({e.__class__.__name__})"
     summary = _base(run) | {"state": "Failed", "failed_stage": stage, "error": reason.splitlines()[0][:500]}
     summary["seconds"] = round(time.perf_counter() - run.started, 2)
     return summary
