@@ -94,3 +94,17 @@ def test_takes_new_seed_rerun_and_status(tmp_path):
     assert re.search(r"pose\s+Completed\s+\d+\.\d+ s", status)
     recent = scailflow("status", "--last", "3", home=home).stdout
     assert recent.count(" clip ") == 3 and "Completed" in recent
+
+
+def test_seed_minus_one_differs_between_processes(tmp_path):
+    """`scailflow generate --base_seed -1` twice: two processes, two seeds (the draw is the OS's, not torch's global
+    RNG, which building the model seeds the same way in every process)."""
+    from tests.test_scail_generate import official_args, write_prepared
+
+    d = write_prepared(tmp_path)
+    seeds = []
+    for n in range(2):
+        args = official_args(d, **{"--save_file": d / f"out{n}.mp4"})
+        scailflow("generate", *args, *SMALL, "--base_seed", "-1", home=tmp_path / "home")
+        seeds.append(json.loads((d / f"out{n}.mp4.json").read_text())["seed"])
+    assert seeds[0] != seeds[1], seeds
