@@ -11,10 +11,15 @@ of the prediction against that reference. Also the bf16 matmul ceiling (8192^3) 
     python bench/bench_dit.py --size 896x512 --variants eager,cudnn,offload --json $OUT/dit.json
     python bench/bench_dit.py --tiny ...   (CPU smoke test of the script itself, tiny config)
 
-Variant names: `+`-joined parts of: eager|sdpa|flash|cudnn|flash3|sage (attention), compile, fp8, qkv (fused
-projections), cfg2 (batch of 2 in one forward, time reported per sample), offload (diffusers block-level group
-offload with stream prefetch, scail/offload.py's `block` mode). Variants that change the modules (fp8, offload)
-are run after the others.
+    python bench/bench_dit.py --size 896x512,704x1280 --repeats 2,1 \
+        --variants eager,cudnn+compile,flash3+compile,fp8+cudnn+compile,fp8+flash3+compile,fp8+flash3+fp8attn+compile
+
+Variant names: `+`-joined parts of: eager|sdpa|flash|cudnn|flash3|sage (attention), fp8attn (fp8 self-attention in
+FlashAttention 3, scail/fp8_attention.py's recipe) or fp8attn0 (the same without the Hadamard rotation), compile,
+fp8 (fp8 linears), qkv (fused projections), cfg2 (batch of 2 in one forward, time reported per sample), offload
+(diffusers block-level group offload with stream prefetch, scail/offload.py's `block` mode). Several sizes run in
+one process on one model, one table each; variants that change the modules (fp8, offload) run after the others.
+On the CPU (`--tiny`) FlashAttention 3 runs as scail/fp8_attention.py's emulation of its arithmetic.
 """
 
 from __future__ import annotations
@@ -31,8 +36,10 @@ from pathlib import Path
 
 import torch
 
+from scailflow.scail import attention as attn  # noqa: E402
 from scailflow.scail import speed  # noqa: E402
 from scailflow.scail.checkpoint import FP32_PATTERNS  # noqa: E402
+from scailflow.scail.fp8_attention import emulate_fa3  # noqa: E402
 from scailflow.scail.model import OFFICIAL_14B_CONFIG, SCAIL2RotaryPosEmbed, SCAIL2Transformer, tiny_config  # noqa: E402
 from scailflow.scail.options import ATTENTION_CHOICES  # noqa: E402
 
@@ -169,13 +176,16 @@ def uncompile(model):
             m._compiled_call_impl = None
 
 
-def run_variant(name: str, model, inputs1, inputs2, device: str, args, state: dict) -> dict:
+def run_variant(name: str, model, inputs1, inputs2, device: str, args, state: dict, ref: dict, repeats: int) -> dict:
     parts = set(name.split("+"))
     attention = next((p for p in parts if p in ("eager", *ATTENTION_CHOICES)), "sdpa")
     attention = "sdpa" if attention == "eager" else attention
+    fp8_attention = bool(parts & {"fp8attn", "fp8attn0"})
     rec: dict = {"variant": name, "attention": attention}
     t_setup = time.perf_counter()
-    speed.set_attention(model, attention)
+    attn.STATE.rotate = "fp8attn0" not in parts  # fp8attn0: per-head scales and K/V means, no Hadamard rotation
+    kernel = emulate_fa3 if attention == "flash3" and device == "cpu" else None
+    rec["attention"], rec["fp8_attention"] = attn.set_attention(model, attention, fp8=fp8_attention, kernel=kernel)
     if "qkv" in parts and not state.get("qkv"):
         speed.fuse_qkv(model)
         state["qkv"] = True
@@ -198,8 +208,8 @@ def run_variant(name: str, model, inputs1, inputs2, device: str, args, state: di
         torch.cuda.reset_peak_memory_stats()
     batch = 2 if "cfg2" in parts else 1
     inputs = inputs2 if batch == 2 else inputs1
-    warmup = args.warmup + (1 if "compile" in parts else 0)
-    repeats = args.repeats_offload if "offload" in parts else args.repeats
+    warmup = args.warmup + (1 if "compile" in parts and args.compile_extra_warmup else 0)
+    repeats = args.repeats_offload if "offload" in parts else repeats
     try:
         times, out = timed_forwards(model, inputs, device, warmup, repeats)
     except Exception as e:  # noqa: BLE001 - fullgraph compile refused: retry with graph breaks allowed
@@ -223,97 +233,25 @@ def run_variant(name: str, model, inputs1, inputs2, device: str, args, state: di
     )
     rec["finite"] = bool(torch.isfinite(out).all())
     out1 = out[:1] if batch == 2 else out
-    if "ref" in state:
-        rec["rel_err"] = rel_err(out1, state["ref"])
-        rec["psnr_db"] = psnr_latent(out1, state["ref"])
+    if "ref" in ref:
+        rec["rel_err"] = rel_err(out1, ref["ref"])
+        rec["psnr_db"] = psnr_latent(out1, ref["ref"])
     else:
-        state["ref"] = out1.detach().clone()
+        ref["ref"] = out1.detach().clone()
         rec["rel_err"] = 0.0
     return rec
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", default="896x512", choices=sorted(SIZES))
-    p.add_argument("--frames", type=int, default=81)
-    p.add_argument("--variants", default="eager,flash,cudnn,cudnn+compile,cfg2+cudnn,fp8+cudnn,fp8+cudnn+compile")
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--repeats-offload", type=int, default=2)
-    p.add_argument("--vram-budget-gb", type=float, default=None)
-    p.add_argument("--budget-s", type=float, default=1e9, help="skip the remaining variants past this wall time")
-    p.add_argument("--json", default=None)
-    p.add_argument("--tiny", action="store_true", help="tiny config on the CPU (checks the script, not the speed)")
-    args = p.parse_args(argv)
-    t_start = time.perf_counter()
-    device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
-    cfg = tiny_config(text_dim=4096) if args.tiny else dict(OFFICIAL_14B_CONFIG)
-    h, w = SIZES[args.size]
-    if args.tiny:
-        h, w, args.frames = 64, 64, 9
-    gpu = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu"
-    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"# bench_dit {when} on {gpu}, torch {torch.__version__}", flush=True)
-    ceiling = matmul_ceiling(device)
-    print(f"bf16 matmul 8192^3: {ceiling:.0f} TFLOP/s", flush=True)
-    t0 = time.perf_counter()
-    model = build_model(cfg, device)
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"built model: {n_params / 1e9:.2f}e9 params in {time.perf_counter() - t0:.1f} s", flush=True)
-    inputs1 = make_inputs(h, w, args.frames, device, 1, cfg["text_dim"])
-    inputs2 = make_inputs(h, w, args.frames, device, 2, cfg["text_dim"])
-    tokens = token_count(model, inputs1)
-    flop = flops_per_forward(tokens, cfg)
-    print(f"{args.size}x{args.frames}: {tokens} tokens, {flop:.3g} FLOP per forward", flush=True)
-    result = {
-        "date": when,
-        "gpu": gpu,
-        "torch": torch.__version__,
-        "size": args.size,
-        "frames": args.frames,
-        "tokens": tokens,
-        "flop_per_forward": flop,
-        "matmul_ceiling_tflops": ceiling,
-        "params": n_params,
-        "variants": [],
-    }
-    order = [v.strip() for v in args.variants.split(",") if v.strip()]
-    destructive = [v for v in order if {"fp8", "offload", "qkv"} & set(v.split("+"))]
-    order = [v for v in order if v not in destructive] + destructive
-    state: dict = {}
-    for name in order:
-        if time.perf_counter() - t_start > args.budget_s:
-            print(f"  {name}: skipped (time budget)", flush=True)
-            result["variants"].append({"variant": name, "skipped": "time budget"})
-            continue
-        print(f"  {name} ...", flush=True)
-        try:
-            if "offload" in name.split("+") and not state.get("offload") and (state.get("fp8") or state.get("qkv")):
-                # offload is measured on the plain bf16 model: rebuild it (same seed, same weights)
-                del model
-                state.pop("fp8", None), state.pop("qkv", None)
-                import gc
-
-                gc.collect()
-                torch.cuda.empty_cache()
-                model = build_model(cfg, device)
-            rec = run_variant(name, model, inputs1, inputs2, device, args, state)
-        except Exception as e:  # noqa: BLE001 - one failing variant must not lose the others
-            traceback.print_exc()
-            rec = {"variant": name, "error": f"{e.__class__.__name__}: {str(e)[:300]}"}
-            if device == "cuda":
-                torch.cuda.empty_cache()
-        result["variants"].append(rec)
-        if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=1))
-    base = next((r for r in result["variants"] if r.get("variant") in ("eager", "sdpa") and "s_per_forward" in r), None)
+def size_table(res: dict, ceiling: float) -> str:
+    flop, tokens = res["flop_per_forward"], res["tokens"]
+    base = next((r for r in res["variants"] if r.get("variant") in ("eager", "sdpa") and "s_per_forward" in r), None)
     lines = [
-        f"SCAIL-2 14B DiT forward, {args.size}x{args.frames} ({tokens} tokens, {flop / 1e15:.2f} PFLOP), "
-        f"{gpu}, {when}; bf16 matmul ceiling {ceiling:.0f} TFLOP/s",
+        f"SCAIL-2 14B DiT forward, {res['size']}x{res['frames']} ({tokens} tokens, {flop / 1e15:.2f} PFLOP), "
+        f"{res['gpu']}, {res['date']}; bf16 matmul ceiling {ceiling:.0f} TFLOP/s",
         "| variant | s/forward | TFLOP/s | % ceiling | peak GiB | x eager | rel. err vs eager | PSNR dB |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for r in result["variants"]:
+    for r in res["variants"]:
         if "s_per_forward" not in r:
             lines.append(f"| {r['variant']} | {r.get('error') or r.get('skipped')} | | | | | | |")
             continue
@@ -326,11 +264,99 @@ def main(argv=None) -> int:
             f"{tf:.0f} | {100 * tf / ceiling:.0f}% | {r['peak_gib']:.1f} | {r['x_eager']:.2f} | "
             f"{r.get('rel_err', float('nan')):.2e} | {'' if psnr is None else f'{psnr:.1f}'} |"
         )
-    table = "\n".join(lines)
-    result["table"] = table
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", default="896x512", help="one or more of 896x512, 704x1280, comma-separated")
+    p.add_argument("--frames", type=int, default=81)
+    p.add_argument("--variants", default="eager,flash,cudnn,cudnn+compile,cfg2+cudnn,fp8+cudnn,fp8+cudnn+compile")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--compile-extra-warmup", type=int, default=1, help="one more warm-up forward for compiled variants")
+    p.add_argument("--repeats", default="3", help="timed forwards per variant, one number per size (comma-separated)")
+    p.add_argument("--repeats-offload", type=int, default=2)
+    p.add_argument("--vram-budget-gb", type=float, default=None)
+    p.add_argument("--budget-s", type=float, default=1e9, help="skip the remaining variants past this wall time")
+    p.add_argument("--first-size-only", default="", help="variants run at the first size only, after all others")
+    p.add_argument("--json", default=None)
+    p.add_argument("--tiny", action="store_true", help="tiny config on the CPU (checks the script, not the speed)")
+    args = p.parse_args(argv)
+    t_start = time.perf_counter()
+    device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
+    cfg = tiny_config(text_dim=4096) if args.tiny else dict(OFFICIAL_14B_CONFIG)
+    sizes = [s.strip() for s in args.size.split(",") if s.strip()]
+    for s in sizes:
+        if s not in SIZES:
+            p.error(f"--size: {s} is not one of {', '.join(SIZES)}")
+    reps = [int(r) for r in str(args.repeats).split(",")]
+    reps += [reps[-1]] * (len(sizes) - len(reps))
+    gpu = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu"
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"# bench_dit {when} on {gpu}, torch {torch.__version__}", flush=True)
+    ceiling = matmul_ceiling(device)
+    print(f"bf16 matmul 8192^3: {ceiling:.0f} TFLOP/s", flush=True)
+    t0 = time.perf_counter()
+    model = build_model(cfg, device)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"built model: {n_params / 1e9:.2f}e9 params in {time.perf_counter() - t0:.1f} s", flush=True)
+    per_size: dict = {}
+    for size in sizes:
+        h, w = (64, 64) if args.tiny else SIZES[size]
+        frames = 9 if args.tiny else args.frames
+        inputs1 = make_inputs(h, w, frames, device, 1, cfg["text_dim"])
+        inputs2 = make_inputs(h, w, frames, device, 2, cfg["text_dim"])
+        tokens = token_count(model, inputs1)
+        flop = flops_per_forward(tokens, cfg)
+        print(f"{size}x{frames}: {tokens} tokens, {flop:.3g} FLOP per forward", flush=True)
+        res = {"date": when, "gpu": gpu, "torch": torch.__version__, "size": size, "frames": frames, "tokens": tokens}
+        res.update(flop_per_forward=flop, matmul_ceiling_tflops=ceiling, params=n_params, variants=[])
+        per_size[size] = {"inputs": (inputs1, inputs2), "res": res, "ref": {}}
+    result = {"date": when, "gpu": gpu, "torch": torch.__version__, "sizes": [per_size[s]["res"] for s in sizes]}
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    last = [v.strip() for v in args.first_size_only.split(",") if v.strip()]
+    destructive = [v for v in variants if {"fp8", "offload", "qkv"} & set(v.split("+"))]
+    keep = [v for v in variants if v not in destructive]
+    # every size's non-destructive variants first, then the ones that change the modules (same model, no rebuild)
+    order = [(s, v) for s in sizes for v in keep] + [(s, v) for s in sizes for v in destructive]
+    order += [(sizes[0], v) for v in last]
+    state: dict = {}
+    for size, name in order:
+        ps = per_size[size]
+        if time.perf_counter() - t_start > args.budget_s:
+            print(f"  {size} {name}: skipped (time budget)", flush=True)
+            ps["res"]["variants"].append({"variant": name, "skipped": "time budget"})
+            continue
+        print(f"  {size} {name} ...", flush=True)
+        try:
+            if "offload" in name.split("+") and not state.get("offload") and (state.get("fp8") or state.get("qkv")):
+                # offload is measured on the plain bf16 model: rebuild it (same seed, same weights)
+                del model
+                state.pop("fp8", None), state.pop("qkv", None)
+                import gc
+
+                gc.collect()
+                torch.cuda.empty_cache()
+                model = build_model(cfg, device)
+            reps_here = reps[sizes.index(size)]
+            rec = run_variant(name, model, *ps["inputs"], device, args, state, ps["ref"], reps_here)
+        except Exception as e:  # noqa: BLE001 - one failing variant must not lose the others
+            traceback.print_exc()
+            rec = {"variant": name, "error": f"{e.__class__.__name__}: {str(e)[:300]}"}
+            if device == "cuda":
+                torch.cuda.empty_cache()
+        ps["res"]["variants"].append(rec)
+        print(f"    -> {json.dumps({k: v for k, v in rec.items() if k != 'times_s'})}", flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=1))
+    tables = []
+    for size in sizes:
+        res = per_size[size]["res"]
+        res["table"] = size_table(res, ceiling)
+        tables.append(res["table"])
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
-    print(table, flush=True)
+    print("\n\n".join(tables), flush=True)
     return 0
 
 

@@ -1,15 +1,20 @@
-"""Seconds per clip of the presets on one GPU, end to end (T5, CLIP, VAE encode, DiT loop, VAE decode).
+"""Seconds per clip of the presets on one GPU, measured end to end (T5, CLIP, VAE encode, DiT loop, VAE decode).
 
 Builds the whole pipeline at full size with random weights directly on the GPU (DiT 14B bf16 as bench_dit builds
 it, UMT5-XXL encoder bf16, CLIP ViT-H/14 bf16, Wan 2.1 VAE fp32, a word-level tokenizer standing in for umt5's), random
-conditioning pixels of 81 frames at 896x512, then runs the `fast` preset (8 steps, shift 1, no CFG) end to end for
-each speed-up setting, timing every stage. The `quality` preset (40 steps, CFG 5 = 80 forwards) is too long for one
-device call here; its seconds per clip are ESTIMATED from the same run: the measured non-DiT stages + 80 x the
-measured seconds per DiT forward inside the loop (scheduler included). Quality cost: decoded-frame PSNR/SSIM of each
-setting against the first (eager bf16) run, same seed and inputs (random weights: this measures numerical drift,
-not perceptual quality).
+conditioning pixels of 81 frames at 896x512, then runs each `setting:preset` pair end to end, timing every stage
+(`fast`: 8 steps, no CFG; `quality`: 40 steps with CFG 5 = 80 forwards). Quality cost: decoded-frame PSNR/SSIM of
+each run against the first run of the same preset, same seed and inputs (random weights: this measures numerical
+drift, not perceptual quality).
 
-    python bench/bench_presets.py --settings eager,compile,fp8+compile --json $OUT/presets.json
+Setting names: `+`-joined parts of: compile, fp8 (fp8 linears), cudnn|flash3|sdpa|auto (attention; none named:
+cuDNN), fp8attn (fp8 self-attention in FlashAttention 3), fp8attn0 (the same without the Hadamard rotation); `eager`
+names none of them. `--offload block --vram-budget-gb 24 --cap-gib 24` places the models as `generate --offload
+block --vram_budget_gb 24` does and caps PyTorch's allocator at 24 GiB (a 24 GB card, simulated).
+
+    python bench/bench_presets.py --runs eager:fast,fp8+fp8attn+compile:fast,fp8+fp8attn+compile:quality --json x.json
+    python bench/bench_presets.py --runs fp8+fp8attn+compile:fast,fp8+fp8attn+compile:quality \
+        --offload block --vram-budget-gb 24 --cap-gib 24
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import datetime
 import json
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cache import psnr, ssim  # noqa: E402
 from bench_dit import build_model, make_inputs  # noqa: E402
 
+from scailflow.scail import attention as attn  # noqa: E402
 from scailflow.scail import speed  # noqa: E402
+from scailflow.scail.fp8_attention import emulate_fa3  # noqa: E402
 from scailflow.scail.model import OFFICIAL_14B_CONFIG, tiny_config  # noqa: E402
 from scailflow.scail.offload import Placement  # noqa: E402
-from scailflow.scail.options import PRESETS, SamplingOptions  # noqa: E402
+from scailflow.scail.options import OFFLOAD_MODES, PRESETS, SamplingOptions  # noqa: E402
 from scailflow.scail.pipeline import Conditioning, SCAIL2Pipeline  # noqa: E402
 
 STAGES = ("encode_prompt", "encode_reference", "encode_driving", "denoise", "decode")
@@ -179,9 +187,62 @@ def vae_tiling_bench(sizes: list[tuple[int, int]], frames: int, device: str) -> 
     return "\n".join(lines)
 
 
+def parse_runs(args) -> list[tuple[str, str]]:
+    if args.runs:
+        runs = []
+        for item in args.runs.split(","):
+            setting, preset, *cap = item.strip().split(":") + [""]
+            runs.append((setting, preset or args.preset, bool(cap and cap[0] == "cap")))
+        return runs
+    return [(st, args.preset, False) for st in args.settings.split(",") if st]
+
+
+def place_capped(pipe, device: str, args) -> str:
+    """Move the built pipeline to the --offload placement and cap the allocator at --cap-gib (a smaller card)."""
+    import gc
+
+    tr = pipe.transformer
+    for m in tr.modules():
+        if m.__class__.__name__ in tr._repeated_blocks:
+            m._compiled_call_impl = None
+    # on the H200 (2026-12-01) a switch after compiled uncapped runs found 23.7 GiB still allocated and ran out of
+    # memory: drop dynamo's compiled code and what it holds before re-placing (not re-measured since)
+    torch._dynamo.reset()
+    gc.collect()
+    placement = Placement(device, args.offload, args.vram_budget_gb)
+    if args.offload != "none":
+        placement.prepare(
+            {"transformer": tr, "vae": pipe.vae, "text_encoder": pipe.text_encoder, "image_encoder": pipe.image_encoder}
+        )
+        pipe.placement = placement
+    cap = f"offload {args.offload}"
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        if args.cap_gib:
+            total = torch.cuda.get_device_properties(0).total_memory
+            torch.cuda.set_per_process_memory_fraction(args.cap_gib * 2**30 / total)
+            cap += f", memory capped at {args.cap_gib:g} GiB (set_per_process_memory_fraction)"
+    print(f"  placed: {cap}", flush=True)
+    return cap
+
+
+def setting_attention(parts: set, device: str) -> tuple[str, bool]:
+    """(attention backend, fp8 attention) a setting names; none named: cuDNN on a GPU (the eager reference)."""
+    if {"fp8attn", "fp8attn0"} & parts:
+        return "flash3", True
+    named = [a for a in ("flash3", "cudnn", "sdpa", "auto") if a in parts]
+    return (named[0] if named else ("cudnn" if device == "cuda" else "sdpa")), False
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--settings", default="eager,compile,fp8+compile")
+    p.add_argument(
+        "--runs",
+        default=None,
+        help="setting:preset pairs run in this order (e.g. eager:fast,fp8+fp8attn+compile:quality); "
+        "overrides --settings/--preset",
+    )
     p.add_argument("--size", default="896x512", help="HxW")
     p.add_argument("--frames", type=int, default=81)
     p.add_argument("--budget-s", type=float, default=1e9)
@@ -191,7 +252,15 @@ def main(argv=None) -> int:
         "--preset",
         choices=sorted(PRESETS),
         default="fast",
-        help="the preset each setting runs end to end (quality: 80 forwards, ~7 min on one H100)",
+        help="the preset each setting runs end to end (quality: 80 forwards, ~5.5 min on one H200)",
+    )
+    p.add_argument("--offload", choices=OFFLOAD_MODES, default="none", help="placement, as --offload of generate")
+    p.add_argument("--vram-budget-gb", type=float, default=None, help="as --vram_budget_gb of generate")
+    p.add_argument(
+        "--cap-gib",
+        type=float,
+        default=None,
+        help="simulate a smaller card: torch.cuda.set_per_process_memory_fraction to this many GiB after the build",
     )
     p.add_argument(
         "--vae-tiling", action="store_true", help="only the VAE decode with/without tiling (896x512, 704x1280)"
@@ -213,94 +282,134 @@ def main(argv=None) -> int:
         h, w, args.frames = 64, 64, 9
     gpu = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    runs = parse_runs(args)
     t0 = time.perf_counter()
     pipe = build_pipeline(device, args.tiny)
-    print(f"# bench_presets {when} on {gpu}; pipeline built in {time.perf_counter() - t0:.1f} s", flush=True)
+    tr = pipe.transformer
+    state: dict = {}
+    capped = {"all": all(c for _, _, c in runs)}
+    if any("fp8" in st.split("+") for st, _, _ in runs) and args.offload != "none" and capped["all"]:
+        speed.fp8_blocks(tr)  # as load_pipeline does: fp8 before the offload hooks
+        state["fp8"] = True
+    cap = place_capped(pipe, device, args) if capped["all"] else "offload none"
+    print(f"# bench_presets {when} on {gpu}; pipeline built in {time.perf_counter() - t0:.1f} s; {cap}", flush=True)
     cond = conditioning(h, w, args.frames)
     fast = PRESETS["fast"]
-    quality = PRESETS["quality"]
-    rows, ref_frames = [], None
-    state: dict = {}
-    for setting in [s for s in args.settings.split(",") if s]:
+    rows, ref_frames = [], {}
+    last_setting = None
+    for setting, preset, capped_run in runs:
         if time.perf_counter() - t_start > args.budget_s:
-            rows.append({"setting": setting, "skipped": "time budget"})
+            rows.append({"setting": setting, "preset": preset, "capped": capped_run, "skipped": "time budget"})
+            print(f"  {setting} {preset}: skipped (time budget)", flush=True)
             continue
         parts = set(setting.split("+"))
-        tr = pipe.transformer
-        for m in tr.modules():  # undo an earlier setting's compile
-            if m.__class__.__name__ in tr._repeated_blocks:
-                m._compiled_call_impl = None
-        speed.set_attention(tr, "auto" if device == "cuda" else "sdpa")
-        if "fp8" in parts and not state.get("fp8"):
-            speed.fp8_blocks(tr)
-            state["fp8"] = True
-        warm = 0.0
-        if "compile" in parts:
-            speed.compile_blocks(tr)
         t0 = time.perf_counter()
-        if not state.get("warm"):  # first setting: one throw-away 1-step clip (cuDNN plans, allocator, encoders)
-            with torch.no_grad():
-                pipe(cond, h, w, SamplingOptions(**dict(fast, steps=1), seed=3))
-            state["warm"] = True
-        elif parts & {"compile", "fp8"}:  # later settings: one throw-away DiT forward (compile) of the same shapes
-            inp = make_inputs(h, w, args.frames, device, 1, pipe.transformer.config.text_dim)
-            with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16):
-                tr(**inp)
-            sync()
-        warm = time.perf_counter() - t0
-        acc = timed_stages(pipe, sync)
-        if device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        run_preset = PRESETS[args.preset]
-        opts = SamplingOptions(**run_preset, seed=7)
-        t0 = time.perf_counter()
-        frames, _ = pipe(cond, h, w, opts)
-        total = time.perf_counter() - t0
-        for name in STAGES:  # restore the class methods
-            delattr(pipe, name)
-        per_forward = acc["denoise"] / (run_preset["steps"] * (2 if run_preset["guidance"] > 1 else 1))
-        other = total - acc["denoise"]
+        try:
+            if capped_run and not capped.get("done") and not capped["all"]:
+                if "fp8" in parts and not state.get("fp8"):
+                    speed.fp8_blocks(tr)
+                    state["fp8"] = True
+                cap_note = place_capped(pipe, device, args)
+                capped["done"] = True
+                last_setting = None
+            if setting != last_setting:
+                for m in tr.modules():  # undo an earlier setting's compile
+                    if m.__class__.__name__ in tr._repeated_blocks:
+                        m._compiled_call_impl = None
+                attention, fp8_attn = setting_attention(parts, device)
+                attn.STATE.rotate = "fp8attn0" not in parts
+                kernel = emulate_fa3 if attention == "flash3" and device == "cpu" else None
+                attn.set_attention(tr, attention, device, fp8=fp8_attn, kernel=kernel)
+                if "fp8" in parts and not state.get("fp8"):
+                    speed.fp8_blocks(tr)
+                    state["fp8"] = True
+                if "compile" in parts:
+                    grouped = capped_run and args.offload == "block"
+                    speed.compile_blocks(tr, fullgraph=not grouped)
+                if not state.get("warm"):  # first run: one throw-away 1-step clip (cuDNN plans, allocator, encoders)
+                    with torch.no_grad():
+                        pipe(cond, h, w, SamplingOptions(**dict(fast, steps=1), seed=3))
+                    state["warm"] = True
+                else:  # a new setting: one throw-away DiT forward of the same shapes (compile)
+                    inp = make_inputs(h, w, args.frames, device, 1, tr.config.text_dim)
+                    with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16):
+                        tr(**inp)
+                    del inp
+                    sync()
+            last_setting = setting
+            warm = time.perf_counter() - t0
+            acc = timed_stages(pipe, sync)
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            run_preset = PRESETS[preset]
+            opts = SamplingOptions(**run_preset, seed=7)
+            t0 = time.perf_counter()
+            try:
+                frames, _ = pipe(cond, h, w, opts)
+            finally:
+                for name in STAGES:  # restore the class methods
+                    delattr(pipe, name)
+            total = time.perf_counter() - t0
+        except Exception as e:  # noqa: BLE001 - one failing run must not lose the others
+            traceback.print_exc()
+            rows.append({"setting": setting, "preset": preset, "error": f"{e.__class__.__name__}: {str(e)[:300]}"})
+            last_setting = None
+            if device == "cuda":
+                torch.cuda.empty_cache()
+            continue
+        forwards = run_preset["steps"] * (2 if run_preset["guidance"] > 1 else 1)
         row = {
             "setting": setting,
-            "preset": args.preset,
-            "fast_s": total,
+            "preset": preset,
+            "capped": capped_run,
+            "clip_s": total,
             "warmup_s": warm,
             "stages_s": acc,
-            "s_per_step": per_forward,
-            "quality_est_s": other + 2 * quality["steps"] * per_forward,
+            "forwards": forwards,
+            "s_per_forward": acc["denoise"] / forwards,
             "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan"),
+            "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if device == "cuda" else float("nan"),
         }
-        if ref_frames is None:
-            ref_frames = frames
-            row.update(psnr=float("inf"), ssim=1.0)
+        if capped_run and not capped["all"]:
+            row["placement"] = cap_note
+        if preset not in ref_frames:
+            ref_frames[preset] = (setting, frames)
+            row.update(psnr=float("inf"), ssim=1.0, vs=setting)
         else:
-            row.update(psnr=psnr(frames, ref_frames), ssim=ssim(frames, ref_frames))
+            row.update(psnr=psnr(frames, ref_frames[preset][1]), ssim=ssim(frames, ref_frames[preset][1]))
+            row["vs"] = ref_frames[preset][0]
         rows.append(row)
         print(
-            f"  {setting}: {args.preset} preset {total:.1f} s ({', '.join(f'{k} {v:.1f}' for k, v in acc.items())}); "
-            f"warm-up {warm:.1f} s",
+            f"  {setting} {preset}: {total:.1f} s ({', '.join(f'{k} {v:.1f}' for k, v in acc.items())}); "
+            f"warm-up {warm:.1f} s; peak {row['peak_gib']:.1f} GiB",
             flush=True,
         )
         if args.json:
             Path(args.json).write_text(json.dumps({"date": when, "gpu": gpu, "rows": rows}, indent=1))
-    measured = {"fast": "fast: 8 steps, no CFG", "quality": "quality: 40 steps, CFG 5"}[args.preset]
     lines = [
-        f"Seconds per clip, {args.frames} frames {w}x{h}, {gpu}, {when} (random full-size weights; "
-        "quality = ESTIMATE: measured non-DiT stages + 80 x measured s/forward)",
-        f"| setting | {measured} (measured) | of which DiT | VAE decode | encoders + VAE encode | "
-        "quality: 40 steps CFG 5 (estimate) | one-time warm-up | peak GiB | PSNR / SSIM vs eager |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"Seconds per clip, measured end to end, {args.frames} frames {w}x{h}, {gpu}, {when} (random full-size "
+        f"weights; T5, CLIP, VAE encode, DiT loop, VAE decode; {cap}; capped runs: offload {args.offload}, "
+        f"cap {args.cap_gib} GiB)",
+        "| setting | preset | s per clip | of which DiT | s / forward | VAE decode | encoders + VAE encode | "
+        "one-time warm-up | peak GiB (allocated / reserved) | PSNR / SSIM vs first run of the preset |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        if "fast_s" not in r:
-            lines.append(f"| {r['setting']} | skipped | | | | | | | |")
+        if "clip_s" not in r:
+            lines.append(f"| {r['setting']} | {r['preset']} | {r.get('error') or r.get('skipped')} | | | | | | | |")
             continue
-        s = r["stages_s"]
-        enc = s["encode_prompt"] + s["encode_reference"] + s["encode_driving"]
+        st = r["stages_s"]
+        enc = st["encode_prompt"] + st["encode_reference"] + st["encode_driving"]
+        q = (
+            "reference"
+            if r["psnr"] == float("inf") and r["vs"] == r["setting"]
+            else f"{r['psnr']:.1f} dB / {r['ssim']:.4f}"
+        )
+        name = r["setting"] + (" (capped)" if r["capped"] else "")
         lines.append(
-            f"| {r['setting']} | {r['fast_s']:.1f} s | {s['denoise']:.1f} s | {s['decode']:.1f} s | "
-            f"{enc:.1f} s | {r['quality_est_s']:.0f} s | {r['warmup_s']:.0f} s | {r['peak_gib']:.1f} | "
-            f"{r['psnr']:.1f} dB / {r['ssim']:.4f} |"
+            f"| {name} | {r['preset']} | {r['clip_s']:.1f} s | {st['denoise']:.1f} s | "
+            f"{r['s_per_forward']:.2f} s | {st['decode']:.1f} s | {enc:.1f} s | {r['warmup_s']:.0f} s | "
+            f"{r['peak_gib']:.1f} / {r['peak_reserved_gib']:.1f} | {q} |"
         )
     table = "\n".join(lines)
     print(table, flush=True)

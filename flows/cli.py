@@ -284,3 +284,36 @@ def run_demo(args) -> int:
         )
     print(_where())
     return 0
+
+
+# ---------------------------------------------------------------------------------------------- init / schema
+def add_init_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", nargs="?", default=".", help="where to write it (default: here)")
+    p.add_argument("--pipelines", action="store_true", help="write pipelines.yaml (a batch) instead of job.yaml")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+
+def run_init(args) -> int:
+    from scailflow.files import write_text_atomic
+    from scailflow.flows.starter import job_yaml, pipelines_yaml
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise InputError(f"not a folder: {folder}")
+    path = folder / ("pipelines.yaml" if args.pipelines else "job.yaml")
+    if path.exists() and not args.force:
+        raise InputError(f"{path} exists; --force overwrites it")
+    write_text_atomic(path, pipelines_yaml() if args.pipelines else job_yaml())
+    print(f"wrote {path} (every option with its default and meaning; uncomment what you change)")
+    return 0
+
+
+def add_schema_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("kind", choices=("job", "pipelines"), help="job.yaml or pipelines.yaml")
+
+
+def run_schema(args) -> int:
+    from scailflow.flows.starter import json_schema
+
+    print(json_schema(args.kind))
+    return 0

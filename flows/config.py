@@ -33,6 +33,14 @@ class JobConfig(Options):
     pose: PoseOptions = PoseOptions()
     prompt_enhancer: PromptOptions = PromptOptions()
 
+    @model_validator(mode="after")
+    def _color_match_on(self):
+        # long videos in a flow: later segments are colour-matched to the first unless the job says otherwise
+        # (`scailflow generate` keeps the official behaviour: off)
+        if self.sampling.color_match is None:
+            self.sampling = self.sampling.model_copy(update={"color_match": "reinhard"})
+        return self
+
     @model_validator(mode="before")
     @classmethod
     def _instruction_shortcut(cls, data: Any) -> Any:
@@ -176,8 +184,9 @@ def load_pipelines(path: str | os.PathLike) -> PipelinesFile:
         entry.root = _resolve(base, entry.root)
         entry.out = _resolve(base, entry.out)
         entry.folders = [_resolve(base, f) for f in entry.folders]
-    for key in ("ckpt_dir", "scail_path", "lora_path"):
+    for key in ("ckpt_dir", "scail_path"):
         setattr(cfg.model, key, _resolve(base, getattr(cfg.model, key)))
+    cfg.model.lora_path = [_resolve(base, p) for p in cfg.model.lora_path]
     for i, entry in enumerate(cfg.pipelines):  # options are JobConfig fields: check them now, with their line
         parse_model(JobConfig, merge(cfg.defaults, entry.options), path, lines, ("pipelines", i, "options"))
     parse_model(JobConfig, cfg.defaults, path, lines, ("defaults",))

@@ -13,12 +13,18 @@ MaskBackend = Literal["auto", "mediapipe", "sam2", "sam3"]
 
 class MaskOptions(Options):
     backend: Annotated[MaskBackend, Flag("--mask-backend", "--mask_backend")] = Field(
-        "auto", description="auto: SAM 2 when sam2_checkpoint is set, else the embedded mediapipe segmenter"
+        "auto",
+        description="auto: SAM 2 when sam2_checkpoint is set, else SAM 3 when sam3_checkpoint is set, else the "
+        "embedded mediapipe segmenter (people split by its face detector)",
     )
     sam2_checkpoint: Annotated[str | None, Flag("--sam2-checkpoint", "--sam2_checkpoint")] = Field(
         None, description="SAM 2 checkpoint, e.g. ~/models/sam2.1_hiera_large.pt"
     )
     sam2_config: str | None = Field(None, description="SAM 2 model config name (default: from the checkpoint)")
+    sam3_checkpoint: Annotated[str | None, Flag("--sam3-checkpoint", "--sam3_checkpoint")] = Field(
+        None, description="SAM 3 checkpoint (sam3.pt; needs the scailflow[sam3] extra), text-prompted"
+    )
+    sam3_prompt: str = Field("human", description="SAM 3's text prompt (the official preprocessing's)")
     max_persons: Annotated[int, Flag("--max-persons", "--max_persons")] = Field(
         2, ge=1, le=6, description="people to track, at most one per palette colour"
     )
@@ -26,3 +32,8 @@ class MaskOptions(Options):
         None, ge=0, description="replacement: which person (left to right); default: best IoU with the reference"
     )
     dilate_px: int = Field(0, ge=0, le=64, description="replacement: grow the replaced region by this many pixels")
+    fit_reference: Annotated[bool, Flag("--fit-reference", "--fit_reference")] = Field(
+        False,
+        description="replacement: scale the reference (and its mask) so the character is as tall as the person "
+        "replaced in the first driving frame (written as ref_fitted.png)",
+    )

@@ -4,10 +4,11 @@ Every backend implements `segment(frames, select, boxes=None) -> Segmentation`: 
 the first frame, asks `select` which to keep (and in which order), and tracks only those through the clip.
 People appearing after the first frame are never added. Backends:
 
-- `MediapipeSegmenter`: the embedded default (mediapipe selfie segmentation, model inside the wheel). It sees
-  the foreground as ONE person; it also proposes person boxes (connected foreground regions) for SAM prompts.
+- `MediapipeSegmenter`: the embedded default (mediapipe selfie segmentation and face detection, models inside the
+  wheel): the foreground split into people, one per face, tracked frame to frame (masks/people.py); it also
+  proposes person boxes for SAM 2 prompts.
 - `Sam2VideoSegmenter`: SAM 2 video predictor prompted with one box per person on the first frame.
-- `Sam3VideoSegmenter`: SAM 3 video predictor prompted with text ("person"), where the `sam3` package exists.
+- `Sam3VideoSegmenter`: SAM 3's video model prompted with text ("human"), with the `scailflow[sam3]` extra.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 
 from scailflow.errors import InputError
 
+from .people import FaceDetector, split_people, track_people
 from .tracks import MIN_AREA_FRACTION, Selector, compose_labels
 
 log = logging.getLogger("scailflow.masks")
@@ -52,7 +54,8 @@ def _empty(frames: np.ndarray, candidates: int) -> Segmentation:
 
 
 class MediapipeSegmenter:
-    """Embedded default: mediapipe selfie segmentation on every frame, all foreground as a single person."""
+    """Embedded default: mediapipe selfie segmentation on every frame; the foreground is split into people by
+    mediapipe's face detector and tracked through the clip (masks/people.py; both models ship inside the wheel)."""
 
     name = "mediapipe"
 
@@ -77,34 +80,44 @@ class MediapipeSegmenter:
         """Boolean foreground mask of one RGB frame (probability > 0.5)."""
         return next(iter(self.probabilities([frame]))) > 0.5
 
-    def person_boxes(self, frame: np.ndarray, min_area: float = MIN_AREA_FRACTION) -> list[tuple[int, int, int, int]]:
-        """Boxes (x0, y0, x1, y1) of connected foreground regions covering >= `min_area` of the frame.
+    def people(self, frame: np.ndarray) -> list[np.ndarray]:
+        """One boolean mask per person in one frame (foreground regions, split where several faces share one)."""
+        with FaceDetector().session() as detect:
+            return split_people(self.foreground(frame), detect(frame))
 
-        People who touch form one region (one box); a pose detector's boxes separate them better.
-        """
-        fg = self.foreground(frame).astype(np.uint8)
-        n, _, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+    def person_boxes(self, frame: np.ndarray, min_area: float = MIN_AREA_FRACTION) -> list[tuple[int, int, int, int]]:
+        """Boxes (x0, y0, x1, y1) of the people in a frame covering >= `min_area` of it, largest first (SAM 2's
+        prompts when no pose detector gave boxes)."""
         boxes = []
-        for i in range(1, n):
-            x, y, w, h, area = stats[i]
-            if area >= min_area * fg.size:
-                boxes.append((int(x), int(y), int(x + w - 1), int(y + h - 1)))
+        for m in self.people(frame):
+            if m.mean() >= min_area:
+                ys, xs = np.nonzero(m)
+                boxes.append((int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())))
         return sorted(boxes, key=lambda b: -(b[2] - b[0] + 1) * (b[3] - b[1] + 1))
 
     def segment(self, frames: np.ndarray, select: Selector, boxes: Sequence[Box] | None = None) -> Segmentation:
         if boxes:
-            log.debug("mediapipe segments the whole foreground as one person; %d prompt boxes unused", len(boxes))
-        probs = self.probabilities(frames)
-        first = next(iter(probs))
-        kept = select([first > 0.5])
-        if not kept:
-            probs.close()
-            return _empty(frames, 1)
-        labels = np.empty(frames.shape[:3], np.uint8)
-        labels[0] = first > 0.5
-        for t, p in enumerate(probs, start=1):
-            labels[t] = p > 0.5
-        return Segmentation(labels, 1, 1)
+            log.debug("mediapipe finds people itself; %d prompt boxes unused", len(boxes))
+        probs = iter(self.probabilities(frames))
+        first = next(probs) > 0.5
+        with FaceDetector().session() as detect:
+            candidates = split_people(first, detect(frames[0]))
+            kept = select(candidates)
+            if not kept:
+                return _empty(frames, len(candidates))
+            labels = np.zeros(frames.shape[:3], np.uint8)
+            if len(candidates) == 1:  # one person: the whole foreground, frame by frame
+                labels[0] = first
+                for t, p in enumerate(probs, start=1):
+                    labels[t] = p > 0.5
+                return Segmentation(labels, 1, 1)
+            people = candidates  # every candidate is tracked, so the ones not kept never leak into the kept
+            for t in range(frames.shape[0]):
+                if t:
+                    people = track_people(people, next(probs) > 0.5, detect(frames[t]))
+                for p, i in enumerate(kept):
+                    labels[t][people[i]] = p + 1
+        return Segmentation(labels, len(kept), len(candidates))
 
 
 _SAM2_SIZES = (
@@ -262,60 +275,80 @@ def _sam2_has_extension() -> bool:
     return True
 
 
-class Sam3VideoSegmenter:
-    """SAM 3 video predictor (the official preprocessing's tracker), prompted with text on the first frame.
+SAM3_DETECTION_THRESHOLD = 0.25  # the official preprocessing's confidence (sam3's builder defaults to 0.5)
 
-    `predictor` follows the `sam3` package's request interface: `handle_request(dict(type=...))` for
-    start_session / add_prompt / close_session and `handle_stream_request` for propagate_in_video, whose
-    responses carry `frame_index` and `outputs` with `out_obj_ids` and `out_binary_masks`.
+
+class Sam3VideoSegmenter:
+    """SAM 3's video model (the official preprocessing's tracker), prompted with text ("human") on the first frame.
+
+    `model` has the `sam3` package's video-model interface: `init_state(resource_path=...)`,
+    `add_prompt(state, frame_idx=, text_str=)` and `propagate_in_video(state, ...)` yielding `(frame_index, outputs)`
+    with `out_obj_ids` and `out_binary_masks` at the frame size. The model is driven directly (not through sam3's
+    predictor wrapper, which moves it to CUDA unconditionally), so it runs on a CPU too.
     """
 
     name = "sam3"
 
-    def __init__(self, predictor: Any, prompt: str = "person"):
-        self.predictor = predictor
+    def __init__(self, model: Any, prompt: str = "human", device: str = "cpu"):
+        self.model = model
         self.prompt = prompt
+        self.device = device
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Path | None, device: str = "cpu") -> Sam3VideoSegmenter:
-        """Build the `sam3` package's video predictor from a local checkpoint (InputError when unavailable)."""
+    def from_checkpoint(
+        cls, checkpoint: Path | None, device: str = "cpu", prompt: str = "human", **build: Any
+    ) -> Sam3VideoSegmenter:
+        """The `sam3` package's video model from a local checkpoint (never a download). `checkpoint=None` keeps random
+        weights (tests only); `build` goes to sam3's builder."""
         try:
-            from sam3.model_builder import build_sam3_video_predictor
+            from sam3.model_builder import build_sam3_video_model
         except ImportError:
             raise InputError(
-                "the sam3 backend needs the `sam3` package (not installed); use backend sam2 or mediapipe"
+                "the sam3 backend needs the `sam3` package: pip install 'scailflow[sam3]' (or use sam2 / mediapipe)"
             ) from None
-        if checkpoint is None or not Path(checkpoint).is_file():
-            raise InputError(f"the sam3 backend needs its checkpoint file (sam3.pt); not found: {checkpoint}")
+        if checkpoint is not None and not Path(checkpoint).is_file():
+            raise InputError(f"SAM 3 checkpoint not found: {checkpoint}")
+        if not str(device).startswith("cuda"):
+            # sam3 0.1.4 builds and feeds its model with tensors hard-coded to CUDA (position encodings, frames)
+            raise InputError(
+                "the sam3 backend runs on a CUDA GPU only (the sam3 package's own limit); on a CPU use "
+                "sam2 or mediapipe"
+            )
         try:
-            return cls(build_sam3_video_predictor(checkpoint_path=str(checkpoint)))
-        except Exception as e:  # the package's own loading errors vary by version
+            model = build_sam3_video_model(
+                checkpoint_path=str(checkpoint) if checkpoint else None, load_from_HF=False, device=device, **build
+            )
+        except (RuntimeError, KeyError, OSError, ValueError) as e:
             raise InputError(f"cannot load SAM 3 from {checkpoint}: {e.__class__.__name__}: {e}") from None
+        model.score_threshold_detection = SAM3_DETECTION_THRESHOLD
+        return cls(model.eval(), prompt, device)
+
+    def _autocast(self):
+        if str(self.device).startswith("cuda"):
+            import torch
+
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def segment(self, frames: np.ndarray, select: Selector, boxes: Sequence[Box] | None = None) -> Segmentation:
+        import torch
         from PIL import Image
 
         t, h, w = frames.shape[:3]
         per_frame: dict[int, dict[int, np.ndarray]] = {}
-        with tempfile.TemporaryDirectory(prefix="scailflow-sam3-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="scailflow-sam3-") as tmp, torch.inference_mode(), self._autocast():
             for i, frame in enumerate(frames):
                 Image.fromarray(frame).save(Path(tmp) / f"{i}.jpg", quality=95)
-            session = self.predictor.handle_request(dict(type="start_session", resource_path=tmp))["session_id"]
-            try:
-                self.predictor.handle_request(
-                    dict(type="add_prompt", session_id=session, frame_index=0, text=self.prompt)
-                )
-                for response in self.predictor.handle_stream_request(
-                    dict(type="propagate_in_video", session_id=session)
-                ):
-                    out = response["outputs"]
-                    ids = [int(i) for i in np.asarray(out["out_obj_ids"]).reshape(-1)]
-                    masks = np.asarray(out["out_binary_masks"]) if ids else np.zeros((0, h, w), bool)
-                    if masks.ndim == 4:  # [N, 1, H, W]
-                        masks = masks[:, 0]
-                    per_frame[int(response["frame_index"])] = {oid: _fit(masks[k], (h, w)) for k, oid in enumerate(ids)}
-            finally:
-                self.predictor.handle_request(dict(type="close_session", session_id=session))
+            state = self.model.init_state(resource_path=tmp)
+            self.model.add_prompt(state, frame_idx=0, text_str=self.prompt)
+            for frame_idx, out in self.model.propagate_in_video(
+                state, start_frame_idx=0, max_frame_num_to_track=t, reverse=False
+            ):
+                ids = [int(i) for i in np.asarray(out["out_obj_ids"]).reshape(-1)]
+                masks = np.asarray(out["out_binary_masks"]) if ids else np.zeros((0, h, w), bool)
+                if masks.ndim == 4:  # [N, 1, H, W]
+                    masks = masks[:, 0]
+                per_frame[int(frame_idx)] = {oid: _fit(masks[k], (h, w)) for k, oid in enumerate(ids)}
         first_ids = sorted(per_frame.get(0, {}))
         kept = select([per_frame[0][oid] for oid in first_ids])
         if not kept:

@@ -11,12 +11,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from scailflow.errors import InputError
-from scailflow.media import read_image, read_video
+from scailflow.media import read_image, read_video, write_image
 from scailflow.options import Mode, choices
 
 from .errors import NoPersonError
+from .framing import WARN_RATIO, alpha_mask, fit_reference, framing
 from .options import MaskBackend
 from .palette import BLACK, PALETTE_NAMES, WHITE, check_count
+from .people import FaceDetector, split_people
 from .render import colourise, palette_colours, write_label_video, write_mask_image
 from .segmenters import MediapipeSegmenter, Sam2VideoSegmenter, Sam3VideoSegmenter, Segmentation, Segmenter
 from .tracks import area_fraction, best_iou, dilate, left_to_right, masks_of, match_by_centroid, relabel, select_tracks
@@ -26,6 +28,7 @@ log = logging.getLogger("scailflow.masks")
 MODES = choices(Mode)
 BACKENDS = choices(MaskBackend)
 REF_MASK_NAME = "ref_mask.png"
+FITTED_REF_NAME = "ref_fitted.png"  # replacement with fit_reference: the reference scaled to the replaced person
 DRIVING_MASK_NAMES = {"animation": "rendered_mask_v2.mp4", "replacement": "replace_mask.mp4"}
 
 
@@ -40,6 +43,8 @@ class MaskResult:
     backend: str = ""
     mode: str = "animation"
     colours: list[str] = field(default_factory=list)
+    ref_image: Path | None = None  # the reference generation should use when it is not the raw one (fitted)
+    framing: dict | None = None  # replacement: reference vs replaced person's height in the model's frame
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (paths as strings)."""
@@ -51,6 +56,8 @@ class MaskResult:
             "backend": self.backend,
             "mode": self.mode,
             "colours": list(self.colours),
+            "ref_image": str(self.ref_image) if self.ref_image else None,
+            "framing": self.framing,
         }
 
 
@@ -60,18 +67,19 @@ def build_segmenter(
     sam2_checkpoint: Path | None = None,
     sam2_config: str | None = None,
     sam3_checkpoint: Path | None = None,
+    sam3_prompt: str = "human",
     device: str = "cpu",
 ) -> Segmenter:
-    """The segmenter for `backend`. "auto": SAM 2 when its checkpoint is given, else SAM 3 when its checkpoint is
-    given, else the embedded mediapipe default (one person)."""
+    """The segmenter for `backend`. "auto": SAM 3 when its checkpoint is given (the official preprocessing's model),
+    else SAM 2 when its checkpoint is given, else the embedded mediapipe default."""
     if backend not in BACKENDS:
         raise InputError(f"unknown masks backend {backend!r} (choose from {', '.join(BACKENDS)})")
     if backend == "auto":
-        backend = "sam2" if sam2_checkpoint is not None else "sam3" if sam3_checkpoint is not None else "mediapipe"
+        backend = "sam3" if sam3_checkpoint is not None else "sam2" if sam2_checkpoint is not None else "mediapipe"
         if backend == "mediapipe":
             log.info(
-                "masks: no SAM 2 checkpoint configured; using the embedded mediapipe selfie segmentation "
-                "(one person: the whole foreground)"
+                "masks: no SAM 2 checkpoint (nor SAM 3) configured; using the embedded mediapipe segmentation "
+                "(people split by its face detector, tracked frame to frame)"
             )
     if backend == "mediapipe":
         return MediapipeSegmenter()
@@ -81,8 +89,14 @@ def build_segmenter(
         seg = Sam2VideoSegmenter.from_checkpoint(Path(sam2_checkpoint), sam2_config, device)
         log.info("masks: SAM 2 video predictor from %s on %s", sam2_checkpoint, device)
         return seg
-    seg3 = Sam3VideoSegmenter.from_checkpoint(Path(sam3_checkpoint) if sam3_checkpoint else None, device)
-    log.info("masks: SAM 3 video predictor from %s", sam3_checkpoint)
+    if sam3_checkpoint is None:
+        raise InputError("the sam3 backend needs a checkpoint (sam3.pt); none configured")
+    if device == "cpu":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else device  # SAM 3 needs the GPU
+    seg3 = Sam3VideoSegmenter.from_checkpoint(Path(sam3_checkpoint), device, prompt=sam3_prompt)
+    log.info("masks: SAM 3 video model from %s on %s, text prompt %r", sam3_checkpoint, device, sam3_prompt)
     return seg3
 
 
@@ -122,6 +136,17 @@ def _segment_image(segmenter: Segmenter, image: np.ndarray, max_persons: int, bo
     return segmenter.segment(image[None], select, boxes)
 
 
+def _segment_alpha(alpha: np.ndarray, image: np.ndarray, max_persons: int) -> Segmentation:
+    """The reference's own alpha as its people (split by faces like the embedded default's foreground)."""
+    with FaceDetector().session() as detect:
+        people = split_people(alpha, detect(image))
+    kept = left_to_right(people, select_tracks(people, max_persons))
+    labels = np.zeros((1, *alpha.shape), np.uint8)
+    for p, i in enumerate(kept):
+        labels[0][people[i]] = p + 1
+    return Segmentation(labels, len(kept), len(people))
+
+
 def _parse_extra(kind: str, persons: int, path: Path) -> int | None:
     """None for a background reference, else the character index."""
     if kind == "background":
@@ -158,6 +183,8 @@ def make_masks(
     ref_person_boxes: list | None = None,
     sam3_checkpoint: Path | None = None,
     segmenter: Segmenter | None = None,
+    fit_reference_size: bool = False,
+    sam3_prompt: str = "human",
 ) -> MaskResult:
     """Segment and track the people, colour them and write SCAIL-2's masks into `out_dir`.
 
@@ -169,6 +196,11 @@ def make_masks(
     tracks are left out. `person_boxes` / `ref_person_boxes` are (x0, y0, x1, y1) boxes in the first driving frame
     / the reference (pixels, or fractions of the size) that prompt SAM 2; without them mediapipe proposes boxes.
     `extra_refs` holds (image, "background" | "character:<index>") pairs. `segmenter` overrides `backend`.
+
+    A reference with transparency (PNG alpha) gives its own mask when the segmenter is the embedded default.
+    Replacement mode compares the reference character's height with the replaced person's in the first driving
+    frame (as the model sees them) and warns past 1.25x; `fit_reference_size` writes `ref_fitted.png`, the reference
+    scaled so they match, with its mask moved with it (`MaskResult.ref_image`).
     """
     ref_image, driving_video, out_dir = Path(ref_image), Path(driving_video), Path(out_dir)
     if mode not in MODES:
@@ -194,13 +226,19 @@ def make_masks(
             sam2_checkpoint=sam2_checkpoint,
             sam2_config=sam2_config,
             sam3_checkpoint=sam3_checkpoint,
+            sam3_prompt=sam3_prompt,
             device=device,
         )
     )
 
     # the reference first: the driving selector needs it to match people and pick the one to replace
     ref_cap = max_persons if mode == "animation" else 1
-    ref_seg = _segment_image(seg, ref, ref_cap, _boxes_for(seg, ref, ref_person_boxes, "the reference"))
+    alpha = alpha_mask(ref_image) if isinstance(seg, MediapipeSegmenter) else None
+    if alpha is not None:
+        log.info("masks: the reference %s has transparency: its alpha channel is its mask", ref_image.name)
+        ref_seg = _segment_alpha(alpha, ref, ref_cap)
+    else:
+        ref_seg = _segment_image(seg, ref, ref_cap, _boxes_for(seg, ref, ref_person_boxes, "the reference"))
     if ref_seg.count == 0:
         raise NoPersonError(f"no person found in the reference image {ref_image}")
     ref_masks = masks_of(ref_seg.labels[0], ref_seg.count)
@@ -263,6 +301,27 @@ def make_masks(
     ref_labels = relabel(ref_seg.labels[0], ref_colour_of)
     drv_labels = drv_seg.labels
     out_dir.mkdir(parents=True, exist_ok=True)
+    fitted_path, framed = None, None
+    if mode == "replacement":
+        framed = framing(ref_labels > 0, drv_labels[0] > 0)
+        if framed and not 1 / WARN_RATIO <= framed["ratio"] <= WARN_RATIO and not fit_reference_size:
+            log.warning(
+                "masks: the reference character stands %.2fx as tall as the person replaced (%.0f%% vs %.0f%% of the "
+                "frame): SCAIL-2 follows the reference's size; set masks.fit_reference: true (--fit-reference) "
+                "to scale the reference to match",
+                framed["ratio"],
+                100 * framed["reference_height_share"],
+                100 * framed["driving_height_share"],
+            )
+        if framed and fit_reference_size:
+            fitted, ref_labels = fit_reference(ref, ref_labels, 1.0 / framed["ratio"])
+            fitted_path = write_image(out_dir / FITTED_REF_NAME, fitted)
+            framed["fitted"] = True
+            log.info(
+                "masks: reference scaled by %.3f to the replaced person's size -> %s",
+                1 / framed["ratio"],
+                fitted_path.name,
+            )
     ref_path = out_dir / REF_MASK_NAME
     drv_path = out_dir / DRIVING_MASK_NAMES[mode]
     if mode == "animation":
@@ -286,7 +345,9 @@ def make_masks(
         _extra_mask(seg, Path(p), kind, persons, colours, extra_mask_path(out_dir, n))
         for n, (p, kind) in enumerate(extra_refs)
     ]
-    return MaskResult(ref_path, drv_path, extra_paths, persons, seg.name, mode, list(PALETTE_NAMES[:persons]))
+    return MaskResult(
+        ref_path, drv_path, extra_paths, persons, seg.name, mode, list(PALETTE_NAMES[:persons]), fitted_path, framed
+    )
 
 
 def _extra_mask(seg: Segmenter, path: Path, kind: str, persons: int, colours, out: Path) -> Path:

@@ -1,4 +1,4 @@
-"""`scailflow pose VIDEO --out DIR [--driving pose] [--det ... --pose ... --nlf ...]` subcommand."""
+"""`scailflow pose VIDEO --out DIR [--driving pose] [--dwpose-det ... --dwpose-pose ... --nlf ...]` subcommand."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ import sys
 from pathlib import Path
 
 from scailflow.errors import InputError
-from scailflow.options import DrivingMode, choices
-from scailflow.pose.options import Palette
+from scailflow.options import DrivingMode, add_flags, choices, from_flags
+from scailflow.pose.options import Palette, PoseOptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the pose subcommand's arguments to `parser`."""
+    """The pose subcommand's arguments: the files, then the pose options (the same fields as job.yaml `pose:`)."""
+    from scailflow.masks.options import MaskOptions
+
     parser.add_argument("video", type=Path, help="driving video")
     parser.add_argument("--out", type=Path, required=True, help="output folder (rendered_v2.mp4, ...)")
     parser.add_argument(
@@ -24,38 +26,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="end-to-end: copy the driving video; pose: render the skeleton (default end-to-end)",
     )
     parser.add_argument("--config", type=Path, help="pipelines.yaml with a pose: section of weight paths")
-    parser.add_argument("--det", type=Path, help="yolox_l.onnx (env SCAILFLOW_DWPOSE_DET)")
-    parser.add_argument("--pose", type=Path, help="dw-ll_ucoco_384.onnx (env SCAILFLOW_DWPOSE_POSE)")
-    parser.add_argument("--nlf", type=Path, help="nlf_l_multi_0.3.2.torchscript (env SCAILFLOW_NLF)")
     parser.add_argument("--reference", type=Path, help="reference image (for --align)")
-    parser.add_argument(
-        "--align",
-        action="store_true",
-        help="scale/shift the driving skeleton to the reference person's size and position",
-    )
-    parser.add_argument("--max-persons", type=int, default=2, help="people tracked, left to right (default 2)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--palette", choices=choices(Palette), default="v2", help="limb colours (v2 P0/P1 or v1 base)")
-    parser.add_argument(
-        "--legacy-mask-colours",
-        action="store_true",
-        help="reproduce the official pose-mode mask render's red/blue and cyan/yellow swap",
-    )
+    add_flags(parser, PoseOptions)
+    add_flags(parser, MaskOptions, only=("max_persons",))
 
 
-def weights_from_args(args: argparse.Namespace):
+def weights_from_args(args: argparse.Namespace, opts: PoseOptions):
+    """Environment, then the config file, then the command line (later wins)."""
     from scailflow.pose.weights import PoseWeights
 
-    """Environment, then the config file, then the command line (later wins)."""
     weights = PoseWeights.from_env()
     if getattr(args, "config", None) is not None:
         weights = weights.overridden_by(PoseWeights.from_yaml(args.config))
-    return weights.overridden_by(PoseWeights(dwpose_det=args.det, dwpose_pose=args.pose, nlf=args.nlf))
+    return weights.overridden_by(PoseWeights.from_config(opts.model_dump()))
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the pose stage; prints the result as JSON. Bad input is one line on stderr and exit code 2."""
+    from scailflow.masks.options import MaskOptions
+
     logging.getLogger("scailflow.pose").setLevel(logging.INFO)
+    opts = from_flags(PoseOptions, args)
+    max_persons = from_flags(MaskOptions, args).max_persons
     try:
         from scailflow.pose.stage import prepare_driving
 
@@ -63,12 +57,12 @@ def run(args: argparse.Namespace) -> int:
             args.video,
             args.out,
             driving=args.driving,
-            weights=weights_from_args(args),
+            weights=weights_from_args(args, opts),
             reference_image=args.reference,
-            align=args.align,
-            max_persons=args.max_persons,
+            align=opts.align,
+            max_persons=max_persons,
             device=args.device,
-            legacy_mask_colours=args.legacy_mask_colours,
+            legacy_mask_colours=opts.legacy_mask_colours,
             palette=args.palette,
         )
     except InputError as e:

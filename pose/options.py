@@ -3,25 +3,33 @@ wheel is used; the files can also come from the environment (SCAILFLOW_DWPOSE_DE
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from scailflow.options import Options
+from scailflow.options import Flag, Options
 
 SHA256 = r"^[0-9a-fA-F]{64}$"
 Palette = Literal["v2", "v1"]  # limb colours: SCAIL v2 (P0/P1) or v1 (base)
 
 
 class PoseOptions(Options):
-    dwpose_det: str | None = Field(None, description="DWPose person detector, yolox_l.onnx")
-    dwpose_pose: str | None = Field(None, description="DWPose whole-body keypoints, dw-ll_ucoco_384.onnx")
-    nlf: str | None = Field(None, description="NLF 3D pose, nlf_l_multi_0.3.2.torchscript")
+    dwpose_det: Annotated[str | None, Flag("--dwpose-det", "--dwpose_det")] = Field(
+        None, description="DWPose person detector, yolox_l.onnx (else SCAILFLOW_DWPOSE_DET)"
+    )
+    dwpose_pose: Annotated[str | None, Flag("--dwpose-pose", "--dwpose_pose")] = Field(
+        None, description="DWPose whole-body keypoints, dw-ll_ucoco_384.onnx (else SCAILFLOW_DWPOSE_POSE)"
+    )
+    nlf: Annotated[str | None, Flag("--nlf")] = Field(
+        None, description="NLF 3D pose, nlf_l_multi_0.3.2.torchscript (else SCAILFLOW_NLF)"
+    )
     dwpose_det_sha256: str | None = Field(None, pattern=SHA256, description="pin: a file with another hash is refused")
     dwpose_pose_sha256: str | None = Field(None, pattern=SHA256)
     nlf_sha256: str | None = Field(None, pattern=SHA256)
-    align: bool = Field(False, description="fit the driving skeleton to the reference's body size and position")
-    legacy_mask_colours: bool = Field(
+    align: Annotated[bool, Flag("--align")] = Field(
+        False, description="fit the driving skeleton to the reference's body size and position"
+    )
+    legacy_mask_colours: Annotated[bool, Flag("--legacy-mask-colours", "--legacy_mask_colours")] = Field(
         False,
         description="reproduce the official pose-mode mask render, whose BGR "
         "tuples are read as RGB (red<->blue, cyan<->yellow swapped vs ref_mask)",

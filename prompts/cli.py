@@ -1,17 +1,24 @@
-"""`scailflow prompt ...`: the prompt enhancer as a command, with the official helper's flags.
+"""`scailflow prompt ...`: the prompt enhancer as a command, with every flag of the official prompt_enhancer.py.
 
 The main console script builds the parser; these two functions fill in and run the `prompt` subcommand.
-The API key is read from the environment only, never from a flag (flags end up in shell history and `ps`).
+The key comes from GEMINI_API_KEY / GOOGLE_API_KEY or, as in the official helper, `--api_key`; it is never
+printed, logged or written (and a command line holding it is redacted in every argparse message, scailflow/cli.py).
+Prefer the environment: a flag's value is visible to other users in `ps` and stays in shell history.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from scailflow.options import Mode, choices
 
 from .options import PromptOptions
+
+LOG = logging.getLogger("scailflow.prompts")
+OFFICIAL_EXAMPLES = Path("prompt_examples.txt")  # the official helper's default, read from the working directory
+_DEFAULTS = PromptOptions()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,21 +33,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mode", choices=choices(Mode), default="replacement", help="prompt template (default: %(default)s)"
     )
+    parser.add_argument("--model", default=_DEFAULTS.model, help="Gemini model (default: %(default)s)")
     parser.add_argument(
-        "--model", default=PromptOptions.model_fields["model"].default, help="Gemini model (default: %(default)s)"
+        "--api_key",
+        "--api-key",
+        default=None,
+        help="Gemini API key (default: $GEMINI_API_KEY, else $GOOGLE_API_KEY; the environment is safer: a flag "
+        "shows in `ps`)",
     )
-    parser.add_argument("--temperature", type=float, default=0.4, help="sampling temperature (default: %(default)s)")
+    parser.add_argument(
+        "--temperature", type=float, default=_DEFAULTS.temperature, help="sampling temperature (default: %(default)s)"
+    )
     parser.add_argument(
         "--num_frames",
         type=int,
-        default=8,
+        default=_DEFAULTS.num_frames,
         help="frames sampled evenly from the video for the caption (default: %(default)s)",
     )
     parser.add_argument(
         "--examples",
         type=Path,
         default=None,
-        help="few-shot example prompts, blank-line separated (default: the packaged file)",
+        help="few-shot example prompts, blank-line separated (default: ./prompt_examples.txt as the official "
+        "helper, else the packaged file)",
     )
     parser.add_argument(
         "--max_example_chars", type=int, default=4000, help="characters of examples sent at most (default: %(default)s)"
@@ -55,6 +70,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def examples_file(given: Path | None) -> Path | None:
+    """The few-shot file: the one given; else ./prompt_examples.txt (the official default) when it is here; else
+    None (the packaged examples). The official name given but absent here also means the packaged examples, so the
+    official command line runs unchanged outside the official repository."""
+    if given is not None and (given.exists() or given != OFFICIAL_EXAMPLES):
+        return given
+    if OFFICIAL_EXAMPLES.is_file():
+        return OFFICIAL_EXAMPLES
+    if given is not None:
+        LOG.info("%s is not in %s: using scailflow's packaged examples", OFFICIAL_EXAMPLES, Path.cwd())
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     """Enhance the prompt described by `args`, print it, return 0. Bad input raises InputError."""
     from .enhance import enhance_prompt
@@ -67,8 +95,9 @@ def run(args: argparse.Namespace) -> int:
         model=args.model,
         temperature=args.temperature,
         num_frames=args.num_frames,
-        examples=args.examples,
+        examples=examples_file(args.examples),
         max_example_chars=args.max_example_chars,
+        api_key=args.api_key,
         base_url=args.base_url,
         output=args.output,
         caption_out=args.caption_out,

@@ -170,7 +170,7 @@ def enhance_prompt(
 
     secret = resolve_api_key(api_key)
     if secret is None:
-        raise MissingKeyError(f"no Gemini API key: set {' or '.join(KEY_ENV_VARS)}")
+        raise MissingKeyError(f"no Gemini API key: set {' or '.join(KEY_ENV_VARS)} (or pass --api_key)")
     example_text = load_examples(examples, max_example_chars)
     indices, frames = sample_video_frames(video, num_frames)
     frame_parts = [types.Part.from_bytes(data=jpeg_bytes(f), mime_type="image/jpeg") for f in frames]

@@ -169,12 +169,16 @@ def load_official_state_dict(
 
 
 def _all_official_keys(model) -> Iterator[str]:
-    n = len(model.blocks)
+    return official_keys(len(model.blocks))
+
+
+def official_keys(num_blocks: int) -> Iterator[str]:
+    """Every official key a SCAIL-2 DiT with `num_blocks` blocks has (plus the absent biases of bias-free layers)."""
     for stem in _TOP:
         for leaf in ("weight", "bias"):
             yield f"{stem}.{leaf}"
     yield "head.modulation"
-    for i in range(n):
+    for i in range(num_blocks):
         yield f"blocks.{i}.modulation"
         for stem in _BLOCK:
             for leaf in ("weight", "bias"):

@@ -1,7 +1,8 @@
 """`scailflow generate` (the official generate.py's flags) and `scailflow convert` (the official convert.py's).
 
-The sampling and model flags come from the option models (scail/options.py); only the prepared files are
-declared here. Imports nothing heavy until a command runs.
+Every flag of the official generate.py is accepted with its official meaning (README, "Official command lines").
+The sampling, model and multi-GPU flags come from the option models (scail/options.py); only the prepared files
+and where the video goes are declared here. Imports nothing heavy until a command runs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from scailflow.errors import InputError
 from scailflow.options import add_flags, from_flags
-from scailflow.scail.options import ModelOptions, SamplingOptions
+from scailflow.scail.options import ModelOptions, ParallelOptions, SamplingOptions
 
 log = logging.getLogger("scailflow.scail")
 PARALLEL_MODULE = "scailflow.scail.parallel"
@@ -31,16 +32,26 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask_image", required=True, help="reference mask (ref_mask.png)")
     p.add_argument("--pose", required=True, help="driving input (rendered_v2.mp4)")
     p.add_argument("--mask_video", required=True, help="driving mask (rendered_mask_v2.mp4 / replace_mask.mp4)")
-    p.add_argument("--additional_ref_image", nargs="*", default=[])
-    p.add_argument("--additional_ref_mask_image", nargs="*", default=[])
+    p.add_argument("--additional_ref_image", "--additional_image", nargs="*", default=[], help="extra reference images")
+    p.add_argument(
+        "--additional_ref_mask_image",
+        "--additional_mask_image",
+        nargs="*",
+        default=[],
+        help="one mask per extra reference image, in the same order",
+    )
     p.add_argument("--replace_flag", action="store_true", help="replacement mode")
     p.add_argument("--prompt", default="", help="positive prompt (or @file.txt)")
-    p.add_argument("--save_file", required=True, help="output .mp4")
     p.add_argument(
-        "--gpus", type=int, default=1, help="GPUs for this clip (CFG x Ulysses via torchrun, scail/parallel.py)"
+        "--save_file",
+        default=None,
+        help="output .mp4 (default: the official name, SCAIL2_<W>*<H>_<ring_size>_<prompt>_<time>.mp4, in --save_dir)",
     )
+    p.add_argument("--save_dir", default=None, help="folder for the automatically named video (default: here)")
+    p.add_argument("--txt", default=None, help=argparse.SUPPRESS)  # official, unimplemented there too: one line
     add_flags(p.add_argument_group("sampling"), SamplingOptions)
     add_model_arguments(p)
+    add_flags(p.add_argument_group("several GPUs"), ParallelOptions)
 
 
 def read_prompt(value: str) -> str:
@@ -52,17 +63,35 @@ def read_prompt(value: str) -> str:
     return value
 
 
+def save_file_from_args(args, prompt: str) -> Path:
+    """--save_file, else the official automatic name (in --save_dir when given, else here)."""
+    if args.save_file:
+        return Path(args.save_file)
+    from scailflow.scail.generate import official_output_name
+
+    sampling = from_flags(SamplingOptions, args)
+    ring = from_flags(ParallelOptions, args).ring_size
+    name = official_output_name(prompt, sampling.target_w, sampling.target_h, ring)
+    return Path(args.save_dir or ".") / name
+
+
 def request_from_args(args, save_file: Path | None = None):
     """The prepared files of `generate`'s command line as a GenerateRequest."""
     from scailflow.scail.generate import GenerateRequest
 
+    if args.txt:
+        raise InputError(
+            "--txt is not implemented (the official generate.py raises NotImplementedError for it too): "
+            "run many clips with `scailflow batch pipelines.yaml`"
+        )
+    prompt = read_prompt(args.prompt)
     return GenerateRequest(
         image=Path(args.image),
         mask_image=Path(args.mask_image),
         pose=Path(args.pose),
         mask_video=Path(args.mask_video),
-        prompt=read_prompt(args.prompt),
-        save_file=save_file or Path(args.save_file),
+        prompt=prompt,
+        save_file=save_file or save_file_from_args(args, prompt),
         replace=args.replace_flag,
         additional_ref_images=[Path(p) for p in args.additional_ref_image],
         additional_ref_masks=[Path(p) for p in args.additional_ref_mask_image],
@@ -70,15 +99,31 @@ def request_from_args(args, save_file: Path | None = None):
 
 
 def run_generate(args) -> int:
-    if getattr(args, "gpus", 1) > 1 and "RANK" not in os.environ:  # several GPUs: re-run under torchrun
-        argv = sys.argv[sys.argv.index("generate") + 1 :] if "generate" in sys.argv else sys.argv[1:]
-        return launch(args.gpus, strip_gpus_flag(argv))
+    parallel = from_flags(ParallelOptions, args)
+    for note in parallel.notes():
+        log.info("note: %s", note)
+    argv = sys.argv[sys.argv.index("generate") + 1 :] if "generate" in sys.argv else sys.argv[1:]
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if "RANK" in os.environ and world > 1:  # started by torchrun, as the official multi-GPU command line does
+        if parallel.world_size not in (1, world):
+            raise InputError(
+                f"{parallel.world_size} GPUs asked for (--gpus, or --ulysses_size x --ring_size) but torchrun "
+                f"started {world} processes"
+            )
+        from scailflow.scail.parallel import main as parallel_main
+
+        return parallel_main(argv)
+    if parallel.world_size > 1:  # several GPUs: re-run under torchrun
+        req = request_from_args(args)  # bad arguments fail here, once, before any process starts
+        if not args.save_file:  # every rank writes to the one automatic name chosen now
+            argv = [*argv, "--save_file", str(req.save_file)]
+        return launch(parallel.world_size, strip_gpus_flag(argv))
     from scailflow.scail.generate import generate, read_conditioning
     from scailflow.scail.loading import load_pipeline
 
     req = request_from_args(args)
     sampling = from_flags(SamplingOptions, args)
-    model = from_flags(ModelOptions, args)
+    model = from_flags(ModelOptions, args).for_preset(sampling.preset)
     inputs = read_conditioning(req)  # bad files fail before the model loads
     pipe = load_pipeline(model)
     record = generate(pipe, req, sampling, inputs=inputs)

@@ -1,7 +1,19 @@
-"""Turning prepared-folder pixels into model inputs: cover-resize, [-1,1] scaling and 28-channel masks.
+"""Turning prepared-folder pixels into model inputs exactly as the official SCAIL-2 code does, and frames back out.
 
-Masks carry no VAE: each RGB frame becomes seven exclusive colour maps (white, red, green, blue, yellow, magenta,
-cyan), area-downsampled to the latent grid and grouped four frames per latent frame (first frame repeated 4x).
+The official path (wan-scail2 `generate.py` + `wan/scail.py` + `scail_utils.py`), step for step:
+
+- target size: swapped when the reference's orientation differs from the target's (`target_size`);
+- every picture is cover-resized with torchvision's bicubic resize (antialiased, as torchvision does for tensors),
+  the resized side truncated with int(), then centre-cropped (`resize_crop`);
+- stills (reference, extra references, their masks) are scaled to [-1, 1] first and resized as float, unclamped
+  (`still_to_model`); the driving video and the driving mask are resized as uint8 (torchvision rounds and clamps)
+  and scaled after, as (x - 127.5) / 127.5 (`frames_to_model`);
+- the driving video and mask enter the model at half size (`half_size`, bilinear 0.5x, no antialias);
+- masks become seven exclusive colour maps (white, red, green, blue, yellow, magenta, cyan), area-downsampled to the
+  latent grid and grouped four frames per latent frame, first frame repeated 4x (`masks_to_28ch`);
+- decoded frames go back to uint8 by truncation (`to_uint8_frames`).
+
+tests/test_official_preprocess.py holds these to tensors computed by the official code on odd sizes.
 """
 
 from __future__ import annotations
@@ -9,30 +21,62 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
 
 # a channel is "on" above this value on the [-1, 1] scale: pixel 226 is on, 225 is off
 MASK_THRESHOLD = (225 - 127.5) / 127.5
+RESIZE_CHUNK = 16  # frames resized at once (the result does not depend on it; the float copy's memory does)
+
+
+def target_size(target_h: int, target_w: int, ref_hw: tuple[int, int]) -> tuple[int, int]:
+    """The (height, width) generated: the target, swapped when the reference is portrait and the target landscape
+    or the reverse (official rule: a square reference or a square target never swaps)."""
+    h, w = ref_hw
+    if (h < w and target_h > target_w) or (h > w and target_h < target_w):
+        return target_w, target_h
+    return target_h, target_w
+
+
+def cover_size(h: int, w: int, target_h: int, target_w: int) -> tuple[int, int]:
+    """Size an (h, w) picture is resized to before the centre crop: one side equals the target, the other covers it
+    (truncated with int(), as the official code does: 200x120 into 96x64 gives 106x64)."""
+    if w / h > target_w / target_h:
+        return target_h, int(w * target_h / h)
+    return int(h * target_w / w), target_w
+
+
+def resize_crop(x: torch.Tensor, target_h: int, target_w: int) -> torch.Tensor:
+    """[N, C, H, W] (uint8 or float) cover-resized with torchvision's bicubic (antialiased) resize and centre-cropped
+    to [N, C, target_h, target_w]; uint8 stays uint8 (rounded and clamped by torchvision), float is not clamped."""
+    h, w = x.shape[-2:]
+    nh, nw = cover_size(h, w, target_h, target_w)
+    x = TF.resize(x, [nh, nw], interpolation=InterpolationMode.BICUBIC, antialias=True)
+    return TF.crop(x, (nh - target_h) // 2, (nw - target_w) // 2, target_h, target_w)
+
+
+def still_to_model(image: np.ndarray, target_h: int, target_w: int, device=None) -> torch.Tensor:
+    """RGB uint8 [H, W, 3] -> float32 [3, target_h, target_w]: scaled to [-1, 1] as torchvision's ToTensor * 2 - 1,
+    then resized as float on `device` (the official code resizes stills on the GPU), not clamped."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
+    x = (x.float().div(255) * 2 - 1)[None]
+    return resize_crop(x.to(device) if device is not None else x, target_h, target_w)[0]
+
+
+def frames_to_model(frames: np.ndarray, target_h: int, target_w: int) -> torch.Tensor:
+    """RGB uint8 [T, H, W, 3] -> float32 [3, T, target_h, target_w] in [-1, 1]: resized as uint8 (on the CPU, as the
+    official code does), then scaled as (x - 127.5) / 127.5."""
+    x = torch.from_numpy(np.asarray(frames)).permute(0, 3, 1, 2)  # [T, 3, H, W], the layout the official code resizes
+    out = torch.cat([resize_crop(x[i : i + RESIZE_CHUNK], target_h, target_w) for i in range(0, len(x), RESIZE_CHUNK)])
+    return ((out - 127.5) / 127.5).permute(1, 0, 2, 3).contiguous()
 
 
 def to_unit_range(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 [T, H, W, 3] (or [H, W, 3]) -> float32 [3, T, H, W] in [-1, 1]."""
+    """uint8 [T, H, W, 3] (or [H, W, 3]) at the target size -> float32 [3, T, H, W] in [-1, 1], no resizing."""
     x = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
     if x.ndim == 3:
         x = x[None]
-    return x.permute(3, 0, 1, 2).to(torch.float32) / 127.5 - 1.0
-
-
-def cover_resize(video: torch.Tensor, height: int, width: int, mode: str = "bicubic") -> torch.Tensor:
-    """Resize [C, T, H, W] to cover (height, width) keeping aspect, then centre-crop to it."""
-    c, t, h, w = video.shape
-    scale = max(height / h, width / w)
-    nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
-    frames = video.permute(1, 0, 2, 3)
-    if (nh, nw) != (h, w):
-        kw = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
-        frames = torch.cat([F.interpolate(frames[i : i + 16], size=(nh, nw), mode=mode, **kw) for i in range(0, t, 16)])
-    top, left = (nh - height) // 2, (nw - width) // 2
-    return frames[:, :, top : top + height, left : left + width].permute(1, 0, 2, 3).contiguous()
+    return (x.permute(3, 0, 1, 2).to(torch.float32) - 127.5) / 127.5
 
 
 def half_size(video: torch.Tensor) -> torch.Tensor:
@@ -40,6 +84,13 @@ def half_size(video: torch.Tensor) -> torch.Tensor:
     frames = video.permute(1, 0, 2, 3)
     frames = F.interpolate(frames, scale_factor=0.5, mode="bilinear", align_corners=False)
     return frames.permute(1, 0, 2, 3).contiguous()
+
+
+def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
+    """Decoded [3, T, H, W] in [-1, 1] -> RGB uint8 [T, H, W, 3], truncated as the official writer does
+    (`(((x.clamp(-1, 1) + 1) / 2) * 255).to(uint8)` in float32)."""
+    x = (video.float().clamp(-1, 1) + 1) / 2
+    return (x.permute(1, 2, 3, 0) * 255).to(torch.uint8).cpu().numpy()
 
 
 def _latent_side(n: int) -> int:

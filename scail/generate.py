@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+
+import numpy as np
 
 from scailflow.errors import InputError
 from scailflow.files import write_text_atomic
 from scailflow.media import read_image, read_video, write_video
-from scailflow.scail.options import SamplingOptions
-from scailflow.scail.pipeline import Conditioning, SCAIL2Pipeline, check_inputs, orient_target
+from scailflow.scail.conditioning import target_size
+from scailflow.scail.options import PRESET_LORAS, SamplingOptions
+from scailflow.scail.pipeline import Conditioning, SCAIL2Pipeline, check_inputs
 
 log = logging.getLogger("scailflow.scail")
 
 OUTPUT_NAME = "output.mp4"  # in a flow's output folder
+OUTPUT_CRF = 10  # H.264 quality of the official writer (imageio quality 8 = x264 crf 10, yuv420p)
 
 
 @dataclass
@@ -35,8 +42,24 @@ class GenerateRequest:
     max_frames: int | None = None
 
 
+def read_still(path) -> np.ndarray:
+    """A reference image (or mask) as generation sees it: a transparent PNG's stored colours, alpha dropped, as the
+    official `Image.open(p).convert("RGB")` (the other stages see it composited on white)."""
+    return read_image(path, alpha="drop")
+
+
+def official_output_name(prompt: str, target_w: int, target_h: int, ring_size: int = 1, now=None) -> str:
+    """The official generate.py's file name when --save_file is absent:
+    SCAIL2_<target_w>*<target_h>_<ring_size>_<prompt, spaces and / as _, 50 characters>_<YYYYmmdd_HHMMSS>.mp4
+    (the target as typed, before any swap; "x" instead of "*" on Windows). Other whitespace becomes _ too."""
+    sep = "x" if sys.platform == "win32" else "*"
+    text = re.sub(r"\s", "_", prompt).replace("/", "_")[:50]
+    stamp = (now or datetime.now()).strftime("%Y%m%d_%H%M%S")
+    return f"SCAIL2_{target_w}{sep}{target_h}_{ring_size}_{text}_{stamp}.mp4"
+
+
 def read_conditioning(
-    req: GenerateRequest, read_mask_image=read_image, read_mask_video=lambda p: read_video(p)[0]
+    req: GenerateRequest, read_mask_image=read_still, read_mask_video=lambda p: read_video(p)[0]
 ) -> tuple[Conditioning, float]:
     """Read and check every input file (masks through the given readers); returns the conditioning and the fps."""
     if len(req.additional_ref_images) != len(req.additional_ref_masks):
@@ -44,13 +67,13 @@ def read_conditioning(
             f"{len(req.additional_ref_images)} additional reference images but "
             f"{len(req.additional_ref_masks)} additional reference masks: they are paired by position"
         )
-    ref, ref_mask = read_image(req.image), read_mask_image(req.mask_image)
+    ref, ref_mask = read_still(req.image), read_mask_image(req.mask_image)
     driving, fps = read_video(req.pose, req.max_frames)
     driving_mask = read_mask_video(req.mask_video)[: req.max_frames]
     n = min(len(driving), len(driving_mask))
     if len(driving) != len(driving_mask):
         log.warning("driving video has %d frames, its mask %d: using the first %d", len(driving), len(driving_mask), n)
-    extra = [(read_image(i), read_mask_image(m)) for i, m in zip(req.additional_ref_images, req.additional_ref_masks)]
+    extra = [(read_still(i), read_mask_image(m)) for i, m in zip(req.additional_ref_images, req.additional_ref_masks)]
     cond = Conditioning(ref, ref_mask, driving[:n], driving_mask[:n], req.prompt, req.replace, extra)
     check_inputs(cond)
     return cond, fps
@@ -70,7 +93,7 @@ def generate(
     t0 = time.perf_counter()
     opts = opts.resolved()
     cond, driving_fps = inputs or read_conditioning(req)
-    height, width = orient_target(opts.target_h, opts.target_w, cond.ref_image.shape[:2])
+    height, width = target_size(opts.target_h, opts.target_w, cond.ref_image.shape[:2])
     if (height, width) != (opts.target_h, opts.target_w):
         log.info(
             "reference is %s: target swapped to %dx%d (WxH)",
@@ -80,6 +103,16 @@ def generate(
         )
     if len(cond.driving) < 5:  # 4k+1 frames: anything under 5 gives a single frame
         log.warning("the driving video has %d frame(s): one output frame", len(cond.driving))
+    wanted = PRESET_LORAS.get(opts.preset, ())
+    if wanted and not pipe.loras:
+        log.warning(
+            "the %s preset is made for these LoRAs: %s (--lora_path, in that order); without them %d steps at "
+            "CFG %g give a poor video",
+            opts.preset,
+            ", ".join(f"{name} at {alpha:g}" for name, alpha in wanted),
+            opts.steps,
+            opts.guidance,
+        )
     frames, record = pipe(cond, height, width, opts, progress)
     if record["frames_out"] < record["frames_in"]:
         log.info(
@@ -88,7 +121,7 @@ def generate(
             record["frames_in"],
         )
     fps = float(opts.fps or driving_fps)
-    write_video(req.save_file, frames, fps)
+    write_video(req.save_file, frames, fps, crf=OUTPUT_CRF)
     record.update(
         {
             "model": pipe.label,
@@ -99,6 +132,7 @@ def generate(
             "additional_refs": [str(p) for p in req.additional_ref_images],
             "sampling": opts.model_dump() | {"seed": record["seed"]},
             "speedups": pipe.speedups,
+            "loras": pipe.loras,
             "seconds": round(time.perf_counter() - t0, 3),
             "output": str(req.save_file),
         }

@@ -18,7 +18,7 @@ from safetensors import safe_open
 from scailflow.errors import InputError
 from scailflow.scail.checkpoint import check_is_scail2, official_tensors, repack_prefix
 from scailflow.scail.encoders import clip_from_wan_state_dict, umt5_from_wan_state_dict, vae_from_wan_state_dict
-from scailflow.scail.lora import load_lora_file, merge_lora
+from scailflow.scail.lora import apply_loras, records
 from scailflow.scail.model import SCAIL2Transformer
 from scailflow.scail.offload import Placement
 from scailflow.scail.options import ModelOptions
@@ -112,8 +112,6 @@ def load_transformer(
     scail_path: Path,
     device,
     dtype,
-    lora_path: Path | None = None,
-    lora_alpha: float = 1.0,
     config: dict | None = None,
     keys: list[str] | None = None,
 ) -> SCAIL2Transformer:
@@ -121,10 +119,23 @@ def load_transformer(
     if config is None:
         side = scail_path.with_name("config.json")
         config = json.loads(side.read_text()) if side.is_file() else infer_official_config(sd)
-    if lora_path:
-        n = merge_lora(sd, load_lora_file(lora_path), lora_alpha)
-        log.info("merged LoRA %s (%d layers, alpha %g)", lora_path, n, lora_alpha)
     return SCAIL2Transformer.from_official(sd, config, device=device, dtype=dtype).eval()
+
+
+def read_dit_config(path: Path) -> dict:
+    """The DiT's config.json (official keys: dim, num_heads, num_layers, ffn_dim, ...)."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"DiT config not found: {path}") from None
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read the DiT config {path}: {e}") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{path}: not a SCAIL-2 DiT config (a JSON object of official keys)")
+    missing = [k for k in ("dim", "num_heads", "num_layers", "ffn_dim") if k not in config]
+    if missing:
+        raise InputError(f"{path}: not a SCAIL-2 DiT config (missing {', '.join(missing)})")
+    return config
 
 
 def find_file(folder: Path, *names: str) -> Path | None:
@@ -145,21 +156,20 @@ def load_pipeline(opts: ModelOptions | None = None, seed: int = 0) -> SCAIL2Pipe
         torch_dtype = torch.bfloat16 if dev.startswith("cuda") else torch.float32
     else:
         torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[opts.dtype]
-    placement = Placement(dev, opts.offload, opts.vram_budget_gb)
+    placement = Placement(dev, opts.offload, opts.vram_budget_gb, cpu_only=("text_encoder",) if opts.t5_cpu else ())
     t0 = time.perf_counter()
     if opts.model == "tiny-random":
         from scailflow.scail.tiny import TINY_LABEL, tiny_components
 
-        if opts.lora_path:
-            raise InputError("--lora_path needs the real SCAIL-2 model, not tiny-random")
         pipe = SCAIL2Pipeline(**tiny_components(seed), placement=placement, dtype=torch.float32, label=TINY_LABEL)
     else:
         pipe = _load_release(opts, dev, torch_dtype, placement)
+    pipe.loras = records(apply_loras(pipe.transformer, opts.loras()))  # merged before fp8 quantises the weights
     if opts.cfg_batch:
         pipe.cfg = BatchedCFG()
     if opts.vae_tiling:
         pipe.vae.enable_tiling()
-    pipe.speedups = apply_speedups(pipe.transformer, opts)  # fp8 swaps modules: before any offload hooks
+    pipe.speedups = apply_speedups(pipe.transformer, opts, dev)  # fp8 swaps modules: before offload hooks
     placement.prepare(
         {
             "transformer": pipe.transformer,
@@ -179,6 +189,7 @@ def _load_release(opts: ModelOptions, dev: str, torch_dtype: torch.dtype, placem
     if not ckpt_dir or not scail_path:
         raise InputError(f"no SCAIL-2 checkpoint configured: {DOWNLOAD_HINT}")
     keys = dit_keys(Path(scail_path))  # fail before anything slow
+    config = read_dit_config(Path(opts.scail_config_path)) if opts.scail_config_path else None
     folder = Path(ckpt_dir)
     if not folder.is_dir():
         raise InputError(f"checkpoint folder not found: {folder}")
@@ -204,14 +215,7 @@ def _load_release(opts: ModelOptions, dev: str, torch_dtype: torch.dtype, placem
     except Exception as e:  # noqa: BLE001
         raise InputError(f"cannot load the umt5-xxl tokenizer from {tok_dir}: {e}") from None
     load_dev = dev if opts.offload == "none" else "cpu"
-    transformer = load_transformer(
-        Path(scail_path),
-        load_dev,
-        torch_dtype,
-        Path(opts.lora_path) if opts.lora_path else None,
-        opts.lora_alpha,
-        keys=keys,
-    )
+    transformer = load_transformer(Path(scail_path), load_dev, torch_dtype, config=config, keys=keys)
     vae = vae_from_wan_state_dict(torch_load_weights(vae_path))
     text_encoder = umt5_from_wan_state_dict(torch_load_weights(t5_path)).to(torch_dtype)
     image_encoder = clip_from_wan_state_dict(torch_load_weights(clip_path)).to(torch_dtype)

@@ -19,20 +19,31 @@ log = logging.getLogger("scailflow.scail")
 class Placement:
     """`use(module)` brings a component where it runs; modes: none | model | block."""
 
-    def __init__(self, device: str | torch.device = "cpu", mode: str = "none", vram_budget_gb: float | None = None):
+    def __init__(
+        self,
+        device: str | torch.device = "cpu",
+        mode: str = "none",
+        vram_budget_gb: float | None = None,
+        cpu_only: tuple[str, ...] = (),
+    ):
         if mode not in OFFLOAD_MODES:
             raise ValueError(f"offload mode must be one of {', '.join(OFFLOAD_MODES)}")
         self.device = torch.device(device)
         self.mode = mode if self.device.type == "cuda" else "none"
         self.vram_budget_gb = vram_budget_gb
+        self.cpu_only = cpu_only  # components that stay on (and run on) the CPU, e.g. the T5 with --t5_cpu
         self._grouped: set[int] = set()
+        self._on_cpu: set[int] = set()
 
     def prepare(self, modules: dict[str, torch.nn.Module]) -> None:
         """Initial placement of every component."""
         for name, m in modules.items():
             if m is None:
                 continue
-            if self.mode == "none":
+            if name in self.cpu_only:
+                m.to("cpu")
+                self._on_cpu.add(id(m))
+            elif self.mode == "none":
                 m.to(self.device)
             elif self.mode == "block" and name == "transformer":
                 self._group_offload(m)
@@ -43,7 +54,8 @@ class Placement:
         from diffusers.hooks import apply_group_offloading
 
         blocks = len(transformer.blocks)
-        per_block_gb = sum(p.numel() * p.element_size() for p in transformer.blocks[0].parameters()) / 2**30
+        block = transformer.blocks[0]  # fp8 linears keep their weights as buffers: count both
+        per_block_gb = sum(t.numel() * t.element_size() for t in (*block.parameters(), *block.buffers())) / 2**30
         per_group = 1
         if self.vram_budget_gb:
             # two groups resident at once (the current one and the prefetched next one), plus ~40% for activations
@@ -61,7 +73,7 @@ class Placement:
 
     @contextlib.contextmanager
     def use(self, module: torch.nn.Module):
-        if self.mode == "none" or id(module) in self._grouped:
+        if self.mode == "none" or id(module) in self._grouped or id(module) in self._on_cpu:
             yield module
             return
         module.to(self.device)

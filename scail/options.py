@@ -7,16 +7,17 @@ Plain pydantic, importable without torch: the command line, job.yaml / pipelines
 
 from __future__ import annotations
 
-import secrets
+import sys
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from scailflow.options import Flag, Options, choices
+from scailflow.options import Flag, FlagAlias, Options, choices, str2bool
 
-Preset = Literal["quality", "fast"]
-Solver = Literal["unipc", "dpm++"]
-ModelName = Literal["scail2", "tiny-random"]
+Preset = Literal["quality", "fast", "comfy"]
+Solver = Literal["unipc", "dpm++", "euler"]
+ColorMatch = Literal["reinhard", "histogram", "off"]
+ModelName = Literal["scail2", "SCAIL-14B", "tiny-random"]  # SCAIL-14B: the official name of the released model
 Offload = Literal["none", "model", "block"]
 Dtype = Literal["auto", "bf16", "fp16", "fp32"]
 Attention = Literal["auto", "sdpa", "cudnn", "flash", "flash3", "sage"]
@@ -29,12 +30,14 @@ PRESETS: dict[str, dict] = {
     "quality": dict(steps=40, shift=3.0, guidance=5.0, solver="unipc"),
     # the lightx2v step/cfg distill LoRA (rank 128) is what makes 8 steps without CFG work
     "fast": dict(steps=8, shift=1.0, guidance=1.0, solver="unipc"),
+    # ComfyUI's SCAIL-2 template: Euler, 6 steps, shift 5, no CFG, with lightx2v distill (0.8) + SCAIL-2 DPO (1.0)
+    "comfy": dict(steps=6, shift=5.0, guidance=1.0, solver="euler"),
 }
-
-
-def draw_seed() -> int:
-    """A fresh random seed from the OS's entropy (never from torch's global RNG, which model building seeds)."""
-    return secrets.randbelow(2**31 - 1)
+# the LoRA strengths a preset is made for, in --lora_path order (the paths are the user's: nothing is downloaded)
+PRESET_LORAS: dict[str, tuple[tuple[str, float], ...]] = {
+    "fast": (("lightx2v I2V step/cfg distill", 1.0),),
+    "comfy": (("lightx2v I2V step/cfg distill (rank 64)", 0.8), ("SCAIL-2 DPO", 1.0)),
+}
 
 
 class SamplingOptions(Options):
@@ -42,7 +45,9 @@ class SamplingOptions(Options):
 
     preset: Annotated[Preset, Flag("--preset")] = Field(
         "quality",
-        description="quality: 40 steps, shift 3, CFG 5, UniPC; fast: 8 steps, shift 1, CFG 1 (with the lightx2v LoRA)",
+        description="quality: 40 steps, shift 3, CFG 5, UniPC; fast: 8 steps, shift 1, CFG 1 (with the lightx2v LoRA); "
+        "comfy: ComfyUI's template, 6 Euler steps, shift 5, CFG 1 (with the lightx2v LoRA at 0.8 and the DPO LoRA "
+        "at 1.0)",
     )
     steps: Annotated[int | None, Flag("--sample_steps", "--steps")] = Field(
         None, ge=1, le=1000, description="denoising steps (default: the preset's)"
@@ -57,18 +62,18 @@ class SamplingOptions(Options):
         None, description="sampler (default: the preset's)"
     )
     seed: Annotated[int, Flag("--base_seed", "--seed")] = Field(
-        -1, ge=-1, le=2**31 - 1, description="-1: a fresh random seed (OS entropy), printed and recorded"
+        -1, ge=-1, le=sys.maxsize, description="-1: a random seed, printed and recorded"
     )
     negative_prompt: Annotated[str, Flag("--negative_prompt")] = Field("", description="negative prompt for CFG")
     target_h: Annotated[int, Flag("--target_h", "--target-h")] = Field(
-        896,
+        512,
         ge=32,
         le=4096,
         description="output height, a multiple of 32 (swapped with the width when the "
         "reference's orientation differs, as the official code does)",
     )
     target_w: Annotated[int, Flag("--target_w", "--target-w")] = Field(
-        512, ge=32, le=4096, description="output width, a multiple of 32"
+        896, ge=32, le=4096, description="output width, a multiple of 32"
     )
     fps: Annotated[float | None, Flag("--fps")] = Field(
         None, gt=0, le=240, description="output fps (default: the driving video's; 16 reproduces the official code)"
@@ -76,11 +81,17 @@ class SamplingOptions(Options):
     keep_tail: Annotated[bool, Flag("--keep_tail", "--keep-tail")] = Field(
         False, description="keep the trailing frames the official code drops (last segment padded, then trimmed)"
     )
-    segment_frames: Annotated[int, Flag("--segment_frames", "--segment-frames")] = Field(
+    segment_frames: Annotated[int, Flag("--segment_frames", "--segment-frames", "--segment_len")] = Field(
         81, ge=5, le=1001, description="long videos: frames per segment (4k+1)"
     )
-    overlap_frames: Annotated[int, Flag("--overlap_frames", "--overlap-frames")] = Field(
+    overlap_frames: Annotated[int, Flag("--overlap_frames", "--overlap-frames", "--segment_overlap")] = Field(
         5, ge=1, le=997, description="frames handed from one segment to the next (4k+1, less than a segment)"
+    )
+    color_match: Annotated[ColorMatch | None, Flag("--color_match", "--color-match")] = Field(
+        None,
+        description="long videos: match every later segment's colours to the first segment's (Lab mean/std: "
+        "reinhard; per-channel histograms: histogram). Default: off in `generate` (as official), reinhard in "
+        "`run`/`batch`",
     )
 
     @field_validator("target_h", "target_w")
@@ -108,14 +119,20 @@ class SamplingOptions(Options):
         return self.resolved().guidance > 1.0
 
 
+def offload_from_official(text: str) -> str:
+    """The official `--offload_model True|False` as our `offload`: True moves each component to the GPU only while
+    it runs (`model`), False keeps everything there (`none`)."""
+    return "model" if str2bool(text) else "none"
+
+
 class ModelOptions(Options):
     """Which model, where it runs and how fast (pipelines.yaml `model:`; the same flags on generate, run, batch and
     worker). The speed-ups are measured in the README's performance section."""
 
     model: Annotated[ModelName, Flag("--model")] = Field(
         "scail2",
-        description="tiny-random: a tiny untrained model built in memory (its output is noise), to check "
-        "an installation",
+        description="scail2 (or SCAIL-14B, its official name): the released model; tiny-random: a tiny untrained "
+        "model built in memory (its output is noise), to check an installation",
     )
     ckpt_dir: Annotated[str | None, Flag("--ckpt_dir", "--ckpt-dir")] = Field(
         None, description="SCAIL-2 release folder (VAE, umt5-xxl, CLIP); else SCAILFLOW_CKPT_DIR"
@@ -123,12 +140,33 @@ class ModelOptions(Options):
     scail_path: Annotated[str | None, Flag("--scail_path", "--scail-path")] = Field(
         None, description="converted SCAIL-2 DiT .safetensors; else SCAILFLOW_SCAIL_PATH"
     )
-    lora_path: Annotated[str | None, Flag("--lora_path", "--lora-path")] = Field(
-        None, description="LoRA to merge (lightx2v or SCAIL training format)"
+    scail_config_path: Annotated[str | None, Flag("--scail_config_path", "--scail-config-path")] = Field(
+        None,
+        description="the DiT's config.json (official keys); default: config.json beside --scail_path, else read "
+        "from the weights' shapes",
     )
-    lora_alpha: Annotated[float, Flag("--lora_alpha", "--lora-alpha")] = Field(1.0, description="LoRA strength")
-    offload: Annotated[Offload, Flag("--offload")] = Field(
+    lora_path: Annotated[list[str], Flag("--lora_path", "--lora-path")] = Field(
+        default_factory=list,
+        description="LoRAs to merge, in order (lightx2v/ComfyUI, diffusers/PEFT, kohya or SCAIL training format)",
+    )
+    lora_alpha: Annotated[list[float], Flag("--lora_alpha", "--lora-alpha")] = Field(
+        default_factory=list,
+        description="their strengths, one per LoRA or one for all (default: the preset's, else 1.0)",
+    )
+    offload: Annotated[
+        Offload,
+        Flag("--offload"),
+        FlagAlias(
+            "--offload_model",
+            convert=offload_from_official,
+            metavar="True|False",
+            help="the official flag: True = --offload model, False = --offload none",
+        ),
+    ] = Field(
         "none", description="none: all on the GPU; model: one component at a time; block: DiT block groups streamed"
+    )
+    t5_cpu: Annotated[bool, Flag("--t5_cpu", "--t5-cpu")] = Field(
+        False, description="keep the T5 text encoder on the CPU (the official flag): less GPU memory, slower prompts"
     )
     vram_budget_gb: Annotated[float | None, Flag("--vram_budget_gb", "--vram-budget-gb")] = Field(
         None, gt=0, description="with --offload block: GPU memory the DiT blocks may use"
@@ -136,7 +174,14 @@ class ModelOptions(Options):
     device: Annotated[str, Flag("--device")] = Field("auto", description="auto, cpu, cuda, cuda:N")
     dtype: Annotated[Dtype, Flag("--dtype")] = Field("auto", description="auto: bf16 on a GPU, fp32 on a CPU")
     attention: Annotated[Attention | None, Flag("--attention")] = Field(
-        None, description="attention backend (default: torch SDPA's own choice; auto: the fastest available)"
+        None,
+        description="attention backend; auto: FlashAttention 3 on Hopper GPUs when scailflow[hopper] is installed, "
+        "else cuDNN (default: torch SDPA's own choice, or FlashAttention 3 where auto would pick it)",
+    )
+    fp8_attention: Annotated[bool, Flag("--fp8_attention", "--fp8-attention")] = Field(
+        False,
+        description="fp8 self-attention in FlashAttention 3 (Hopper, scailflow[hopper]): Hadamard-rotated q and k, "
+        "per-head scales, bf16 output; off with a warning where FlashAttention 3 cannot run",
     )
     compile: Annotated[bool, Flag("--compile")] = Field(
         False, description="torch.compile the repeated DiT block (the first step is slower)"
@@ -159,7 +204,108 @@ class ModelOptions(Options):
         True, description="in a flow, on GPU out-of-memory with offload none: one more try with block offload"
     )
 
+    @field_validator("lora_path", "lora_alpha", mode="before")
+    @classmethod
+    def _one_or_many(cls, v):
+        if v is None:
+            return []
+        return v if isinstance(v, (list, tuple)) else [v]
+
+    @model_validator(mode="after")
+    def _alphas(self):
+        if self.lora_alpha and len(self.lora_alpha) not in (1, len(self.lora_path)):
+            raise ValueError(
+                f"give one strength per LoRA or one for all: {len(self.lora_path)} LoRA(s), "
+                f"{len(self.lora_alpha)} strengths"
+            )
+        return self
+
+    def loras(self) -> list[tuple[str, float]]:
+        """(path, strength) of every LoRA, in order."""
+        alphas = self.lora_alpha or [1.0]
+        if len(alphas) == 1:
+            alphas = alphas * len(self.lora_path)
+        return list(zip(self.lora_path, alphas))
+
+    def for_preset(self, preset: str) -> ModelOptions:
+        """These options with the preset's LoRA strengths filled in where the user gave paths but no strengths."""
+        wanted = PRESET_LORAS.get(preset, ())
+        if self.lora_alpha or not self.lora_path or not wanted:
+            return self
+        alphas = [a for _, a in wanted][: len(self.lora_path)]
+        alphas += [1.0] * (len(self.lora_path) - len(alphas))
+        return self.model_copy(update={"lora_alpha": alphas})
+
+    @model_validator(mode="after")
+    def _fp8_attention_backend(self):
+        if self.fp8_attention and self.attention not in (None, "auto", "flash3"):
+            raise ValueError(
+                f"fp8_attention runs in FlashAttention 3: use attention auto or flash3, not {self.attention}"
+            )
+        return self
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _official_name(cls, v):
+        # the official generate.py upper-cases --model; SCAIL-14B is the released model, which we call scail2
+        return "scail2" if isinstance(v, str) and v.upper() == "SCAIL-14B" else v
+
     def speedups(self) -> dict:
         """The speed-ups asked for (for records and logs)."""
-        keys = ("attention", "compile", "fp8", "step_cache", "vae_tiling", "cfg_batch")
+        keys = ("attention", "fp8_attention", "compile", "fp8", "step_cache", "vae_tiling", "cfg_batch")
         return {k: getattr(self, k) for k in keys if getattr(self, k)}
+
+
+class ParallelOptions(Options):
+    """Several GPUs on one clip (`scailflow generate` only), with the official generate.py's flags accepted."""
+
+    gpus: Annotated[int | None, Flag("--gpus")] = Field(
+        None, ge=1, le=1024, description="GPUs for this clip: CFG-parallel x Ulysses under torchrun (scail/parallel.py)"
+    )
+    ulysses_size: Annotated[int, Flag("--ulysses_size", "--ulysses-size")] = Field(
+        1, ge=1, le=1024, description="the official flag: ulysses_size x ring_size GPUs (scailflow's plan runs them)"
+    )
+    ring_size: Annotated[int, Flag("--ring_size", "--ring-size")] = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="the official flag: counts GPUs as above (no ring attention here; CFG x Ulysses instead) and "
+        "appears in the official automatic file name",
+    )
+    t5_fsdp: Annotated[bool, Flag("--t5_fsdp", "--t5-fsdp")] = Field(
+        False, description="the official flag, accepted: scailflow does not shard T5 (see --t5_cpu)"
+    )
+    dit_fsdp: Annotated[bool, Flag("--dit_fsdp", "--dit-fsdp")] = Field(
+        False, description="the official flag, accepted: scailflow does not shard the DiT (see --offload block, --fp8)"
+    )
+
+    @model_validator(mode="after")
+    def _one_count(self):
+        official = self.ulysses_size * self.ring_size
+        if self.gpus is not None and official > 1 and self.gpus != official:
+            raise ValueError(
+                f"--gpus {self.gpus} but --ulysses_size {self.ulysses_size} x --ring_size {self.ring_size} = "
+                f"{official}: give one GPU count"
+            )
+        return self
+
+    @property
+    def world_size(self) -> int:
+        """GPUs asked for: --gpus, else ulysses_size x ring_size."""
+        return self.gpus if self.gpus is not None else self.ulysses_size * self.ring_size
+
+    def notes(self) -> list[str]:
+        """One line per official flag that is accepted but runs differently here."""
+        out = []
+        if self.ring_size > 1:
+            out.append(
+                f"--ring_size {self.ring_size}: no ring attention here; the {self.world_size} GPUs run scailflow's "
+                "plan (CFG-parallel x Ulysses): the same video up to float rounding"
+            )
+        if self.t5_fsdp:
+            out.append("--t5_fsdp: T5 is not sharded here; each GPU encodes the prompt itself (--t5_cpu keeps it off)")
+        if self.dit_fsdp:
+            out.append(
+                "--dit_fsdp: the DiT is not sharded here; each GPU holds it (--offload block or --fp8 shrink it)"
+            )
+        return out

@@ -25,8 +25,7 @@ from pathlib import Path
 
 import torch
 
-from scailflow.scail.options import draw_seed
-from scailflow.scail.pipeline import SequentialCFG
+from scailflow.scail.pipeline import SequentialCFG, random_seed
 from scailflow.scail.speed import cache_context
 
 log = logging.getLogger("scailflow.scail")
@@ -154,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch.distributed as dist
 
     from scailflow.options import from_flags
-    from scailflow.scail.cli import add_generate_arguments, request_from_args
+    from scailflow.scail.cli import add_generate_arguments, read_prompt, request_from_args, save_file_from_args
     from scailflow.scail.generate import generate, read_conditioning
     from scailflow.scail.loading import load_pipeline
     from scailflow.scail.options import ModelOptions, SamplingOptions
@@ -168,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     rank, world, local = init_distributed()
     opts = from_flags(SamplingOptions, args).resolved()
     seed = torch.tensor(
-        [opts.seed if opts.seed >= 0 else draw_seed()],
+        [opts.seed if opts.seed >= 0 else random_seed()],
         dtype=torch.int64,
         device=f"cuda:{local}" if torch.cuda.is_available() else "cpu",
     )
@@ -183,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     if rank == 0:
         log.info("parallel plan: %s", plan)
     tmp = None
-    save = Path(args.save_file)
+    save = save_file_from_args(args, read_prompt(args.prompt))
     if rank != 0:  # every rank runs the same code path; only rank 0's file is kept
         tmp = tempfile.mkdtemp(prefix=f"scail-rank{rank}-")
         save = Path(tmp) / save.name

@@ -7,6 +7,8 @@ offload are the `Placement` strategy's business (scail/offload.py), never the mo
 from __future__ import annotations
 
 import logging
+import random
+import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -14,10 +16,17 @@ import numpy as np
 import torch
 
 from scailflow.errors import InputError
-from scailflow.scail.conditioning import cover_resize, half_size, masks_to_28ch, to_unit_range
+from scailflow.scail.color import ColorMatcher
+from scailflow.scail.conditioning import (
+    frames_to_model,
+    half_size,
+    masks_to_28ch,
+    still_to_model,
+    to_uint8_frames,
+)
 from scailflow.scail.encoders import encode_image, encode_text, vae_decode, vae_encode
 from scailflow.scail.offload import Placement
-from scailflow.scail.options import SamplingOptions, draw_seed
+from scailflow.scail.options import SamplingOptions
 from scailflow.scail.schedulers import make_scheduler
 from scailflow.scail.segments import Segment, output_frames, plan_segments
 from scailflow.scail.speed import cache_context, reset_step_cache
@@ -38,17 +47,15 @@ class Conditioning:
     additional_refs: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
 
+def random_seed() -> int:
+    """A seed for `--base_seed -1`: 0 .. 2**63 - 1 from Python's own generator, as the official code draws it (torch's
+    global generator would repeat: building the tiny model seeds it)."""
+    return random.randint(0, sys.maxsize)
+
+
 def check_size(height: int, width: int) -> None:
     if height % 32 or width % 32 or height <= 0 or width <= 0:
         raise InputError(f"target size {width}x{height} (WxH) must be positive multiples of 32")
-
-
-def orient_target(height: int, width: int, ref_hw: tuple[int, int]) -> tuple[int, int]:
-    """Swap the target when the reference is portrait and the target landscape, or the reverse (as official)."""
-    rh, rw = ref_hw
-    if (rh > rw) != (height > width) and rh != rw and height != width:
-        return width, height
-    return height, width
 
 
 def check_inputs(cond: Conditioning) -> None:
@@ -122,6 +129,7 @@ class SCAIL2Pipeline:
         self.label = label
         self.cfg = SequentialCFG()  # how CFG's two branches run: SequentialCFG, BatchedCFG, parallel.ParallelCFG
         self.speedups: dict = {}
+        self.loras: list[dict] = []  # the merged LoRAs (path, alpha, layers, format), for the record
         self.load_seconds = 0.0
 
     @property
@@ -145,31 +153,35 @@ class SCAIL2Pipeline:
             return vae_encode(self.vae, video[None].to(self.device))
 
     def encode_reference(self, cond: Conditioning, height: int, width: int) -> dict[str, torch.Tensor]:
-        """CLIP features, reference latent and mask, additional references (stacked along time)."""
-        ref = cover_resize(to_unit_range(cond.ref_image), height, width)
-        ref_mask = cover_resize(to_unit_range(cond.ref_mask), height, width)
+        """CLIP features, reference latent and mask, additional references (stacked along time).
+
+        The stills are resized on the compute device, as the official code does (scail/conditioning.py)."""
+        ref = still_to_model(cond.ref_image, height, width, self.device)
+        ref_mask = still_to_model(cond.ref_mask, height, width, self.device)
         with self.placement.use(self.image_encoder):
-            clip_fea = encode_image(self.image_encoder, ref[:, 0][None].to(self.device))
+            clip_fea = encode_image(self.image_encoder, ref[None])
         out = {
             "clip_fea": clip_fea,
-            "ref_latents": self._vae_encode(ref),
-            "ref_masks": masks_to_28ch(ref_mask)[None].to(self.device),
+            "ref_latents": self._vae_encode(ref[:, None]),
+            "ref_masks": masks_to_28ch(ref_mask[:, None])[None],
         }
         if cond.additional_refs:
             lats, msks = [], []
             for img, msk in cond.additional_refs:
-                lats.append(self._vae_encode(cover_resize(to_unit_range(img), height, width)))
-                msks.append(masks_to_28ch(cover_resize(to_unit_range(msk), height, width))[None].to(self.device))
+                lats.append(self._vae_encode(still_to_model(img, height, width, self.device)[:, None]))
+                msks.append(masks_to_28ch(still_to_model(msk, height, width, self.device)[:, None])[None])
             out["additional_ref_latents"] = torch.cat(lats, 2)
             out["additional_ref_masks"] = torch.cat(msks, 2)
         return out
 
     def encode_driving(self, frames: np.ndarray, masks: np.ndarray, height: int, width: int):
-        """Driving latent (VAE of the 0.5x video) and its 28-channel mask, both at half the latent size."""
-        video = cover_resize(to_unit_range(frames), height, width)
-        mask = cover_resize(to_unit_range(masks), height, width)
+        """Driving latent (VAE of the 0.5x video) and its 28-channel mask, both at half the latent size.
+
+        Resized as uint8 on the CPU, then halved and turned into masks on the compute device, as official."""
+        video = frames_to_model(frames, height, width).to(self.device)
+        mask = frames_to_model(masks, height, width).to(self.device)
         pose_latents = self._vae_encode(half_size(video))
-        driving_masks = masks_to_28ch(mask, half=True)[None].to(self.device)
+        driving_masks = masks_to_28ch(mask, half=True)[None]
         return pose_latents, driving_masks
 
     # -------------------------------------------------------------------------------- sample
@@ -182,7 +194,9 @@ class SCAIL2Pipeline:
             height // vae.scale_factor_spatial,
             width // vae.scale_factor_spatial,
         )
-        return torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
+        # drawn on the compute device from one generator seeded there, as the official code does: the same seed gives
+        # the official noise on the same kind of device
+        return torch.randn(shape, generator=generator, dtype=torch.float32, device=self.device)
 
     def predict(self, latents, t, ctx, neg_ctx, guidance: float, cond_kw) -> torch.Tensor:
         """One (guided) flow prediction; `self.cfg` decides how the two CFG branches run."""
@@ -241,8 +255,8 @@ class SCAIL2Pipeline:
         opts = opts.resolved()
         check_size(height, width)
         check_inputs(cond)
-        seed = opts.seed if opts.seed >= 0 else draw_seed()
-        generator = torch.Generator("cpu").manual_seed(seed)
+        seed = opts.seed if opts.seed >= 0 else random_seed()
+        generator = torch.Generator(self.device).manual_seed(seed)
         plan = plan_segments(len(cond.driving), opts.segment_frames, opts.overlap_frames, opts.keep_tail)
         use_cfg = opts.guidance > 1.0
         ctx, neg_ctx = self.encode_prompt(cond.prompt, opts.negative_prompt, use_cfg)
@@ -250,21 +264,29 @@ class SCAIL2Pipeline:
         ref_kw = {"replace_flag": cond.replace, **ref}
         outputs: list[torch.Tensor] = []
         previous: torch.Tensor | None = None
+        method = opts.color_match or "off"
+        matcher = ColorMatcher(method) if method != "off" and len(plan) > 1 else None
+        color_record: list[dict] = []
         for k, seg in enumerate(plan):
             frames, masks = self._segment_pixels(cond, seg)
             pose_latents, driving_masks = self.encode_driving(frames, masks, height, width)
             latents = self.prepare_latents(seg.length, height, width, generator)
             history = None
             if seg.history:
-                history = self._vae_encode(previous[:, -seg.history :])
+                # handed over in bf16, the official param dtype, before the VAE sees them
+                history = self._vae_encode(previous[:, -seg.history :].to(torch.bfloat16))
             cond_kw = dict(ref_kw, pose_latents=pose_latents, driving_masks=driving_masks)
             step_cb = (lambda i, n, k=k: progress(f"segment {k + 1}/{len(plan)}", i, n)) if progress else None
             latents = self.denoise(latents, ctx, neg_ctx, cond_kw, opts, history, step_cb)
             video = self.decode(latents)
+            if matcher is not None:  # before the hand-over: the next segment starts from the matched colours
+                video, stats = self._match_colors(matcher, video, first=k == 0)
+                if stats:
+                    color_record.append({"segment": k + 1, **stats})
             previous = video
             outputs.append(video[:, seg.history : seg.length - seg.pad])
         video = torch.cat(outputs, 1)
-        frames = ((video.permute(1, 2, 3, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+        frames = to_uint8_frames(video)
         record = {
             "seed": seed,
             "segments": [s.__dict__ for s in plan],
@@ -273,8 +295,27 @@ class SCAIL2Pipeline:
             "height": height,
             "width": width,
             "guidance_used": use_cfg,
+            "color_match": {"method": method if matcher else "off", "segments": color_record},
         }
+        if color_record:
+            log.info(
+                "colour matched to the first segment (%s): mean Lab drift %s -> %s",
+                method,
+                max(c["lab_drift_before"] for c in color_record),
+                max(c["lab_drift_after"] for c in color_record),
+            )
         return frames, record
+
+    @staticmethod
+    def _match_colors(matcher: ColorMatcher, video: torch.Tensor, first: bool) -> tuple[torch.Tensor, dict]:
+        """[3, T, H, W] in [-1, 1]: the first segment sets the statistics, later ones are matched to them."""
+        frames = ((video.permute(1, 2, 3, 0).float().numpy() + 1.0) / 2.0).clip(0.0, 1.0)
+        if first:
+            matcher.set_reference(frames)
+            return video, {}
+        matched, stats = matcher.match(frames)
+        out = torch.from_numpy(matched.astype(np.float32)).permute(3, 0, 1, 2) * 2.0 - 1.0
+        return out.to(video.dtype), stats
 
     @staticmethod
     def _segment_pixels(cond: Conditioning, seg: Segment) -> tuple[np.ndarray, np.ndarray]:

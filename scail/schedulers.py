@@ -3,13 +3,17 @@
 diffusers' default `set_timesteps(steps)` is off by one step from the official schedule; passing the official
 unshifted sigmas (linspace(0.999, 0, steps+1)[:-1], a numpy array) lets diffusers apply the shift itself and
 gives the official integer timesteps exactly.
+
+Euler (not in the official code; ComfyUI's SCAIL-2 template samples with it): diffusers' FlowMatchEulerDiscreteScheduler
+on ComfyUI's "simple" schedule for flow models, the shifted linspace(1, 0, steps+1)[:-1] then 0, with float timesteps
+sigma * 1000 (ComfyUI floors the unshifted sigmas to its 1000-entry table: at most 1e-3 apart).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
+from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
 from scailflow.scail.options import SOLVERS
 
@@ -48,6 +52,9 @@ def make_scheduler(solver: str, steps: int, shift: float, device=None):
         sigmas = shift_sigmas(np.linspace(1.0, 0.0, steps + 1)[:-1], shift)
         sched.sigmas = torch.from_numpy(np.append(sigmas, 0.0)).to(torch.float32)
         sched.timesteps = torch.from_numpy((sigmas * 1000).astype(np.int64)).to(device)
+    elif solver == "euler":
+        sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
+        sched.set_timesteps(sigmas=np.linspace(1.0, 0.0, steps + 1)[:-1], device=device)
     else:
         raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
     return sched

@@ -1,9 +1,7 @@
 """Switchable speed-ups for the SCAIL-2 DiT; each one is off unless asked for and none changes scail/model.py.
 
-- attention backend: diffusers' attention dispatch (`sdpa` = torch SDPA with its own kernel choice, `cudnn` = the
-  cuDNN fused attention through SDPA, `flash` = SDPA's FlashAttention-2 kernel, `flash3` = FlashAttention 3 when the
-  `flash_attn_interface` package is installed, `sage` = SageAttention when installed). `auto` picks the fastest one
-  that is available on the device (measured on an H100: bench/NOTES.md).
+- attention backend and fp8 attention: scail/attention.py (diffusers' attention dispatch; FlashAttention 3 from the
+  verified `fa3-fwd` build on Hopper GPUs).
 - regional compile: `torch.compile` of the repeated Wan block (compiled once, reused by all 40 blocks); it also fuses
   the LayerNorm + adaLN modulation + gate/residual element-wise work around the matrix products.
 - fp8: every `nn.Linear` inside the blocks is swapped for `FP8Linear`: weights stored as float8 e4m3 with one fp32
@@ -22,105 +20,20 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from scailflow.scail.options import ATTENTION_CHOICES, ModelOptions
+from scailflow.scail.attention import FP8_OFF_REASON, set_attention
+from scailflow.scail.options import ModelOptions
 
 log = logging.getLogger("scailflow.scail")
 
-_BACKEND_NAMES = {
-    "sdpa": "native",
-    "cudnn": "_native_cudnn",
-    "flash": "_native_flash",
-    "flash3": "_flash_3",
-    "sage": "sage",
-}
 FP8_DTYPE = getattr(torch, "float8_e4m3fn", None)
-
-
-# ------------------------------------------------------------------------------------------------ attention
-def _has_module(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
-
-
-def resolve_attention(choice: str, device: torch.device | str | None = None) -> str:
-    """The concrete attention choice for `choice` on `device` (`auto`: flash3 > cudnn > sdpa on Hopper-class GPUs)."""
-    if choice not in ATTENTION_CHOICES:
-        raise ValueError(f"attention must be one of {', '.join(ATTENTION_CHOICES)}")  # the options model's choices
-    if choice != "auto":
-        return choice
-    dev = torch.device(device) if device is not None else None
-    if dev is None or dev.type != "cuda" or not torch.cuda.is_available():
-        return "sdpa"
-    major, _ = torch.cuda.get_device_capability(dev)
-    if major == 9 and _has_module("flash_attn_interface"):
-        return "flash3"
-    if major >= 8 and torch.backends.cudnn.is_available():
-        return "cudnn"
-    return "sdpa"
-
-
-def _sage_v1_attention(
-    query,
-    key,
-    value,
-    attn_mask=None,
-    dropout_p=0.0,
-    is_causal=False,
-    scale=None,
-    return_lse=False,
-    _parallel_config=None,
-):
-    """SageAttention 1.x (Triton; INT8 Q.K^T, 16-bit P.V) on diffusers' [B, S, H, D] layout."""
-    from sageattention import sageattn
-
-    if attn_mask is not None or return_lse or _parallel_config is not None or dropout_p:
-        raise NotImplementedError("SageAttention 1.x here: no mask, no LSE, no context parallelism")
-    return sageattn(query, key, value, tensor_layout="NHD", is_causal=is_causal, sm_scale=scale)
-
-
-def _use_sage_v1(model: nn.Module) -> None:
-    """diffusers' own `sage` backend wants sageattention>=2.1.1 (CUDA extension); 1.x is pure Triton and can be
-    carried as a wheel. Put a 1.x call in the `sage` slot of diffusers' registry and point every processor at it."""
-    from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
-
-    name = AttentionBackendName.SAGE
-    _AttentionBackendRegistry._backends[name] = _sage_v1_attention
-    _AttentionBackendRegistry._supported_arg_names[name] = {
-        "query",
-        "key",
-        "value",
-        "attn_mask",
-        "dropout_p",
-        "is_causal",
-        "scale",
-        "return_lse",
-        "_parallel_config",
-    }
-    for m in model.modules():
-        proc = getattr(m, "processor", None)
-        if proc is not None and hasattr(proc, "_attention_backend"):
-            proc._attention_backend = name
-
-
-def set_attention(model: nn.Module, choice: str = "auto", device=None) -> str:
-    """Route every attention of `model` through one backend; returns the concrete choice."""
-    if device is None:
-        p = next(model.parameters(), None)
-        device = p.device if p is not None and p.device.type != "meta" else None
-    concrete = resolve_attention(choice, device)
-    try:
-        model.set_attention_backend(_BACKEND_NAMES[concrete])
-    except Exception:
-        if concrete != "sage" or not _has_module("sageattention"):
-            raise
-        _use_sage_v1(model)
-    return concrete
 
 
 # ------------------------------------------------------------------------------------------------ compile
 def compile_blocks(model: nn.Module, fullgraph: bool = True, mode: str | None = None) -> None:
     """Regional compile: each repeated block through torch.compile (one compiled graph shared by all blocks)."""
+    # every size, attention backend and fp8 setting a process meets is one more compiled variant of the block;
+    # dynamo's default limit of 8 would turn a long-lived worker's 9th into an error (fullgraph) or eager code
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     kwargs = {"fullgraph": fullgraph, "dynamic": False}
     if mode:
         kwargs["mode"] = mode
@@ -271,20 +184,25 @@ def reset_step_cache(model: nn.Module) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ one entry
-def apply_speedups(model: nn.Module, opts: ModelOptions) -> dict:
-    """Apply the speed-ups `opts` asks for to a SCAIL2Transformer; returns what was applied (for logs and records).
+def apply_speedups(model: nn.Module, opts: ModelOptions, device=None) -> dict:
+    """Apply the speed-ups `opts` asks for to a SCAIL2Transformer that will run on `device` (default: where its
+    weights are); returns what was applied (for logs and records).
 
     Order matters: fp8 changes the modules, so it comes before compile."""
     applied: dict = {}
-    if opts.attention:
-        applied["attention"] = set_attention(model, opts.attention)
+    concrete, fp8_on = set_attention(model, opts.attention, device, fp8=opts.fp8_attention)
+    if opts.attention or concrete != "sdpa":
+        applied["attention"] = concrete
+    if opts.fp8_attention:
+        applied["fp8_attention"] = True if fp8_on else FP8_OFF_REASON
     if opts.fp8:
         applied["fp8_linears"] = fp8_blocks(model)
     if opts.step_cache:
         enable_step_cache(model, "fbc", opts.step_cache)
         applied["step_cache"] = f"fbc@{opts.step_cache}"
     if opts.compile:
-        compile_blocks(model)
+        # group offload hooks (--offload block) break the block's graph on purpose: compile around them
+        compile_blocks(model, fullgraph=opts.offload != "block")
         applied["compile"] = "default"
     if applied:
         log.info("speed-ups: %s", applied)

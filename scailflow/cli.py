@@ -41,8 +41,44 @@ COMMANDS = {
     ),
     "masks": ("scailflow.masks.cli", None, "mask tools: `scailflow masks preview FOLDER`"),
     "pose": ("scailflow.pose.cli", None, "render the driving skeleton (pose-driven mode) for one video"),
+    "init": ("scailflow.flows.cli", "init", "write a commented job.yaml (or pipelines.yaml) to start from"),
+    "schema": (
+        "scailflow.flows.cli",
+        "schema",
+        "print the JSON Schema of job.yaml or pipelines.yaml (editor completion)",
+    ),
     "completion": ("scailflow.cli", "completion", "print a shell completion script (bash, zsh or tcsh)"),
 }
+
+
+def secrets_in(argv: list[str]) -> list[str]:
+    """Values typed for a secret flag (`--api_key KEY`, `--api-key=KEY`, an abbreviation such as `--api KEY`)."""
+    found = []
+    for i, arg in enumerate(argv):
+        flag, eq, value = arg.partition("=")
+        if not flag.startswith("--api"):
+            continue
+        if eq:
+            found.append(value)
+        elif i + 1 < len(argv):
+            found.append(argv[i + 1])
+    return [s for s in found if s]
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with secrets kept out of its messages: `scailflow prompt --api_key KEY --typo` (or the key given to a
+    command that has no such flag) must not print the key back."""
+
+    secrets: list[str] = []
+
+    def error(self, message: str):
+        super().error(redact(message, self.secrets))
 
 
 def _hooks(module: str, name: str | None):
@@ -54,7 +90,7 @@ def _hooks(module: str, name: str | None):
 
 def build_parser(only: str | None = "*") -> argparse.ArgumentParser:
     """The parser; subcommands other than `only` get their name and help but no options ("*": all of them)."""
-    parser = argparse.ArgumentParser(prog="scailflow", description="SCAIL-2 character animation, folder to video.")
+    parser = Parser(prog="scailflow", description="SCAIL-2 character animation, folder to video.")
     parser.add_argument("--version", action="version", version=f"scailflow {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("-q", "--quiet", action="store_true")
@@ -94,6 +130,7 @@ def oom_message(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    secrets = Parser.secrets = secrets_in(argv)
     parser = build_parser(_command_in(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
@@ -102,22 +139,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {redact(str(e), secrets)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `scailflow schema job | head`: the reader left; nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:  # noqa: BLE001 - the CLI promises one line, --debug shows the traceback
         if args.debug or os.environ.get("SCAILFLOW_DEBUG"):
             raise
         if e.__class__.__name__ == "OutOfMemoryError":
             print(f"error: {oom_message(e)}", file=sys.stderr)
             return 3
-        print(
-            f"error: {e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''} "
-            "(run with --debug for the traceback)",
-            file=sys.stderr,
-        )
+        first = redact(str(e), secrets).splitlines()[0] if str(e) else ""
+        print(f"error: {e.__class__.__name__}: {first} (run with --debug for the traceback)", file=sys.stderr)
         return 1
 
 

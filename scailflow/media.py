@@ -32,8 +32,11 @@ class VideoInfo:
     frames: int  # decoded count when counted, else the container's estimate
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read any PIL image (CMYK, 16-bit, palette, alpha) as RGB uint8 [H, W, 3]."""
+def read_image(path: str | os.PathLike, alpha: str = "white") -> np.ndarray:
+    """Read any PIL image (CMYK, 16-bit, palette, alpha) as RGB uint8 [H, W, 3].
+
+    `alpha`: "white" composites a transparent image on white; "drop" keeps the stored colours under the alpha, as
+    the official SCAIL-2 code's `Image.open(p).convert("RGB")` does (what generation reads)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"image not found: {path}")
@@ -44,7 +47,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
                 arr = np.asarray(im, dtype=np.float64)
                 peak = 65535.0 if arr.max(initial=0) > 255 else 255.0
                 im = Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8))
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            if alpha == "white" and (im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)):
                 rgba = im.convert("RGBA")
                 bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 im = Image.alpha_composite(bg, rgba)

@@ -16,7 +16,7 @@ import argparse
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Callable, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -39,6 +39,46 @@ class Flag:
         object.__setattr__(self, "metavar", metavar)
 
 
+@dataclass(frozen=True)
+class FlagAlias:
+    """Another command-line spelling of an option whose value comes in another form, e.g. the official generate.py's
+    `--offload_model True|False` for `offload`: `convert` turns the typed text into the field's value (raising
+    ValueError for text it does not take). argparse hands the result to the same field, so the option is still
+    defined once."""
+
+    names: tuple[str, ...]
+    convert: Callable[[str], Any]
+    metavar: str | None = None
+    help: str = ""
+
+    def __init__(self, *names: str, convert: Callable[[str], Any], metavar: str | None = None, help: str = ""):
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "convert", convert)
+        object.__setattr__(self, "metavar", metavar)
+        object.__setattr__(self, "help", help)
+
+
+def str2bool(text: str) -> bool:
+    """yes/true/t/y/1 and no/false/f/n/0, any case (the official scripts' str2bool)."""
+    value = str(text).strip().lower()
+    if value in ("yes", "true", "t", "y", "1"):
+        return True
+    if value in ("no", "false", "f", "n", "0"):
+        return False
+    raise ValueError(f"expected a boolean (true/false), got {text!r}")
+
+
+def _any_case(values: tuple) -> Callable[[str], Any]:
+    """argparse type for a choice: typed in any case, handed on as the choice's own spelling (--model scail-14b)."""
+    lower = {str(v).lower(): v for v in values}
+
+    def convert(text: str):
+        return lower.get(text.lower(), text)
+
+    convert.__name__ = "choice"
+    return convert
+
+
 class Options(BaseModel):
     """Base of every option group: unknown keys are errors (a typo in job.yaml is caught, not ignored)."""
 
@@ -53,7 +93,7 @@ def _unwrap_optional(ann: Any) -> Any:
     return ann
 
 
-def _submodel(ann: Any) -> type[BaseModel] | None:
+def submodel(ann: Any) -> type[BaseModel] | None:
     ann = _unwrap_optional(ann)
     return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
 
@@ -66,18 +106,19 @@ def add_flags(
     parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     model: type[BaseModel],
     prefix: str = "",
-    skip: tuple[str, ...] = (),
+    only: tuple[str, ...] | None = None,
 ) -> None:
     """Add one argparse option per flagged field of `model` (and of its nested option groups).
 
     Flags default to "not given" (argparse.SUPPRESS): `given()` returns only what the user typed, so a flag
-    overrides job.yaml / pipelines.yaml and an absent flag leaves them (or the model's default) alone."""
+    overrides job.yaml / pipelines.yaml and an absent flag leaves them (or the model's default) alone. `only`: just
+    these fields of `model`."""
     for name, field in model.model_fields.items():
-        if name in skip:
+        if only is not None and name not in only:
             continue
-        sub = _submodel(field.annotation)
+        sub = submodel(field.annotation)
         if sub is not None:
-            add_flags(parser, sub, f"{prefix}{name}.", skip)
+            add_flags(parser, sub, f"{prefix}{name}.")
             continue
         flag = flag_of(field)
         if flag is None:
@@ -103,18 +144,38 @@ def add_flags(
         if get_origin(ann) is Literal:
             kwargs.pop("metavar")
             kwargs["choices"] = get_args(ann)
-        elif get_origin(ann) is list:  # a repeatable flag: --rerun pose --rerun masks
+            kwargs["type"] = _any_case(get_args(ann))
+        elif get_origin(ann) is list:
             (elem,) = get_args(ann) or (str,)
             elem = _unwrap_optional(elem)
-            kwargs["action"] = "append"
-            if get_origin(elem) is Literal:
+            if get_origin(elem) is Literal:  # a list of choices: --rerun pose masks, or --rerun pose --rerun masks
                 kwargs.pop("metavar")
-                kwargs["choices"] = get_args(elem)
+                kwargs.update(nargs="+", action="extend", choices=get_args(elem), type=_any_case(get_args(elem)))
             else:
-                kwargs["type"] = elem
+                kwargs.update(nargs="+", type=elem)
         else:
             kwargs["type"] = ann
         parser.add_argument(*flag.names, **kwargs)
+        for alias in (m for m in field.metadata if isinstance(m, FlagAlias)):
+            parser.add_argument(
+                *alias.names,
+                dest=prefix + name,
+                default=argparse.SUPPRESS,
+                type=_alias_type(alias),
+                metavar=alias.metavar,
+                help=alias.help or f"same as {flag.names[0]}",
+            )
+
+
+def _alias_type(alias: FlagAlias) -> Callable[[str], Any]:
+    def convert(text: str):
+        try:
+            return alias.convert(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    convert.__name__ = alias.names[0]
+    return convert
 
 
 def given(args: argparse.Namespace, model: type[BaseModel]) -> dict:
@@ -137,7 +198,7 @@ def _has_path(model: type[BaseModel], path: list[str]) -> bool:
         return False
     if len(path) == 1:
         return flag_of(field) is not None
-    sub = _submodel(field.annotation)
+    sub = submodel(field.annotation)
     return sub is not None and _has_path(sub, path[1:])
 
 
@@ -145,7 +206,7 @@ def flag_name(model: type[BaseModel], loc: tuple) -> str | None:
     """The first command-line spelling of the field at `loc`, if it has one."""
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
-        sub = _submodel(field.annotation) if field else None
+        sub = submodel(field.annotation) if field else None
         if sub is None:
             return None
         model = sub
@@ -162,7 +223,8 @@ def from_flags(model: type[BaseModel], args: argparse.Namespace, base: dict | No
     except ValidationError as e:
         first = e.errors()[0]
         where = flag_name(model, tuple(first["loc"])) or ".".join(str(p) for p in first["loc"])
-        raise InputError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
+        message = first["msg"].removeprefix("Value error, ")
+        raise InputError(f"{where}: {message}" if where else message) from None
 
 
 def merge(base: dict, over: dict) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prefect import task
 
-from scailflow.scail.options import ModelOptions, SamplingOptions, draw_seed
+from scailflow.scail.options import ModelOptions, SamplingOptions
 from scailflow.tasks.common import (
     cache_key,
     content_hash,
@@ -22,7 +22,7 @@ from scailflow.tasks.common import (
 )
 from scailflow.tasks.gpu import LOADS, generate_on_gpu
 
-VERSION = "generate-2"
+VERSION = "generate-3"  # 3: official preprocessing (torchvision resize, int() sizes, uint8 driving, truncated output)
 TAKES_DIR = "takes"
 
 
@@ -46,7 +46,7 @@ def assemble_files(
     # pose-driven animation: the mask is the skeleton's flat-colour render; otherwise the segmentation's
     driving_mask = pose["mask_render"] if driving_mode == "pose" and mode == "animation" else masks["driving_mask"]
     return {
-        "ref": ref,
+        "ref": masks.get("ref_image") or ref,  # the fitted reference when the masks stage made one
         "ref_mask": masks["ref_mask"],
         "rendered": pose["rendered"],
         "driving_mask": driving_mask,
@@ -59,16 +59,18 @@ def assemble_files(
 def _key_doc(p: dict) -> tuple[list, dict, list]:
     """What generation reads (files, mask digests, settings, weights), for its keys."""
     f = assemble_files(p["pose"], p["masks"], p["prompt"], p["ref"], p["extra_refs"], p["mode"], p["driving_mode"])
-    reads = [f["ref"], f["rendered"], f["prompt_file"], *f["extra_refs"]]
+    reads = [f["ref"], f["rendered"], f["prompt_file"], *f["extra_refs"], p["model"].scail_config_path]
     masks = [_mask_hash(f["ref_mask"]), _mask_hash(f["driving_mask"]), *[_mask_hash(m) for m in f["extra_ref_masks"]]]
     model: ModelOptions = p["model"]
     params = {
         "masks": masks,
         "sampling": p["sampling"],
         "mode": p["mode"],
-        "model": model.model_dump(mode="json", exclude={"scail_path", "lora_path", "oom_retry_offload"}),
+        "model": model.model_dump(
+            mode="json", exclude={"scail_path", "lora_path", "scail_config_path", "oom_retry_offload"}
+        ),
     }
-    return reads, params, [model.scail_path, model.lora_path]
+    return reads, params, [model.scail_path, *model.lora_path]
 
 
 def base_key(p: dict) -> str:
@@ -108,16 +110,18 @@ def generate_task(
     rerun: bool = False,
 ) -> dict:
     """Sample a take from the upstream stages' files: `takes/<settings>-seed<N>.mp4` (+ .json); returns its paths.
-    Seed -1 draws a fresh seed (OS entropy), recorded in the take's name and record. `rerun`: run even if cached
+    Seed -1 draws a fresh seed (as the official code: 0..2**63-1 from Python's generator), recorded in the take's
+    name and record. `rerun`: run even if cached
     (with seed -1, a new seed)."""
     from scailflow.masks import read_mask_image, read_mask_video
     from scailflow.prompts.stage import read_prompt_file
     from scailflow.scail.generate import GenerateRequest, read_conditioning
+    from scailflow.scail.pipeline import random_seed
 
     t0 = time.perf_counter()
     log = stage_logger("scail")
     files = assemble_files(pose, masks, prompt, ref, extra_refs, mode, driving_mode)
-    seed = sampling.seed if sampling.seed >= 0 else draw_seed()
+    seed = sampling.seed if sampling.seed >= 0 else random_seed()
     params = dict(pose=pose, masks=masks, prompt=prompt, ref=ref, extra_refs=extra_refs, out_dir=out_dir, mode=mode)
     params.update(driving_mode=driving_mode, sampling=sampling, model=model)
     take = Path(out_dir) / TAKES_DIR / take_name(params, seed)

@@ -119,6 +119,7 @@ def generate_on_gpu(
     from scailflow.scail.generate import generate
 
     asked = time.perf_counter()
+    opts = opts.for_preset(sampling.preset)  # e.g. comfy's LoRA strengths when only the paths were given
     with gpu_slot(gpu):
         waited = time.perf_counter() - asked
         if waited >= 1:

@@ -35,9 +35,9 @@ def _key(p: dict) -> str:
         "mode": p["mode"],
         "driving_mode": p["driving_mode"],
         "kinds": [k for _, k in p["extra_refs"]],
-        "opts": opts.model_dump(mode="json", exclude={"sam2_checkpoint"}),
+        "opts": opts.model_dump(mode="json", exclude={"sam2_checkpoint", "sam3_checkpoint"}),
     }
-    base = stage_key("masks", VERSION, p["out_dir"], reads, params, [opts.sam2_checkpoint])
+    base = stage_key("masks", VERSION, p["out_dir"], reads, params, [opts.sam2_checkpoint, opts.sam3_checkpoint])
     # hand edits of the masks are welcome (generation hashes what it reads): the manifest checks that the files
     # are there and were made for this key, not that they are byte for byte what the stage wrote
     return true_key(p["out_dir"], "masks", base, p.get("rerun", False), check_hashes=False)
@@ -76,6 +76,9 @@ def masks_task(
         max_persons=opts.max_persons,
         replace_index=opts.replace_index,
         dilate_px=opts.dilate_px,
+        sam3_checkpoint=Path(opts.sam3_checkpoint) if opts.sam3_checkpoint else None,
+        sam3_prompt=opts.sam3_prompt,
+        fit_reference_size=opts.fit_reference,
     )
     found = result.to_dict()
     if where != Path(out_dir):  # publish the reference masks beside the other outputs

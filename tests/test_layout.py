@@ -68,7 +68,9 @@ def test_the_wheel_installs_exactly_one_top_level_package(tmp_path):
 HEAVY = ("torch", "prefect", "cv2", "mediapipe", "google.genai", "diffusers", "transformers", "av")
 
 
-@pytest.mark.parametrize("command", [None, "run", "generate", "batch", "worker", "masks", "pose", "prompt"])
+@pytest.mark.parametrize(
+    "command", [None, "run", "generate", "batch", "worker", "masks", "pose", "prompt", "init", "schema"]
+)
 def test_help_loads_no_heavy_library(command):
     code = (
         f"import sys; from scailflow.cli import build_parser; build_parser({command!r}); "

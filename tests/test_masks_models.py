@@ -275,35 +275,36 @@ def test_sam2_prompt_boxes_come_from_mediapipe_without_pose_boxes(tmp_path):
 
 
 class ScriptedSam3:
-    """SAM 3 request-interface stand-in: two people from frame 0 (one tiny), a newcomer from frame 1."""
+    """SAM 3 video-model stand-in: two people from frame 0 (one tiny), a newcomer from frame 1."""
 
     def __init__(self, h, w):
-        self.h, self.w, self.requests = h, w, []
+        self.h, self.w, self.calls = h, w, []
 
-    def handle_request(self, request):
-        self.requests.append(request["type"])
-        if request["type"] == "start_session":
-            self.n = len(list(Path(request["resource_path"]).glob("*.jpg")))
-            return {"session_id": "s1"}
-        return {}
+    def init_state(self, resource_path):
+        self.calls.append("init_state")
+        self.n = len(list(Path(resource_path).glob("*.jpg")))
+        return {"n": self.n}
 
-    def handle_stream_request(self, request):
-        self.requests.append(request["type"])
-        for t in range(self.n):
+    def add_prompt(self, state, frame_idx, text_str):
+        self.calls.append(("add_prompt", frame_idx, text_str))
+
+    def propagate_in_video(self, state, start_frame_idx, max_frame_num_to_track, reverse):
+        self.calls.append("propagate_in_video")
+        for t in range(state["n"]):
             objs = {3: (4 + t, 4, 20 + t, 40), 7: (30, 2, 32, 4)}
             if t >= 1:
                 objs[9] = (40, 10, 60, 40)
             ids = sorted(objs)
-            m = np.zeros((len(ids), 1, self.h, self.w), bool)
+            m = np.zeros((len(ids), self.h, self.w), bool)
             for k, i in enumerate(ids):
                 x0, y0, x1, y1 = objs[i]
-                m[k, 0, y0:y1, x0:x1] = True
-            yield {"frame_index": t, "outputs": {"out_obj_ids": np.array(ids), "out_binary_masks": m}}
+                m[k, y0:y1, x0:x1] = True
+            yield t, {"out_obj_ids": np.array(ids), "out_binary_masks": m}
 
 
 def test_sam3_bookkeeping_drops_small_and_later_tracks():
     pred = ScriptedSam3(48, 64)
     out = Sam3VideoSegmenter(pred).segment(np.zeros((3, 48, 64, 3), np.uint8), person_selector(2))
-    assert pred.requests == ["start_session", "add_prompt", "propagate_in_video", "close_session"]
+    assert pred.calls == ["init_state", ("add_prompt", 0, "human"), "propagate_in_video"]
     assert out.count == 1 and out.candidates == 2
     assert out.labels[2, 20, 10] == 1 and out.labels[2, 20, 50] == 0 and out.labels[0, 3, 31] == 0

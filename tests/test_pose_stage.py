@@ -222,9 +222,9 @@ def test_cli_runs_and_reports_bad_input(tmp_path, capsys):
             str(tmp_path / "o"),
             "--driving",
             "pose",
-            "--det",
+            "--dwpose-det",
             str(tmp_path / "yolox_l.onnx"),
-            "--pose",
+            "--dwpose-pose",
             str(tmp_path / "p.onnx"),
         ]
     )

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from scailflow.scail import parallel, speed
+from scailflow.scail import attention, parallel, speed
 from scailflow.scail.model import SCAIL2Transformer, tiny_config
 from scailflow.scail.options import ModelOptions
 
@@ -90,10 +90,10 @@ def test_fp8_swap_keeps_tiny_model_output_close():
 
 # ------------------------------------------------------------------------------------------------ attention, fusion
 def test_resolve_attention():
-    assert speed.resolve_attention("auto", "cpu") == "sdpa"
-    assert speed.resolve_attention("cudnn", "cpu") == "cudnn"
+    assert attention.resolve_attention("auto", "cpu") == "sdpa"
+    assert attention.resolve_attention("cudnn", "cpu") == "cudnn"
     with pytest.raises(ValueError):
-        speed.resolve_attention("bogus")
+        attention.resolve_attention("bogus")
 
 
 def test_apply_speedups_sdpa_leaves_output_unchanged():
@@ -284,13 +284,18 @@ def test_bench_dit_tiny_runs(tmp_path):
     import bench_dit
 
     out = tmp_path / "dit.json"
-    variants = "eager,qkv,fp8" if FP8 is not None else "eager,qkv"
-    assert bench_dit.main(["--tiny", "--variants", variants, "--repeats", "1", "--json", str(out)]) == 0
-    res = json.loads(out.read_text())
-    names = [v["variant"] for v in res["variants"]]
-    assert names[0] == "eager" and all("s_per_forward" in v for v in res["variants"])
-    assert all(v["rel_err"] < 0.05 for v in res["variants"])
-    assert "| eager |" in res["table"]
+    variants = "eager,qkv,fp8,fp8+flash3+fp8attn" if FP8 is not None else "eager,qkv"
+    argv = ["--tiny", "--size", "896x512,704x1280", "--variants", variants, "--repeats", "1", "--json", str(out)]
+    assert bench_dit.main(argv) == 0
+    sizes = json.loads(out.read_text())["sizes"]
+    assert [s["size"] for s in sizes] == ["896x512", "704x1280"]  # one table per size, one process
+    for res in sizes:
+        names = [v["variant"] for v in res["variants"]]
+        assert names[0] == "eager" and all("s_per_forward" in v for v in res["variants"])
+        assert all(v["rel_err"] < 0.05 for v in res["variants"])
+        assert "| eager |" in res["table"]
+    if FP8 is not None:  # FlashAttention 3 emulated on the CPU, fp8 self-attention on
+        assert sizes[0]["variants"][-1]["fp8_attention"] is True
 
 
 def test_load_pipeline_speed_hook():
@@ -358,7 +363,8 @@ def test_generate_gpus_2_cfg_parallel_same_video_as_one_process(tmp_path):
         outs[n], _ = read_video(out)
     assert outs[1].shape == outs[2].shape
     diff = np.abs(outs[1].astype(int) - outs[2].astype(int))
-    # the same floats up to summation order (torchrun runs one thread per rank); H.264 turns that into rare
-    # off-by-a-few pixels, so: almost every pixel equal, none far off
-    assert diff.mean() < 0.05 and np.percentile(diff, 99.5) <= 2 and diff.max() <= 16
+    # the same floats up to summation order (torchrun runs one thread per rank); the uint8 truncation (official)
+    # turns a last-bit difference just under a level into a whole level, and H.264 spreads that a little, so:
+    # almost every pixel equal, none far off (another seed differs by ~100 levels on average)
+    assert (diff == 0).mean() > 0.9 and np.percentile(diff, 99.9) <= 6 and diff.max() <= 24
     assert not list(tmp_path.glob("out2.mp4.*partial*"))

@@ -1,0 +1,115 @@
+"""fp8 (e4m3) self-attention inputs for FlashAttention 3: rotation, centring and per-head scales, plus a CPU
+emulation of the kernel's arithmetic (the reference the tests and the GPU smoke check compare against).
+
+The recipe, all exact rewrites of attention before rounding (only the e4m3 rounding error changes):
+- q and k are rotated by the orthonormal Hadamard matrix along head_dim: (q H)(k H)^T = q k^T. It spreads a few
+  outlier channels over all 128, so no single product carries the dot product and e4m3's 2^-4 relative rounding
+  averages out (the FA3 paper's "incoherent processing"; torchao's low-precision attention does the same).
+- k loses its mean over tokens (per head and channel): every score of a query row shifts by the same amount, which
+  softmax ignores. v loses its mean too and gets it back on the output (rows of P sum to 1).
+- one fp32 descale per (batch, head), FA3's (B, H_k) descale layout: amax / 448 of what is cast, i.e. after the
+  rotation and the centring. The token mean, max and min of each channel come from one pass, and the centred amax
+  is max(max - mean, mean - min): exact, with no second pass (a bound such as amax|k| + amax|mean| would waste most
+  of e4m3's range where an offset dominates, as it does once the rotation gathers it into one channel).
+Written as plain tensor ops so that torch.compile fuses the reductions and casts with the RoPE / RMSNorm work that
+produces q and k (the rotation is one bf16 matmul per tensor).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+F8 = getattr(torch, "float8_e4m3fn", None)
+F8_MAX = 448.0
+P_OFFSET = 256.0  # FA3 scales P by 2^8 (Max_offset 8) before casting it to e4m3
+
+
+def hadamard(n: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """The n x n orthonormal Sylvester Hadamard matrix (n a power of 2): H[i, j] = (-1)^popcount(i & j) / sqrt(n).
+    Built from tensor ops (no host round trip), so it traces under torch.compile."""
+    if n <= 0 or n & (n - 1):
+        raise ValueError(f"Hadamard size must be a power of 2, not {n}")
+    idx = torch.arange(n, device=device)
+    bits = idx[:, None] & idx[None, :]
+    parity = torch.zeros_like(bits)
+    for b in range(max(1, n.bit_length() - 1)):
+        parity = parity ^ ((bits >> b) & 1)
+    return ((1 - 2 * parity).to(dtype)) / math.sqrt(n)
+
+
+def to_e4m3(x: torch.Tensor) -> torch.Tensor:
+    """Saturating cast to float8 e4m3 (torch's plain cast turns values past 448 into NaN)."""
+    return x.clamp(-F8_MAX, F8_MAX).to(F8)
+
+
+def _descale(amax: torch.Tensor) -> torch.Tensor:
+    return (amax.float() / F8_MAX).clamp_min(1e-12)
+
+
+def _column_stats(x: torch.Tensor, center: bool):
+    """Per (batch, head, channel) over the tokens, in one pass: (mean or None, amax of x - mean, per (B, H)).
+
+    max |x - m| over tokens is max(max x - m, m - min x): the mean, the max and the min share one reduction loop,
+    so the amax of the centred tensor needs no second pass over it."""
+    hi, lo = x.amax(dim=1), x.amin(dim=1)  # (B, H, D)
+    if not center:
+        return None, torch.maximum(hi, -lo).amax(dim=-1)
+    m = x.mean(dim=1)
+    return m[:, None], torch.maximum(hi - m, m - lo).amax(dim=-1)
+
+
+def quantize_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rotate: bool = True, center: bool = True):
+    """(q8, k8, v8, q_descale, k_descale, v_descale, v_mean) from bf16/fp32 q, k, v of shape (B, S, H, D).
+
+    x8 * descale[b, h] ~= the rotated / centred x; descales are fp32 (B, H); v_mean (B, 1, H, D) fp32 is to be added
+    to the attention output (zero when `center` is False)."""
+    d = q.shape[-1]
+    if rotate and d & (d - 1) == 0:
+        h = hadamard(d, q.device, q.dtype)
+        q, k = q @ h, k @ h
+    qf, kf, vf = q.float(), k.float(), v.float()
+    _, q_amax = _column_stats(qf, False)
+    k_mean, k_amax = _column_stats(kf, center)
+    v_mean, v_amax = _column_stats(vf, center)
+    if center:
+        kf, vf = kf - k_mean, vf - v_mean
+    else:
+        v_mean = torch.zeros_like(vf[:, :1])
+    dq, dk, dv = _descale(q_amax), _descale(k_amax), _descale(v_amax)
+    q8 = to_e4m3(qf / dq[:, None, :, None])
+    k8 = to_e4m3(kf / dk[:, None, :, None])
+    v8 = to_e4m3(vf / dv[:, None, :, None])
+    return q8, k8, v8, dq, dk, dv, v_mean
+
+
+def emulate_fa3(
+    q, k, v, softmax_scale=None, q_descale=None, k_descale=None, v_descale=None, return_attn_probs=False, **_
+):
+    """FA3's forward arithmetic on any device, for tests and checks: same signature as `flash_attn_func`, (B, S, H, D).
+
+    fp8 inputs: scores from the exact e4m3 products (fp32), scaled by softmax_scale * q_descale * k_descale;
+    P = exp(S - rowmax) * 2^8 rounded to e4m3 for the P.V product while the row sum uses the unrounded P;
+    output * v_descale, in bf16 (the kernel's output dtype for fp8). bf16/fp32 inputs: exact attention in fp32,
+    output in the input dtype. (The kernel's running max over key blocks only moves where P is rounded.)"""
+    scale = softmax_scale if softmax_scale is not None else q.shape[-1] ** -0.5
+    fp8 = q.dtype == F8
+    qf, kf, vf = (t.float().transpose(1, 2) for t in (q, k, v))  # (B, H, S, D)
+    s = qf @ kf.transpose(-1, -2) * scale
+    if fp8:
+        ones = torch.ones(q.shape[0], q.shape[2], device=q.device)
+        dq, dk, dv = (ones if d is None else d.float() for d in (q_descale, k_descale, v_descale))
+        s = s * (dq * dk)[:, :, None, None]
+    m = s.amax(dim=-1, keepdim=True)
+    p = torch.exp(s - m)
+    rowsum = p.sum(dim=-1, keepdim=True)
+    if fp8:
+        p = to_e4m3(p * P_OFFSET).float() / P_OFFSET
+    out = (p @ vf) / rowsum
+    if fp8:
+        out = out * dv[:, :, None, None]
+    out = out.transpose(1, 2).to(torch.bfloat16 if fp8 else q.dtype)
+    if return_attn_probs:
+        return out, (m + torch.log(rowsum)).squeeze(-1)
+    return out
