@@ -88,5 +88,6 @@ def masks_task(
                 shutil.copyfile(src, tmp)
             published.append(str(Path(out_dir) / src.name))
         found["ref_mask"], found["extra_ref_masks"] = published[0], published[1:]
-    write_manifest(out_dir, "masks", outputs(out_dir, mode, extra_refs, driving_mode))
+    fitted = [found["ref_image"]] if found.get("ref_image") else []  # fit_reference: generation reads it too
+    write_manifest(out_dir, "masks", [*outputs(out_dir, mode, extra_refs, driving_mode), *fitted])
     return found | {"seconds": round(time.perf_counter() - t0, 3)}
