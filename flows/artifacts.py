@@ -1,32 +1,32 @@
-"""What a person wants to see of a run in the Prefect UI: masks over frames, the first output frame, timings, seed."""
+"""What a person wants to see of a run in the Prefect UI: the output moving, the masks over the driving video moving,
+a masks sheet readable at a glance, where the files are (absolute paths), and each stage's state and seconds."""
 
 from __future__ import annotations
 
-import base64
-import io
+import json
 import logging
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from scailflow.flows.previews import MAX_BYTES, MAX_FRAMES, MAX_SIDE, jpeg_data_uri, webp_data_uri
+from scailflow.tasks.progress import artifact_key
+
 log = logging.getLogger("scailflow.flow")
-MAX_THUMB = 640
+SHEET_MAX_SIDE = 2400
 
 
-def data_uri(rgb: np.ndarray, max_side: int = MAX_THUMB) -> str:
-    """A small inline JPEG (the UI renders markdown images; local files are not reachable from a browser)."""
-    im = Image.fromarray(rgb)
-    im.thumbnail((max_side, max_side))
-    buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+def _link(path: str | Path) -> str:
+    p = Path(path).resolve()
+    return f"[{p}]({p.as_uri()})"
 
 
-def artifact_key(folder: str) -> str:
-    """Prefect artifact keys: lowercase letters, digits and dashes."""
-    stem = "".join(c if c.isalnum() else "-" for c in Path(folder).name.lower()).strip("-") or "folder"
-    return f"scailflow-{stem}"[:60]
+def _record(summary: dict) -> dict:
+    try:
+        return json.loads(Path(summary["record"]).read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError):
+        return {}
 
 
 def sheet_is_current(sheet: Path, summary: dict) -> bool:
@@ -45,40 +45,101 @@ def sheet_is_current(sheet: Path, summary: dict) -> bool:
     return sheet.stat().st_mtime_ns >= newest
 
 
-def publish_artifacts(summary: dict) -> None:
-    """Contact sheet of reference/mask/driving frames, the output's first frame, and a table of the run."""
-    from prefect.artifacts import create_markdown_artifact
-
+def _sheet_uri(out_dir: Path, summary: dict | None = None) -> str:
     from scailflow.masks import preview
+
+    path = out_dir / "masks_preview.png"
+    if summary is None or not sheet_is_current(path, summary):
+        path = preview(out_dir, path, frames=4)
+    sheet = np.asarray(Image.open(path).convert("RGB"))
+    for quality in (82, 70, 55):
+        uri = jpeg_data_uri(sheet, SHEET_MAX_SIDE, quality)
+        if len(uri) * 3 // 4 <= 2 * MAX_BYTES:
+            break
+    return uri
+
+
+def result_markdown(summary: dict) -> str:
+    """The result artifact's markdown (also what `publish_artifacts` stores)."""
+    from scailflow.masks.sheet import overlay_frames
     from scailflow.media import read_video
 
-    key = artifact_key(summary["folder"])
     out_dir = Path(summary["out_dir"])
-    parts = [
-        f"### {Path(summary['folder']).name}",
-        f"`{summary['video']}`  \nseed **{summary['seed']}**, {summary['frames']} frames, model: {summary['model']}",
+    record = _record(summary)
+    fps = record.get("fps") or 16
+    frames = summary["frames"]
+    sound = "with the driving video's sound" if record.get("audio_from") else "no sound"
+    lines = [
+        f"### {Path(summary['folder']).name}: done in {summary['seconds']} s",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| output | {_link(summary['video'])} |",
+        f"| video | {frames} frames at {fps:g} fps ({frames / fps:.1f} s), {sound} |",
+        f"| seed | {summary['seed']} |",
+        *(
+            [f"| take | `{Path(summary['take']).name}` (every take is kept in `takes/`) |"]
+            if summary.get("take")
+            else []
+        ),
+        f"| model | {summary['model']} |",
+        f"| settings | {_link(summary['record'])} |",
+        f"| all outputs | {_link(out_dir)} |",
+        "",
     ]
+    pictures = {}
     try:
-        sheet = out_dir / "masks_preview.png"
-        if not sheet_is_current(sheet, summary):
-            sheet = preview(out_dir, sheet)
-        parts.append(f"![masks over frames]({data_uri(np.asarray(Image.open(sheet).convert('RGB')))})")
+        video, vfps = read_video(summary["video"])
+        pictures["output"] = f"![the output, moving]({webp_data_uri(video, vfps)})"
     except Exception as e:  # noqa: BLE001 - a preview problem must not fail a finished run
-        log.warning("no mask preview: %s", e)
+        log.warning("no output preview: %s", e)
+    driving, mask = summary.get("driving"), (summary.get("files") or {}).get("driving_mask")
+    if driving and mask:
+        try:
+            step = max(1, -(-frames // MAX_FRAMES))  # the frames the animation keeps, read at its size
+            overlays, ofps = overlay_frames(driving, mask, step=step, max_side=MAX_SIDE)
+            picture = webp_data_uri(overlays, ofps / step)
+            pictures["masks over the driving video"] = f"![the masks over the driving video, moving]({picture})"
+        except Exception as e:  # noqa: BLE001
+            log.warning("no masks-over-video preview: %s", e)
+    if pictures:
+        lines += [
+            "| " + " | ".join(pictures) + " |",
+            "|" + "---|" * len(pictures),
+            "| " + " | ".join(pictures.values()) + " |",
+            "",
+        ]
+    lines += ["| stage | state | seconds |", "|---|---|---|"]
+    for row in stage_rows(summary)[:-1]:
+        lines.append(f"| {row['stage']} | {row['state']} | {row['seconds']} |")
+    lines += [f"| **total** | | **{summary['seconds']:g}** |", ""]
     try:
-        first, _ = read_video(summary["video"], max_frames=1)
-        parts.append(f"![first output frame]({data_uri(first[0])})")
+        lines += [
+            "**Masks over frames** (reference, then frames across the clip; rows: picture, mask, overlay). "
+            f"Fix a mask by editing {_link(out_dir / 'ref_mask.png')} or the mask video, then run again.",
+            "",
+            f"![masks over frames]({_sheet_uri(out_dir, summary)})",
+        ]
     except Exception as e:  # noqa: BLE001
-        log.warning("no output thumbnail: %s", e)
-    if summary.get("take"):
-        parts.append(f"take `{Path(summary['take']).name}` (every take is kept in `takes/`)")
-    create_markdown_artifact("\n\n".join(parts), key=key, description="scailflow result")
-    publish_stage_table(summary)
+        log.warning("no mask sheet: %s", e)
+    return "\n".join(lines)
+
+
+def publish_artifacts(summary: dict) -> None:
+    """The result (markdown: previews, absolute paths, stage seconds, masks sheet) and a table of the stages."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    key = artifact_key(summary["folder"])
+    try:  # the video is written: a UI problem is a warning, never a failed run
+        create_markdown_artifact(result_markdown(summary), key=key, description="scailflow result")
+        create_table_artifact(stage_rows(summary), key=f"{key}-stages", description="stage states and seconds")
+    except Exception as e:  # noqa: BLE001
+        log.warning("could not publish the run's artifacts to the Prefect UI: %s", str(e).splitlines()[0][:200])
 
 
 def stage_rows(summary: dict) -> list[dict]:
     """One row per stage (state, seconds), generation's wait for its GPU apart, then the folder's total."""
-    seconds = summary.get("stage_seconds", {})
+    seconds = summary.get("stage_seconds") or {}
     rows = [{"stage": s, "state": st, "seconds": seconds.get(s, "")} for s, st in summary["states"].items()]
     if summary.get("gpu_wait_s"):
         wait = summary["gpu_wait_s"]
@@ -90,23 +151,20 @@ def stage_rows(summary: dict) -> list[dict]:
     return rows
 
 
-def publish_stage_table(summary: dict) -> None:
-    from prefect.artifacts import create_table_artifact
+def publish_failure(summary: dict) -> None:
+    """A failed folder's artifacts: which stage failed and why, and the stage table."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     key = artifact_key(summary["folder"])
-    create_table_artifact(stage_rows(summary), key=f"{key}-stages", description="stage states and seconds")
-
-
-def publish_failure(summary: dict) -> None:
-    """A failed folder's artifact: which stage failed and why, and the stage table."""
-    from prefect.artifacts import create_markdown_artifact
-
     text = (
         f"### {Path(summary['folder']).name}: **Failed** in `{summary['failed_stage']}`\n\n"
         f"{summary['error']}\n\nfolder `{summary['folder']}`, outputs `{summary['out_dir']}`"
     )
-    create_markdown_artifact(text, key=artifact_key(summary["folder"]), description="scailflow: failed")
-    publish_stage_table(summary)
+    try:
+        create_markdown_artifact(text, key=key, description="scailflow: failed")
+        create_table_artifact(stage_rows(summary), key=f"{key}-stages", description="stage states and seconds")
+    except Exception as e:  # noqa: BLE001
+        log.warning("could not publish the run's artifacts to the Prefect UI: %s", str(e).splitlines()[0][:200])
 
 
 def publish_batch_summary(name: str, rows: list[dict]) -> None:

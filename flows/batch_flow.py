@@ -10,6 +10,7 @@ from prefect import flow
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from scailflow import console
 from scailflow.errors import InputError
 from scailflow.flows.artifacts import publish_batch_summary
 from scailflow.flows.config import PipelinesFile, load_pipelines
@@ -60,6 +61,7 @@ def batch_flow(
     """Run every folder of pipelines.yaml (or one named pipeline). A bad folder, or one another run is busy
     with, is reported and skipped; the others go on. Returns {folder: summary or {"error": message}}; the run ends
     Failed (with the same results) when a folder failed, Completed otherwise."""
+    console.adopt()  # a scheduled run in its own process (`scailflow serve`): the same quiet console
     log = stage_logger("flow")
     cfg = load_pipelines(pipelines_file)
     # the file's `model:` overridden by the command line's model flags (`model`: only the flags given)
@@ -99,12 +101,18 @@ def batch_flow(
             try:
                 results[str(run.raw.root)] = finish_folder(run)
             except Exception as e:  # noqa: BLE001 - one folder's failure is reported; the batch goes on
-                log.error("failed %s: %s", run.raw.root, e)
+                log.error("failed %s: %s", run.raw.root, e, extra={"console": False})  # the stage said it
                 reason = str(e) if isinstance(e, InputError) else f"{e.__class__.__name__}: {e}"
                 results[str(run.raw.root)] = (run.summary or {}) | {"error": reason.splitlines()[0][:500]}
     failed = [k for k, r in results.items() if "error" in r]
     done = sum("video" in r for r in results.values())
-    log.info("batch: %d of %d folders done in %.1f s", done, len(results), time.perf_counter() - started)
+    log.info(  # the command prints its own summary
+        "batch: %d of %d folders done in %.1f s",
+        done,
+        len(results),
+        time.perf_counter() - started,
+        extra={"console": "summary"},
+    )
     publish_batch_summary(pipeline or Path(pipelines_file).stem, batch_rows(results))
     if failed:
         names = ", ".join(Path(k).name for k in failed)

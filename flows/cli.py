@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from scailflow import console
 from scailflow.errors import InputError
 from scailflow.flows import env
 from scailflow.options import add_flags, from_flags, given
@@ -165,6 +166,7 @@ def run_batch(args) -> int:
     from scailflow.flows.config import load_pipelines
 
     load_pipelines(args.pipelines)  # validate first: file, line and key in one line
+    console.show_folders()  # several folders at once: every line says which
     if not args.debug:
         quiet_prefect_tracebacks()
     watch_server()
@@ -189,6 +191,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_serve(args) -> int:
     mode()  # Prefect's environment first, before Prefect is imported
+    if not args.debug:  # scheduled runs start in processes of Prefect's runner: quiet until our flow takes over
+        os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL", "WARNING")
     from prefect import serve
 
     from scailflow.flows.batch_flow import build_deployments
@@ -198,9 +202,24 @@ def run_serve(args) -> int:
         raise InputError(
             "schedules need a running Prefect server: start `scailflow server` first (or set PREFECT_API_URL)"
         )
-    print(f"serving {len(deployments)} scheduled pipeline(s); {_where()}")
-    serve(*deployments)
-    return 0
+    console.show_folders()
+    names = ", ".join(f"{d.name} ({_schedule_text(d)})" for d in deployments)
+    print(f"serving {len(deployments)} scheduled pipeline(s): {names}; {_where()}; Ctrl-C stops", flush=True)
+    try:
+        serve(*deployments, print_starting_message=False)
+    except KeyboardInterrupt:
+        pass
+    # Prefect's serve returns (or raises) only when interrupted; it paused the schedules on the way out
+    print("stopped serving: the schedules are paused until `scailflow serve` runs again", file=sys.stderr)
+    return 130
+
+
+def _schedule_text(deployment) -> str:
+    sched = deployment.schedules[0].schedule if deployment.schedules else None
+    if getattr(sched, "cron", None):
+        return f"cron {sched.cron}"
+    interval = getattr(sched, "interval", None)
+    return f"every {interval.total_seconds():g} s" if interval is not None else "no schedule"
 
 
 # ---------------------------------------------------------------------------------------------- status
@@ -235,6 +254,7 @@ def run_worker(args) -> int:
     mode()  # Prefect's environment first, before Prefect is imported
     from scailflow.flows.worker import serve_generation
 
+    console.show_folders()
     serve_generation(from_flags(ModelOptions, args), args.timeout)
     return 0
 
@@ -251,7 +271,48 @@ def run_server(args) -> int:
     home.mkdir(parents=True, exist_ok=True)
     print(f"Prefect UI and API on http://{args.host}:{args.port} (state in {os.environ['PREFECT_HOME']}); Ctrl-C stops")
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", args.host, "--port", str(args.port)]
-    return subprocess.call(cmd, env=env.server_environ(args.host, args.port))
+    # the server's own address, which its UI calls; no questions (in a terminal `prefect server start` would stop to
+    # ask which Prefect profile to change)
+    own = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}/api"
+    environ = dict(os.environ, PREFECT_API_URL=own, PREFECT_CLI_PROMPT="false")
+    environ.setdefault("PREFECT_UI_API_URL", own)
+    child = subprocess.Popen(cmd, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    import threading
+
+    def forward() -> None:  # the server's own words, less its banner and advice meant for Prefect users
+        for line in child.stdout:
+            if args.debug or not _server_chatter(line):
+                print(line.rstrip("\n"), flush=True)
+
+    relay = threading.Thread(target=forward, name="scailflow-server-output", daemon=True)
+    relay.start()
+    try:
+        code = child.wait()
+        relay.join(timeout=5)
+        return code
+    except KeyboardInterrupt:  # Ctrl-C reached the server too (same process group): let it shut down
+        try:
+            child.wait(timeout=30)
+        except (KeyboardInterrupt, subprocess.TimeoutExpired):
+            child.kill()
+        relay.join(timeout=5)
+        print("server stopped", file=sys.stderr)
+        return 130
+
+
+_BANNER = set(" _|/\\()")
+_SERVER_CHATTER = (
+    "Configure Prefect to communicate with the server",
+    "prefect config set PREFECT_API_URL",
+    "View the API reference documentation",
+    "Check out the dashboard",
+    "Server stopped!",
+)
+
+
+def _server_chatter(line: str) -> bool:
+    text = line.strip()
+    return not text or set(text) <= _BANNER or text.startswith(_SERVER_CHATTER)
 
 
 # ---------------------------------------------------------------------------------------------- demo

@@ -29,21 +29,6 @@ def server_running(url: str, timeout: float = 0.3) -> bool:
         return False
 
 
-def server_environ(host: str, port: int) -> dict[str, str]:
-    """The environment of `prefect server start` on host:port. Its UI asks its own settings where the API is, and
-    Prefect answers 127.0.0.1:4200 unless told: so PREFECT_UI_API_URL follows the chosen host and port (a
-    wildcard bind is reached through 127.0.0.1 here; set PREFECT_UI_API_URL yourself for other machines)."""
-    environ = dict(os.environ)
-    environ.pop("PREFECT_API_URL", None)  # the server's own clients talk to itself
-    browser_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    if ":" in browser_host and not browser_host.startswith("["):
-        browser_host = f"[{browser_host}]"
-    environ.setdefault("PREFECT_UI_API_URL", f"http://{browser_host}:{port}/api")
-    environ["PREFECT_SERVER_API_HOST"] = host
-    environ["PREFECT_SERVER_API_PORT"] = str(port)
-    return environ
-
-
 def configure(use_local_server: bool = True) -> str:
     """Set Prefect's home, logging and API; returns 'server <url>' or 'ephemeral' (a temporary local API)."""
     home = data_dir()
@@ -52,6 +37,7 @@ def configure(use_local_server: bool = True) -> str:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # the temporary API of a server-less run starts in ~10 s here, more on a busy machine: wait for it, not 20 s
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    os.environ.setdefault("DO_NOT_TRACK", "1")  # no client telemetry either (and no first-run notice in the terminal)
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "scailflow")
     os.environ.setdefault("PREFECT_SERVER_API_HOST", "127.0.0.1")
     if os.environ.get("PREFECT_API_URL"):

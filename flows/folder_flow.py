@@ -13,6 +13,7 @@ from pathlib import Path
 
 from prefect import flow
 
+from scailflow import console
 from scailflow.files import atomic_path
 from scailflow.flows.config import JobConfig, RunOptions, load_job
 from scailflow.flows.folder import RawFolder, output_dir, scan_folder
@@ -25,6 +26,7 @@ from scailflow.tasks.generate import generate_task
 from scailflow.tasks.gpu import ensure_gpu_slots
 from scailflow.tasks.masks import masks_task
 from scailflow.tasks.pose import pose_task
+from scailflow.tasks.progress import folder_progress
 from scailflow.tasks.prompt import api_key, prompt_task
 
 STAGES = choices(Stage)
@@ -67,10 +69,10 @@ def prepare(
 
 
 def for_folder(task, stage: str, folder: str):
-    """The task as this folder's: its runs are named `<stage> · <folder>` in the UI. (Not tagged: Prefect asks the
-    server for a concurrency slot per tag of every task run, which made a cached batch of 20 folders 5x slower.)"""
-    escaped = folder.replace("{", "{{").replace("}", "}}")  # Prefect formats run names with the parameters
-    return task.with_options(task_run_name=f"{stage} · {escaped}")
+    """The task as this folder's: its runs are named `<stage> · <folder>` in the UI and on the console. (Not
+    tagged: Prefect asks the server for a concurrency slot per tag of every task run, which made a cached batch of
+    20 folders 5x slower.)"""
+    return task.with_options(task_run_name=console.task_run_name(stage, folder))
 
 
 def submit_folder(
@@ -86,6 +88,8 @@ def submit_folder(
     started = time.perf_counter()
     run = run or RunOptions()
     out_dir.mkdir(parents=True, exist_ok=True)
+    console.name_folder(out_dir, raw.name)
+    folder_progress(out_dir, raw.name)  # the folder's progress artifact, at 0% until its stages report
     ref = copy_reference(raw, out_dir)
     extra = [(str(p), kind) for p, kind in raw.extra_refs]
     out, name = str(out_dir), raw.name
@@ -107,6 +111,7 @@ def submit_folder(
         key_available,
         rerun="prompt" in rerun,
     )
+    console.name_task_runs([f.task_run_id for f in (pose, masks, prompt)], raw.name)
     sampling = job.sampling.model_copy(update={"seed": -1}) if run.new_seed else job.sampling
     gen_args = (str(ref), [p for p, _ in extra], out, job.mode, job.driving, sampling, model, gpu)
     return FolderRun(raw, job, out_dir, {"pose": pose, "masks": masks, "prompt": prompt}, gen_args, run, started)
@@ -128,6 +133,7 @@ def submit_generation(run: FolderRun, workers: bool = False) -> bool:
     else:  # done futures as parameters: the UI draws the dependencies
         upstream = [run.futures[name] for name in PREPROCESSING]
         run.futures["generate"] = task.submit(*upstream, *run.gen_args, rerun=force)
+    console.name_task_runs([run.futures["generate"].task_run_id], run.raw.name)
     return True
 
 
@@ -148,8 +154,13 @@ def finish_folder(run: FolderRun) -> dict:
     publish_take(run.futures["generate"].state.result())
     summary = run.summary = folder_summary(run)
     record_run(summary, run.out_dir)
-    stage_logger("flow").info(
-        "%s -> %s (%s)", run.raw.name, summary["video"], ", ".join(f"{k}: {v}" for k, v in summary["states"].items())
+    folder_progress(run.out_dir).complete(f"done in {summary['seconds']} s: {Path(summary['video']).resolve()}")
+    stage_logger("flow").info(  # for the UI's log; the command prints its own summary
+        "%s -> %s (%s)",
+        run.raw.name,
+        summary["video"],
+        ", ".join(f"{k}: {v}" for k, v in summary["states"].items()),
+        extra={"console": "summary"},
     )
     return summary
 
@@ -173,6 +184,7 @@ def folder_flow(
     With `workers`, generation runs on a warm GPU worker (`scailflow worker`) instead of in this process.
     `run`: stages to force (`rerun`) and `new_seed` (a new take with a fresh random seed).
     """
+    console.adopt()
     raw, job, out_dir = prepare(folder, out, defaults, overrides)
     ensure_gpu_slots(gpu + 1)
     with folder_lock(out_dir, wait=wait_if_busy):

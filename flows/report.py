@@ -48,6 +48,7 @@ def _base(run) -> dict:
     return {
         "folder": str(run.raw.root),
         "folder_name": run.raw.name,
+        "driving": str(run.raw.driving),
         "out_dir": str(run.out_dir),
         "states": states,
         "stage_seconds": stage_seconds(run.futures),

@@ -18,13 +18,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--video", type=Path, default=None, help="also write a side-by-side overlay mp4 here")
     parser.add_argument("--frames", type=int, default=6, help="driving frames on the sheet (default: %(default)s)")
+    parser.add_argument(
+        "--tile", type=int, default=256, help="pixels on each tile's shorter side (default: %(default)s)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the `masks` subcommand; print the written path(s); return 0. Bad input raises InputError."""
     from .sheet import preview
 
-    sheet = preview(args.folder, args.out, video_out=args.video, frames=max(1, args.frames))
+    sheet = preview(args.folder, args.out, video_out=args.video, frames=max(1, args.frames), tile=max(32, args.tile))
     print(sheet)
     if args.video is not None:
         print(args.video)

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from scailflow.errors import InputError
+from scailflow.progress import report
 
 from .people import FaceDetector, split_people, track_people
 from .tracks import MIN_AREA_FRACTION, Selector, compose_labels
@@ -108,8 +109,10 @@ class MediapipeSegmenter:
             labels = np.zeros(frames.shape[:3], np.uint8)
             if len(candidates) == 1:  # one person: the whole foreground, frame by frame
                 labels[0] = first
+                report("segment", 1, len(frames))
                 for t, p in enumerate(probs, start=1):
                     labels[t] = p > 0.5
+                    report("segment", t + 1, len(frames))
                 return Segmentation(labels, 1, 1)
             people = candidates  # every candidate is tracked, so the ones not kept never leak into the kept
             for t in range(frames.shape[0]):
@@ -117,6 +120,7 @@ class MediapipeSegmenter:
                     people = track_people(people, next(probs) > 0.5, detect(frames[t]))
                 for p, i in enumerate(kept):
                     labels[t][people[i]] = p + 1
+                report("segment", t + 1, len(frames))
         return Segmentation(labels, len(kept), len(candidates))
 
 
@@ -257,6 +261,8 @@ class Sam2VideoSegmenter:
             # obj_id i + 1 (box i) becomes person kept.index(i)
             person_of = {i + 1: p for p, i in enumerate(kept)}
             labels = np.zeros((t, h, w), np.uint8)
+            done = 0
+            report("segment", 0, t)
             for frame_idx, obj_ids, frame_logits in self.predictor.propagate_in_video(state):
                 probs = self._to_frame(frame_logits, (h, w))
                 ordered = np.zeros((len(kept), h, w), np.float32)
@@ -264,6 +270,8 @@ class Sam2VideoSegmenter:
                     if obj_id in person_of:
                         ordered[person_of[obj_id]] = probs[k]
                 labels[frame_idx] = compose_labels(ordered)
+                done += 1
+                report("segment", done, t)
         return Segmentation(labels, len(kept), len(boxes))
 
 

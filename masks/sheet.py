@@ -83,13 +83,40 @@ def _overlay(frame: np.ndarray | None, mask: np.ndarray) -> np.ndarray:
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
-def _cell(img: np.ndarray | None, height: int, width: int, label: str) -> np.ndarray:
+def _cell(img: np.ndarray | None, height: int, width: int, label: str, sharp: bool = False) -> np.ndarray:
+    """A labelled tile; `sharp` enlarges without blending (a mask's colours stay pure)."""
     cell = np.full((height, width, 3), 64, np.uint8)
     if img is not None:
-        cell = cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
-    cv2.rectangle(cell, (0, 0), (min(width - 1, 8 + 7 * len(label)), 16), (0, 0, 0), -1)
-    cv2.putText(cell, label, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+        grow = cv2.INTER_NEAREST if sharp else cv2.INTER_LINEAR
+        cell = cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA if img.shape[0] >= height else grow)
+    scale = 0.5 if height >= 128 else 0.4
+    cv2.rectangle(cell, (0, 0), (min(width - 1, 8 + int(17 * scale * len(label))), int(36 * scale)), (0, 0, 0), -1)
+    cv2.putText(cell, label, (3, int(26 * scale)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
     return cell
+
+
+def tile_size(height: int, width: int, tile: int) -> tuple[int, int]:
+    """(height, width) of a tile whose shorter side is `tile` pixels, keeping the frame's aspect."""
+    if height >= width:
+        return max(1, round(tile * height / width)), tile
+    return tile, max(1, round(tile * width / height))
+
+
+def overlay_frames(
+    video: str | os.PathLike, mask_video: str | os.PathLike, step: int = 1, max_side: int | None = None
+) -> tuple[np.ndarray, float]:
+    """Every `step`-th driving frame with its mask blended over it (as on the sheet), at most `max_side` pixels on
+    the longer side, and the video's fps."""
+    masks = read_mask_video(Path(mask_video))
+    frames, fps = read_video(video)
+    h, w = masks.shape[1:3]
+    scale = min(1.0, max_side / max(h, w)) if max_side else 1.0
+    size = (max(2, round(w * scale)), max(2, round(h * scale)))
+    out = []
+    for t in range(0, min(len(frames), len(masks)), max(1, step)):
+        mask = cv2.resize(masks[t], size, interpolation=cv2.INTER_NEAREST) if scale < 1 else masks[t]
+        out.append(_overlay(cv2.resize(frames[t], size, interpolation=cv2.INTER_AREA), mask))
+    return np.stack(out), fps
 
 
 def preview(
@@ -98,13 +125,14 @@ def preview(
     *,
     video_out: str | os.PathLike | None = None,
     frames: int = 6,
-    cell_height: int = 192,
+    tile: int = 256,
 ) -> Path:
     """Write a contact sheet PNG of the masks over their frames; return its path.
 
-    Rows: the reference, then `frames` evenly spaced driving frames; columns: picture, mask, overlay. The masks
-    are found in the folder or the nearest subfolder holding them, edits and frame overrides included. With
-    `video_out`, also writes a side-by-side video (frame | overlay) of every driving frame.
+    Wide, one column per picture: the reference, then `frames` evenly spaced driving frames; rows: picture, mask,
+    overlay. Tiles are `tile` pixels on their shorter side (256: a mask edge is visible at a glance). The masks are
+    found in the folder or the nearest subfolder holding them, edits and frame overrides included. With `video_out`,
+    also writes a side-by-side video (frame | overlay) of every driving frame.
     """
     folder = Path(folder_or_out_dir)
     if not folder.is_dir():
@@ -132,21 +160,25 @@ def preview(
             frame = drv_frames[t] if drv_frames is not None and t < len(drv_frames) else None
             rows.append((f"frame {t}", frame, drv_masks[t]))
 
-    sheet_rows = []
+    if not rows:
+        raise InputError(f"no masks found in {mask_dir}")
+    # every tile is as tall as the driving frames' tiles; the reference keeps its own aspect at that height
+    height = tile_size(*rows[-1][2].shape[:2], tile)[0]
+    columns = []
     for label, picture, mask in rows:
-        width = max(16, round(cell_height * mask.shape[1] / mask.shape[0]))
-        sheet_rows.append(
-            [
-                _cell(picture, cell_height, width, label),
-                _cell(mask, cell_height, width, "mask"),
-                _cell(_overlay(picture, mask), cell_height, width, "overlay"),
-            ]
+        width = max(16, round(height * mask.shape[1] / mask.shape[0]))
+        columns.append(
+            np.concatenate(
+                [
+                    _cell(picture, height, width, label),
+                    _cell(mask, height, width, "mask", sharp=True),
+                    _cell(_overlay(picture, mask), height, width, "overlay"),
+                ],
+                axis=0,
+            )
         )
-    width = max(sum(c.shape[1] for c in r) for r in sheet_rows)
-    sheet = np.full((cell_height * len(sheet_rows), width, 3), 32, np.uint8)
-    for i, r in enumerate(sheet_rows):
-        row = np.concatenate(r, axis=1)
-        sheet[i * cell_height : (i + 1) * cell_height, : row.shape[1]] = row
+    gap = np.full((3 * height, 4, 3), 32, np.uint8)
+    sheet = np.concatenate([c for col in columns for c in (col, gap)][:-1], axis=1)
     write_image(out_path, sheet)
 
     if video_out is not None and drv_masks is not None:
@@ -159,5 +191,5 @@ def preview(
                 yield np.pad(both, ((0, both.shape[0] % 2), (0, both.shape[1] % 2), (0, 0)))
 
         write_video(video_out, pairs(), fps or 16.0)
-    log.info("masks preview: %s", out_path)
+    log.debug("masks preview: %s", out_path)
     return out_path

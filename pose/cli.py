@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -29,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", type=Path, help="reference image (for --align)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--palette", choices=choices(Palette), default="v2", help="limb colours (v2 P0/P1 or v1 base)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON (for scripts)")
     add_flags(parser, PoseOptions)
     add_flags(parser, MaskOptions, only=("max_persons",))
 
@@ -43,30 +43,50 @@ def weights_from_args(args: argparse.Namespace, opts: PoseOptions):
     return weights.overridden_by(PoseWeights.from_config(opts.model_dump()))
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the pose stage; prints the result as JSON. Bad input is one line on stderr and exit code 2."""
-    from scailflow.masks.options import MaskOptions
+def summary(result) -> str:
+    """What was written, in words (`--json` gives the full record)."""
+    lines = [f"wrote {Path(result.rendered).resolve()}"]
+    if result.mask_render is not None:
+        lines.append(f"wrote {Path(result.mask_render).resolve()}")
+    what = f"{result.frames} frames, {result.width}x{result.height} at {result.fps:g} fps"
+    if result.backend in ("copy", "reencode"):
+        how = "end-to-end: the driving video " + ("copied as is" if result.backend == "copy" else "re-encoded to mp4")
+    else:
+        people = f"{result.persons} {'person' if result.persons == 1 else 'people'}"
+        how = f"pose-driven: {people}, {result.backend}" + (", aligned to the reference" if result.alignment else "")
+    lines.append(f"{what}; {how}")
+    if result.seconds:
+        names = {"read": "read", "pose2d": "2D pose", "pose3d": "3D pose", "render": "render", "mask_write": "mask"}
+        parts = ", ".join(f"{names.get(k, k)} {v:.1f} s" for k, v in result.seconds.items())
+        lines.append(f"{sum(result.seconds.values()):.1f} s ({parts})")
+    return "\n".join(lines)
 
-    logging.getLogger("scailflow.pose").setLevel(logging.INFO)
+
+def run(args: argparse.Namespace) -> int:
+    """Run the pose stage; prints what it wrote (`--json`: the record as JSON). Bad input: one line, exit 2."""
+    from scailflow.masks.options import MaskOptions
+    from scailflow.progress import reporting, terminal
+
     opts = from_flags(PoseOptions, args)
     max_persons = from_flags(MaskOptions, args).max_persons
     try:
         from scailflow.pose.stage import prepare_driving
 
-        result = prepare_driving(
-            args.video,
-            args.out,
-            driving=args.driving,
-            weights=weights_from_args(args, opts),
-            reference_image=args.reference,
-            align=opts.align,
-            max_persons=max_persons,
-            device=args.device,
-            legacy_mask_colours=opts.legacy_mask_colours,
-            palette=args.palette,
-        )
+        with reporting(terminal("pose")):
+            result = prepare_driving(
+                args.video,
+                args.out,
+                driving=args.driving,
+                weights=weights_from_args(args, opts),
+                reference_image=args.reference,
+                align=opts.align,
+                max_persons=max_persons,
+                device=args.device,
+                legacy_mask_colours=opts.legacy_mask_colours,
+                palette=args.palette,
+            )
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(result.to_dict(), indent=2))
+    print(json.dumps(result.to_dict(), indent=2) if args.json else summary(result))
     return 0

@@ -15,6 +15,7 @@ import numpy as np
 
 from scailflow.pose.runtime import onnx_providers
 from scailflow.pose.skeleton import PersonPose
+from scailflow.progress import report
 
 log = logging.getLogger("scailflow.pose")
 
@@ -225,6 +226,7 @@ class DWPose:
     def detect(self, frames_bgr: list[np.ndarray]) -> list[np.ndarray]:
         """Person boxes (xyxy pixels, score-descending) per frame; the whole frame when none is found."""
         results: list[np.ndarray] = []
+        report("detect", 0, len(frames_bgr))
         for start in range(0, len(frames_bgr), self.det_batch):
             chunk = frames_bgr[start : start + self.det_batch]
             packed = [letterbox(f, self.det_size) for f in chunk]
@@ -236,6 +238,7 @@ class DWPose:
                     h, w = frame.shape[:2]
                     boxes = np.array([[0, 0, w, h]], np.float32)
                 results.append(boxes)
+            report("detect", len(results), len(frames_bgr))
         return results
 
     def keypoints(self, frames_bgr: list[np.ndarray], boxes: list[np.ndarray]) -> list[list[PersonPose]]:
@@ -246,6 +249,7 @@ class DWPose:
                 centre, scale = box_to_centre_scale(box)
                 jobs.append((fi, box, centre, scale, make_crop(frame, centre, scale)))
         people: list[list[PersonPose]] = [[] for _ in frames_bgr]
+        report("keypoints", 0, len(jobs))
         for start in range(0, len(jobs), self.pose_batch):
             chunk = jobs[start : start + self.pose_batch]
             sx, sy = self.pose.run(list(self.simcc_names), {self.pose_in: np.stack([j[4] for j in chunk])})
@@ -253,6 +257,7 @@ class DWPose:
                 kps, scores = decode_simcc(x, y, centre, scale)
                 h, w = frames_bgr[fi].shape[:2]
                 people[fi].append(to_person(kps, scores, w, h, box))
+            report("keypoints", min(start + self.pose_batch, len(jobs)), len(jobs))
         return people
 
     def __call__(self, frames_rgb: np.ndarray) -> list[list[PersonPose]]:

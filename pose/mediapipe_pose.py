@@ -13,6 +13,7 @@ import logging
 import numpy as np
 
 from scailflow.pose.skeleton import N_BODY, N_FACE, N_JOINTS3D, PersonPose, focal_length
+from scailflow.progress import iterate
 
 log = logging.getLogger("scailflow.pose")
 
@@ -204,7 +205,7 @@ class MediaPipePose:
         with self._mp.solutions.holistic.Holistic(
             static_image_mode=not self.video, model_complexity=self.model_complexity, smooth_landmarks=self.video
         ) as model:
-            for frame in frames_rgb:
+            for frame in iterate(frames_rgb, "2d-pose", len(frames_rgb)):
                 person = convert(model.process(np.ascontiguousarray(frame)), w, h)
                 out.append([] if person is None else [person])
         found = sum(1 for f in out if f)

@@ -10,6 +10,7 @@ import torch
 
 from scailflow.errors import InputError
 from scailflow.pose.skeleton import N_JOINTS3D, smpl_to_slots
+from scailflow.progress import report
 
 log = logging.getLogger("scailflow.pose")
 
@@ -73,8 +74,10 @@ class NLF:
         """3D joints of one tracked person: each frame isolated to its box; frames without a box stay zero."""
         idx = [i for i, b in enumerate(boxes) if b is not None]
         out = np.zeros((len(frames_rgb), N_JOINTS3D, 3), np.float32)
+        report("3d-pose", 0, len(idx))
         for start in range(0, len(idx), MAX_BATCH):
             sel = idx[start : start + MAX_BATCH]
             isolated = np.stack([isolate(frames_rgb[i], boxes[i]) for i in sel])
             out[sel] = self.joints(isolated)
+            report("3d-pose", start + len(sel), len(idx))
         return out

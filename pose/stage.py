@@ -23,6 +23,7 @@ from scailflow.pose.runtime import torch_device
 from scailflow.pose.skeleton import N_JOINTS3D, PERSON_COLOURS, PersonPose, person_colour
 from scailflow.pose.tracker import track
 from scailflow.pose.weights import PoseWeights
+from scailflow.progress import iterate
 
 log = logging.getLogger("scailflow.pose")
 
@@ -51,9 +52,11 @@ class DrivingResult:
     persons: int = 0
     alignment: dict | None = None
     seconds: dict = field(default_factory=dict)
+    source: Path | None = None  # the driving video it was made from (its sound goes into the output)
 
     def to_dict(self) -> dict:
         return {
+            "source": None if self.source is None else str(self.source),
             "rendered": str(self.rendered),
             "mask_render": None if self.mask_render is None else str(self.mask_render),
             "fps": self.fps,
@@ -134,7 +137,9 @@ def prepare_driving(
     if driving == "end-to-end":
         if align:
             log.warning("align has no effect in end-to-end mode (the driving video is used as is)")
-        return _copy_driving(driving_video, out_dir / RENDERED)
+        result = _copy_driving(driving_video, out_dir / RENDERED)
+        result.source = driving_video
+        return result
 
     if not 1 <= max_persons <= len(PERSON_COLOURS):
         raise InputError(f"max_persons must be 1..{len(PERSON_COLOURS)}, got {max_persons}")
@@ -205,7 +210,7 @@ def prepare_driving(
                 yield draw_flat_limbs([people[t] for people in tracks], height, width, palette)
 
     def rendered_frames() -> Iterator[np.ndarray]:
-        for t, (rgb, ids) in enumerate(body_frames()):
+        for t, (rgb, ids) in enumerate(iterate(body_frames(), "render", n_frames)):
             overlays = [draw_person_overlay(people[t], height, width) for people in tracks]
             mask_ids[t] = (ids + 1).astype(np.uint8)
             for i, ov in enumerate(overlays):
@@ -240,4 +245,5 @@ def prepare_driving(
         n_persons,
         alignment.to_dict() if alignment else None,
         seconds,
+        driving_video,
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from scailflow.errors import InputError
 from scailflow.options import add_flags, from_flags
+from scailflow.progress import reporting, terminal
 from scailflow.scail.options import ModelOptions, ParallelOptions, SamplingOptions
 
 log = logging.getLogger("scailflow.scail")
@@ -126,7 +127,8 @@ def run_generate(args) -> int:
     model = from_flags(ModelOptions, args).for_preset(sampling.preset)
     inputs = read_conditioning(req)  # bad files fail before the model loads
     pipe = load_pipeline(model)
-    record = generate(pipe, req, sampling, inputs=inputs)
+    with reporting(terminal("generate")):
+        record = generate(pipe, req, sampling, inputs=inputs)
     print(f"wrote {record['output']} ({record['frames_out']} frames, seed {record['seed']}, {pipe.label})")
     return 0
 

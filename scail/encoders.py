@@ -58,11 +58,41 @@ def vae_encode(vae: AutoencoderKLWan, video: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def vae_decode(vae: AutoencoderKLWan, z: torch.Tensor) -> torch.Tensor:
-    """Normalised latents -> [B, 3, T, H, W] clamped to [-1, 1] (float32)."""
+def vae_decode(vae: AutoencoderKLWan, z: torch.Tensor, progress=None) -> torch.Tensor:
+    """Normalised latents -> [B, 3, T, H, W] clamped to [-1, 1] (float32).
+
+    `progress(done, total)` counts decoded frames: diffusers decodes one latent frame (4 video frames, the first 1)
+    per call of `vae.decoder` (per tile with tiling), so a forward hook on it sees the loop go by."""
     mean, std = _vae_stats(vae, z)
     dtype = next(vae.parameters()).dtype
-    return vae.decode((z.float() * std + mean).to(dtype)).sample.float().clamp(-1, 1)
+    hook = None
+    if progress is not None:
+        frames = 4 * (z.shape[2] - 1) + 1
+        calls = z.shape[2] * _decode_tiles(vae, z.shape[3], z.shape[4])
+        seen = [0]
+
+        def count(module, args, output) -> None:
+            seen[0] += 1
+            progress(min(frames, round(frames * seen[0] / calls)), frames)
+
+        progress(0, frames)
+        hook = vae.decoder.register_forward_hook(count)
+    try:
+        return vae.decode((z.float() * std + mean).to(dtype)).sample.float().clamp(-1, 1)
+    finally:
+        if hook is not None:
+            hook.remove()
+
+
+def _decode_tiles(vae: AutoencoderKLWan, height: int, width: int) -> int:
+    """How many spatial tiles diffusers' Wan decode uses for a latent of this size (1 without tiling)."""
+    ratio = vae.spatial_compression_ratio
+    if not vae.use_tiling or (
+        width <= vae.tile_sample_min_width // ratio and height <= vae.tile_sample_min_height // ratio
+    ):
+        return 1
+    stride_h, stride_w = vae.tile_sample_stride_height // ratio, vae.tile_sample_stride_width // ratio
+    return -(-height // stride_h) * -(-width // stride_w)
 
 
 # ------------------------------------------------------------------------------------------------ T5

@@ -15,7 +15,7 @@ import numpy as np
 
 from scailflow.errors import InputError
 from scailflow.files import write_text_atomic
-from scailflow.media import read_image, read_video, write_video
+from scailflow.media import has_audio, read_image, read_video, write_video
 from scailflow.scail.conditioning import target_size
 from scailflow.scail.options import PRESET_LORAS, SamplingOptions
 from scailflow.scail.pipeline import Conditioning, SCAIL2Pipeline, check_inputs
@@ -40,6 +40,7 @@ class GenerateRequest:
     additional_ref_images: list[Path] = field(default_factory=list)
     additional_ref_masks: list[Path] = field(default_factory=list)
     max_frames: int | None = None
+    audio_from: Path | None = None  # whose sound the output carries (default: `pose`, the driving video end-to-end)
 
 
 def read_still(path) -> np.ndarray:
@@ -121,12 +122,21 @@ def generate(
             record["frames_in"],
         )
     fps = float(opts.fps or driving_fps)
-    write_video(req.save_file, frames, fps, crf=OUTPUT_CRF)
+    sound = (req.audio_from or req.pose) if opts.audio else None
+    if sound is not None and abs(fps - driving_fps) > 0.01 and has_audio(sound):
+        log.warning(
+            "the output plays at %g fps, the driving video at %g fps: its sound is trimmed to the output's length "
+            "but will not follow the motion (--no-audio leaves it out)",
+            fps,
+            driving_fps,
+        )
+    write_video(req.save_file, frames, fps, crf=OUTPUT_CRF, audio_from=sound)
     record.update(
         {
             "model": pipe.label,
             "prompt": req.prompt,
             "fps": fps,
+            "audio_from": str(sound) if sound is not None and has_audio(req.save_file) else None,
             "replace": req.replace,
             "inputs": {k: str(getattr(req, k)) for k in ("image", "mask_image", "pose", "mask_video")},
             "additional_refs": [str(p) for p in req.additional_ref_images],
@@ -138,5 +148,12 @@ def generate(
         }
     )
     write_text_atomic(Path(str(req.save_file) + ".json"), json.dumps(record, indent=2))
-    log.info("wrote %s (%d frames at %g fps, seed %d)", req.save_file, len(frames), fps, record["seed"])
+    log.info(
+        "wrote %s (%d frames at %g fps, %s, seed %d)",
+        req.save_file,
+        len(frames),
+        fps,
+        "with the driving video's sound" if record["audio_from"] else "no sound",
+        record["seed"],
+    )
     return record

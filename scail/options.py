@@ -93,6 +93,10 @@ class SamplingOptions(Options):
         "reinhard; per-channel histograms: histogram). Default: off in `generate` (as official), reinhard in "
         "`run`/`batch`",
     )
+    audio: Annotated[bool, Flag("--audio")] = Field(
+        True,
+        description="carry the driving video's sound into the output, trimmed to the frames kept (--no-audio: silent)",
+    )
 
     @field_validator("target_h", "target_w")
     @classmethod

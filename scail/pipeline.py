@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from scailflow.errors import InputError
+from scailflow.progress import report
 from scailflow.scail.color import ColorMatcher
 from scailflow.scail.conditioning import (
     frames_to_model,
@@ -237,10 +238,10 @@ class SCAIL2Pipeline:
                     progress(i + 1, len(sched.timesteps))
         return latents
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents -> [3, T, H, W] in [-1, 1] on the CPU."""
+    def decode(self, latents: torch.Tensor, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+        """Latents -> [3, T, H, W] in [-1, 1] on the CPU; `progress(frames done, frames)` as it goes."""
         with self.placement.use(self.vae):
-            return vae_decode(self.vae, latents)[0].cpu()
+            return vae_decode(self.vae, latents, progress)[0].cpu()
 
     @torch.no_grad()
     def __call__(
@@ -251,7 +252,11 @@ class SCAIL2Pipeline:
         opts: SamplingOptions,
         progress: Callable[[str, int, int], None] | None = None,
     ) -> tuple[np.ndarray, dict]:
-        """Generate; returns RGB uint8 frames [N, H, W, 3] and a record (seed, segments, frame counts)."""
+        """Generate; returns RGB uint8 frames [N, H, W, 3] and a record (seed, segments, frame counts).
+
+        `progress(what, done, total)` (default: `scailflow.progress.report`) hears "denoise segment k/N" with the
+        steps of all segments counted together, and "decode" with each segment's decoded frames."""
+        progress = progress or report
         opts = opts.resolved()
         check_size(height, width)
         check_inputs(cond)
@@ -276,9 +281,14 @@ class SCAIL2Pipeline:
                 # handed over in bf16, the official param dtype, before the VAE sees them
                 history = self._vae_encode(previous[:, -seg.history :].to(torch.bfloat16))
             cond_kw = dict(ref_kw, pose_latents=pose_latents, driving_masks=driving_masks)
-            step_cb = (lambda i, n, k=k: progress(f"segment {k + 1}/{len(plan)}", i, n)) if progress else None
+            what = f"denoise segment {k + 1}/{len(plan)}"
+            progress(what, k * opts.steps, len(plan) * opts.steps)
+
+            def step_cb(i: int, n: int, k: int = k, what: str = what) -> None:
+                progress(what, k * n + i, len(plan) * n)
+
             latents = self.denoise(latents, ctx, neg_ctx, cond_kw, opts, history, step_cb)
-            video = self.decode(latents)
+            video = self.decode(latents, lambda i, n: progress("decode", i, n))
             if matcher is not None:  # before the hand-over: the next segment starts from the matched colours
                 video, stats = self._match_colors(matcher, video, first=k == 0)
                 if stats:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 
@@ -129,13 +128,15 @@ def oom_message(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    own_process = argv is None  # the console script, not a caller in the same process
     argv = sys.argv[1:] if argv is None else list(argv)
     secrets = Parser.secrets = secrets_in(argv)
     parser = build_parser(_command_in(argv))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    for noisy in ("httpx", "httpcore", "urllib3", "PIL", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from scailflow import console
+
+    debug = bool(args.debug or os.environ.get("SCAILFLOW_DEBUG"))
+    console.setup(debug=debug, quiet=args.quiet, native=own_process and not debug)
     try:
         return int(args._run(args) or 0)
     except InputError as e:
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as e:  # noqa: BLE001 - the CLI promises one line, --debug shows the traceback
-        if args.debug or os.environ.get("SCAILFLOW_DEBUG"):
+        if debug:
             raise
         if e.__class__.__name__ == "OutOfMemoryError":
             print(f"error: {oom_message(e)}", file=sys.stderr)

@@ -6,6 +6,7 @@ user's file becomes one `InputError` line naming the file.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -19,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from scailflow.errors import InputError
 from scailflow.files import atomic_path
 
+log = logging.getLogger("scailflow.media")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
 
@@ -148,18 +150,23 @@ def write_video(
     *,
     lossless: bool = False,
     crf: int = 17,
+    audio_from: str | os.PathLike | None = None,
 ) -> Path:
     """Encode RGB uint8 frames to H.264 mp4 atomically.
 
     `lossless=True` uses x264's lossless RGB mode (libx264rgb, qp 0): every pixel survives exactly, which
     is what mask videos need (the model thresholds colours at 226). Otherwise yuv420p at `crf`.
+    `audio_from`: a video whose first audio stream is carried over (AAC), from its start to the written frames'
+    duration (frames / fps); a file without sound, or sound that cannot be decoded, leaves the video silent.
     """
     path = Path(path)
     rate = Fraction(fps).limit_denominator(1001)
+    sound = audio_track(audio_from) if audio_from is not None else None
     with atomic_path(path) as tmp:
         container = av.open(str(tmp), mode="w", format="mp4")
         try:
-            stream = None
+            stream = audio = None
+            count = 0
             for frame in frames:
                 frame = np.ascontiguousarray(frame, dtype=np.uint8)
                 if stream is None:
@@ -175,13 +182,110 @@ def write_video(
                         stream.pix_fmt = "yuv420p"
                         stream.options = {"crf": str(crf), "preset": "medium"}
                     stream.width, stream.height = w, h
+                    audio = sound.add_to(container) if sound is not None else None
                 vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+                count += 1
                 for packet in stream.encode(vf):
                     container.mux(packet)
             if stream is None:
                 raise InputError(f"no frames to write to {path}")
             for packet in stream.encode():
                 container.mux(packet)
+            if audio is not None:
+                sound.encode(container, audio, count / float(rate))
         finally:
             container.close()
     return path
+
+
+# ------------------------------------------------------------------------------------------------ sound
+AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
+
+
+@dataclass(frozen=True)
+class AudioTrack:
+    """The first audio stream of a video, re-encoded as AAC into another mp4 (PyAV only, no ffmpeg binary)."""
+
+    path: Path
+    rate: int
+    layout: str  # "mono" or "stereo" (more channels are mixed down to stereo)
+    offset: float  # seconds the sound starts after the first video frame (negative: before it)
+
+    def add_to(self, container):
+        stream = container.add_stream("aac", rate=self.rate, layout=self.layout)
+        stream.bit_rate = 96_000 if self.layout == "mono" else 192_000
+        return stream
+
+    def encode(self, container, stream, duration: float) -> None:
+        """Decode, trim to [0, duration) of the video's timeline (silence before a late start) and encode."""
+        total = int(round(duration * self.rate))
+        frame_size = stream.codec_context.frame_size or 1024
+        resampler = av.AudioResampler(format="fltp", layout=self.layout, rate=self.rate)
+        channels = 1 if self.layout == "mono" else 2
+        skip = max(0, int(round(-self.offset * self.rate)))
+        pending = [np.zeros((channels, max(0, int(round(self.offset * self.rate)))), np.float32)]
+        written = 0
+
+        def emit(flush: bool) -> None:
+            nonlocal pending, written
+            buf = np.concatenate(pending, axis=1)[:, : total - written]
+            n = buf.shape[1] if flush else buf.shape[1] // frame_size * frame_size
+            for start in range(0, n, frame_size):
+                chunk = np.ascontiguousarray(buf[:, start : min(n, start + frame_size)])
+                frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=self.layout)
+                frame.sample_rate, frame.pts = self.rate, written
+                written += chunk.shape[1]
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            pending = [buf[:, n:]]
+
+        src = av.open(str(self.path))
+        try:
+            for decoded in src.decode(src.streams.audio[0]):
+                for frame in resampler.resample(decoded):
+                    samples = frame.to_ndarray().reshape(channels, -1)
+                    if skip:
+                        cut = min(skip, samples.shape[1])
+                        samples, skip = samples[:, cut:], skip - cut
+                    pending.append(samples)
+                if sum(p.shape[1] for p in pending) >= frame_size:
+                    emit(flush=False)
+                if written >= total:
+                    break
+        except (av.error.FFmpegError, ValueError) as e:
+            log.warning("the sound of %s stops early (%s): kept what decoded", self.path, e)
+        finally:
+            src.close()
+        if written < total:
+            emit(flush=True)
+        for packet in stream.encode(None):
+            container.mux(packet)
+
+
+def audio_track(path: str | os.PathLike) -> AudioTrack | None:
+    """The sound of a video, or None when it has none (or none that decodes)."""
+    path = Path(path)
+    try:
+        with av.open(str(path)) as src:
+            if not src.streams.audio:
+                return None
+            a = src.streams.audio[0]
+            rate = a.codec_context.sample_rate or a.rate or 48000
+            channels = a.codec_context.channels or 2
+            start_a = float(a.start_time * a.time_base) if a.start_time is not None and a.time_base else 0.0
+            v = src.streams.video[0] if src.streams.video else None
+            start_v = float(v.start_time * v.time_base) if v is not None and v.start_time is not None else 0.0
+            next(src.decode(a))  # it decodes
+    except (av.error.FFmpegError, OSError, ValueError, StopIteration) as e:
+        log.warning("the sound of %s cannot be read (%s): the output is silent", path, e)
+        return None
+    rate = rate if rate in AAC_RATES else 48000
+    return AudioTrack(path, int(rate), "mono" if channels == 1 else "stereo", start_a - start_v)
+
+
+def has_audio(path: str | os.PathLike) -> bool:
+    try:
+        with av.open(str(path)) as src:
+            return bool(src.streams.audio)
+    except (av.error.FFmpegError, OSError, ValueError):
+        return False

@@ -49,6 +49,7 @@ def assemble_files(
         "ref": masks.get("ref_image") or ref,  # the fitted reference when the masks stage made one
         "ref_mask": masks["ref_mask"],
         "rendered": pose["rendered"],
+        "audio": pose.get("source") or pose["rendered"],  # the raw driving video's sound, in pose mode too
         "driving_mask": driving_mask,
         "prompt_file": prompt["prompt_file"],
         "extra_refs": list(extra_refs),
@@ -60,6 +61,8 @@ def _key_doc(p: dict) -> tuple[list, dict, list]:
     """What generation reads (files, mask digests, settings, weights), for its keys."""
     f = assemble_files(p["pose"], p["masks"], p["prompt"], p["ref"], p["extra_refs"], p["mode"], p["driving_mode"])
     reads = [f["ref"], f["rendered"], f["prompt_file"], *f["extra_refs"], p["model"].scail_config_path]
+    if p["sampling"].audio and f["audio"] != f["rendered"]:
+        reads.append(f["audio"])
     masks = [_mask_hash(f["ref_mask"]), _mask_hash(f["driving_mask"]), *[_mask_hash(m) for m in f["extra_ref_masks"]]]
     model: ModelOptions = p["model"]
     params = {
@@ -117,6 +120,7 @@ def generate_task(
     from scailflow.prompts.stage import read_prompt_file
     from scailflow.scail.generate import GenerateRequest, read_conditioning
     from scailflow.scail.pipeline import random_seed
+    from scailflow.tasks.progress import stage
 
     t0 = time.perf_counter()
     log = stage_logger("scail")
@@ -135,17 +139,11 @@ def generate_task(
         replace=mode == "replacement",
         additional_ref_images=[Path(x) for x in files["extra_refs"]],
         additional_ref_masks=[Path(x) for x in files["extra_ref_masks"]],
+        audio_from=Path(files["audio"]),
     )
-    inputs = read_conditioning(req, read_mask_image=read_mask_image, read_mask_video=read_mask_video)
-    last = {"pct": -1}
-
-    def progress(what: str, i: int, n: int) -> None:
-        pct = int(100 * i / n)
-        if pct // 25 != last["pct"] // 25 or i == n:
-            log.info("%s: step %d/%d", what, i, n)
-            last["pct"] = pct
-
-    record = generate_on_gpu(req, sampling.model_copy(update={"seed": seed}), model, inputs, gpu, progress, log)
+    with stage("generate", out_dir) as progress:
+        inputs = read_conditioning(req, read_mask_image=read_mask_image, read_mask_video=read_mask_video)
+        record = generate_on_gpu(req, sampling.model_copy(update={"seed": seed}), model, inputs, gpu, progress, log)
     record_file = Path(str(take) + ".json")
     write_manifest(out_dir, None, [take, record_file])
     log.info(

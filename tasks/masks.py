@@ -61,25 +61,27 @@ def masks_task(
 
     from scailflow.files import atomic_path
     from scailflow.masks import make_masks
+    from scailflow.tasks.progress import stage
 
     t0 = time.perf_counter()
     where = seg_dir(out_dir, mode, driving_mode)
-    result = make_masks(
-        Path(ref),
-        Path(driving),
-        where,
-        mode=mode,
-        extra_refs=[(Path(i), k) for i, k in extra_refs],
-        backend=opts.backend,
-        sam2_checkpoint=Path(opts.sam2_checkpoint) if opts.sam2_checkpoint else None,
-        sam2_config=opts.sam2_config,
-        max_persons=opts.max_persons,
-        replace_index=opts.replace_index,
-        dilate_px=opts.dilate_px,
-        sam3_checkpoint=Path(opts.sam3_checkpoint) if opts.sam3_checkpoint else None,
-        sam3_prompt=opts.sam3_prompt,
-        fit_reference_size=opts.fit_reference,
-    )
+    with stage("masks", out_dir):
+        result = make_masks(
+            Path(ref),
+            Path(driving),
+            where,
+            mode=mode,
+            extra_refs=[(Path(i), k) for i, k in extra_refs],
+            backend=opts.backend,
+            sam2_checkpoint=Path(opts.sam2_checkpoint) if opts.sam2_checkpoint else None,
+            sam2_config=opts.sam2_config,
+            max_persons=opts.max_persons,
+            replace_index=opts.replace_index,
+            dilate_px=opts.dilate_px,
+            sam3_checkpoint=Path(opts.sam3_checkpoint) if opts.sam3_checkpoint else None,
+            sam3_prompt=opts.sam3_prompt,
+            fit_reference_size=opts.fit_reference,
+        )
     found = result.to_dict()
     if where != Path(out_dir):  # publish the reference masks beside the other outputs
         published = []

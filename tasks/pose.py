@@ -10,7 +10,7 @@ from prefect import task
 from scailflow.pose.options import PoseOptions
 from scailflow.tasks.common import cache_key, stage_key, stage_task_options, true_key, write_manifest
 
-VERSION = "pose-2"
+VERSION = "pose-3"
 
 
 def outputs(out_dir: str, driving_mode: str) -> list[Path]:
@@ -51,17 +51,19 @@ def pose_task(
 ) -> dict:
     """Prepare the driving input; returns its paths (never frames). `rerun`: run even if cached."""
     from scailflow.pose import prepare_driving
+    from scailflow.tasks.progress import stage
 
     t0 = time.perf_counter()
-    result = prepare_driving(
-        Path(driving),
-        Path(out_dir),
-        driving=driving_mode,
-        weights=pose_weights(opts),
-        reference_image=Path(reference),
-        align=opts.align,
-        max_persons=max_persons,
-        legacy_mask_colours=opts.legacy_mask_colours,
-    )
+    with stage("pose", out_dir):
+        result = prepare_driving(
+            Path(driving),
+            Path(out_dir),
+            driving=driving_mode,
+            weights=pose_weights(opts),
+            reference_image=Path(reference),
+            align=opts.align,
+            max_persons=max_persons,
+            legacy_mask_colours=opts.legacy_mask_colours,
+        )
     write_manifest(out_dir, "pose", outputs(out_dir, driving_mode))
     return result.to_dict() | {"seconds": round(time.perf_counter() - t0, 3)}

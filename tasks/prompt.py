@@ -64,17 +64,19 @@ def prompt_task(
     """Decide the prompt and write it to out_dir/prompt.txt; returns its path and where it came from.
     `rerun`: run even if cached."""
     from scailflow.prompts import make_prompt
+    from scailflow.tasks.progress import stage
 
     t0 = time.perf_counter()
-    result = make_prompt(
-        Path(driving),
-        Path(ref),
-        Path(out_dir),
-        mode,
-        opts,
-        Path(prompt_file) if prompt_file else None,
-        inline_prompt,
-        api_key() if key_available else None,
-    )
+    with stage("prompt", out_dir):
+        result = make_prompt(
+            Path(driving),
+            Path(ref),
+            Path(out_dir),
+            mode,
+            opts,
+            Path(prompt_file) if prompt_file else None,
+            inline_prompt,
+            api_key() if key_available else None,
+        )
     write_manifest(out_dir, "prompt", [result["prompt_file"]])
     return result | {"seconds": round(time.perf_counter() - t0, 3)}

@@ -358,15 +358,13 @@ def test_preview_sheet_video_and_cli(tmp_path, capsys):
     result, *_ = run_masks(tmp_path, [(60, 5, 5, 25, 55), (120, 35, 5, 55, 55)], frames)
     folder = tmp_path / "in"
     shutil.move(str(tmp_path / "out"), folder / "prepared")
-    sheet_path = masks.preview(
-        folder, tmp_path / "sheet.png", video_out=tmp_path / "overlay.mp4", frames=3, cell_height=96
-    )
+    sheet_path = masks.preview(folder, tmp_path / "sheet.png", video_out=tmp_path / "overlay.mp4", frames=3, tile=96)
     sheet = read_image(sheet_path)
-    assert sheet.shape[0] == 96 * 4  # reference + 3 frames
-    assert sheet.shape[1] == 3 * 160  # driving cells: 96 x round(96 * 80 / 48)
-    # the driving mask column shows the left person in blue
-    row1 = sheet[96:192]
-    mask_cell = row1[:, 160:320]
+    # wide: a column per picture (the 60x60 reference, then 3 frames of 80x48), rows picture / mask / overlay;
+    # tiles 96 px on their shorter side, 4 px apart
+    assert sheet.shape[:2] == (3 * 96, 96 + 3 * 160 + 3 * 4)
+    # the first frame's mask tile shows the left person in blue, in pure palette colours
+    mask_cell = sheet[96:192, 100:260]
     assert (mask_cell == BLUE).all(-1).sum() > 100
     info = probe_video(tmp_path / "overlay.mp4")
     assert info.frames == 4 and info.width == 160

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 
 import cv2
@@ -214,7 +215,11 @@ def test_cli_runs_and_reports_bad_input(tmp_path, capsys):
     add_arguments(parser)
     src = write_video(tmp_path / "d.mp4", np.zeros((2, 32, 32, 3), np.uint8), 8)
     assert run(parser.parse_args([str(src), "--out", str(tmp_path / "o")])) == 0
-    assert '"backend": "copy"' in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert f"wrote {(tmp_path / 'o' / 'rendered_v2.mp4').resolve()}" in said
+    assert "2 frames, 32x32 at 8 fps; end-to-end: the driving video copied as is" in said and "{" not in said
+    assert run(parser.parse_args([str(src), "--out", str(tmp_path / "o"), "--json"])) == 0
+    assert json.loads(capsys.readouterr().out)["backend"] == "copy"
     args = parser.parse_args(
         [
             str(src),

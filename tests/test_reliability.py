@@ -87,7 +87,7 @@ def test_run_if_busy_skip_is_one_line(tmp_path):
 def test_killed_run_resumes_from_cached_stages(tmp_path):
     folder = make_folder(tmp_path, frames=5)
     out = folder / "scailflow"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", SCAILFLOW_PROGRESS_INTERVAL="0")  # a line per step
     proc = subprocess.Popen(
         [sys.executable, "-m", "scailflow.cli", "run", str(folder), "--model", "tiny-random", "--steps", "1000"],
         stdout=subprocess.PIPE,
@@ -104,7 +104,7 @@ def test_killed_run_resumes_from_cached_stages(tmp_path):
 
     threading.Thread(target=reader, daemon=True).start()
     deadline = time.time() + 300
-    while not any("step 1/1000" in ln for ln in seen):
+    while not any("1/1000 steps" in ln for ln in seen):
         assert time.time() < deadline and proc.poll() is None, "".join(seen[-20:])
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)  # the worker dies mid-generation

@@ -117,7 +117,7 @@ def test_server_going_away_mid_batch_stops_cleanly_and_the_rerun_resumes(tmp_pat
         lines: list[str] = []
         threading.Thread(target=lambda: lines.extend(iter(batch.stdout.readline, "")), daemon=True).start()
         deadline = time.time() + 120
-        while not any("Beginning flow run" in ln for ln in lines):
+        while not any("follow it in the Prefect UI" in ln for ln in lines):  # the batch's flow run has begun
             assert time.time() < deadline and batch.poll() is None, "".join(lines[-20:])
             time.sleep(0.1)
         time.sleep(1.0)

@@ -1,0 +1,215 @@
+"""What the Prefect UI shows of a run, read back from a real `scailflow server` with Prefect's client: a progress
+artifact that moves while the folder runs, a result a person can judge (the output and the masks over the driving
+video as animations, a wide masks sheet, absolute paths, seconds per stage); and Ctrl-C on `serve` / `server`."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scailflow.masks import read_mask_video
+from scailflow.masks.sheet import _overlay
+from scailflow.media import read_video
+from tests.test_flows import make_folder
+from tests.test_server import free_port, get, scailflow_server
+from tests.test_terminal import NOISE, STAGE_LINE
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with scailflow_server(tmp_path_factory.mktemp("home")) as started:
+        yield started
+
+
+def artifacts(url: str, *keys: str) -> list:
+    """The artifacts under `keys`, newest first, through Prefect's client (its typed reader sends null run filters,
+    which this server refuses, and an empty one matches nothing: the client posts the artifact filter alone)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import Artifact
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from pydantic import TypeAdapter
+
+    with temporary_settings({PREFECT_API_URL: f"{url}/api"}), get_client(sync_client=True) as client:
+        body = {"artifacts": {"key": {"any_": list(keys)}}, "sort": "CREATED_DESC", "limit": 20, "offset": 0}
+        response = client.request("POST", "/artifacts/filter", json=body)
+    response.raise_for_status()
+    return TypeAdapter(list[Artifact]).validate_python(response.json())
+
+
+def decode(uri_b64: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(uri_b64)))
+
+
+def frames_of(im: Image.Image) -> list[np.ndarray]:
+    out = []
+    for i in range(im.n_frames):
+        im.seek(i)
+        out.append(np.asarray(im.convert("RGB"), dtype=np.float32))
+    return out
+
+
+def test_progress_moves_and_the_result_can_be_judged(server, tmp_path):
+    url, env = server
+    folder = make_folder(tmp_path, "judge", frames=13, size=128)
+    seen: list[float] = []
+    done = threading.Event()
+
+    def watch() -> None:  # what the UI's progress bar shows, polled while the run goes on
+        while not done.is_set():
+            try:
+                found = [a for a in artifacts(url, "scailflow-judge-progress") if a.type == "progress"]
+                if found and (not seen or seen[-1] != float(found[0].data)):
+                    seen.append(float(found[0].data))
+            except Exception:  # noqa: BLE001 - the artifact may not exist yet
+                pass
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    r = subprocess.run(
+        [sys.executable, "-m", "scailflow.cli", "run", str(folder), "--model", "tiny-random", "--steps", "10"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    time.sleep(0.5)
+    done.set()
+    watcher.join()
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    # progress: one artifact for the folder, moved step by step to 100%
+    progress = [a for a in artifacts(url, "scailflow-judge-progress") if a.type == "progress"][0]
+    assert float(progress.data) == 100.0 and "done in" in progress.description
+    assert seen == sorted(seen), seen  # never goes back
+    assert len([p for p in seen if 15 < p < 100]) >= 3, seen  # generation's steps moved it several times
+
+    # the result: absolute paths with file links, seconds per stage
+    result = [a for a in artifacts(url, "scailflow-judge") if a.type == "markdown"][0]
+    md = result.data
+    video = (folder / "scailflow" / "output.mp4").resolve()
+    assert f"[{video}]({video.as_uri()})" in md
+    for stage in ("pose", "masks", "prompt", "generate"):
+        assert re.search(rf"^\| {stage} \| Completed \| \d+(\.\d+)? \|$", md, re.M), stage
+
+    # two animations: the output, and the masks over the raw driving video; each small enough for the database
+    webps = re.findall(r"\(data:image/webp;base64,([A-Za-z0-9+/=]+)\)", md)
+    assert len(webps) == 2
+    output, overlay = (decode(w) for w in webps)
+    assert all(len(base64.b64decode(w)) < 300_000 for w in webps)
+    assert output.format == "WEBP" and output.is_animated and output.n_frames == 13 and output.size == (64, 64)
+    real, _ = read_video(video)
+    assert np.abs(frames_of(output)[6] - real[6]).mean() < 25  # it is this video (lossy), not another
+    assert overlay.is_animated and overlay.n_frames == 13 and overlay.size == (128, 128)
+    driving, _ = read_video(folder / "driving.mp4")
+    masks = read_mask_video(folder / "scailflow" / "rendered_mask_v2.mp4")
+    assert np.abs(frames_of(overlay)[6] - _overlay(driving[6], masks[6])).mean() < 12
+
+    # the masks sheet: wide, tiles 256 px (reference + 4 frames across; rows picture, mask, overlay)
+    (sheet_b64,) = re.findall(r"\(data:image/jpeg;base64,([A-Za-z0-9+/=]+)\)", md)
+    sheet = decode(sheet_b64)
+    assert sheet.size == (5 * 256 + 4 * 4, 3 * 256)
+
+
+def _collect(stream, into: list[str]) -> threading.Thread:
+    t = threading.Thread(target=lambda: into.extend(iter(stream.readline, "")), daemon=True)
+    t.start()
+    return t
+
+
+def _wait_for(lines: list[str], text: str, proc: subprocess.Popen, seconds: float = 300) -> None:
+    deadline = time.time() + seconds
+    while not any(text in ln for ln in lines):
+        assert time.time() < deadline and proc.poll() is None, "".join(lines[-30:])
+        time.sleep(0.2)
+
+
+def test_a_scheduled_run_prints_like_a_batch_and_ctrl_c_on_serve_is_one_line(server, tmp_path):
+    url, env = server
+    (tmp_path / "clips").mkdir()
+    make_folder(tmp_path / "clips", "a", frames=5, size=64)
+    (tmp_path / "pipelines.yaml").write_text(
+        "model: {model: tiny-random}\npipelines:\n  - name: nightly\n    root: clips\n"
+        "    options: {sampling: {steps: 2, target_h: 32, target_w: 32}}\n"
+        "    schedule: {interval_seconds: 3600}\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scailflow.cli", "serve", str(tmp_path / "pipelines.yaml")],
+        env=dict(env, PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    out: list[str] = []
+    err: list[str] = []
+    readers = [_collect(proc.stdout, out), _collect(proc.stderr, err)]
+    _wait_for(out, "serving 1 scheduled pipeline(s): nightly (every 3600 s)", proc)
+
+    # a run of the schedule, started now: Prefect's runner executes it in a process of its own
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: f"{url}/api"}), get_client(sync_client=True) as client:
+        deadline = time.time() + 120
+        while True:  # `serve` registers its deployments right after saying it serves them
+            try:
+                deployment = client.read_deployment_by_name("scailflow-batch/nightly")
+                break
+            except ObjectNotFound:
+                assert time.time() < deadline and proc.poll() is None, "".join(out + err)
+                time.sleep(0.5)
+        client.create_flow_run_from_deployment(deployment.id)
+    _wait_for(err, "batch: 1 of 1 folders done", proc)
+    ran = [ln.rstrip("\n") for ln in err if ln.strip()]
+    assert "[a] generate: wrote " in "\n".join(ran)
+    assert all(STAGE_LINE.match(ln) for ln in ran), [ln for ln in ran if not STAGE_LINE.match(ln)]
+    for noise in NOISE:
+        assert noise not in "".join(out + err), noise
+
+    before = len(err)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+    assert proc.wait(timeout=60) == 130
+    for reader in readers:
+        reader.join(timeout=10)
+    assert [ln.strip() for ln in err[before:] if ln.strip()] == [
+        "stopped serving: the schedules are paused until `scailflow serve` runs again"
+    ], err[before:]
+    assert "Traceback" not in "".join(out + err)
+
+
+def test_ctrl_c_on_server_ends_with_one_line(tmp_path):
+    port = free_port()
+    env = dict(os.environ, SCAILFLOW_HOME=str(tmp_path / "home"), SCAILFLOW_PORT=str(port))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scailflow.cli", "server", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    for _ in range(240):
+        try:
+            if get(f"http://127.0.0.1:{port}/api/health")[0] == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert [ln for ln in err.splitlines() if ln.strip()] == ["server stopped"], err
+    assert out.splitlines()[0].startswith(f"Prefect UI and API on http://127.0.0.1:{port}")
+    assert "Traceback" not in out and "prefect config set" not in out
