@@ -17,6 +17,7 @@ from scailflow.flows.config import PipelinesFile, load_pipelines
 from scailflow.flows.folder import find_folders
 from scailflow.flows.folder_flow import finish_folder, prepare, submit_folder, submit_generation
 from scailflow.flows.lock import FolderBusy, folder_lock
+from scailflow.flows.stopping import flow_started
 from scailflow.options import merge
 from scailflow.scail.options import ModelOptions
 from scailflow.tasks.common import stage_logger
@@ -27,17 +28,33 @@ PREPROCESS_WORKERS = 4
 
 
 def batch_folders(cfg: PipelinesFile, only: str | None = None) -> list[tuple[str, Path, str | None, dict]]:
-    """(pipeline name, folder, out dir, options) for every folder of the selected pipelines."""
-    items = []
+    """(pipeline name, folder, out dir, options) for every folder of the selected pipelines, each real folder once
+    (a folder listed twice, or under two spellings, runs once). An empty selection is an InputError."""
+    items, seen, outs = [], {}, {}
+    log = stage_logger("flow")
+    if only and not any(entry.name == only for entry in cfg.pipelines):
+        raise InputError(f"no pipeline named {only!r} (pipelines: {', '.join(e.name for e in cfg.pipelines)})")
     for entry in cfg.pipelines:
         if only and entry.name != only:
             continue
         folders = [Path(f) for f in entry.folders] or find_folders(entry.root)
+        if not folders:
+            log.warning("pipeline %s: no folder with a ref image under %s", entry.name, entry.root)
         for folder in folders:
+            real = folder.resolve()
+            if real in seen:
+                log.warning("%s is %s again (pipeline %s): run once", folder, seen[real], entry.name)
+                continue
+            seen[real] = folder
             out = str(Path(entry.out) / folder.name) if entry.out else None
+            if out and (twin := outs.get(Path(out).resolve())) is not None:
+                raise InputError(f"{twin} and {folder} would both write to {out}: give them different names")
+            if out:
+                outs[Path(out).resolve()] = folder
             items.append((entry.name, folder, out, merge(cfg.defaults, entry.options)))
-    if only and not items:
-        raise InputError(f"no pipeline named {only!r} (or it has no folders)")
+    if not items:
+        where = ", ".join(e.root or "its folders" for e in cfg.pipelines if not only or e.name == only)
+        raise InputError(f"nothing to run: no folder with a ref image and a driving video in {where}")
     return items
 
 
@@ -62,6 +79,7 @@ def batch_flow(
     with, is reported and skipped; the others go on. Returns {folder: summary or {"error": message}}; the run ends
     Failed (with the same results) when a folder failed, Completed otherwise."""
     console.adopt()  # a scheduled run in its own process (`scailflow serve`): the same quiet console
+    flow_started()
     log = stage_logger("flow")
     cfg = load_pipelines(pipelines_file)
     # the file's `model:` overridden by the command line's model flags (`model`: only the flags given)

@@ -89,6 +89,18 @@ def _overrides(args) -> dict:
     return given(args, JobConfig)
 
 
+def _before_flow() -> None:
+    """What every flow command does once its input is checked and before the flow starts: a stop signal's line
+    says how to resume, and without a server our own temporary API is started, so it never outlives this process."""
+    from scailflow import stop
+
+    stop.set_note("outputs finished so far are kept and their stages cached: re-run to resume")
+    if not mode().startswith("server"):
+        from scailflow.flows.stopping import start_temporary_api
+
+        start_temporary_api()
+
+
 def _where() -> str:
     if mode().startswith("server"):
         return f"runs are in the Prefect UI at {mode().split(' ', 1)[1].removesuffix('/api')}"
@@ -127,12 +139,13 @@ def run_run_folder(args) -> int:
 
     overrides = _overrides(args)
     raw, _, _ = prepare(args.folder, args.out, None, overrides)  # a bad folder fails here, before Prefect runs
+    model = from_flags(ModelOptions, args)
     if not args.debug:
         quiet_prefect_tracebacks()
     watch_server()
     from scailflow.flows.config import RunOptions
 
-    model = from_flags(ModelOptions, args)
+    _before_flow()
     summary = folder_flow(
         str(raw.root),
         folder_name=raw.name,
@@ -162,14 +175,16 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_batch(args) -> int:
     mode()  # Prefect's environment first, before Prefect is imported
+    from scailflow.flows.batch_flow import batch_folders
     from scailflow.flows.batch_flow import run_batch as batch
     from scailflow.flows.config import load_pipelines
 
-    load_pipelines(args.pipelines)  # validate first: file, line and key in one line
+    batch_folders(load_pipelines(args.pipelines), args.pipeline)  # validate first: one line, and not an empty batch
     console.show_folders()  # several folders at once: every line says which
     if not args.debug:
         quiet_prefect_tracebacks()
     watch_server()
+    _before_flow()
     results, state = batch(str(Path(args.pipelines).resolve()), args.pipeline, given(args, ModelOptions), args.workers)
     failed = {k: v["error"] for k, v in results.items() if "error" in v}
     for folder, summary in results.items():
@@ -265,10 +280,37 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
 
 
+def exposure_warning(host: str) -> str | None:
+    """What to say when the server listens beyond this machine (None on loopback)."""
+    import ipaddress
+
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        return None
+    if os.environ.get(AUTH_ENV):
+        return (
+            f"warning: --host {host}: the Prefect API and UI are reachable from the network; they ask for "
+            f"{AUTH_ENV} (HTTP basic auth: put TLS in front of it, e.g. a reverse proxy)"
+        )
+    return (
+        f"warning: --host {host} exposes the Prefect API and UI (runs, logs, prompts, parameters) to the network "
+        f"WITHOUT authentication; set {AUTH_ENV}=user:password for the server (clients: PREFECT_API_AUTH_STRING)"
+    )
+
+
+AUTH_ENV = "PREFECT_SERVER_API_AUTH_STRING"
+
+
 def run_server(args) -> int:
     mode()  # Prefect's environment first, before Prefect is imported
-    home = env.data_dir()
-    home.mkdir(parents=True, exist_ok=True)
+    from scailflow import stop
+
+    warning = exposure_warning(args.host)
+    if warning:
+        print(warning, file=sys.stderr)
     print(f"Prefect UI and API on http://{args.host}:{args.port} (state in {os.environ['PREFECT_HOME']}); Ctrl-C stops")
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", args.host, "--port", str(args.port)]
     # the server's own address, which its UI calls; no questions (in a terminal `prefect server start` would stop to
@@ -286,6 +328,16 @@ def run_server(args) -> int:
 
     relay = threading.Thread(target=forward, name="scailflow-server-output", daemon=True)
     relay.start()
+
+    def stop_server() -> None:  # SIGTERM / SIGINT (scailflow/stop.py): the server goes with us
+        child.terminate()
+        try:
+            child.wait(5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+    stop.on_stop(stop_server)
+    stop.set_note("the Prefect server is stopped")
     try:
         code = child.wait()
         relay.join(timeout=5)
@@ -333,6 +385,7 @@ def run_demo(args) -> int:
     if not args.debug:
         quiet_prefect_tracebacks()
     model = ModelOptions(model=args.model, ckpt_dir=args.ckpt_dir, scail_path=args.scail_path)
+    _before_flow()
     summary = folder_flow(str(folder), folder_name=folder.name, model=model)
     _print_summary(summary)
     out = Path(summary["out_dir"])

@@ -1,5 +1,9 @@
 """job.yaml and pipelines.yaml: the option models of every stage, composed and validated; errors name the file, the
-line and the key."""
+line and the key.
+
+Both files may come from strangers: they are read with a size limit and a limit on what their aliases expand to (a
+nine-line "billion laughs" file fails at once, naming the file), with the safe loader (no tags that build objects),
+and the file paths a folder's job.yaml names must stay inside the folder (flows/folder.py `folder_file`)."""
 
 from __future__ import annotations
 
@@ -11,8 +15,9 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from scailflow.errors import InputError
+from scailflow.files import read_text
 from scailflow.masks.options import MaskOptions
-from scailflow.options import DrivingMode, Flag, Mode, Options, Stage, merge
+from scailflow.options import DrivingMode, Flag, Mode, Options, Stage, file_fields, merge
 from scailflow.pose.options import PoseOptions
 from scailflow.prompts.options import PromptOptions
 from scailflow.scail.options import ModelOptions, SamplingOptions
@@ -114,20 +119,63 @@ def _key_lines(node: yaml.Node, prefix: tuple = ()) -> dict[tuple, int]:
     return lines
 
 
+MAX_YAML_BYTES = 256 * 1024
+MAX_YAML_NODES = 20_000  # values after alias expansion: real files hold a few hundred
+MAX_YAML_DEPTH = 64
+
+
+def _expanded_size(path: Path, node: yaml.Node) -> int:
+    """How many values `node` stands for once every alias is expanded (what a consumer walking it would see)."""
+    sizes: dict[int, int] = {}
+
+    def size(n: yaml.Node, depth: int, stack: set[int]) -> int:
+        if id(n) in sizes:
+            return sizes[id(n)]
+        if id(n) in stack:
+            raise InputError(f"{path}:{n.start_mark.line + 1}: an alias refers to the value that contains it")
+        if depth > MAX_YAML_DEPTH:
+            raise InputError(f"{path}:{n.start_mark.line + 1}: nested more than {MAX_YAML_DEPTH} levels deep")
+        total = 1
+        if isinstance(n, (yaml.MappingNode, yaml.SequenceNode)):
+            stack.add(id(n))
+            children = [c for kv in n.value for c in kv] if isinstance(n, yaml.MappingNode) else n.value
+            for c in children:
+                total += size(c, depth + 1, stack)
+                if total > MAX_YAML_NODES:
+                    raise InputError(
+                        f"{path}:{n.start_mark.line + 1}: expands to more than {MAX_YAML_NODES} values "
+                        "(nested aliases?); not read"
+                    )
+            stack.discard(id(n))
+        sizes[id(n)] = total
+        return total
+
+    return size(node, 0, set())
+
+
 def load_yaml(path: str | os.PathLike) -> tuple[Any, dict[tuple, int]]:
-    """Parse a YAML file; returns the data and a map from key paths to line numbers."""
+    """Parse a YAML file safely; returns the data and a map from key paths to line numbers. A file over
+    MAX_YAML_BYTES, one that is not UTF-8, or one whose aliases expand past MAX_YAML_NODES is one InputError."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = read_text(path, "YAML file", MAX_YAML_BYTES)
+    loader = yaml.SafeLoader(text)
     try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return {}, {}
+        _expanded_size(path, node)
+        data = loader.construct_document(node)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
         raise InputError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
-    return (data if data is not None else {}), (_key_lines(node) if node is not None else {})
+    except RecursionError:
+        raise InputError(f"{path}: nested too deeply to read") from None
+    finally:
+        loader.dispose()
+    return (data if data is not None else {}), _key_lines(node)
 
 
 def validation_message(path: Path, err: ValidationError, lines: dict[tuple, int], prefix: tuple = ()) -> str:
@@ -150,8 +198,29 @@ def parse_model(cls, data: Any, path: Path, lines: dict[tuple, int], prefix: tup
         raise InputError(validation_message(path, e, lines, prefix)) from None
 
 
+def _file_options(data: dict, resolve) -> dict:
+    """`data` with every FileOption value (sam2_checkpoint, the pose files, examples) replaced by `resolve(key,
+    value)`; other values untouched, nothing added."""
+    out = dict(data)
+    for key in file_fields(JobConfig):
+        node = out
+        for part in key[:-1]:
+            if not isinstance(node.get(part), dict):
+                break
+            node[part] = dict(node[part])
+            node = node[part]
+        else:
+            if isinstance(node.get(key[-1]), str) and node[key[-1]]:
+                node[key[-1]] = resolve(key, node[key[-1]])
+    return out
+
+
 def load_job(folder: Path, base: dict | None = None, overrides: dict | None = None) -> JobConfig:
-    """Shared defaults <- the folder's job.yaml <- command-line overrides, validated as one JobConfig."""
+    """Shared defaults <- the folder's job.yaml <- command-line overrides, validated as one JobConfig.
+
+    A file path in job.yaml is relative to the folder and must stay inside it (or in a directory the operator
+    allowed); `base` and `overrides` come from the operator (pipelines.yaml, the command line) and may name any file.
+    """
     data = dict(base or {})
     path = folder / "job.yaml"
     lines: dict[tuple, int] = {}
@@ -159,7 +228,14 @@ def load_job(folder: Path, base: dict | None = None, overrides: dict | None = No
         own, lines = load_yaml(path)
         if not isinstance(own, dict):
             raise InputError(f"{path}:1: must be a mapping of options")
-        data = merge(data, own)
+
+        from scailflow.flows.folder import folder_file  # here: `scailflow run --help` reads this module, not media
+
+        def inside(key: tuple, value: str) -> str:
+            where = f"{path}:{lines[key]}" if key in lines else str(path)
+            return str(folder_file(folder, value, f"{where}: {'.'.join(key)}"))
+
+        data = merge(data, _file_options(own, inside))
     data = merge(data, overrides or {})
     return parse_model(JobConfig, data, path, lines)
 
@@ -187,6 +263,13 @@ def load_pipelines(path: str | os.PathLike) -> PipelinesFile:
     for key in ("ckpt_dir", "scail_path"):
         setattr(cfg.model, key, _resolve(base, getattr(cfg.model, key)))
     cfg.model.lora_path = [_resolve(base, p) for p in cfg.model.lora_path]
+
+    def relative(key: tuple, value: str) -> str:
+        return _resolve(base, value)
+
+    cfg.defaults = _file_options(cfg.defaults, relative)
+    for entry in cfg.pipelines:
+        entry.options = _file_options(entry.options, relative)
     for i, entry in enumerate(cfg.pipelines):  # options are JobConfig fields: check them now, with their line
         parse_model(JobConfig, merge(cfg.defaults, entry.options), path, lines, ("pipelines", i, "options"))
     parse_model(JobConfig, cfg.defaults, path, lines, ("defaults",))

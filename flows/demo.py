@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from scailflow.files import write_text_atomic
+from scailflow.files import make_dirs, write_text_atomic
 from scailflow.media import write_image, write_video
 
 DEMO_SIZE = 256
@@ -51,7 +51,7 @@ def sway_frames(image: np.ndarray, frames: int = DEMO_FRAMES) -> np.ndarray:
 def build_demo_folder(folder: str | Path) -> Path:
     """Write ref.png, driving.mp4, prompt.txt and job.yaml into `folder` (kept if already there)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    make_dirs(folder)
     still = astronaut()
     if not (folder / "ref.png").is_file():
         write_image(folder / "ref.png", still)

@@ -7,6 +7,10 @@ FOLDER/
   prompt.txt               optional positive prompt
   job.yaml                 optional per-folder options (see flows/config.py)
   scailflow/               outputs (default; --out DIR to put them elsewhere)
+
+Folders may come from strangers: every file a folder holds or names must resolve inside it (or inside a directory
+the operator allowed in SCAILFLOW_ALLOW_PATHS), and the outputs never mix with the inputs (`folder_file`,
+`output_dir`: the one place each rule is decided).
 """
 
 from __future__ import annotations
@@ -16,9 +20,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scailflow.errors import InputError
+from scailflow.files import read_text
 from scailflow.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, probe_video, read_image
 
 OUTPUT_DIRNAME = "scailflow"
+ALLOW_ENV = "SCAILFLOW_ALLOW_PATHS"  # directories (os.pathsep-separated) folders may name files in
+MAX_PROMPT_BYTES = 64 * 1024
+
+
+def allowed_dirs() -> list[Path]:
+    """Directories the operator lets folders name files in (SCAILFLOW_ALLOW_PATHS), resolved."""
+    value = os.environ.get(ALLOW_ENV, "")
+    return [Path(os.path.expanduser(d)).resolve() for d in value.split(os.pathsep) if d.strip()]
+
+
+def folder_file(folder: Path, value: str | os.PathLike, what: str) -> Path:
+    """The one rule for a file a folder holds or names (job.yaml paths, its images, video and text): it must
+    resolve, symlinks followed, inside the folder or a directory the operator allowed. Returns the real path;
+    relative values are relative to the folder."""
+    p = Path(os.path.expanduser(value))
+    p = p if p.is_absolute() else Path(folder) / p
+    real = p.resolve()
+    roots = [Path(folder).resolve(), *allowed_dirs()]
+    if not any(real == r or real.is_relative_to(r) for r in roots):
+        shown = f"{value}" if str(value) == str(real) else f"{value} (-> {real})"
+        raise InputError(
+            f"{what}: {shown} is outside the folder {folder}: a folder may only use files inside it "
+            f"(name the file on the command line or in pipelines.yaml, or allow its directory with {ALLOW_ENV})"
+        )
+    return real
 
 
 @dataclass(frozen=True)
@@ -72,6 +102,11 @@ def scan_folder(folder: str | os.PathLike, check_media: bool = True) -> RawFolde
         )
     prompt = folder / "prompt.txt"
     raw = RawFolder(folder, refs[0], driving, extras, prompt if prompt.is_file() else None)
+    for p in (raw.ref, raw.driving, *(q for q, _ in raw.extra_refs), raw.prompt_file, folder / "job.yaml"):
+        if p is not None and (p.exists() or p.is_symlink()):
+            folder_file(folder, p.name, str(p))
+    if raw.prompt_file is not None:
+        read_text(raw.prompt_file, "prompt file", MAX_PROMPT_BYTES)  # undecodable text fails now, naming it
     if check_media:
         read_image(raw.ref)
         for p, _ in raw.extra_refs:
@@ -97,4 +132,33 @@ def find_folders(root: str | os.PathLike) -> list[Path]:
 
 
 def output_dir(raw: RawFolder, out: str | os.PathLike | None) -> Path:
-    return Path(out) if out else raw.root / OUTPUT_DIRNAME
+    """Where a folder's outputs go: FOLDER/scailflow, or `out`. Inputs are never written: an output folder equal
+    to the input folder, inside it (other than FOLDER/scailflow) or holding it is refused, and the default one may
+    not hold links leaving the folder (a stranger's folder would redirect our writes)."""
+    root = raw.root.resolve()
+    default = raw.root / OUTPUT_DIRNAME
+    if not out:
+        _no_links_out(raw.root, default)
+        return default
+    real = Path(out).resolve()
+    if real == root or (real.is_relative_to(root) and not real.is_relative_to(default.resolve())):
+        raise InputError(
+            f"output folder {out} is {'the' if real == root else 'inside the'} input folder {raw.root}: outputs "
+            f"would mix with the inputs; choose a folder outside it (or leave --out out: {default})"
+        )
+    if root.is_relative_to(real):
+        raise InputError(f"output folder {out} holds the input folder {raw.root}: choose a folder outside it")
+    if real.is_relative_to(root):
+        _no_links_out(raw.root, default)
+    return Path(out)
+
+
+def _no_links_out(folder: Path, out_dir: Path) -> None:
+    if not (out_dir.exists() or out_dir.is_symlink()):
+        return
+    folder_file(folder, out_dir.absolute(), f"{out_dir} (the output folder)")
+    for dirpath, dirnames, filenames in os.walk(out_dir):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            if p.is_symlink():
+                folder_file(folder, p.absolute(), str(p))

@@ -14,11 +14,13 @@ from pathlib import Path
 from prefect import flow
 
 from scailflow import console
-from scailflow.files import atomic_path
+from scailflow.files import atomic_path, make_dirs
 from scailflow.flows.config import JobConfig, RunOptions, load_job
 from scailflow.flows.folder import RawFolder, output_dir, scan_folder
 from scailflow.flows.lock import folder_lock
 from scailflow.flows.report import failed_summary, folder_summary, record_run
+from scailflow.flows.stopping import flow_started
+from scailflow.native import preload
 from scailflow.options import Stage, choices
 from scailflow.scail.options import ModelOptions
 from scailflow.tasks.common import stage_logger
@@ -75,6 +77,16 @@ def for_folder(task, stage: str, folder: str):
     return task.with_options(task_run_name=console.task_run_name(stage, folder))
 
 
+def native_modules(job: JobConfig) -> list[str]:
+    """The heavy native libraries this job's stages import (mediapipe: the default masks and their SAM prompts)."""
+    names = ["mediapipe", "mediapipe.python.solutions.selfie_segmentation"]
+    if job.driving == "pose":
+        names += ["mediapipe.python.solutions.holistic", "onnxruntime"]
+    if job.masks.backend == "sam2" or (job.masks.backend == "auto" and job.masks.sam2_checkpoint):
+        names.append("sam2.build_sam")
+    return names
+
+
 def submit_folder(
     raw: RawFolder,
     job: JobConfig,
@@ -87,7 +99,8 @@ def submit_folder(
     """Submit the folder's preprocessing (pose, masks, prompt, in parallel); `submit_generation` follows it."""
     started = time.perf_counter()
     run = run or RunOptions()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    preload(native_modules(job))  # before the stage threads start: see scailflow/native.py
+    make_dirs(out_dir)
     console.name_folder(out_dir, raw.name)
     folder_progress(out_dir, raw.name)  # the folder's progress artifact, at 0% until its stages report
     ref = copy_reference(raw, out_dir)
@@ -184,6 +197,7 @@ def folder_flow(
     With `workers`, generation runs on a warm GPU worker (`scailflow worker`) instead of in this process.
     `run`: stages to force (`rerun`) and `new_seed` (a new take with a fresh random seed).
     """
+    flow_started()
     console.adopt()
     raw, job, out_dir = prepare(folder, out, defaults, overrides)
     ensure_gpu_slots(gpu + 1)

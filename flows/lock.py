@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from scailflow.errors import InputError
+from scailflow.files import make_dirs, output_error, user_umask
 
 log = logging.getLogger("scailflow.flow")
 LOCK_NAME = ".scailflow.lock"
@@ -26,9 +27,17 @@ class FolderBusy(InputError):
 
 @contextlib.contextmanager
 def folder_lock(out_dir: Path, wait: bool = True, timeout_s: float | None = None) -> Iterator[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(out_dir)
     path = out_dir / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        if os.fstat(fd).st_uid == os.getuid():
+            os.fchmod(fd, 0o666 & ~user_umask())  # like any output: the user's umask, not the process's private one
+    except OSError as e:
+        fault = output_error(e, out_dir)
+        if fault is None:
+            raise
+        raise fault from None
     try:
         start = time.monotonic()
         announced = False

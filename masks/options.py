@@ -4,11 +4,24 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from scailflow.options import Flag, Options
+from scailflow.options import FileOption, Flag, Options, choices
 
 MaskBackend = Literal["auto", "mediapipe", "sam2", "sam3"]
+# the model configs the sam2 package bundles: a config is a Hydra file whose `_target_`s are instantiated, so only
+# these names are ever passed to it, never a path
+Sam2Config = Literal[
+    "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "configs/sam2.1/sam2.1_hiera_s.yaml",
+    "configs/sam2.1/sam2.1_hiera_b+.yaml",
+    "configs/sam2.1/sam2.1_hiera_l.yaml",
+    "configs/sam2/sam2_hiera_t.yaml",
+    "configs/sam2/sam2_hiera_s.yaml",
+    "configs/sam2/sam2_hiera_b+.yaml",
+    "configs/sam2/sam2_hiera_l.yaml",
+]
+SAM2_CONFIGS = choices(Sam2Config)
 
 
 class MaskOptions(Options):
@@ -17,11 +30,13 @@ class MaskOptions(Options):
         description="auto: SAM 2 when sam2_checkpoint is set, else SAM 3 when sam3_checkpoint is set, else the "
         "embedded mediapipe segmenter (people split by its face detector)",
     )
-    sam2_checkpoint: Annotated[str | None, Flag("--sam2-checkpoint", "--sam2_checkpoint")] = Field(
+    sam2_checkpoint: Annotated[str | None, Flag("--sam2-checkpoint", "--sam2_checkpoint"), FileOption()] = Field(
         None, description="SAM 2 checkpoint, e.g. ~/models/sam2.1_hiera_large.pt"
     )
-    sam2_config: str | None = Field(None, description="SAM 2 model config name (default: from the checkpoint)")
-    sam3_checkpoint: Annotated[str | None, Flag("--sam3-checkpoint", "--sam3_checkpoint")] = Field(
+    sam2_config: Sam2Config | None = Field(
+        None, description="one of the sam2 package's bundled configs (default: from the checkpoint's name)"
+    )
+    sam3_checkpoint: Annotated[str | None, Flag("--sam3-checkpoint", "--sam3_checkpoint"), FileOption()] = Field(
         None, description="SAM 3 checkpoint (sam3.pt; needs the scailflow[sam3] extra), text-prompted"
     )
     sam3_prompt: str = Field("human", description="SAM 3's text prompt (the official preprocessing's)")
@@ -37,3 +52,12 @@ class MaskOptions(Options):
         description="replacement: scale the reference (and its mask) so the character is as tall as the person "
         "replaced in the first driving frame (written as ref_fitted.png)",
     )
+
+    @model_validator(mode="after")
+    def _replace_index_tracked(self):
+        if self.replace_index is not None and self.replace_index >= self.max_persons:
+            raise ValueError(
+                f"replace_index {self.replace_index} needs max_persons >= {self.replace_index + 1} "
+                f"(people are counted from 0, left to right; {self.max_persons} tracked)"
+            )
+        return self

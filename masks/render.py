@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-from PIL import Image
 
-from scailflow.media import write_image, write_video
+from scailflow.media import load_image, write_image, write_video
 
 from .palette import check_count, colour, is_pure, snap_to_palette
 
@@ -79,11 +78,11 @@ def valid_area(image_path: str | os.PathLike, rgb: np.ndarray) -> np.ndarray:
     letterbox bars along its edges (rows/columns of one colour within 8 levels at the border)."""
     h, w = rgb.shape[:2]
     valid = np.ones((h, w), bool)
-    with Image.open(image_path) as im:
-        if "A" in im.getbands() or (im.mode == "P" and "transparency" in im.info):
-            alpha = np.asarray(im.convert("RGBA"))[..., 3]
-            if alpha.shape == (h, w):
-                valid &= alpha > 0
+    im = load_image(image_path)  # upright, as read_image gave `rgb`
+    if "A" in im.getbands() or (im.mode == "P" and "transparency" in im.info):
+        alpha = np.asarray(im.convert("RGBA"))[..., 3]
+        if alpha.shape == (h, w):
+            valid &= alpha > 0
     grey = rgb.astype(np.int16)
 
     def bar(line: np.ndarray) -> bool:

@@ -25,8 +25,10 @@ import cv2
 import numpy as np
 
 from scailflow.errors import InputError
+from scailflow.native import import_native
 from scailflow.progress import report
 
+from .options import SAM2_CONFIGS
 from .people import FaceDetector, split_people, track_people
 from .tracks import MIN_AREA_FRACTION, Selector, compose_labels
 
@@ -65,7 +67,8 @@ class MediapipeSegmenter:
 
     @contextlib.contextmanager
     def _model(self):
-        from mediapipe.python.solutions.selfie_segmentation import SelfieSegmentation
+        # one import at a time (scailflow/native.py): two stages importing mediapipe at once can deadlock
+        SelfieSegmentation = import_native("mediapipe.python.solutions.selfie_segmentation").SelfieSegmentation
 
         with SelfieSegmentation(model_selection=self.model_selection) as model:
             yield model
@@ -146,8 +149,7 @@ def sam2_config_for(checkpoint: Path) -> str:
         if key in stem:
             return f"configs/{version}/{version}_hiera_{size}.yaml"
     raise InputError(
-        f"cannot tell the SAM 2 model size from {checkpoint}; give sam2_config "
-        f"(e.g. configs/sam2.1/sam2.1_hiera_l.yaml)"
+        f"cannot tell the SAM 2 model size from {checkpoint}; give sam2_config (one of {', '.join(SAM2_CONFIGS)})"
     )
 
 
@@ -190,7 +192,9 @@ class Sam2VideoSegmenter:
             if checkpoint is None:
                 raise InputError("SAM 2 needs a checkpoint or a config")
             config = sam2_config_for(Path(checkpoint))
-        from sam2.build_sam import build_sam2_video_predictor
+        if config not in SAM2_CONFIGS:  # Hydra instantiates a config's `_target_`s: only the bundled ones, never a path
+            raise InputError(f"unknown SAM 2 config {config!r}: choose one of {', '.join(SAM2_CONFIGS)}")
+        build_sam2_video_predictor = import_native("sam2.build_sam").build_sam2_video_predictor
 
         overrides = [
             "++model.sam_mask_decoder_extra_args.dynamic_multimask_via_stability=true",

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from scailflow.errors import InputError
+from scailflow.files import make_dirs
 from scailflow.media import read_image, read_video, write_image
 from scailflow.options import Mode, choices
 
@@ -300,7 +301,7 @@ def make_masks(
     colours = palette_colours(persons)
     ref_labels = relabel(ref_seg.labels[0], ref_colour_of)
     drv_labels = drv_seg.labels
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(out_dir)
     fitted_path, framed = None, None
     if mode == "replacement":
         framed = framing(ref_labels > 0, drv_labels[0] > 0)

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from scailflow.native import import_native
 from scailflow.pose.runtime import onnx_providers
 from scailflow.pose.skeleton import PersonPose
 from scailflow.progress import report
@@ -203,7 +204,7 @@ class DWPose:
     """Whole-body 2D pose of every person in each frame (YOLOX-L + DW-LL SimCC) through onnxruntime."""
 
     def __init__(self, det_path: Path, pose_path: Path, device: str = "auto", batch: int = 8):
-        import onnxruntime as ort
+        ort = import_native("onnxruntime")
 
         providers = onnx_providers(device)
         opts = ort.SessionOptions()

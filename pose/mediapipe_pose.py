@@ -12,6 +12,7 @@ import logging
 
 import numpy as np
 
+from scailflow.native import import_native
 from scailflow.pose.skeleton import N_BODY, N_FACE, N_JOINTS3D, PersonPose, focal_length
 from scailflow.progress import iterate
 
@@ -191,7 +192,8 @@ class MediaPipePose:
     """Single-person 2D + lifted 3D pose from mediapipe Holistic, offline (models embedded in the wheel)."""
 
     def __init__(self, video: bool = True, model_complexity: int = 1):
-        import mediapipe as mp
+        mp = import_native("mediapipe")
+        import_native("mediapipe.python.solutions.holistic")  # one import at a time: see scailflow/native.py
 
         self._mp = mp
         self.video = video

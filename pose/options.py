@@ -7,20 +7,20 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from scailflow.options import Flag, Options
+from scailflow.options import FileOption, Flag, Options
 
 SHA256 = r"^[0-9a-fA-F]{64}$"
 Palette = Literal["v2", "v1"]  # limb colours: SCAIL v2 (P0/P1) or v1 (base)
 
 
 class PoseOptions(Options):
-    dwpose_det: Annotated[str | None, Flag("--dwpose-det", "--dwpose_det")] = Field(
+    dwpose_det: Annotated[str | None, Flag("--dwpose-det", "--dwpose_det"), FileOption()] = Field(
         None, description="DWPose person detector, yolox_l.onnx (else SCAILFLOW_DWPOSE_DET)"
     )
-    dwpose_pose: Annotated[str | None, Flag("--dwpose-pose", "--dwpose_pose")] = Field(
+    dwpose_pose: Annotated[str | None, Flag("--dwpose-pose", "--dwpose_pose"), FileOption()] = Field(
         None, description="DWPose whole-body keypoints, dw-ll_ucoco_384.onnx (else SCAILFLOW_DWPOSE_POSE)"
     )
-    nlf: Annotated[str | None, Flag("--nlf")] = Field(
+    nlf: Annotated[str | None, Flag("--nlf"), FileOption()] = Field(
         None, description="NLF 3D pose, nlf_l_multi_0.3.2.torchscript (else SCAILFLOW_NLF)"
     )
     dwpose_det_sha256: str | None = Field(None, pattern=SHA256, description="pin: a file with another hash is refused")

@@ -7,6 +7,7 @@ import logging
 import torch
 
 from scailflow.errors import InputError
+from scailflow.native import import_native
 
 log = logging.getLogger("scailflow.pose")
 
@@ -15,7 +16,7 @@ _WANTED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 def onnx_providers(device: str = "auto") -> list[str]:
     """CUDA then CPU execution providers, keeping only those this onnxruntime build offers."""
-    import onnxruntime as ort
+    ort = import_native("onnxruntime")
 
     available = set(ort.get_available_providers())
     wanted = ["CPUExecutionProvider"] if device == "cpu" else list(_WANTED_PROVIDERS)

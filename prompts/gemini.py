@@ -8,10 +8,12 @@ carry no reference to the SDK exception (which holds the raw response).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -70,9 +72,39 @@ class AnswerCheckError(GeminiError):
     """The model answered twice with text that fails the checks (empty, wrong length, banned wording)."""
 
 
+# between two characters of an echoed key: whitespace (a wrapped or split line), raw or escaped
+_GAP = r"(?:\s|\\[nrt]|(?i:%(?:20|09|0a|0d))|\+)*"
+
+
+def _char_forms(c: str) -> str:
+    """A regex for one character of the key as an echo may spell it: itself, percent-encoded (any case), JSON- or
+    Python-escaped (\\uXXXX, \\/, \\xXX) or as an HTML entity."""
+    code = ord(c)
+    forms = {
+        re.escape(c),
+        f"(?i:%{code:02x})",
+        f"(?i:\\\\u{code:04x})",
+        f"(?i:\\\\x{code:02x})",
+        f"&#{code};",
+        f"(?i:&#x{code:x};)",
+    }
+    if c in '/"':
+        forms.add(re.escape("\\" + c))
+    if c == " ":
+        forms.add(r"\+")
+    return "(?:" + "|".join(sorted(forms)) + ")"
+
+
+@functools.lru_cache(maxsize=8)
+def _secret_pattern(secret: str) -> re.Pattern:
+    return re.compile(_GAP.join(_char_forms(c) for c in secret))
+
+
 def redact(text: str, secret: str | None) -> str:
-    """`text` with every occurrence of `secret` replaced by ***."""
-    return text.replace(secret, "***") if secret else text
+    """`text` with the key replaced by ***: verbatim, URL-encoded, JSON/HTML-escaped, or split by whitespace."""
+    if not secret:
+        return text
+    return _secret_pattern(secret).sub("***", text.replace(secret, "***"))
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from scailflow.options import Flag, Options
+from scailflow.options import FileOption, Flag, Options
 
 DEFAULT_PROMPT = (
     "A person performs the motion of the driving video with natural, fluid movement, consistent "
@@ -21,6 +21,6 @@ class PromptOptions(Options):
     model: str = Field("gemini-2.5-flash", description="Gemini model")
     temperature: float = Field(0.4, ge=0, le=2)
     num_frames: int = Field(8, ge=1, le=64, description="driving frames shown to Gemini")
-    examples: str | None = Field(None, description="few-shot examples file")
+    examples: Annotated[str | None, FileOption()] = Field(None, description="few-shot examples file")
     fallback_to_prompt_file: bool = Field(True, description="on an enhancer failure use prompt.txt / the default")
     default_prompt: str = Field(DEFAULT_PROMPT, description="used when there is no prompt.txt and no enhancer")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from scailflow.files import write_text_atomic
+from scailflow.files import read_text, write_text_atomic
 
 from .enhance import enhance_prompt
 from .gemini import GeminiError
@@ -68,4 +68,5 @@ def make_prompt(
 
 
 def read_prompt_file(path: Path) -> str:
-    return Path(path).read_text(encoding="utf-8").strip()
+    """A prompt file as text; one that is not UTF-8 (or unreadable) is an InputError naming it, never retried."""
+    return read_text(path, "prompt file").strip()

@@ -98,6 +98,14 @@ class SamplingOptions(Options):
         description="carry the driving video's sound into the output, trimmed to the frames kept (--no-audio: silent)",
     )
 
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _seed_range(cls, v):
+        # YAML reads 1e23 as a float and `yes` as a bool: say what a seed is instead of pydantic's parse error
+        if isinstance(v, bool) or (isinstance(v, float) and not (v.is_integer() and -1 <= v <= 2**31 - 1)):
+            raise ValueError(f"must be an integer from -1 (random) to {2**31 - 1}, got {v!r}")
+        return v
+
     @field_validator("target_h", "target_w")
     @classmethod
     def _multiple_of_32(cls, v: int) -> int:

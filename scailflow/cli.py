@@ -133,22 +133,31 @@ def main(argv: list[str] | None = None) -> int:
     secrets = Parser.secrets = secrets_in(argv)
     parser = build_parser(_command_in(argv))
     args = parser.parse_args(argv)
-    from scailflow import console
+    from scailflow import console, stop
+    from scailflow.files import private_umask, restore_umask
 
     debug = bool(args.debug or os.environ.get("SCAILFLOW_DEBUG"))
     console.setup(debug=debug, quiet=args.quiet, native=own_process and not debug)
+    private_umask()  # our state (Prefect's database and results) is private; outputs keep the user's umask
+    if args.command != "serve":  # `serve` is Prefect's runner, which shuts its flow runs down itself
+        stop.install()  # SIGTERM / SIGINT: stop within seconds, one line, exit 143 / 130
     try:
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        stop.finish()
+        return code
     except InputError as e:
+        stop.finish()
         print(f"error: {redact(str(e), secrets)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        stop.finish()
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `scailflow schema job | head`: the reader left; nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as e:  # noqa: BLE001 - the CLI promises one line, --debug shows the traceback
+        stop.finish()
         if debug:
             raise
         if e.__class__.__name__ == "OutOfMemoryError":
@@ -157,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         first = redact(str(e), secrets).splitlines()[0] if str(e) else ""
         print(f"error: {e.__class__.__name__}: {first} (run with --debug for the traceback)", file=sys.stderr)
         return 1
+    finally:
+        stop.uninstall()
+        restore_umask()
 
 
 if __name__ == "__main__":

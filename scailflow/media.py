@@ -1,13 +1,15 @@
 """Image and video I/O shared by every stage: RGB uint8 numpy arrays in, H.264 mp4 / PNG out, atomically.
 
 Videos are decoded and encoded with PyAV (OpenCV's build here cannot write H.264). Every failure to read a
-user's file becomes one `InputError` line naming the file.
+user's file becomes one `InputError` line naming the file. Images are turned upright by their EXIF orientation
+(a portrait phone photo is stored sideways) and sizes are checked from the header, before anything is decoded.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Iterable
 
 import av
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from scailflow.errors import InputError
 from scailflow.files import atomic_path
@@ -23,6 +25,9 @@ from scailflow.files import atomic_path
 log = logging.getLogger("scailflow.media")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
+# a 48 MP phone photo fits; the model works at most 4096 px a side, so larger images only cost memory
+MAX_IMAGE_PIXELS = 50_000_000
+MAX_FRAME_PIXELS = 4096 * 4096  # 4K and DCI 4K video frames fit; 8K does not
 
 
 @dataclass(frozen=True)
@@ -34,27 +39,53 @@ class VideoInfo:
     frames: int  # decoded count when counted, else the container's estimate
 
 
+def _too_big(path: Path, w: int, h: int) -> InputError:
+    return InputError(
+        f"{path} is {w}x{h} ({w * h / 1e6:.0f} MP), more than the {MAX_IMAGE_PIXELS / 1e6:.0f} MP scailflow reads: "
+        "downscale it (the model uses at most 4096 px a side)"
+    )
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """A user's image decoded in memory and upright (EXIF orientation applied); its size is checked from the header
+    before anything is decoded. Every failure is one InputError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image not found: {path}")
+    size = None
+    try:
+        with warnings.catch_warnings(), Image.open(path) as im:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked here instead
+            if im.width * im.height > MAX_IMAGE_PIXELS:
+                size = im.size
+            else:
+                im.load()
+                return ImageOps.exif_transpose(im)  # always a new image, independent of the file
+    except Image.DecompressionBombError:
+        raise InputError(f"{path}: the image is too large to decode safely; downscale it") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise InputError(f"cannot read image {path}: {e.__class__.__name__}: {e}") from None
+    raise _too_big(path, *size)
+
+
 def read_image(path: str | os.PathLike, alpha: str = "white") -> np.ndarray:
-    """Read any PIL image (CMYK, 16-bit, palette, alpha) as RGB uint8 [H, W, 3].
+    """Read any PIL image (CMYK, 16-bit, palette, alpha) as upright RGB uint8 [H, W, 3].
 
     `alpha`: "white" composites a transparent image on white; "drop" keeps the stored colours under the alpha, as
     the official SCAIL-2 code's `Image.open(p).convert("RGB")` does (what generation reads)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"image not found: {path}")
+    im = load_image(path)
     try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.float64)
-                peak = 65535.0 if arr.max(initial=0) > 255 else 255.0
-                im = Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8))
-            if alpha == "white" and (im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)):
-                rgba = im.convert("RGBA")
-                bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(bg, rgba)
-            rgb = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            arr = np.asarray(im, dtype=np.float64)
+            peak = 65535.0 if arr.max(initial=0) > 255 else 255.0
+            im = Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8))
+        if alpha == "white" and (im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)):
+            rgba = im.convert("RGBA")
+            bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            im = Image.alpha_composite(bg, rgba)
+        rgb = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except (OSError, ValueError) as e:
         raise InputError(f"cannot read image {path}: {e.__class__.__name__}: {e}") from None
     if rgb.shape[0] < 2 or rgb.shape[1] < 2:
         raise InputError(f"image {path} is too small ({rgb.shape[1]}x{rgb.shape[0]})")
@@ -95,12 +126,36 @@ def _fps(stream) -> float:
     return float(rate) if rate else 0.0
 
 
+def decode_budget() -> int:
+    """Bytes of decoded frames one video may take: half this machine's memory (videos are held in memory)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError):
+        return 16 << 30
+
+
+def check_video_size(path: Path, width: int, height: int, frames: int | None = None) -> None:
+    """Refuse, before decoding, a video whose frames are too large or whose decoded frames would not fit in memory."""
+    if width * height > MAX_FRAME_PIXELS:
+        raise InputError(
+            f"{path} is {width}x{height}, larger than the {MAX_FRAME_PIXELS / 1e6:.1f} MP a frame scailflow decodes: "
+            "downscale it (the model uses at most 4096 px a side)"
+        )
+    if frames and frames * width * height * 3 > decode_budget():
+        need = frames * width * height * 3 / 2**30
+        raise InputError(
+            f"{path}: {frames} frames of {width}x{height} need {need:.1f} GiB decoded, more than half this machine's "
+            f"memory ({decode_budget() / 2**30:.1f} GiB): trim or downscale it"
+        )
+
+
 def probe_video(path: str | os.PathLike) -> VideoInfo:
     """Size, fps and frame count (counted by demuxing packets, without decoding) of a video."""
     path = Path(path)
     container = _open(path)
     try:
         stream = container.streams.video[0]
+        check_video_size(path, stream.codec_context.width, stream.codec_context.height)
         count = 0
         try:
             for packet in container.demux(stream):
@@ -109,6 +164,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         except av.error.FFmpegError as e:
             raise InputError(f"cannot read video {path}: {e}") from None
         w, h = stream.codec_context.width, stream.codec_context.height
+        check_video_size(path, w, h, count)
         return VideoInfo(path, w, h, _fps(stream), count)
     finally:
         container.close()
@@ -122,8 +178,13 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[
     try:
         stream = container.streams.video[0]
         fps = _fps(stream)
+        width, height = stream.codec_context.width, stream.codec_context.height
+        check_video_size(path, width, height)
+        budget = decode_budget() // max(1, width * height * 3)  # frames that fit
         try:
             for frame in container.decode(stream):
+                if len(frames) >= budget:
+                    check_video_size(path, width, height, len(frames) + 1)
                 frames.append(frame.to_ndarray(format="rgb24"))
                 if max_frames is not None and len(frames) >= max_frames:
                     break

@@ -79,6 +79,24 @@ def _any_case(values: tuple) -> Callable[[str], Any]:
     return convert
 
 
+class FileOption:
+    """Marks a field that names a file. From a folder's job.yaml such a path must stay inside the folder (or a
+    directory the operator allowed); the command line, pipelines.yaml and the environment may name any file
+    (flows/folder.py `folder_file` decides)."""
+
+
+def file_fields(model: type[BaseModel], prefix: tuple = ()) -> list[tuple]:
+    """Key paths of every `FileOption` field of `model` and its nested option groups."""
+    out: list[tuple] = []
+    for name, field in model.model_fields.items():
+        sub = submodel(field.annotation)
+        if sub is not None:
+            out += file_fields(sub, prefix + (name,))
+        elif any(isinstance(m, FileOption) for m in field.metadata):
+            out.append(prefix + (name,))
+    return out
+
+
 class Options(BaseModel):
     """Base of every option group: unknown keys are errors (a typo in job.yaml is caught, not ignored)."""
 

@@ -8,6 +8,7 @@ task's library call. Weights of the overall percentage: pose, masks and prompt 5
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import threading
 import time
@@ -26,8 +27,13 @@ _REGISTRY_LOCK = threading.Lock()
 
 
 def artifact_key(folder: str) -> str:
-    """Prefect artifact keys: lowercase letters, digits and dashes."""
-    stem = "".join(c if c.isalnum() else "-" for c in Path(folder).name.lower()).strip("-") or "folder"
+    """Prefect artifact keys allow lowercase ASCII letters, digits and dashes only. Any other folder name (`café`,
+    `名前`, dots, spaces) gets an ASCII slug plus a short hash of the real name, so two names never share a key."""
+    name = Path(folder).name
+    stem = "".join(c if c.isascii() and c.isalnum() else "-" for c in name.lower())
+    stem = "-".join(part for part in stem.split("-") if part)
+    if stem != name.lower() or not stem or len(stem) > 50:
+        stem = f"{stem[:40] or 'folder'}-{hashlib.sha256(name.encode('utf-8')).hexdigest()[:8]}".lstrip("-")
     return f"scailflow-{stem}"[:60]
 
 

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from scailflow.errors import InputError
+from scailflow.errors import InputError, OutputError
 from scailflow.files import write_text_atomic
 from scailflow.flows.config import load_pipelines
 from scailflow.flows.folder import scan_folder
@@ -46,7 +46,7 @@ def test_full_disk_leaves_no_file_under_the_final_name(tmp_path):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     target = tmp_path / "out.mp4"
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OutputError, match="cannot write .*out.mp4: no space left on the device"):
         write_video(target, frames(), 16)
     assert list(tmp_path.iterdir()) == []
 

@@ -210,6 +210,7 @@ def test_ctrl_c_on_server_ends_with_one_line(tmp_path):
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
-    assert [ln for ln in err.splitlines() if ln.strip()] == ["server stopped"], err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: stopped by SIGINT") and "server is stopped" in lines[0], err
     assert out.splitlines()[0].startswith(f"Prefect UI and API on http://127.0.0.1:{port}")
     assert "Traceback" not in out and "prefect config set" not in out
