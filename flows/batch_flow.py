@@ -120,8 +120,8 @@ def batch_flow(
                 results[str(run.raw.root)] = finish_folder(run)
             except Exception as e:  # noqa: BLE001 - one folder's failure is reported; the batch goes on
                 log.error("failed %s: %s", run.raw.root, e, extra={"console": False})  # the stage said it
-                reason = str(e) if isinstance(e, InputError) else f"{e.__class__.__name__}: {e}"
-                results[str(run.raw.root)] = (run.summary or {}) | {"error": reason.splitlines()[0][:500]}
+                reason = f"{e.__class__.__name__}: {e}".splitlines()[0][:500]
+                results[str(run.raw.root)] = (run.summary or {}) | {"error": reason}
     failed = [k for k, r in results.items() if "error" in r]
     done = sum("video" in r for r in results.values())
     log.info(  # the command prints its own summary

@@ -189,8 +189,7 @@ def run_batch(args) -> int:
     failed = {k: v["error"] for k, v in results.items() if "error" in v}
     for folder, summary in results.items():
         if "error" in summary:
-            where = f" in {summary['failed_stage']}" if summary.get("failed_stage") else ""
-            print(f"{Path(folder).name}: FAILED{where}: {summary['error']}")
+            print(f"{Path(folder).name}: FAILED: {summary['error']}")
         elif "skipped" in summary:
             print(f"{Path(folder).name}: skipped: {summary['skipped']}")
         else:

@@ -137,6 +137,10 @@ def submit_generation(run: FolderRun, workers: bool = False) -> bool:
     for name in PREPROCESSING:
         run.futures[name].wait()
     if not all(run.futures[name].state.is_completed() for name in PREPROCESSING):
+        stage_logger("flow").info(
+            "not run: an earlier stage of this folder failed",
+            extra={"stage_label": console.label("generate", run.raw.name)},
+        )
         return False
     force = "generate" in run.run.rerun or run.run.new_seed
     task = for_folder(generate_task, "generate", run.raw.name)
