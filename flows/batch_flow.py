@@ -103,8 +103,18 @@ def batch_flow(
                 results[str(folder)] = {"error": str(e)}
                 continue
             ready.append((raw, job, out_dir, n % cfg.gpus))
+
         # a pipeline: the preprocessing of a few folders ahead, each folder's generation as soon as its own
-        # preprocessing is done (so the GPU starts early and never waits behind every folder's preprocessing)
+        # preprocessing is done (so the GPU starts early and never waits behind every folder's preprocessing), and
+        # each folder finished (video published, run.json, artifacts) while the next one generates
+        def finish(run) -> None:
+            try:
+                results[str(run.raw.root)] = finish_folder(run)
+            except Exception as e:  # noqa: BLE001 - one folder's failure is reported; the batch goes on
+                log.error("failed %s: %s", run.raw.root, e, extra={"console": False})  # the stage said it
+                reason = f"{e.__class__.__name__}: {e}".splitlines()[0][:500]
+                results[str(run.raw.root)] = (run.summary or {}) | {"error": reason}
+
         ahead = max(2, cfg.gpus + 1)
         runs = [submit_folder(*r[:3], model_opts, r[3], key_available) for r in ready[:ahead]]
         for i in range(len(ready)):
@@ -115,13 +125,10 @@ def batch_flow(
             if len(runs) < len(ready):
                 raw, job, out_dir, gpu = ready[len(runs)]
                 runs.append(submit_folder(raw, job, out_dir, model_opts, gpu, key_available))
-        for run in runs:
-            try:
-                results[str(run.raw.root)] = finish_folder(run)
-            except Exception as e:  # noqa: BLE001 - one folder's failure is reported; the batch goes on
-                log.error("failed %s: %s", run.raw.root, e, extra={"console": False})  # the stage said it
-                reason = f"{e.__class__.__name__}: {e}".splitlines()[0][:500]
-                results[str(run.raw.root)] = (run.summary or {}) | {"error": reason}
+            if i >= cfg.gpus:
+                finish(runs[i - cfg.gpus])
+        for run in runs[max(len(ready) - cfg.gpus, 0) :]:
+            finish(run)
     failed = [k for k, r in results.items() if "error" in r]
     done = sum("video" in r for r in results.values())
     log.info(  # the command prints its own summary
