@@ -103,7 +103,11 @@ def _stop(signum: int) -> None:
     flush = threading.Thread(target=_quietly, args=(sys.stdout.flush,), daemon=True)
     flush.start()
     flush.join(0.5)  # another thread may hold stdout; the line below goes out regardless
-    os.write(2, line.encode())
+    try:  # sys.stderr is the terminal even where fd 2 is rerouted (scailflow/console.py filters native noise)
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = 2
+    os.write(fd, line.encode())
     os._exit(128 + signum)
 
 

@@ -92,7 +92,7 @@ def test_signal_stops_a_run_within_seconds_and_the_next_run_resumes(tmp_path, si
     out = folder / "scailflow"
     run = Run(folder, "--model", "tiny-random", "--steps", STEPS)
     try:
-        run.wait_for(f"step 1/{STEPS}")
+        run.wait_for(f"/{STEPS} steps")  # the first progress line of generation
         children = run.children()
         assert any("uvicorn" in c for c in children.values()), children  # our temporary API is running
         os.kill(run.proc.pid, sig)
@@ -127,7 +127,7 @@ def test_sigkill_leaves_no_temporary_api_behind(tmp_path):
     run = Run(folder, "--model", "tiny-random", "--steps", STEPS)
     api: list[int] = []
     try:
-        run.wait_for(f"step 1/{STEPS}")
+        run.wait_for(f"/{STEPS} steps")  # the first progress line of generation
         api = [p for p, c in run.children().items() if "uvicorn" in c]
         assert api, run.children()
         os.kill(run.proc.pid, signal.SIGKILL)  # only the run's own process, as the OOM killer does
@@ -147,7 +147,10 @@ def test_sigterm_before_the_flow_starts_is_one_line(tmp_path):
     write_text_atomic(folder / "job.yaml", "sampling: {steps: 1, target_h: 64, target_w: 64}\n")
     run = Run(folder, "--model", "tiny-random")
     try:
-        run.wait_for("temporary server", timeout=120)
+        deadline = time.monotonic() + 120
+        while not any("uvicorn" in c for c in run.children().values()):  # the temporary API is starting
+            assert run.proc.poll() is None and time.monotonic() < deadline, "".join(run.lines)
+            time.sleep(0.1)
         os.kill(run.proc.pid, signal.SIGTERM)
         rc = run.proc.wait(30)
     finally:
