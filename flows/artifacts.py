@@ -17,21 +17,6 @@ log = logging.getLogger("scailflow.flow")
 SHEET_MAX_SIDE = 2400
 
 
-def stage_seconds(futures: dict) -> dict[str, float | None]:
-    """Each stage's run time as the Prefect API recorded it (retries included; ~0 when served from cache)."""
-    from prefect.client.orchestration import get_client
-
-    out: dict[str, float | None] = {}
-    try:
-        with get_client(sync_client=True) as client:
-            for name, fut in futures.items():
-                run = client.read_task_run(fut.task_run_id)
-                out[name] = round(run.total_run_time.total_seconds(), 2) if run.total_run_time is not None else None
-    except Exception as e:  # noqa: BLE001 - timings are a nicety; a run must not fail on them
-        log.debug("no stage timings: %s", e)
-    return out
-
-
 def _link(path: str | Path) -> str:
     p = Path(path).resolve()
     return f"[{p}]({p.as_uri()})"
@@ -44,10 +29,29 @@ def _record(summary: dict) -> dict:
         return {}
 
 
-def _sheet_uri(out_dir: Path) -> str:
+def sheet_is_current(sheet: Path, summary: dict) -> bool:
+    """Whether the masks preview is newer than every file it draws (and their hand-edited frames): a cached run
+    publishes the same picture without drawing it again."""
+    if not sheet.is_file():
+        return False
+    files = summary.get("files", {})
+    paths = [Path(p) for v in files.values() for p in (v if isinstance(v, list) else [v]) if p]
+    paths.append(Path(summary["folder"]))  # the raw folder: a replaced driving video changes its listing
+    paths += [p.with_name(f"{p.stem}_frames") for p in paths]
+    try:
+        newest = max(p.stat().st_mtime_ns for p in paths if p.exists())
+    except ValueError:
+        return False
+    return sheet.stat().st_mtime_ns >= newest
+
+
+def _sheet_uri(out_dir: Path, summary: dict | None = None) -> str:
     from scailflow.masks import preview
 
-    sheet = np.asarray(Image.open(preview(out_dir, out_dir / "masks_preview.png", frames=4)).convert("RGB"))
+    path = out_dir / "masks_preview.png"
+    if summary is None or not sheet_is_current(path, summary):
+        path = preview(out_dir, path, frames=4)
+    sheet = np.asarray(Image.open(path).convert("RGB"))
     for quality in (82, 70, 55):
         uri = jpeg_data_uri(sheet, SHEET_MAX_SIDE, quality)
         if len(uri) * 3 // 4 <= 2 * MAX_BYTES:
@@ -65,7 +69,6 @@ def result_markdown(summary: dict) -> str:
     fps = record.get("fps") or 16
     frames = summary["frames"]
     sound = "with the driving video's sound" if record.get("audio_from") else "no sound"
-    seconds = summary.get("stage_seconds") or {}
     lines = [
         f"### {Path(summary['folder']).name}: done in {summary['seconds']} s",
         "",
@@ -74,6 +77,11 @@ def result_markdown(summary: dict) -> str:
         f"| output | {_link(summary['video'])} |",
         f"| video | {frames} frames at {fps:g} fps ({frames / fps:.1f} s), {sound} |",
         f"| seed | {summary['seed']} |",
+        *(
+            [f"| take | `{Path(summary['take']).name}` (every take is kept in `takes/`) |"]
+            if summary.get("take")
+            else []
+        ),
         f"| model | {summary['model']} |",
         f"| settings | {_link(summary['record'])} |",
         f"| all outputs | {_link(out_dir)} |",
@@ -102,16 +110,15 @@ def result_markdown(summary: dict) -> str:
             "",
         ]
     lines += ["| stage | state | seconds |", "|---|---|---|"]
-    for stage, state in summary["states"].items():
-        secs = seconds.get(stage)
-        lines.append(f"| {stage} | {state} | {'' if secs is None else f'{secs:g}'} |")
+    for row in stage_rows(summary)[:-1]:
+        lines.append(f"| {row['stage']} | {row['state']} | {row['seconds']} |")
     lines += [f"| **total** | | **{summary['seconds']:g}** |", ""]
     try:
         lines += [
             "**Masks over frames** (reference, then frames across the clip; rows: picture, mask, overlay). "
             f"Fix a mask by editing {_link(out_dir / 'ref_mask.png')} or the mask video, then run again.",
             "",
-            f"![masks over frames]({_sheet_uri(out_dir)})",
+            f"![masks over frames]({_sheet_uri(out_dir, summary)})",
         ]
     except Exception as e:  # noqa: BLE001
         log.warning("no mask sheet: %s", e)
@@ -123,10 +130,46 @@ def publish_artifacts(summary: dict) -> None:
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     key = artifact_key(summary["folder"])
-    rows = [{"stage": s, "state": st} for s, st in summary["states"].items()]
-    rows.append({"stage": "total seconds", "state": str(summary["seconds"])})
     try:  # the video is written: a UI problem is a warning, never a failed run
         create_markdown_artifact(result_markdown(summary), key=key, description="scailflow result")
-        create_table_artifact(rows, key=f"{key}-stages", description="stage states and timing")
+        create_table_artifact(stage_rows(summary), key=f"{key}-stages", description="stage states and seconds")
     except Exception as e:  # noqa: BLE001
         log.warning("could not publish the run's artifacts to the Prefect UI: %s", str(e).splitlines()[0][:200])
+
+
+def stage_rows(summary: dict) -> list[dict]:
+    """One row per stage (state, seconds), generation's wait for its GPU apart, then the folder's total."""
+    seconds = summary.get("stage_seconds") or {}
+    rows = [{"stage": s, "state": st, "seconds": seconds.get(s, "")} for s, st in summary["states"].items()]
+    if summary.get("gpu_wait_s"):
+        wait = summary["gpu_wait_s"]
+        for row in rows:
+            if row["stage"] == "generate" and isinstance(row["seconds"], float):
+                row["seconds"] = round(max(row["seconds"] - wait, 0.0), 2)
+        rows.append({"stage": "waiting for the GPU", "state": "", "seconds": wait})
+    rows.append({"stage": "folder total", "state": summary.get("state", ""), "seconds": summary["seconds"]})
+    return rows
+
+
+def publish_failure(summary: dict) -> None:
+    """A failed folder's artifacts: which stage failed and why, and the stage table."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    key = artifact_key(summary["folder"])
+    text = (
+        f"### {Path(summary['folder']).name}: **Failed** in `{summary['failed_stage']}`\n\n"
+        f"{summary['error']}\n\nfolder `{summary['folder']}`, outputs `{summary['out_dir']}`"
+    )
+    try:
+        create_markdown_artifact(text, key=key, description="scailflow: failed")
+        create_table_artifact(stage_rows(summary), key=f"{key}-stages", description="stage states and seconds")
+    except Exception as e:  # noqa: BLE001
+        log.warning("could not publish the run's artifacts to the Prefect UI: %s", str(e).splitlines()[0][:200])
+
+
+def publish_batch_summary(name: str, rows: list[dict]) -> None:
+    """The batch at a glance: folder, state, reason, video, seconds."""
+    from prefect.artifacts import create_table_artifact
+
+    key = "scailflow-batch-" + "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+    create_table_artifact(rows, key=key[:60], description=f"batch {name}: one row per folder")

@@ -7,14 +7,16 @@ import time
 from pathlib import Path
 
 from prefect import flow
+from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from scailflow import console
 from scailflow.errors import InputError
+from scailflow.flows.artifacts import publish_batch_summary
 from scailflow.flows.config import PipelinesFile, load_pipelines
 from scailflow.flows.folder import find_folders
-from scailflow.flows.folder_flow import finish_folder, prepare, send_to_worker, submit_folder
-from scailflow.flows.lock import folder_lock
+from scailflow.flows.folder_flow import finish_folder, prepare, submit_folder, submit_generation
+from scailflow.flows.lock import FolderBusy, folder_lock
 from scailflow.flows.stopping import flow_started
 from scailflow.options import merge
 from scailflow.scail.options import ModelOptions
@@ -56,14 +58,26 @@ def batch_folders(cfg: PipelinesFile, only: str | None = None) -> list[tuple[str
     return items
 
 
+def batch_run_name() -> str:
+    """`batch-<pipeline>` (or `batch-<file>` for every pipeline of the file)."""
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters or {}
+    return f"batch-{params.get('pipeline') or Path(params.get('pipelines_file', 'pipelines')).stem}"
+
+
 @flow(
-    name="scailflow-batch", task_runner=ThreadPoolTaskRunner(max_workers=PREPROCESS_WORKERS), validate_parameters=False
+    name="scailflow-batch",
+    flow_run_name=batch_run_name,
+    task_runner=ThreadPoolTaskRunner(max_workers=PREPROCESS_WORKERS),
+    validate_parameters=False,
 )
 def batch_flow(
     pipelines_file: str, pipeline: str | None = None, model: dict | None = None, workers: bool | None = None
-) -> dict:
+):
     """Run every folder of pipelines.yaml (or one named pipeline). A bad folder, or one another run is busy
-    with, is reported and skipped; the others go on. Returns {folder: summary or {"error": message}}."""
+    with, is reported and skipped; the others go on. Returns {folder: summary or {"error": message}}; the run ends
+    Failed (with the same results) when a folder failed, Completed otherwise."""
     console.adopt()  # a scheduled run in its own process (`scailflow serve`): the same quiet console
     flow_started()
     log = stage_logger("flow")
@@ -73,31 +87,50 @@ def batch_flow(
     workers = cfg.workers if workers is None else workers
     ensure_gpu_slots(cfg.gpus)
     key_available = api_key() is not None
-    runs, results = [], {}
+    ready, runs, results = [], [], {}
     started = time.perf_counter()
     with contextlib.ExitStack() as locks:
         for n, (_name, folder, out, options) in enumerate(batch_folders(cfg, pipeline)):
-            try:
+            try:  # every folder checked and locked up front: a bad one is reported before any work
                 raw, job, out_dir = prepare(str(folder), out, options, None)
                 locks.enter_context(folder_lock(out_dir, wait=False))
+            except FolderBusy as e:
+                log.warning("skipped %s: %s", folder, e)
+                results[str(folder)] = {"skipped": str(e)}
+                continue
             except InputError as e:
-                log.error("skipped %s: %s", folder, e)
+                log.error("failed %s: %s", folder, e)
                 results[str(folder)] = {"error": str(e)}
                 continue
-            runs.append(submit_folder(raw, job, out_dir, model_opts, n % cfg.gpus, key_available, workers))
-        if workers:  # queue each generation for the warm workers as soon as its folder's preprocessing is done
-            for run in runs:
-                try:
-                    send_to_worker(run)
-                except Exception:  # noqa: BLE001 - reported by finish_folder below
-                    pass
-        for run in runs:
+            ready.append((raw, job, out_dir, n % cfg.gpus))
+
+        # a pipeline: the preprocessing of a few folders ahead, each folder's generation as soon as its own
+        # preprocessing is done (so the GPU starts early and never waits behind every folder's preprocessing), and
+        # each folder finished (video published, run.json, artifacts) while the next one generates
+        def finish(run) -> None:
             try:
-                results[str(run.raw.root)] = finish_folder(run, started)
+                results[str(run.raw.root)] = finish_folder(run)
             except Exception as e:  # noqa: BLE001 - one folder's failure is reported; the batch goes on
                 log.error("failed %s: %s", run.raw.root, e, extra={"console": False})  # the stage said it
-                results[str(run.raw.root)] = {"error": f"{e.__class__.__name__}: {e}"}
-    done = sum("error" not in r for r in results.values())
+                reason = f"{e.__class__.__name__}: {e}".splitlines()[0][:500]
+                results[str(run.raw.root)] = (run.summary or {}) | {"error": reason}
+
+        ahead = max(2, cfg.gpus + 1)
+        runs = [submit_folder(*r[:3], model_opts, r[3], key_available) for r in ready[:ahead]]
+        for i in range(len(ready)):
+            try:
+                submit_generation(runs[i], workers)
+            except Exception as e:  # noqa: BLE001 - e.g. no worker queue: finish_folder reports the folder
+                runs[i].error = f"generation could not be submitted: {e.__class__.__name__}: {e}"
+            if len(runs) < len(ready):
+                raw, job, out_dir, gpu = ready[len(runs)]
+                runs.append(submit_folder(raw, job, out_dir, model_opts, gpu, key_available))
+            if i >= cfg.gpus:
+                finish(runs[i - cfg.gpus])
+        for run in runs[max(len(ready) - cfg.gpus, 0) :]:
+            finish(run)
+    failed = [k for k, r in results.items() if "error" in r]
+    done = sum("video" in r for r in results.values())
     log.info(  # the command prints its own summary
         "batch: %d of %d folders done in %.1f s",
         done,
@@ -105,7 +138,40 @@ def batch_flow(
         time.perf_counter() - started,
         extra={"console": "summary"},
     )
+    publish_batch_summary(pipeline or Path(pipelines_file).stem, batch_rows(results))
+    if failed:
+        names = ", ".join(Path(k).name for k in failed)
+        return Failed(message=f"{len(failed)} of {len(results)} folders failed: {names}", data=results)
     return results
+
+
+def batch_rows(results: dict) -> list[dict]:
+    """The batch summary table: folder, state, reason, video, seconds."""
+    rows = []
+    for folder, r in results.items():
+        state = r.get("state") or ("Skipped" if "skipped" in r else "Failed" if "error" in r else "Completed")
+        reason = r.get("error") or r.get("skipped") or ""
+        if r.get("failed_stage"):
+            reason = f"{r['failed_stage']}: {reason}"
+        rows.append(
+            {
+                "folder": Path(folder).name,
+                "state": state,
+                "reason": reason[:300],
+                "video": r.get("video") or "",
+                "seconds": r.get("seconds", ""),
+            }
+        )
+    return rows
+
+
+def run_batch(pipelines_file: str, pipeline: str | None = None, model: dict | None = None, workers=None):
+    """The batch as a caller wants it: (results, final state name), whether or not a folder failed."""
+    state = batch_flow(pipelines_file, pipeline, model, workers, return_state=True)
+    results = state.result(raise_on_failure=False)
+    if isinstance(results, BaseException):  # the batch itself failed (not one of its folders)
+        raise results
+    return results, state.name
 
 
 def build_deployments(pipelines_file: str):

@@ -109,8 +109,9 @@ def _where() -> str:
 
 def _print_summary(summary: dict) -> None:
     states = ", ".join(f"{k} {v}" for k, v in summary["states"].items())
+    take = f"; take {Path(summary['take']).name}" if summary.get("take") else ""
     print(
-        f"{Path(summary['folder']).name}: {summary['video']}  [{states}; seed {summary['seed']}; "
+        f"{Path(summary['folder']).name}: {summary['video']}  [{states}; seed {summary['seed']}{take}; "
         f"{summary['seconds']} s]"
     )
 
@@ -125,6 +126,9 @@ def add_run_folder_arguments(p: argparse.ArgumentParser) -> None:
         default="wait",
         help="when another run is processing this folder: wait for it (default) or exit",
     )
+    from scailflow.flows.config import RunOptions
+
+    add_flags(p.add_argument_group("this run"), RunOptions)
     _add_job_flags(p)
     add_model_arguments(p)
 
@@ -139,6 +143,8 @@ def run_run_folder(args) -> int:
     if not args.debug:
         quiet_prefect_tracebacks()
     watch_server()
+    from scailflow.flows.config import RunOptions
+
     _before_flow()
     summary = folder_flow(
         str(raw.root),
@@ -147,6 +153,7 @@ def run_run_folder(args) -> int:
         overrides=overrides,
         model=model,
         wait_if_busy=args.if_busy == "wait",
+        run=from_flags(RunOptions, args),
     )
     _print_summary(summary)
     print(_where())
@@ -168,7 +175,8 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_batch(args) -> int:
     mode()  # Prefect's environment first, before Prefect is imported
-    from scailflow.flows.batch_flow import batch_flow, batch_folders
+    from scailflow.flows.batch_flow import batch_folders
+    from scailflow.flows.batch_flow import run_batch as batch
     from scailflow.flows.config import load_pipelines
 
     batch_folders(load_pipelines(args.pipelines), args.pipeline)  # validate first: one line, and not an empty batch
@@ -177,14 +185,17 @@ def run_batch(args) -> int:
         quiet_prefect_tracebacks()
     watch_server()
     _before_flow()
-    results = batch_flow(str(Path(args.pipelines).resolve()), args.pipeline, given(args, ModelOptions), args.workers)
+    results, state = batch(str(Path(args.pipelines).resolve()), args.pipeline, given(args, ModelOptions), args.workers)
     failed = {k: v["error"] for k, v in results.items() if "error" in v}
     for folder, summary in results.items():
         if "error" in summary:
             print(f"{Path(folder).name}: FAILED: {summary['error']}")
+        elif "skipped" in summary:
+            print(f"{Path(folder).name}: skipped: {summary['skipped']}")
         else:
             _print_summary(summary)
-    print(f"{len(results) - len(failed)} of {len(results)} folders done; {_where()}")
+    done = sum("video" in v for v in results.values())
+    print(f"{done} of {len(results)} folders done; batch {state}; {_where()}")
     return 1 if failed else 0
 
 
@@ -223,6 +234,28 @@ def _schedule_text(deployment) -> str:
         return f"cron {sched.cron}"
     interval = getattr(sched, "interval", None)
     return f"every {interval.total_seconds():g} s" if interval is not None else "no schedule"
+
+
+# ---------------------------------------------------------------------------------------------- status
+def add_status_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", nargs="?", help="a raw folder: its last run's stages, seconds and takes")
+    p.add_argument("--out", help="the folder's output folder, when it was run with --out")
+    p.add_argument("--last", type=int, default=10, metavar="N", help="how many recent runs to list (default 10)")
+
+
+def run_status(args) -> int:
+    from scailflow.flows import status
+
+    if args.last < 1:
+        raise InputError(f"--last: must be at least 1 (got {args.last})")
+    if args.folder:
+        print(status.folder_report(args.folder, args.out))
+        return 0
+    if mode().startswith("server"):
+        status.print_recent(status.recent_from_api(args.last), f"Prefect server {mode().split(' ', 1)[1]}")
+    else:
+        status.print_recent(status.recent_from_history(args.last), f"run history in {env.data_dir()}")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------- worker

@@ -17,7 +17,7 @@ from pydantic import Field, ValidationError, model_validator
 from scailflow.errors import InputError
 from scailflow.files import read_text
 from scailflow.masks.options import MaskOptions
-from scailflow.options import DrivingMode, Flag, Mode, Options, file_fields, merge
+from scailflow.options import DrivingMode, Flag, Mode, Options, Stage, file_fields, merge
 from scailflow.pose.options import PoseOptions
 from scailflow.prompts.options import PromptOptions
 from scailflow.scail.options import ModelOptions, SamplingOptions
@@ -56,6 +56,17 @@ class JobConfig(Options):
             pe.setdefault("instruction", data.pop("instruction"))
             data["prompt_enhancer"] = pe
         return data
+
+
+class RunOptions(Options):
+    """What one `scailflow run` forces (command line only: a folder's job.yaml describes the result, not a run)."""
+
+    rerun: Annotated[list[Stage], Flag("--rerun")] = Field(
+        [], description="run this stage even if its cached result holds (repeatable: --rerun pose --rerun masks)"
+    )
+    new_seed: Annotated[bool, Flag("--new-seed")] = Field(
+        False, description="a new take: generate again with a fresh random seed (recorded in the take's name)"
+    )
 
 
 class Schedule(Options):

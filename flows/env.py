@@ -49,6 +49,8 @@ def configure(use_local_server: bool = True) -> str:
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
     make_private(Path(os.environ["PREFECT_HOME"]))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # the temporary API of a server-less run starts in ~10 s here, more on a busy machine: wait for it, not 20 s
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     os.environ.setdefault("DO_NOT_TRACK", "1")  # no client telemetry either (and no first-run notice in the terminal)
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "scailflow")
     os.environ.setdefault("PREFECT_SERVER_API_HOST", "127.0.0.1")

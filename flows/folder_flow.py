@@ -1,30 +1,29 @@
-"""The folder-to-video flow: pose, masks and prompt (in parallel), then generation. Tasks pass file paths only."""
+"""The folder-to-video flow: pose, masks and prompt (in parallel), then generation. Tasks pass file paths only.
+
+Generation is submitted only once its folder's preprocessing has completed: a folder whose masks failed gets no
+generation task run at all (never one left `NotReady`), and generation never holds a worker thread while it waits.
+"""
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
-import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefect import flow
 
 from scailflow import console
-from scailflow.files import atomic_path, make_dirs, write_text_atomic
-from scailflow.flows.artifacts import publish_artifacts, stage_seconds
-from scailflow.flows.config import JobConfig, load_job
+from scailflow.files import atomic_path, make_dirs
+from scailflow.flows.config import JobConfig, RunOptions, load_job
 from scailflow.flows.folder import RawFolder, output_dir, scan_folder
 from scailflow.flows.lock import folder_lock
+from scailflow.flows.report import failed_summary, folder_summary, record_run
 from scailflow.flows.stopping import flow_started
 from scailflow.native import preload
+from scailflow.options import Stage, choices
 from scailflow.scail.options import ModelOptions
-from scailflow.tasks import generate as generate_stage
-from scailflow.tasks import masks as masks_stage
-from scailflow.tasks import pose as pose_stage
-from scailflow.tasks import prompt as prompt_stage
-from scailflow.tasks.common import fresh, stage_logger
+from scailflow.tasks.common import stage_logger
 from scailflow.tasks.generate import generate_task
 from scailflow.tasks.gpu import ensure_gpu_slots
 from scailflow.tasks.masks import masks_task
@@ -32,7 +31,8 @@ from scailflow.tasks.pose import pose_task
 from scailflow.tasks.progress import folder_progress
 from scailflow.tasks.prompt import api_key, prompt_task
 
-STAGES = ("pose", "masks", "prompt", "generate")
+STAGES = choices(Stage)
+PREPROCESSING = STAGES[:3]
 
 
 @dataclass
@@ -44,6 +44,10 @@ class FolderRun:
     out_dir: Path
     futures: dict
     gen_args: tuple = ()
+    run: RunOptions = field(default_factory=RunOptions)
+    started: float = field(default_factory=time.perf_counter)
+    summary: dict | None = None  # set by finish_folder, for a failed folder too
+    error: str | None = None  # why generation was not submitted, if it was not
 
 
 def copy_reference(raw: RawFolder, out_dir: Path) -> Path:
@@ -58,10 +62,19 @@ def copy_reference(raw: RawFolder, out_dir: Path) -> Path:
 def prepare(
     folder: str, out: str | None, defaults: dict | None, overrides: dict | None
 ) -> tuple[RawFolder, JobConfig, Path]:
-    """Scan and validate before any work (one clear InputError for a bad folder or job.yaml)."""
-    raw = scan_folder(folder)
+    """Scan and validate before any work (one clear InputError for a bad folder or job.yaml). Paths come back
+    absolute: cached results hold paths, and a later run (or a worker) may start from another directory."""
+    scan_folder(folder)  # messages name the folder as given
+    raw = scan_folder(Path(folder).resolve(), check_media=False)
     job = load_job(raw.root, defaults, overrides)
-    return raw, job, output_dir(raw, out)
+    return raw, job, output_dir(raw, Path(out).resolve() if out else None)
+
+
+def for_folder(task, stage: str, folder: str):
+    """The task as this folder's: its runs are named `<stage> · <folder>` in the UI and on the console. (Not
+    tagged: Prefect asks the server for a concurrency slot per tag of every task run, which made a cached batch of
+    20 folders 5x slower.)"""
+    return task.with_options(task_run_name=console.task_run_name(stage, folder))
 
 
 def native_modules(job: JobConfig) -> list[str]:
@@ -81,30 +94,26 @@ def submit_folder(
     model: ModelOptions,
     gpu: int,
     key_available: bool,
-    workers: bool = False,
+    run: RunOptions | None = None,
 ) -> FolderRun:
-    """Submit the four stages of one folder; generation waits for the other three (futures as parameters).
-
-    With `workers`, generation is not submitted here: `send_to_worker` hands it to a warm GPU worker once the
-    preprocessing is done."""
+    """Submit the folder's preprocessing (pose, masks, prompt, in parallel); `submit_generation` follows it."""
+    started = time.perf_counter()
+    run = run or RunOptions()
     preload(native_modules(job))  # before the stage threads start: see scailflow/native.py
     make_dirs(out_dir)
     console.name_folder(out_dir, raw.name)
     folder_progress(out_dir, raw.name)  # the folder's progress artifact, at 0% until its stages report
     ref = copy_reference(raw, out_dir)
     extra = [(str(p), kind) for p, kind in raw.extra_refs]
-    out = str(out_dir)
-
-    def named(task, outputs):  # `pose · clip` in the UI's task list, and on the console in a batch
-        return fresh(task, outputs).with_options(task_run_name=console.task_run_name(task.name, raw.name))
-
-    pose = named(pose_task, pose_stage.outputs(out, job.driving)).submit(
-        str(raw.driving), out, job.driving, job.pose, str(raw.ref), job.masks.max_persons
+    out, name = str(out_dir), raw.name
+    rerun = set(run.rerun)
+    pose = for_folder(pose_task, "pose", name).submit(
+        str(raw.driving), out, job.driving, job.pose, str(raw.ref), job.masks.max_persons, rerun="pose" in rerun
     )
-    masks = named(masks_task, masks_stage.outputs(out, job.mode, extra, job.driving)).submit(
-        str(raw.ref), str(raw.driving), out, job.mode, job.masks, extra, job.driving
+    masks = for_folder(masks_task, "masks", name).submit(
+        str(raw.ref), str(raw.driving), out, job.mode, job.masks, extra, job.driving, rerun="masks" in rerun
     )
-    prompt = named(prompt_task, prompt_stage.outputs(out)).submit(
+    prompt = for_folder(prompt_task, "prompt", name).submit(
         str(raw.driving),
         str(raw.ref),
         out,
@@ -113,65 +122,61 @@ def submit_folder(
         str(raw.prompt_file) if raw.prompt_file else None,
         job.prompt,
         key_available,
+        rerun="prompt" in rerun,
     )
-    futures = {"pose": pose, "masks": masks, "prompt": prompt}
-    gen_args = (str(ref), [p for p, _ in extra], out, job.mode, job.driving, job.sampling, model, gpu)
-    if not workers:
-        futures["generate"] = named(generate_task, generate_stage.outputs(out)).submit(pose, masks, prompt, *gen_args)
-    console.name_task_runs([f.task_run_id for f in futures.values()], raw.name)
-    return FolderRun(raw, job, out_dir, futures, gen_args)
+    console.name_task_runs([f.task_run_id for f in (pose, masks, prompt)], raw.name)
+    sampling = job.sampling.model_copy(update={"seed": -1}) if run.new_seed else job.sampling
+    gen_args = (str(ref), [p for p, _ in extra], out, job.mode, job.driving, sampling, model, gpu)
+    return FolderRun(raw, job, out_dir, {"pose": pose, "masks": masks, "prompt": prompt}, gen_args, run, started)
 
 
-def send_to_worker(run: FolderRun) -> None:
-    """Wait for the folder's preprocessing, then queue its generation for the warm workers (background task)."""
-    done = {}
-    for name in ("pose", "masks", "prompt"):
+def submit_generation(run: FolderRun, workers: bool = False) -> bool:
+    """Once the folder's preprocessing has completed, submit its generation (on the flow's task runner, or with
+    `workers` to the warm GPU workers as a background task). Returns False, and submits nothing, if a stage failed:
+    a folder's generation never waits on a failed stage (it would stay NotReady in the UI)."""
+    for name in PREPROCESSING:
         run.futures[name].wait()
-        done[name] = run.futures[name].state.result()
-    missing = not all(p.is_file() for p in generate_stage.outputs(run.gen_args[2]))
-    rerun = uuid.uuid4().hex if missing else None
-    run.futures["generate"] = generate_task.delay(
-        done["pose"], done["masks"], done["prompt"], *run.gen_args, rerun=rerun
-    )
+    if not all(run.futures[name].state.is_completed() for name in PREPROCESSING):
+        stage_logger("flow").info(
+            "not run: an earlier stage of this folder failed",
+            extra={"stage_label": console.label("generate", run.raw.name)},
+        )
+        return False
+    force = "generate" in run.run.rerun or run.run.new_seed
+    task = for_folder(generate_task, "generate", run.raw.name)
+    if workers:  # the worker resolves nothing itself: hand it the results, not the futures
+        done = [run.futures[name].state.result() for name in PREPROCESSING]
+        run.futures["generate"] = task.delay(*done, *run.gen_args, rerun=force)
+    else:  # done futures as parameters: the UI draws the dependencies
+        upstream = [run.futures[name] for name in PREPROCESSING]
+        run.futures["generate"] = task.submit(*upstream, *run.gen_args, rerun=force)
+    console.name_task_runs([run.futures["generate"].task_run_id], run.raw.name)
+    return True
 
 
-def finish_folder(run: FolderRun, started: float) -> dict:
-    """Wait for a folder's stages; write run.json and the UI artifacts. Raises the first stage error."""
-    states = {}
-    for name, fut in run.futures.items():
+def finish_folder(run: FolderRun) -> dict:
+    """Wait for the folder's stages; publish its take as output.mp4; write run.json, the run history and the UI
+    artifacts, for a failed folder too (state, stage, reason). Raises the first stage error."""
+    from scailflow.tasks.generate import publish_take
+
+    for fut in run.futures.values():
         fut.wait()
-        states[name] = fut.state.name
-    for name in STAGES:  # the first real failure, not generation's "upstream failed"
-        if not run.futures[name].state.is_completed():
-            run.futures[name].state.result()
-    gen = run.futures["generate"].state.result()
-    masks = run.futures["masks"].state.result()
-    summary = {
-        "folder": str(run.raw.root),
-        "driving": str(run.raw.driving),
-        "out_dir": str(run.out_dir),
-        "states": states,
-        "stage_seconds": stage_seconds(run.futures),
-        "files": gen["files"],
-        "video": gen["video"],
-        "record": gen["record"],
-        "seed": gen["seed"],
-        "frames": gen["frames"],
-        "model": gen["model"],
-        "prompt_source": run.futures["prompt"].state.result()["source"],
-        "persons": masks.get("persons"),
-        "generated_by_pid": gen.get("worker_pid"),
-        "model_loads_in_that_process": gen.get("model_loads_in_worker"),
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-    write_text_atomic(run.out_dir / "run.json", json.dumps(summary, indent=2))
-    publish_artifacts(summary)
-    folder_progress(run.out_dir).complete(f"done in {summary['seconds']} s: {Path(gen['video']).resolve()}")
+    failed = [name for name in STAGES if name in run.futures and not run.futures[name].state.is_completed()]
+    if failed or "generate" not in run.futures:
+        run.summary = failed_summary(run, failed[0] if failed else "generate", run.error)
+        record_run(run.summary, run.out_dir)
+        if failed:
+            run.futures[failed[0]].state.result()  # raises the stage's own error
+        raise RuntimeError(run.summary["error"])
+    publish_take(run.futures["generate"].state.result())
+    summary = run.summary = folder_summary(run)
+    record_run(summary, run.out_dir)
+    folder_progress(run.out_dir).complete(f"done in {summary['seconds']} s: {Path(summary['video']).resolve()}")
     stage_logger("flow").info(  # for the UI's log; the command prints its own summary
         "%s -> %s (%s)",
         run.raw.name,
-        gen["video"],
-        ", ".join(f"{k}: {v}" for k, v in states.items()),
+        summary["video"],
+        ", ".join(f"{k}: {v}" for k, v in summary["states"].items()),
         extra={"console": "summary"},
     )
     return summary
@@ -188,21 +193,27 @@ def folder_flow(
     gpu: int = 0,
     wait_if_busy: bool = True,
     workers: bool = False,
+    run: RunOptions | dict | None = None,
 ) -> dict:
     """One raw folder -> the animated video. Returns a summary: each stage's final state, outputs, seconds.
 
     A second run of the same folder waits for the first (or, with wait_if_busy=False, fails with FolderBusy).
     With `workers`, generation runs on a warm GPU worker (`scailflow worker`) instead of in this process.
+    `run`: stages to force (`rerun`) and `new_seed` (a new take with a fresh random seed).
     """
     flow_started()
-    started = time.perf_counter()
     console.adopt()
     raw, job, out_dir = prepare(folder, out, defaults, overrides)
     ensure_gpu_slots(gpu + 1)
     with folder_lock(out_dir, wait=wait_if_busy):
-        run = submit_folder(
-            raw, job, out_dir, ModelOptions.model_validate(model or {}), gpu, api_key() is not None, workers
+        folder_run = submit_folder(
+            raw,
+            job,
+            out_dir,
+            ModelOptions.model_validate(model or {}),
+            gpu,
+            api_key() is not None,
+            RunOptions.model_validate(run or {}),
         )
-        if workers:
-            send_to_worker(run)
-        return finish_folder(run, started)
+        submit_generation(folder_run, workers=workers)
+        return finish_folder(folder_run)

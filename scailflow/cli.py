@@ -23,6 +23,7 @@ COMMANDS = {
     ),
     "batch": ("scailflow.flows.cli", "batch", "run every folder a pipelines.yaml names"),
     "serve": ("scailflow.flows.cli", "serve", "serve pipelines.yaml's schedules as Prefect deployments"),
+    "status": ("scailflow.flows.cli", "status", "recent runs and their states, or one folder's stages and takes"),
     "worker": ("scailflow.flows.cli", "worker", "a warm GPU worker: loads the model once, runs the generations sent"),
     "server": ("scailflow.flows.cli", "server", "start the local Prefect server and UI on 127.0.0.1"),
     "demo": ("scailflow.flows.cli", "demo", "build a sample folder from a bundled photo and run the whole flow on it"),

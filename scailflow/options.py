@@ -24,6 +24,7 @@ from scailflow.errors import InputError
 
 Mode = Literal["animation", "replacement"]
 DrivingMode = Literal["end-to-end", "pose"]
+Stage = Literal["pose", "masks", "prompt", "generate"]  # a folder run's stages, in order
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,12 @@ def add_flags(
             kwargs["type"] = _any_case(get_args(ann))
         elif get_origin(ann) is list:
             (elem,) = get_args(ann) or (str,)
-            kwargs.update(nargs="+", type=_unwrap_optional(elem))
+            elem = _unwrap_optional(elem)
+            if get_origin(elem) is Literal:  # a list of choices: --rerun pose masks, or --rerun pose --rerun masks
+                kwargs.pop("metavar")
+                kwargs.update(nargs="+", action="extend", choices=get_args(elem), type=_any_case(get_args(elem)))
+            else:
+                kwargs.update(nargs="+", type=elem)
         else:
             kwargs["type"] = ann
         parser.add_argument(*flag.names, **kwargs)

@@ -1,9 +1,11 @@
-"""What every stage task shares: content-hash cache keys, retry policy, logging into Prefect.
+"""What every stage task shares: content-hash cache keys, manifests that make a cache hit true, retry policy.
 
-A stage's cache key = its stage version + its output folder + the sha256 of every file it reads + its
-parameters. So an unchanged
-folder is served from cache and a changed (or hand-edited) input re-runs exactly the stages that read it. A stage
-whose outputs were deleted is run with `refresh_cache` (see `fresh`), so they are made again.
+A stage's base key = its stage version + its output folder + the sha256 of every file it reads + its parameters.
+Prefect's cache answers from a key, but a stage's result is files on disk that a later run (other settings, another
+folder sharing `--out`, a served pipeline) may have overwritten. So every stage also writes a manifest,
+`<out>/.scailflow/<name>.json` = {base key, Prefect key, {file: sha256}}, atomically after its outputs, and the
+key Prefect sees (`true_key`) is the manifest's only while the manifest holds: same base key and every file still
+what it recorded. Anything else gets a new key, so the stage runs (a miss is never served from another run's files).
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ import hashlib
 import json
 import logging
 import os
+import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from prefect.tasks import exponential_backoff
 
 from scailflow.errors import InputError
-from scailflow.files import file_sha256, output_error
+from scailflow.files import file_sha256, output_error, write_text_atomic
 
 _HASHES: dict[tuple[str, int, int], str] = {}
 
@@ -82,10 +86,60 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def fresh(task, outputs: Iterable[str | os.PathLike]):
-    """The task as is when its outputs are on disk; with `refresh_cache=True` (run, re-cache) when one is missing."""
-    missing = not all(Path(o).is_file() for o in outputs)
-    return task.with_options(refresh_cache=True) if missing else task
+MANIFEST_DIR = ".scailflow"
+
+
+def manifest_path(out_dir: str | os.PathLike, name: str) -> Path:
+    return Path(out_dir) / MANIFEST_DIR / f"{name}.json"
+
+
+def read_manifest(out_dir: str | os.PathLike, name: str) -> dict | None:
+    try:
+        doc = json.loads(manifest_path(out_dir, name).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and isinstance(doc.get("files"), dict) else None
+
+
+def manifest_holds(doc: dict | None, base: str, out_dir: str | os.PathLike, check_hashes: bool = True) -> bool:
+    """Whether `doc` was written for `base` and its files are still there (and, with check_hashes, unchanged)."""
+    if not doc or doc.get("base") != base or not doc.get("key"):
+        return False
+    for name, digest in doc["files"].items():
+        got = content_hash(Path(out_dir) / name)
+        if got == "missing" or (check_hashes and got != digest):
+            return False
+    return True
+
+
+def true_key(out_dir: str, name: str, base: str, rerun: bool = False, check_hashes: bool = True) -> str:
+    """The cache key Prefect should look up: the manifest's key while the manifest holds for `base` (a hit is then
+    exactly the files this key produced), else a new one (a miss: the stage runs and writes a new manifest).
+    `rerun` forces the miss (`scailflow run --rerun STAGE`); the base key stays, so the next run hits again."""
+    doc = read_manifest(out_dir, name)
+    if not rerun and manifest_holds(doc, base, out_dir, check_hashes):
+        return doc["key"]
+    return f"{base}-{uuid.uuid4().hex[:12]}"
+
+
+def write_manifest(out_dir: str | os.PathLike, name: str | None, files: Iterable[str | os.PathLike]) -> Path | None:
+    """Record, atomically and after the outputs, which files this run's cache key produced, with their hashes.
+    Called from inside a stage task: the key is the task's own (`true_key`'s `<base>-<nonce>`). `name` None: one
+    manifest per base key (stages whose outputs are kept side by side, like takes)."""
+    from prefect.transactions import get_transaction
+
+    txn = get_transaction()
+    key = txn.key if txn is not None else None
+    if not key:  # no cache key (it could not be computed): nothing will be served from cache either
+        return None
+    out = Path(out_dir)
+    doc = {
+        "base": key.rsplit("-", 1)[0],
+        "key": key,
+        "files": {os.path.relpath(Path(f), out): content_hash(f) for f in files},
+        "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    return write_text_atomic(manifest_path(out, name or doc["base"]), json.dumps(doc, indent=2))
 
 
 def heals(exc: BaseException | None) -> bool:

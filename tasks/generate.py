@@ -5,18 +5,29 @@ are what the model sees, and what the cache key hashes."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from prefect import task
 
 from scailflow.scail.options import ModelOptions, SamplingOptions
-from scailflow.tasks.common import cache_key, content_hash, stage_key, stage_logger, stage_task_options
+from scailflow.tasks.common import (
+    cache_key,
+    content_hash,
+    stage_key,
+    stage_logger,
+    stage_task_options,
+    true_key,
+    write_manifest,
+)
 from scailflow.tasks.gpu import LOADS, generate_on_gpu
 
 VERSION = "generate-3"  # 3: official preprocessing (torchvision resize, int() sizes, uint8 driving, truncated output)
+TAKES_DIR = "takes"
 
 
 def outputs(out_dir: str) -> list[Path]:
+    """The latest take, published under the official name."""
     from scailflow.scail.generate import OUTPUT_NAME
 
     return [Path(out_dir) / OUTPUT_NAME]
@@ -46,23 +57,44 @@ def assemble_files(
     }
 
 
-def _key(p: dict) -> str:
+def _key_doc(p: dict) -> tuple[list, dict, list]:
+    """What generation reads (files, mask digests, settings, weights), for its keys."""
     f = assemble_files(p["pose"], p["masks"], p["prompt"], p["ref"], p["extra_refs"], p["mode"], p["driving_mode"])
     reads = [f["ref"], f["rendered"], f["prompt_file"], *f["extra_refs"], p["model"].scail_config_path]
     if p["sampling"].audio and f["audio"] != f["rendered"]:
         reads.append(f["audio"])
     masks = [_mask_hash(f["ref_mask"]), _mask_hash(f["driving_mask"]), *[_mask_hash(m) for m in f["extra_ref_masks"]]]
     model: ModelOptions = p["model"]
-    # `rerun` is set when a worker must run although the inputs are unchanged (its outputs were deleted): a
-    # worker runs its own copy of the task, so the flow's refresh_cache option does not reach it
     params = {
         "masks": masks,
         "sampling": p["sampling"],
         "mode": p["mode"],
-        "rerun": p.get("rerun"),
-        "model": model.model_dump(mode="json", exclude={"scail_path", "lora_path", "scail_config_path"}),
+        "model": model.model_dump(
+            mode="json", exclude={"scail_path", "lora_path", "scail_config_path", "oom_retry_offload"}
+        ),
     }
-    return stage_key("generate", VERSION, p["out_dir"], reads, params, [model.scail_path, *model.lora_path])
+    return reads, params, [model.scail_path, *model.lora_path]
+
+
+def base_key(p: dict) -> str:
+    reads, params, weights = _key_doc(p)
+    return stage_key("generate", VERSION, p["out_dir"], reads, params, weights)
+
+
+def take_name(p: dict, seed: int) -> str:
+    """A take's file name: readable settings, a short hash of everything it was made from, and its seed."""
+    reads, params, weights = _key_doc(p)
+    sampling: SamplingOptions = p["sampling"]
+    params["sampling"] = sampling.model_dump(mode="json", exclude={"seed"})
+    digest = stage_key("take", VERSION, p["out_dir"], reads, params, weights).split("-", 1)[1][:8]
+    return f"{sampling.preset}-{sampling.target_w}x{sampling.target_h}-{digest}-seed{seed}.mp4"
+
+
+def _key(p: dict) -> str:
+    # one manifest per base key: every take stays valid while its file does (takes are kept side by side).
+    # A worker runs its own copy of the task, so forcing a run travels as the `rerun` parameter, not refresh_cache
+    base = base_key(p)
+    return true_key(p["out_dir"], base, base, bool(p.get("rerun")))
 
 
 @task(name="generate", cache_key_fn=cache_key(_key), **stage_task_options(retries=1))
@@ -78,24 +110,32 @@ def generate_task(
     sampling: SamplingOptions,
     model: ModelOptions,
     gpu: int = 0,
-    rerun: str | None = None,
+    rerun: bool = False,
 ) -> dict:
-    """Sample the video from the upstream stages' files; returns {"video": path, "record": path, "seed": int, ...}."""
+    """Sample a take from the upstream stages' files: `takes/<settings>-seed<N>.mp4` (+ .json); returns its paths.
+    Seed -1 draws a fresh seed (as the official code: 0..2**63-1 from Python's generator), recorded in the take's
+    name and record. `rerun`: run even if cached
+    (with seed -1, a new seed)."""
     from scailflow.masks import read_mask_image, read_mask_video
     from scailflow.prompts.stage import read_prompt_file
     from scailflow.scail.generate import GenerateRequest, read_conditioning
+    from scailflow.scail.pipeline import random_seed
     from scailflow.tasks.progress import stage
 
+    t0 = time.perf_counter()
     log = stage_logger("scail")
     files = assemble_files(pose, masks, prompt, ref, extra_refs, mode, driving_mode)
-    save = outputs(out_dir)[0]
+    seed = sampling.seed if sampling.seed >= 0 else random_seed()
+    params = dict(pose=pose, masks=masks, prompt=prompt, ref=ref, extra_refs=extra_refs, out_dir=out_dir, mode=mode)
+    params.update(driving_mode=driving_mode, sampling=sampling, model=model)
+    take = Path(out_dir) / TAKES_DIR / take_name(params, seed)
     req = GenerateRequest(
         image=Path(files["ref"]),
         mask_image=Path(files["ref_mask"]),
         pose=Path(files["rendered"]),
         mask_video=Path(files["driving_mask"]),
         prompt=read_prompt_file(Path(files["prompt_file"])),
-        save_file=save,
+        save_file=take,
         replace=mode == "replacement",
         additional_ref_images=[Path(x) for x in files["extra_refs"]],
         additional_ref_masks=[Path(x) for x in files["extra_ref_masks"]],
@@ -103,16 +143,52 @@ def generate_task(
     )
     with stage("generate", out_dir) as progress:
         inputs = read_conditioning(req, read_mask_image=read_mask_image, read_mask_video=read_mask_video)
-        record = generate_on_gpu(req, sampling, model, inputs, gpu, progress, log)
+        record = generate_on_gpu(req, sampling.model_copy(update={"seed": seed}), model, inputs, gpu, progress, log)
+    record_file = Path(str(take) + ".json")
+    write_manifest(out_dir, None, [take, record_file])
+    log.info(
+        "take %s: %d frames, seed %d, %.1f s generating (+%.1f s waiting for GPU %d)",
+        take.name,
+        record["frames_out"],
+        record["seed"],
+        record["seconds"],
+        record["gpu_wait_s"],
+        gpu,
+    )
     return {
-        "video": str(save),
-        "record": str(save) + ".json",
+        "video": str(outputs(out_dir)[0]),
+        "take": str(take),
+        "record": str(record_file),
         "seed": record["seed"],
         "files": files,
         "frames": record["frames_out"],
         "model": record["model"],
-        "video_sha256": content_hash(save),
+        "video_sha256": content_hash(take),
         "worker_pid": os.getpid(),
         "model_loads_in_worker": LOADS["count"],
         "offload": record["offload"],
+        "seconds": round(time.perf_counter() - t0, 3),  # the stage's own time, waiting for the GPU included
+        "gpu_wait_s": record["gpu_wait_s"],
     }
+
+
+def publish_take(result: dict) -> Path:
+    """Make the take the folder's `output.mp4` (+ `output.mp4.json`), atomically: a hard link where the file system
+    allows (no copy of the video), else a copy. Cheap when it is already the published one."""
+    import shutil
+
+    from scailflow.files import atomic_path
+
+    take, out = Path(result["take"]), Path(result["video"])
+    for src, dst in ((take, out), (Path(str(take) + ".json"), Path(str(out) + ".json"))):
+        if dst.is_file() and os.path.samestat(src.stat(), dst.stat()):
+            continue
+        if dst.is_file() and content_hash(dst) == content_hash(src):
+            continue
+        with atomic_path(dst) as tmp:
+            tmp.unlink()
+            try:
+                os.link(src, tmp)
+            except OSError:
+                shutil.copyfile(src, tmp)
+    return out

@@ -112,11 +112,18 @@ def is_oom(exc: BaseException) -> bool:
 def generate_on_gpu(
     req, sampling, opts: ModelOptions, inputs, gpu: int = 0, progress=None, logger: logging.Logger = log
 ) -> dict:
-    """One generation on GPU `gpu` with the warm pipeline; returns generate()'s record (+ "offload")."""
+    """One generation on GPU `gpu` with the warm pipeline; returns generate()'s record (+ "offload", and
+    "gpu_wait_s": the seconds spent waiting for the GPU slot, apart from the generation's own "seconds")."""
+    import time
+
     from scailflow.scail.generate import generate
 
+    asked = time.perf_counter()
     opts = opts.for_preset(sampling.preset)  # e.g. comfy's LoRA strengths when only the paths were given
     with gpu_slot(gpu):
+        waited = time.perf_counter() - asked
+        if waited >= 1:
+            logger.info("waited %.1f s for GPU %d (another generation held it)", waited, gpu)
         try:
             record = generate(warm_pipeline(opts, logger), req, sampling, progress, inputs=inputs)
         except Exception as e:  # noqa: BLE001 - only a GPU out-of-memory is handled here
@@ -127,4 +134,5 @@ def generate_on_gpu(
             opts = opts.model_copy(update={"offload": "block"})
             record = generate(warm_pipeline(opts, logger), req, sampling, progress, inputs=inputs)
     record["offload"] = opts.offload
+    record["gpu_wait_s"] = round(waited, 3)
     return record

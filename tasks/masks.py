@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from prefect import task
 
 from scailflow.masks.options import MaskOptions
-from scailflow.tasks.common import cache_key, stage_key, stage_task_options
+from scailflow.tasks.common import cache_key, stage_key, stage_task_options, true_key, write_manifest
 
 VERSION = "masks-2"
 SEGMENTATION_DIR = "segmentation"
@@ -36,7 +37,10 @@ def _key(p: dict) -> str:
         "kinds": [k for _, k in p["extra_refs"]],
         "opts": opts.model_dump(mode="json", exclude={"sam2_checkpoint", "sam3_checkpoint"}),
     }
-    return stage_key("masks", VERSION, p["out_dir"], reads, params, [opts.sam2_checkpoint, opts.sam3_checkpoint])
+    base = stage_key("masks", VERSION, p["out_dir"], reads, params, [opts.sam2_checkpoint, opts.sam3_checkpoint])
+    # hand edits of the masks are welcome (generation hashes what it reads): the manifest checks that the files
+    # are there and were made for this key, not that they are byte for byte what the stage wrote
+    return true_key(p["out_dir"], "masks", base, p.get("rerun", False), check_hashes=False)
 
 
 @task(name="masks", cache_key_fn=cache_key(_key), **stage_task_options())
@@ -48,15 +52,18 @@ def masks_task(
     opts: MaskOptions,
     extra_refs: list[tuple[str, str]],
     driving_mode: str = "end-to-end",
+    rerun: bool = False,
 ) -> dict:
     """Segment, colour and write the masks; returns their paths. Hand-edited masks are never overwritten
-    while their inputs are unchanged: the cache answers first."""
+    while their inputs are unchanged (and they were made for this folder and these options): the cache answers
+    first. `rerun`: run even if cached."""
     import shutil
 
     from scailflow.files import atomic_path
     from scailflow.masks import make_masks
     from scailflow.tasks.progress import stage
 
+    t0 = time.perf_counter()
     where = seg_dir(out_dir, mode, driving_mode)
     with stage("masks", out_dir):
         result = make_masks(
@@ -83,4 +90,6 @@ def masks_task(
                 shutil.copyfile(src, tmp)
             published.append(str(Path(out_dir) / src.name))
         found["ref_mask"], found["extra_ref_masks"] = published[0], published[1:]
-    return found
+    fitted = [found["ref_image"]] if found.get("ref_image") else []  # fit_reference: generation reads it too
+    write_manifest(out_dir, "masks", [*outputs(out_dir, mode, extra_refs, driving_mode), *fitted])
+    return found | {"seconds": round(time.perf_counter() - t0, 3)}

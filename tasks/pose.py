@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from prefect import task
 
 from scailflow.pose.options import PoseOptions
-from scailflow.tasks.common import cache_key, stage_key, stage_task_options
+from scailflow.tasks.common import cache_key, stage_key, stage_task_options, true_key, write_manifest
 
 VERSION = "pose-3"
 
@@ -25,23 +26,34 @@ def pose_weights(opts: PoseOptions):
     return PoseWeights.from_env().overridden_by(PoseWeights.from_config(opts.model_dump()))
 
 
-def _key(p: dict) -> str:
+def _base(p: dict) -> str:
     opts: PoseOptions = p["opts"]
     reads = [p["driving"], p["reference"] if opts.align else None]
     w = pose_weights(opts) if p["driving_mode"] == "pose" else None
     weights = [w.dwpose_det, w.dwpose_pose, w.nlf] if w else []
-    params = {k: v for k, v in p.items() if k not in ("driving", "reference", "out_dir")}
+    params = {k: v for k, v in p.items() if k not in ("driving", "reference", "out_dir", "rerun")}
     return stage_key("pose", VERSION, p["out_dir"], reads, params, weights)
+
+
+def _key(p: dict) -> str:
+    return true_key(p["out_dir"], "pose", _base(p), p.get("rerun", False))
 
 
 @task(name="pose", cache_key_fn=cache_key(_key), **stage_task_options())
 def pose_task(
-    driving: str, out_dir: str, driving_mode: str, opts: PoseOptions, reference: str, max_persons: int = 2
+    driving: str,
+    out_dir: str,
+    driving_mode: str,
+    opts: PoseOptions,
+    reference: str,
+    max_persons: int = 2,
+    rerun: bool = False,
 ) -> dict:
-    """Prepare the driving input; returns its paths (never frames)."""
+    """Prepare the driving input; returns its paths (never frames). `rerun`: run even if cached."""
     from scailflow.pose import prepare_driving
     from scailflow.tasks.progress import stage
 
+    t0 = time.perf_counter()
     with stage("pose", out_dir):
         result = prepare_driving(
             Path(driving),
@@ -53,4 +65,5 @@ def pose_task(
             max_persons=max_persons,
             legacy_mask_colours=opts.legacy_mask_colours,
         )
-    return result.to_dict()
+    write_manifest(out_dir, "pose", outputs(out_dir, driving_mode))
+    return result.to_dict() | {"seconds": round(time.perf_counter() - t0, 3)}

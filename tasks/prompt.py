@@ -4,12 +4,13 @@ The API key never enters a parameter, cache key, log or artifact."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from prefect import task
 
 from scailflow.prompts.options import PromptOptions
-from scailflow.tasks.common import cache_key, stage_key, stage_task_options
+from scailflow.tasks.common import cache_key, stage_key, stage_task_options, true_key, write_manifest
 
 VERSION = "prompt-2"
 SECRET_BLOCK_ENV = "SCAILFLOW_GEMINI_SECRET_BLOCK"  # name of a Prefect Secret block holding the key
@@ -44,7 +45,8 @@ def _key(p: dict) -> str:
         "inline": p["inline_prompt"],
         "enhancing": enhancing,
     }
-    return stage_key("prompt", VERSION, p["out_dir"], reads, params)
+    base = stage_key("prompt", VERSION, p["out_dir"], reads, params)
+    return true_key(p["out_dir"], "prompt", base, p.get("rerun", False))
 
 
 @task(name="prompt", cache_key_fn=cache_key(_key), **stage_task_options(retries=2))
@@ -57,13 +59,16 @@ def prompt_task(
     prompt_file: str | None,
     inline_prompt: str | None,
     key_available: bool,
+    rerun: bool = False,
 ) -> dict:
-    """Decide the prompt and write it to out_dir/prompt.txt; returns its path and where it came from."""
+    """Decide the prompt and write it to out_dir/prompt.txt; returns its path and where it came from.
+    `rerun`: run even if cached."""
     from scailflow.prompts import make_prompt
     from scailflow.tasks.progress import stage
 
+    t0 = time.perf_counter()
     with stage("prompt", out_dir):
-        return make_prompt(
+        result = make_prompt(
             Path(driving),
             Path(ref),
             Path(out_dir),
@@ -73,3 +78,5 @@ def prompt_task(
             inline_prompt,
             api_key() if key_available else None,
         )
+    write_manifest(out_dir, "prompt", [result["prompt_file"]])
+    return result | {"seconds": round(time.perf_counter() - t0, 3)}

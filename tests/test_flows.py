@@ -5,6 +5,8 @@ Cache behaviour is asserted on task states (Completed vs Cached), never on timin
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from prefect.testing.utilities import prefect_test_harness
@@ -115,10 +117,44 @@ def test_changed_prompt_reruns_prompt_and_generation(done):
 
 def test_deleted_output_is_made_again(done):
     folder, _ = done
-    (folder / "scailflow" / "output.mp4").unlink()
+    out = folder / "scailflow"
+    take = Path(run(folder)["take"])
+    (out / "output.mp4").unlink()  # the published copy: put back from its take, nothing to generate
+    summary = run(folder)
+    assert summary["states"]["generate"] == "Cached" and (out / "output.mp4").read_bytes() == take.read_bytes()
+    take.unlink()  # the take itself: generated again
     summary = run(folder)
     assert summary["states"]["generate"] == "Completed" and summary["states"]["masks"] == "Cached"
-    assert (folder / "scailflow" / "output.mp4").is_file()
+    assert take.is_file() and (out / "output.mp4").read_bytes() == take.read_bytes()
+
+
+def test_an_overwritten_output_is_not_served_as_cached(tmp_path):
+    """The issue's first reproduction: a served pipeline (fast preset, smaller) rewrote the folder's outputs; the
+    next quality run must not answer Cached with the fast video."""
+    from scailflow.flows.batch_flow import run_batch
+
+    folder = make_folder(tmp_path, "clip", frames=5)
+    write_text_atomic(folder / "job.yaml", "sampling: {steps: 2, seed: 3}\n")  # the size comes from each run
+    size = {"sampling": {"target_h": 64, "target_w": 64}}
+    quality = run(folder, overrides=size)
+    first = (folder / "scailflow" / "output.mp4").read_bytes()
+    write_text_atomic(
+        tmp_path / "pipelines.yaml",
+        "model: {model: tiny-random}\npipelines:\n  - name: served\n    folders: [clip]\n"
+        "    options: {sampling: {preset: fast, target_h: 32, target_w: 32}}\n",
+    )
+    results, state = run_batch(str(tmp_path / "pipelines.yaml"))
+    assert state == "Completed" and probe_video(folder / "scailflow" / "output.mp4").height == 32
+    again = run(folder, overrides=size)
+    video = folder / "scailflow" / "output.mp4"
+    assert (probe_video(video).width, probe_video(video).height) == (64, 64)  # the quality take, not the fast one
+    assert video.read_bytes() == first and again["take"] == quality["take"]
+    assert len(list((folder / "scailflow" / "takes").glob("*.mp4"))) == 2  # both takes kept
+    # every stage's manifest names what its key produced; a stage whose file changed underneath is run again
+    (folder / "scailflow" / "rendered_v2.mp4").write_bytes(b"not the driving video")
+    summary = run(folder, overrides=size)
+    assert summary["states"]["pose"] == "Completed"
+    assert (folder / "scailflow" / "rendered_v2.mp4").read_bytes() == (folder / "driving.mp4").read_bytes()
 
 
 def test_transient_failure_is_retried(tmp_path, monkeypatch):

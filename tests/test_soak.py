@@ -20,6 +20,7 @@ FOLDERS = 50
 @pytest.mark.slow
 def test_batch_of_50_with_transient_failures(tmp_path, monkeypatch):
     import scailflow.flows.folder_flow as ff
+    import scailflow.scail.generate  # noqa: F401 - the module patched below, also when this test runs alone
     from scailflow import (
         masks,
         pose,
