@@ -14,6 +14,7 @@ from pathlib import Path
 from prefect import flow
 
 from scailflow import console
+from scailflow.errors import OutputError
 from scailflow.files import atomic_path, make_dirs
 from scailflow.flows.config import JobConfig, RunOptions, load_job
 from scailflow.flows.folder import RawFolder, output_dir, scan_folder
@@ -164,7 +165,10 @@ def finish_folder(run: FolderRun) -> dict:
     failed = [name for name in STAGES if name in run.futures and not run.futures[name].state.is_completed()]
     if failed or "generate" not in run.futures:
         run.summary = failed_summary(run, failed[0] if failed else "generate", run.error)
-        record_run(run.summary, run.out_dir)
+        try:
+            record_run(run.summary, run.out_dir)
+        except (OSError, OutputError) as e:  # e.g. the same full disk: the stage's own error is the one to tell
+            stage_logger("flow").warning("could not record the failed run: %s", e)
         if failed:
             run.futures[failed[0]].state.result()  # raises the stage's own error
         raise RuntimeError(run.summary["error"])

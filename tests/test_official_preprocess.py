@@ -116,8 +116,8 @@ class Recorder:
             self.vae_in.append(x.detach().clone())
             return encode(x, *a, **kw)
 
-        def spy_decode(latents):
-            out = decode(latents)
+        def spy_decode(latents, progress=None):
+            out = decode(latents, progress)
             self.decoded.append(out.clone())
             return out
 
