@@ -129,6 +129,18 @@ def _collect(stream, into: list[str]) -> threading.Thread:
     return t
 
 
+def _children(pid: int) -> list[int]:
+    """The live child processes of `pid` (Linux /proc)."""
+    kids = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                kids += [int(k) for k in f.read().split()]
+        except OSError:
+            continue
+    return kids
+
+
 def _wait_for(lines: list[str], text: str, proc: subprocess.Popen, seconds: float = 300) -> None:
     deadline = time.time() + seconds
     while not any(text in ln for ln in lines):
@@ -172,8 +184,17 @@ def test_a_scheduled_run_prints_like_a_batch_and_ctrl_c_on_serve_is_one_line(ser
             except ObjectNotFound:
                 assert time.time() < deadline and proc.poll() is None, "".join(out + err)
                 time.sleep(0.5)
-        client.create_flow_run_from_deployment(deployment.id)
-    _wait_for(err, "batch: 1 of 1 folders done", proc)
+        flow_run = client.create_flow_run_from_deployment(deployment.id)
+        _wait_for(err, "batch: 1 of 1 folders done", proc)
+        deadline = time.time() + 120
+        while not client.read_flow_run(flow_run.id).state.is_final():
+            assert time.time() < deadline, "".join(err[-30:])
+            time.sleep(0.5)
+    # the idle server is what this Ctrl-C is about: wait until the runner's process for that run has exited
+    deadline = time.time() + 120
+    while _children(proc.pid):
+        assert time.time() < deadline, _children(proc.pid)
+        time.sleep(0.5)
     ran = [ln.rstrip("\n") for ln in err if ln.strip()]
     assert "[a] generate: wrote " in "\n".join(ran)
     assert all(STAGE_LINE.match(ln) for ln in ran), [ln for ln in ran if not STAGE_LINE.match(ln)]
