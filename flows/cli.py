@@ -219,13 +219,67 @@ def run_serve(args) -> int:
     console.show_folders()
     names = ", ".join(f"{d.name} ({_schedule_text(d)})" for d in deployments)
     print(f"serving {len(deployments)} scheduled pipeline(s): {names}; {_where()}; Ctrl-C stops", flush=True)
+    stopping = StopServing(deployments, SERVE_STOP_GRACE_S)
     try:
         serve(*deployments, print_starting_message=False)
     except KeyboardInterrupt:
         pass
     # Prefect's serve returns (or raises) only when interrupted; it paused the schedules on the way out
-    print("stopped serving: the schedules are paused until `scailflow serve` runs again", file=sys.stderr)
+    stopping.finished()
+    print(STOPPED_SERVING, file=sys.stderr)
     return 130
+
+
+STOPPED_SERVING = "stopped serving: the schedules are paused until `scailflow serve` runs again"
+SERVE_STOP_GRACE_S = 20.0
+
+
+class StopServing:
+    """Ctrl-C on `serve`: Prefect's runner pauses the schedules and returns. Its shutdown was seen to hang on a loaded
+    machine (not reproduced alone), so `grace` seconds after Ctrl-C the schedules are paused here and the process
+    exits anyway, with the same one line; a second Ctrl-C exits at once."""
+
+    def __init__(self, deployments, grace: float):
+        import signal
+        import threading
+
+        self.deployments, self.grace = deployments, grace
+        self.lock = threading.Lock()  # whoever holds it says the last line: Prefect's way out, or the deadline
+        self.timer: threading.Timer | None = None
+        signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum, frame) -> None:
+        import threading
+
+        if self.timer is not None:
+            os._exit(130)
+        self.timer = threading.Timer(self.grace, self._pause_and_exit)
+        self.timer.daemon = True
+        self.timer.start()
+        raise KeyboardInterrupt  # what Python does by default: Prefect's serve shuts its runner down on it
+
+    def _pause_and_exit(self) -> None:
+        if not self.lock.acquire(blocking=False):
+            return  # Prefect's shutdown finished first
+        line = STOPPED_SERVING
+        try:
+            from prefect.client.orchestration import get_client
+
+            with get_client(sync_client=True) as client:
+                for d in self.deployments:
+                    client.pause_deployment(client.read_deployment_by_name(d.full_name).id)
+        except Exception as e:  # noqa: BLE001 - the process is leaving: say what the user must do
+            line = (
+                f"stopped serving, but the schedules could not be paused ({e.__class__.__name__}): pause them in the UI"
+            )
+        print(line, file=sys.stderr, flush=True)
+        os._exit(130)
+
+    def finished(self) -> None:
+        """Prefect's shutdown is done: the deadline is off (or, if it already fired, it ends the process)."""
+        self.lock.acquire()
+        if self.timer is not None:
+            self.timer.cancel()
 
 
 def _schedule_text(deployment) -> str:

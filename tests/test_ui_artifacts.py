@@ -210,6 +210,8 @@ def test_a_scheduled_run_prints_like_a_batch_and_ctrl_c_on_serve_is_one_line(ser
         "stopped serving: the schedules are paused until `scailflow serve` runs again"
     ], err[before:]
     assert "Traceback" not in "".join(out + err)
+    with temporary_settings({PREFECT_API_URL: f"{url}/api"}), get_client(sync_client=True) as client:
+        assert client.read_deployment_by_name("scailflow-batch/nightly").paused  # what the line says is true
 
 
 def test_ctrl_c_on_server_ends_with_one_line(tmp_path):
