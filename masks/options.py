@@ -27,7 +27,7 @@ SAM2_CONFIGS = choices(Sam2Config)
 class MaskOptions(Options):
     backend: Annotated[MaskBackend, Flag("--mask-backend", "--mask_backend")] = Field(
         "auto",
-        description="auto: SAM 2 when sam2_checkpoint is set, else SAM 3 when sam3_checkpoint is set, else the "
+        description="auto: SAM 3 when sam3_checkpoint is set, else SAM 2 when sam2_checkpoint is set, else the "
         "embedded mediapipe segmenter (people split by its face detector)",
     )
     sam2_checkpoint: Annotated[str | None, Flag("--sam2-checkpoint", "--sam2_checkpoint"), FileOption()] = Field(

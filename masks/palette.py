@@ -9,20 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from scailflow.layout import BLACK, PERSON_COLOUR_NAMES, PERSON_COLOURS, WHITE
+
 from .errors import TooManyPersonsError
 
-BLACK = (0, 0, 0)
-WHITE = (255, 255, 255)
-# assignment order: character 0 (leftmost in the first driving frame) is blue, then red, ...
-PALETTE: tuple[tuple[int, int, int], ...] = (
-    (0, 0, 255),  # blue
-    (255, 0, 0),  # red
-    (0, 255, 0),  # green
-    (255, 0, 255),  # magenta
-    (0, 255, 255),  # cyan
-    (255, 255, 0),  # yellow
-)
-PALETTE_NAMES = ("blue", "red", "green", "magenta", "cyan", "yellow")
+# the six person colours, black and white: one definition, in scailflow/layout.py
+PALETTE = PERSON_COLOURS
+PALETTE_NAMES = PERSON_COLOUR_NAMES
 ALLOWED_COLOURS = (BLACK, WHITE) + PALETTE
 # the model's reader: a channel is on where value/127.5 - 1 > (225 - 127.5)/127.5, i.e. value >= 226
 MODEL_ON_THRESHOLD = 226

@@ -10,15 +10,15 @@ import cv2
 import numpy as np
 
 from scailflow.errors import InputError
+from scailflow.layout import DRIVING_MASK_NAMES, REF_MASK
 from scailflow.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_image, read_video, write_image, write_video
 
 from .edits import read_mask_image, read_mask_video
-from .stage import DRIVING_MASK_NAMES, REF_MASK_NAME
 
 log = logging.getLogger("scailflow.masks")
 
 PREVIEW_NAME = "masks_preview.png"
-_MASK_NAMES = (REF_MASK_NAME, "ref_mask.jpg", *DRIVING_MASK_NAMES.values())
+_MASK_NAMES = (REF_MASK, "ref_mask.jpg", *DRIVING_MASK_NAMES.values())
 
 
 def _mask_dir(folder: Path) -> Path:
@@ -30,7 +30,7 @@ def _mask_dir(folder: Path) -> Path:
     )
     if not found:
         raise InputError(
-            f"no masks found in {folder} (expected {REF_MASK_NAME} and {' or '.join(DRIVING_MASK_NAMES.values())})"
+            f"no masks found in {folder} (expected {REF_MASK} and {' or '.join(DRIVING_MASK_NAMES.values())})"
         )
     return found[0]
 
@@ -141,7 +141,7 @@ def preview(
     out_path = Path(out_path) if out_path is not None else mask_dir / PREVIEW_NAME
     ref_image_path, video_path = _sources(folder, mask_dir)
 
-    ref_mask_path = next((mask_dir / n for n in (REF_MASK_NAME, "ref_mask.jpg") if (mask_dir / n).is_file()), None)
+    ref_mask_path = next((mask_dir / n for n in (REF_MASK, "ref_mask.jpg") if (mask_dir / n).is_file()), None)
     drv_mask_path = next((mask_dir / n for n in DRIVING_MASK_NAMES.values() if (mask_dir / n).is_file()), None)
     rows: list[tuple[str, np.ndarray | None, np.ndarray]] = []
     if ref_mask_path is not None:

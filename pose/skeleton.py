@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from scailflow.layout import PERSON_COLOURS
+
 N_BODY = 18
 N_JOINTS3D = 18
 N_FACE = 68
@@ -90,15 +92,7 @@ PALETTE_P1 = np.array(
     dtype=np.float32,
 )
 
-# Person colours of the masks (RGB), in left-to-right order: blue, red, green, magenta, cyan, yellow.
-PERSON_COLOURS: tuple[tuple[int, int, int], ...] = (
-    (0, 0, 255),
-    (255, 0, 0),
-    (0, 255, 0),
-    (255, 0, 255),
-    (0, 255, 255),
-    (255, 255, 0),
-)
+# Person colours of the masks (RGB), in left-to-right order: scailflow/layout.py's palette (PERSON_COLOURS).
 # The official pose-mode mask render reads the BGR tuples as RGB: red<->blue and cyan<->yellow swap.
 LEGACY_PERSON_COLOURS: tuple[tuple[int, int, int], ...] = tuple(c[::-1] for c in PERSON_COLOURS)
 
