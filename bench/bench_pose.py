@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             res = prepare_driving(src, Path(tmp) / "out", driving="pose", weights=PoseWeights(), device=args.device)
             dt = time.perf_counter() - t0
             rows.append((f"stage: prepare_driving(pose), {res.backend}", n, dt, "incl. decode, encode x2"))
-            for k, v in res.seconds.items():
+            for k, v in res.timings.items():
                 if v >= 1e-3:  # the mediapipe backend lifts 3D inside pose2d: no separate pose3d time
                     rows.append((f"  stage part: {k}", n, v, ""))
 

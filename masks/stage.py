@@ -4,21 +4,31 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from scailflow.errors import InputError
 from scailflow.files import make_dirs
+from scailflow.layout import (
+    BLACK,
+    FITTED_REF,
+    PERSON_COLOUR_NAMES,
+    REF_MASK,
+    WHITE,
+    driving_mask_name,
+    extra_ref_mask_name,
+)
 from scailflow.media import read_image, read_video, write_image
 from scailflow.options import Mode, choices
 
 from .errors import NoPersonError
 from .framing import WARN_RATIO, alpha_mask, fit_reference, framing
-from .options import MaskBackend
-from .palette import BLACK, PALETTE_NAMES, WHITE, check_count
+from .options import MaskBackend, MaskOptions
+from .palette import check_count
 from .people import FaceDetector, split_people
 from .render import colourise, palette_colours, write_label_video, write_mask_image
 from .segmenters import MediapipeSegmenter, Sam2VideoSegmenter, Sam3VideoSegmenter, Segmentation, Segmenter
@@ -28,38 +38,28 @@ log = logging.getLogger("scailflow.masks")
 
 MODES = choices(Mode)
 BACKENDS = choices(MaskBackend)
-REF_MASK_NAME = "ref_mask.png"
-FITTED_REF_NAME = "ref_fitted.png"  # replacement with fit_reference: the reference scaled to the replaced person
-DRIVING_MASK_NAMES = {"animation": "rendered_mask_v2.mp4", "replacement": "replace_mask.mp4"}
 
 
-@dataclass
-class MaskResult:
-    """What `make_masks` wrote. `colours[k]` names person k's colour (left to right in the first driving frame)."""
+class MaskResult(BaseModel):
+    """What `make_masks` wrote. `colours[k]` names person k's colour (left to right in the first driving frame).
+    Crosses the task boundary as is (Prefect persists it); `seconds` is the stage's own time, set by its task."""
+
+    model_config = ConfigDict(frozen=True)
 
     ref_mask: Path
     driving_mask: Path
-    extra_ref_masks: list[Path] = field(default_factory=list)
+    extra_ref_masks: list[Path] = []
     persons: int = 0
     backend: str = ""
-    mode: str = "animation"
-    colours: list[str] = field(default_factory=list)
+    mode: Mode = "animation"
+    colours: list[str] = []
     ref_image: Path | None = None  # the reference generation should use when it is not the raw one (fitted)
     framing: dict | None = None  # replacement: reference vs replaced person's height in the model's frame
+    seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (paths as strings)."""
-        return {
-            "ref_mask": str(self.ref_mask),
-            "driving_mask": str(self.driving_mask),
-            "extra_ref_masks": [str(p) for p in self.extra_ref_masks],
-            "persons": self.persons,
-            "backend": self.backend,
-            "mode": self.mode,
-            "colours": list(self.colours),
-            "ref_image": str(self.ref_image) if self.ref_image else None,
-            "framing": self.framing,
-        }
+        return self.model_dump(mode="json")
 
 
 def build_segmenter(
@@ -166,188 +166,239 @@ def _parse_extra(kind: str, persons: int, path: Path) -> int | None:
     raise InputError(f"extra reference {path}: kind {kind!r} is neither 'background' nor 'character:<index>'")
 
 
-def make_masks(
-    ref_image: Path,
-    driving_video: Path,
-    out_dir: Path,
-    *,
-    mode: str = "animation",
-    extra_refs: Sequence[tuple[Path, str]] = (),
-    backend: str = "auto",
-    sam2_checkpoint: Path | None = None,
-    sam2_config: str | None = None,
-    max_persons: int = 2,
-    replace_index: int | None = None,
-    dilate_px: int = 0,
-    device: str = "cpu",
-    person_boxes: list | None = None,
-    ref_person_boxes: list | None = None,
-    sam3_checkpoint: Path | None = None,
-    segmenter: Segmenter | None = None,
-    fit_reference_size: bool = False,
-    sam3_prompt: str = "human",
-) -> MaskResult:
-    """Segment and track the people, colour them and write SCAIL-2's masks into `out_dir`.
-
-    Animation: `ref_mask.png` (people in colour on white) and `rendered_mask_v2.mp4` (the same colours on black).
-    Replacement: `ref_mask.png` (the person on black) and `replace_mask.mp4` (the person to replace in colour on
-    white, grown by `dilate_px`); the person is `replace_index` (0-based, left to right) or the best first-frame IoU
-    with the reference mask. Colours follow the palette in left-to-right order of the first driving frame; when the
-    reference shows fewer people, they are matched to driving tracks by nearest normalised centroid and unmatched
-    tracks are left out. `person_boxes` / `ref_person_boxes` are (x0, y0, x1, y1) boxes in the first driving frame
-    / the reference (pixels, or fractions of the size) that prompt SAM 2; without them mediapipe proposes boxes.
-    `extra_refs` holds (image, "background" | "character:<index>") pairs. `segmenter` overrides `backend`.
-
-    A reference with transparency (PNG alpha) gives its own mask when the segmenter is the embedded default.
-    Replacement mode compares the reference character's height with the replaced person's in the first driving
-    frame (as the model sees them) and warns past 1.25x; `fit_reference_size` writes `ref_fitted.png`, the reference
-    scaled so they match, with its mask moved with it (`MaskResult.ref_image`).
-    """
-    ref_image, driving_video, out_dir = Path(ref_image), Path(driving_video), Path(out_dir)
+def _check_call(mode: str, opts: MaskOptions) -> None:
+    """What the options cannot check alone: the mode, and options that mean nothing in it."""
     if mode not in MODES:
         raise InputError(f"unknown masks mode {mode!r} (choose from {', '.join(MODES)})")
-    if max_persons < 1:
-        raise InputError(f"max_persons must be at least 1, got {max_persons}")
-    if dilate_px < 0:
-        raise InputError(f"dilate_px must be >= 0, got {dilate_px}")
-    if replace_index is not None and replace_index < 0:
-        raise InputError(f"replace_index must be >= 0, got {replace_index}")
-    if mode == "animation" and replace_index is not None:
+    if mode == "animation" and opts.replace_index is not None:
         log.warning("masks: replace_index is used in replacement mode only; ignored")
-    if mode == "animation" and dilate_px:
+    if mode == "animation" and opts.dilate_px:
         log.warning("masks: dilate_px applies to the replacement mask only; ignored in animation mode")
 
-    ref = read_image(ref_image)
-    frames, fps = read_video(driving_video)
-    seg = (
-        segmenter
-        if segmenter is not None
-        else build_segmenter(
-            backend,
-            sam2_checkpoint=sam2_checkpoint,
-            sam2_config=sam2_config,
-            sam3_checkpoint=sam3_checkpoint,
-            sam3_prompt=sam3_prompt,
-            device=device,
-        )
+
+def _segmenter_for(opts: MaskOptions, device: str) -> Segmenter:
+    return build_segmenter(
+        opts.backend,
+        sam2_checkpoint=Path(opts.sam2_checkpoint) if opts.sam2_checkpoint else None,
+        sam2_config=opts.sam2_config,
+        sam3_checkpoint=Path(opts.sam3_checkpoint) if opts.sam3_checkpoint else None,
+        sam3_prompt=opts.sam3_prompt,
+        device=device,
     )
 
-    # the reference first: the driving selector needs it to match people and pick the one to replace
-    ref_cap = max_persons if mode == "animation" else 1
-    alpha = alpha_mask(ref_image) if isinstance(seg, MediapipeSegmenter) else None
+
+def _segment_reference(seg: Segmenter, path: Path, image: np.ndarray, cap: int, boxes: list | None) -> Segmentation:
+    """The reference's people (at most `cap`): its own alpha when it has one and the segmenter is the embedded
+    default, else the segmenter's."""
+    alpha = alpha_mask(path) if isinstance(seg, MediapipeSegmenter) else None
     if alpha is not None:
-        log.info("masks: the reference %s has transparency: its alpha channel is its mask", ref_image.name)
-        ref_seg = _segment_alpha(alpha, ref, ref_cap)
+        log.info("masks: the reference %s has transparency: its alpha channel is its mask", path.name)
+        found = _segment_alpha(alpha, image, cap)
     else:
-        ref_seg = _segment_image(seg, ref, ref_cap, _boxes_for(seg, ref, ref_person_boxes, "the reference"))
-    if ref_seg.count == 0:
-        raise NoPersonError(f"no person found in the reference image {ref_image}")
-    ref_masks = masks_of(ref_seg.labels[0], ref_seg.count)
-    ref_colour_of: dict[int, int] = {}  # reference person -> colour index, filled by the selector
+        found = _segment_image(seg, image, cap, _boxes_for(seg, image, boxes, "the reference"))
+    if found.count == 0:
+        raise NoPersonError(f"no person found in the reference image {path}")
+    return found
 
-    def select_animation(first: Sequence[np.ndarray]) -> list[int]:
-        cand = left_to_right(first, select_tracks(first, max_persons))
-        if not cand:
-            return []
-        refs = list(range(len(ref_masks)))
-        if len(refs) > len(cand):  # keep the largest reference people, at most one per track
-            refs = sorted(sorted(refs, key=lambda i: -area_fraction(ref_masks[i]))[: len(cand)])
-        if len(refs) == len(cand):
-            pairs = dict(zip(refs, range(len(cand))))
-        else:
-            matched = match_by_centroid([ref_masks[i] for i in refs], [first[c] for c in cand])
-            pairs = {refs[i]: j for i, j in matched.items()}
-        kept = sorted(pairs.values())
-        check_count(len(kept))
-        ref_colour_of.update({i: kept.index(j) for i, j in pairs.items()})
-        if len(kept) < len(cand):
-            log.info(
-                "masks: %d of %d driving tracks matched to the %d reference people; the rest stay black",
-                len(kept),
-                len(cand),
-                len(refs),
-            )
-        return [cand[j] for j in kept]
 
-    def select_replacement(first: Sequence[np.ndarray]) -> list[int]:
-        cand = left_to_right(first, select_tracks(first, max_persons))
-        if not cand:
-            return []
-        if replace_index is not None:
-            if replace_index >= len(cand):
-                raise InputError(
-                    f"replace_index {replace_index} but the driving video {driving_video} has "
-                    f"{len(cand)} tracked people (0..{len(cand) - 1}, left to right)"
-                )
-            chosen = replace_index
-        elif len(cand) == 1:
-            chosen = 0
-        else:
-            chosen = best_iou(ref_masks[0], [first[c] for c in cand])
-            log.info(
-                "masks: replacing person %d of %d (best first-frame IoU with the reference mask)", chosen, len(cand)
-            )
-        ref_colour_of[0] = 0
-        return [cand[chosen]]
+def pick_animated(
+    first: Sequence[np.ndarray], ref_masks: list[np.ndarray], max_persons: int, ref_colour_of: dict[int, int]
+) -> list[int]:
+    """Animation's driving tracks: up to `max_persons`, left to right; when the reference shows fewer people, those
+    nearest (normalised centroid) to a reference person. Fills `ref_colour_of` (reference person -> colour)."""
+    cand = left_to_right(first, select_tracks(first, max_persons))
+    if not cand:
+        return []
+    refs = list(range(len(ref_masks)))
+    if len(refs) > len(cand):  # keep the largest reference people, at most one per track
+        refs = sorted(sorted(refs, key=lambda i: -area_fraction(ref_masks[i]))[: len(cand)])
+    if len(refs) == len(cand):
+        pairs = dict(zip(refs, range(len(cand))))
+    else:
+        matched = match_by_centroid([ref_masks[i] for i in refs], [first[c] for c in cand])
+        pairs = {refs[i]: j for i, j in matched.items()}
+    kept = sorted(pairs.values())
+    check_count(len(kept))
+    ref_colour_of.update({i: kept.index(j) for i, j in pairs.items()})
+    if len(kept) < len(cand):
+        log.info(
+            "masks: %d of %d driving tracks matched to the %d reference people; the rest stay black",
+            len(kept),
+            len(cand),
+            len(refs),
+        )
+    return [cand[j] for j in kept]
 
-    drv_boxes = _boxes_for(seg, frames[0], person_boxes, "the driving video")
-    drv_seg = seg.segment(frames, select_animation if mode == "animation" else select_replacement, drv_boxes)
-    if drv_seg.count == 0:
-        raise NoPersonError(f"no person found in the driving video {driving_video}")
-    if drv_seg.labels.shape[0] != frames.shape[0]:
-        raise RuntimeError(f"segmenter returned {drv_seg.labels.shape[0]} frames for {frames.shape[0]}")
 
-    persons = drv_seg.count
-    colours = palette_colours(persons)
-    ref_labels = relabel(ref_seg.labels[0], ref_colour_of)
-    drv_labels = drv_seg.labels
-    make_dirs(out_dir)
-    fitted_path, framed = None, None
-    if mode == "replacement":
-        framed = framing(ref_labels > 0, drv_labels[0] > 0)
-        if framed and not 1 / WARN_RATIO <= framed["ratio"] <= WARN_RATIO and not fit_reference_size:
-            log.warning(
-                "masks: the reference character stands %.2fx as tall as the person replaced (%.0f%% vs %.0f%% of the "
-                "frame): SCAIL-2 follows the reference's size; set masks.fit_reference: true (--fit-reference) "
-                "to scale the reference to match",
-                framed["ratio"],
-                100 * framed["reference_height_share"],
-                100 * framed["driving_height_share"],
+def pick_replaced(
+    first: Sequence[np.ndarray],
+    ref_masks: list[np.ndarray],
+    opts: MaskOptions,
+    driving_video: Path,
+    ref_colour_of: dict[int, int],
+) -> list[int]:
+    """Replacement's one driving track: `opts.replace_index` (left to right), else the only one, else the best
+    first-frame IoU with the reference mask."""
+    cand = left_to_right(first, select_tracks(first, opts.max_persons))
+    if not cand:
+        return []
+    if opts.replace_index is not None:
+        if opts.replace_index >= len(cand):
+            raise InputError(
+                f"replace_index {opts.replace_index} but the driving video {driving_video} has "
+                f"{len(cand)} tracked people (0..{len(cand) - 1}, left to right)"
             )
-        if framed and fit_reference_size:
-            fitted, ref_labels = fit_reference(ref, ref_labels, 1.0 / framed["ratio"])
-            fitted_path = write_image(out_dir / FITTED_REF_NAME, fitted)
-            framed["fitted"] = True
-            log.info(
-                "masks: reference scaled by %.3f to the replaced person's size -> %s",
-                1 / framed["ratio"],
-                fitted_path.name,
-            )
-    ref_path = out_dir / REF_MASK_NAME
-    drv_path = out_dir / DRIVING_MASK_NAMES[mode]
+        chosen = opts.replace_index
+    elif len(cand) == 1:
+        chosen = 0
+    else:
+        chosen = best_iou(ref_masks[0], [first[c] for c in cand])
+        log.info("masks: replacing person %d of %d (best first-frame IoU with the reference mask)", chosen, len(cand))
+    ref_colour_of[0] = 0
+    return [cand[chosen]]
+
+
+def _segment_driving(seg: Segmenter, frames: np.ndarray, path: Path, select, boxes: list | None) -> Segmentation:
+    found = seg.segment(frames, select, _boxes_for(seg, frames[0], boxes, "the driving video"))
+    if found.count == 0:
+        raise NoPersonError(f"no person found in the driving video {path}")
+    if found.labels.shape[0] != frames.shape[0]:
+        raise RuntimeError(f"segmenter returned {found.labels.shape[0]} frames for {frames.shape[0]}")
+    return found
+
+
+def _frame_reference(
+    ref: np.ndarray, ref_labels: np.ndarray, first_labels: np.ndarray, fit: bool, out_dir: Path
+) -> tuple[np.ndarray, Path | None, dict | None]:
+    """Replacement: the reference character's height against the replaced person's (warn past WARN_RATIO); with
+    `fit`, write the reference scaled to match (`ref_fitted.png`) and move its labels with it."""
+    framed = framing(ref_labels > 0, first_labels > 0)
+    if framed and not 1 / WARN_RATIO <= framed["ratio"] <= WARN_RATIO and not fit:
+        log.warning(
+            "masks: the reference character stands %.2fx as tall as the person replaced (%.0f%% vs %.0f%% of the "
+            "frame): SCAIL-2 follows the reference's size; set masks.fit_reference: true (--fit-reference) "
+            "to scale the reference to match",
+            framed["ratio"],
+            100 * framed["reference_height_share"],
+            100 * framed["driving_height_share"],
+        )
+    if not (framed and fit):
+        return ref_labels, None, framed
+    fitted, ref_labels = fit_reference(ref, ref_labels, 1.0 / framed["ratio"])
+    fitted_path = write_image(out_dir / FITTED_REF, fitted)
+    framed["fitted"] = True
+    log.info("masks: reference scaled by %.3f to the replaced person's size -> %s", 1 / framed["ratio"], FITTED_REF)
+    return ref_labels, fitted_path, framed
+
+
+def _write_masks(
+    out_dir: Path, mode: str, ref_labels: np.ndarray, drv_labels: np.ndarray, colours, dilate_px: int, fps: float
+) -> tuple[Path, Path]:
+    """Animation: people in colour on white / on black. Replacement: the person on black / the replaced region
+    (grown by `dilate_px`) in colour on white."""
+    ref_path, drv_path = out_dir / REF_MASK, out_dir / driving_mask_name(mode)
     if mode == "animation":
         write_mask_image(ref_path, colourise(ref_labels, colours, WHITE))
         write_label_video(drv_path, drv_labels, colours, BLACK, fps)
     else:
         write_mask_image(ref_path, colourise(ref_labels, colours, BLACK))
         write_label_video(drv_path, dilate(drv_labels, dilate_px), colours, WHITE, fps)
+    return ref_path, drv_path
+
+
+def make_masks(
+    ref_image: Path,
+    driving_video: Path,
+    out_dir: Path,
+    opts: MaskOptions | None = None,
+    *,
+    mode: str = "animation",
+    extra_refs: Sequence[tuple[Path, str]] = (),
+    device: str = "cpu",
+    person_boxes: list | None = None,
+    ref_person_boxes: list | None = None,
+    segmenter: Segmenter | None = None,
+) -> MaskResult:
+    """Segment and track the people, colour them and write SCAIL-2's masks into `out_dir`.
+
+    Animation: `ref_mask.png` (people in colour on white) and `rendered_mask_v2.mp4` (the same colours on black).
+    Replacement: `ref_mask.png` (the person on black) and `replace_mask.mp4` (the person to replace in colour on
+    white, grown by `opts.dilate_px`); the person is `opts.replace_index` (0-based, left to right) or the best
+    first-frame IoU with the reference mask. Colours follow the palette in left-to-right order of the first driving
+    frame; when the reference shows fewer people, they are matched to driving tracks by nearest normalised centroid
+    and unmatched tracks are left out. `person_boxes` / `ref_person_boxes` are (x0, y0, x1, y1) boxes in the first
+    driving frame / the reference (pixels, or fractions of the size) that prompt SAM 2; without them mediapipe
+    proposes boxes. `extra_refs` holds (image, "background" | "character:<index>") pairs. `segmenter` overrides
+    `opts.backend`.
+
+    A reference with transparency (PNG alpha) gives its own mask when the segmenter is the embedded default.
+    Replacement mode compares the reference character's height with the replaced person's in the first driving
+    frame (as the model sees them) and warns past 1.25x; `opts.fit_reference` writes `ref_fitted.png`, the reference
+    scaled so they match, with its mask moved with it (`MaskResult.ref_image`).
+    """
+    opts = MaskOptions() if opts is None else opts
+    ref_image, driving_video, out_dir = Path(ref_image), Path(driving_video), Path(out_dir)
+    # 1. Check the call (the options checked themselves when they were made)
+    _check_call(mode, opts)
+
+    # 2. Read the inputs, build the segmenter
+    ref = read_image(ref_image)
+    frames, fps = read_video(driving_video)
+    seg = segmenter if segmenter is not None else _segmenter_for(opts, device)
+
+    # 3. The reference's people first: the driving selector needs them to match people and pick the one to replace
+    ref_seg = _segment_reference(seg, ref_image, ref, opts.max_persons if mode == "animation" else 1, ref_person_boxes)
+    ref_masks = masks_of(ref_seg.labels[0], ref_seg.count)
+
+    # 4. Track the driving video's people, matched to the reference's (which fixes each one's colour)
+    ref_colour_of: dict[int, int] = {}  # reference person -> colour index, filled by the selector
+    if mode == "animation":
+        select = partial(pick_animated, ref_masks=ref_masks, max_persons=opts.max_persons, ref_colour_of=ref_colour_of)
+    else:
+        select = partial(
+            pick_replaced, ref_masks=ref_masks, opts=opts, driving_video=driving_video, ref_colour_of=ref_colour_of
+        )
+    drv_seg = _segment_driving(seg, frames, driving_video, select, person_boxes)
+    persons = drv_seg.count
+    colours = palette_colours(persons)
+    ref_labels = relabel(ref_seg.labels[0], ref_colour_of)
+    make_dirs(out_dir)
+
+    # 5. Replacement: the reference's size against the replaced person's (and, asked, fitted to it)
+    fitted_path, framed = None, None
+    if mode == "replacement":
+        ref_labels, fitted_path, framed = _frame_reference(
+            ref, ref_labels, drv_seg.labels[0], opts.fit_reference, out_dir
+        )
+
+    # 6. Write the reference and driving masks
+    ref_path, drv_path = _write_masks(out_dir, mode, ref_labels, drv_seg.labels, colours, opts.dilate_px, fps)
     log.info(
         "masks: %s mode, %d %s (%s), backend %s -> %s, %s",
         mode,
         persons,
         "person" if persons == 1 else "people",
-        ", ".join(PALETTE_NAMES[:persons]),
+        ", ".join(PERSON_COLOUR_NAMES[:persons]),
         seg.name,
         ref_path.name,
         drv_path.name,
     )
 
+    # 7. The extra references' masks, in the colours just assigned
     extra_paths = [
         _extra_mask(seg, Path(p), kind, persons, colours, extra_mask_path(out_dir, n))
         for n, (p, kind) in enumerate(extra_refs)
     ]
     return MaskResult(
-        ref_path, drv_path, extra_paths, persons, seg.name, mode, list(PALETTE_NAMES[:persons]), fitted_path, framed
+        ref_mask=ref_path,
+        driving_mask=drv_path,
+        extra_ref_masks=extra_paths,
+        persons=persons,
+        backend=seg.name,
+        mode=mode,
+        colours=list(PERSON_COLOUR_NAMES[:persons]),
+        ref_image=fitted_path,
+        framing=framed,
     )
 
 
@@ -370,8 +421,8 @@ def output_paths(out_dir: str | os.PathLike, mode: str = "animation", extra_refs
     if mode not in MODES:
         raise InputError(f"unknown masks mode {mode!r} (choose from {', '.join(MODES)})")
     out = Path(out_dir)
-    return [out / REF_MASK_NAME, out / DRIVING_MASK_NAMES[mode], *(extra_mask_path(out, n) for n in range(extra_refs))]
+    return [out / REF_MASK, out / driving_mask_name(mode), *(extra_mask_path(out, n) for n in range(extra_refs))]
 
 
 def extra_mask_path(out_dir: Path, n: int) -> Path:
-    return out_dir / f"extra_ref_mask_{n}.png"
+    return out_dir / extra_ref_mask_name(n)

@@ -9,7 +9,7 @@ from scailflow.lazy import exports
 __getattr__, __dir__, __all__ = exports(
     __name__,
     {
-        "stage": ("DrivingResult", "output_paths", "prepare_driving"),
+        "stage": ("PoseResult", "output_paths", "prepare_driving"),
         "weights": ("PoseWeights",),
         "options": ("PoseOptions",),
     },

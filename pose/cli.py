@@ -55,10 +55,10 @@ def summary(result) -> str:
         people = f"{result.persons} {'person' if result.persons == 1 else 'people'}"
         how = f"pose-driven: {people}, {result.backend}" + (", aligned to the reference" if result.alignment else "")
     lines.append(f"{what}; {how}")
-    if result.seconds:
+    if result.timings:
         names = {"read": "read", "pose2d": "2D pose", "pose3d": "3D pose", "render": "render", "mask_write": "mask"}
-        parts = ", ".join(f"{names.get(k, k)} {v:.1f} s" for k, v in result.seconds.items())
-        lines.append(f"{sum(result.seconds.values()):.1f} s ({parts})")
+        parts = ", ".join(f"{names.get(k, k)} {v:.1f} s" for k, v in result.timings.items())
+        lines.append(f"{sum(result.timings.values()):.1f} s ({parts})")
     return "\n".join(lines)
 
 
@@ -76,13 +76,12 @@ def run(args: argparse.Namespace) -> int:
             result = prepare_driving(
                 args.video,
                 args.out,
+                opts,
                 driving=args.driving,
-                weights=weights_from_args(args, opts),
                 reference_image=args.reference,
-                align=opts.align,
                 max_persons=max_persons,
+                weights=weights_from_args(args, opts),
                 device=args.device,
-                legacy_mask_colours=opts.legacy_mask_colours,
                 palette=args.palette,
             )
     except InputError as e:

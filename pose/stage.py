@@ -5,45 +5,47 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from scailflow.errors import InputError
 from scailflow.files import atomic_path
+from scailflow.layout import ANIMATION_MASK, RENDERED
 from scailflow.media import probe_video, read_image, read_video, write_video
 from scailflow.options import DrivingMode, choices
 from scailflow.pose.align import Alignment, apply_to_overlay, fit_to_reference
-from scailflow.pose.options import Palette
+from scailflow.pose.options import Palette, PoseOptions
 from scailflow.pose.render2d import composite, draw_flat_limbs, draw_person_overlay
 from scailflow.pose.render3d import Camera, Renderer, build_capsules
 from scailflow.pose.runtime import torch_device
-from scailflow.pose.skeleton import N_JOINTS3D, PERSON_COLOURS, PersonPose, person_colour
+from scailflow.pose.skeleton import N_JOINTS3D, PersonPose, person_colour
 from scailflow.pose.tracker import track
 from scailflow.pose.weights import PoseWeights
 from scailflow.progress import iterate
 
 log = logging.getLogger("scailflow.pose")
 
-RENDERED = "rendered_v2.mp4"
-MASK_RENDER = "rendered_mask_v2.mp4"
+
 DRIVING_MODES = choices(DrivingMode)
 PALETTES = choices(Palette)
 
 
 def output_paths(out_dir: Path | str, driving: str = "end-to-end") -> list[Path]:
     """The files `prepare_driving` writes: the driving input, and in pose mode the skeleton's mask render."""
-    return [Path(out_dir) / RENDERED] + ([Path(out_dir) / MASK_RENDER] if driving == "pose" else [])
+    return [Path(out_dir) / RENDERED] + ([Path(out_dir) / ANIMATION_MASK] if driving == "pose" else [])
 
 
-@dataclass
-class DrivingResult:
-    """What prepare_driving wrote."""
+class PoseResult(BaseModel):
+    """What prepare_driving wrote. Crosses the task boundary as is (Prefect persists it): `seconds` is the stage's
+    own time, set by its task; `timings` splits the library's part of it by step."""
+
+    model_config = ConfigDict(frozen=True)
 
     rendered: Path
-    mask_render: Path | None
+    mask_render: Path | None = None
     fps: float
     frames: int
     backend: str
@@ -51,26 +53,16 @@ class DrivingResult:
     height: int = 0
     persons: int = 0
     alignment: dict | None = None
-    seconds: dict = field(default_factory=dict)
+    timings: dict[str, float] = {}
     source: Path | None = None  # the driving video it was made from (its sound goes into the output)
+    seconds: float = 0.0
 
     def to_dict(self) -> dict:
-        return {
-            "source": None if self.source is None else str(self.source),
-            "rendered": str(self.rendered),
-            "mask_render": None if self.mask_render is None else str(self.mask_render),
-            "fps": self.fps,
-            "frames": self.frames,
-            "backend": self.backend,
-            "width": self.width,
-            "height": self.height,
-            "persons": self.persons,
-            "alignment": self.alignment,
-            "seconds": dict(self.seconds),
-        }
+        """JSON-ready dict (paths as strings)."""
+        return self.model_dump(mode="json")
 
 
-def _copy_driving(video: Path, out: Path) -> DrivingResult:
+def _copy_driving(video: Path, out: Path) -> PoseResult:
     info = probe_video(video)
     if video.suffix.lower() == ".mp4":
         with atomic_path(out) as tmp:
@@ -81,7 +73,9 @@ def _copy_driving(video: Path, out: Path) -> DrivingResult:
         frames_arr, fps = read_video(video)
         write_video(out, frames_arr, fps, lossless=bool(frames_arr.shape[1] % 2 or frames_arr.shape[2] % 2))
         backend, frames = "reencode", len(frames_arr)
-    return DrivingResult(out, None, float(fps), int(frames), backend, info.width, info.height)
+    return PoseResult(
+        rendered=out, fps=float(fps), frames=int(frames), backend=backend, width=info.width, height=info.height
+    )
 
 
 def _estimator(weights: PoseWeights, device: str, still: bool = False):
@@ -111,65 +105,29 @@ def _mask_frames(ids: np.ndarray, colours: np.ndarray) -> Iterator[np.ndarray]:
         yield out
 
 
-def prepare_driving(
-    driving_video: Path,
-    out_dir: Path,
-    *,
-    driving: str = "end-to-end",
-    weights: PoseWeights | None = None,
-    reference_image: Path | None = None,
-    align: bool = False,
-    max_persons: int = 2,
-    device: str = "auto",
-    legacy_mask_colours: bool = False,
-    palette: str = "v2",
-) -> DrivingResult:
-    """Write out_dir/rendered_v2.mp4 (and in pose mode out_dir/rendered_mask_v2.mp4) for one driving video.
-
-    end-to-end: a byte copy of an .mp4 driving video (else a re-encode). pose: the 3D capsule skeleton with the
-    2D face/hand overlay at the driving size and fps, plus the flat person-colour mono render on black.
-    `weights` default to the environment (PoseWeights.from_env); with no DWPose files the embedded mediapipe
-    model is used. `align` fits the skeleton to the person in `reference_image`.
-    """
-    driving_video, out_dir = Path(driving_video), Path(out_dir)
+def _check_call(driving: str, palette: str, align: bool, reference_image: Path | None) -> None:
+    """What the options cannot check alone (the options checked themselves when they were made)."""
     if driving not in DRIVING_MODES:
         raise InputError(f"driving must be one of {DRIVING_MODES}, got {driving!r}")
-    if driving == "end-to-end":
-        if align:
-            log.warning("align has no effect in end-to-end mode (the driving video is used as is)")
-        result = _copy_driving(driving_video, out_dir / RENDERED)
-        result.source = driving_video
-        return result
-
-    if not 1 <= max_persons <= len(PERSON_COLOURS):
-        raise InputError(f"max_persons must be 1..{len(PERSON_COLOURS)}, got {max_persons}")
-    if palette not in PALETTES:
+    if driving == "pose" and palette not in PALETTES:
         raise InputError(f"palette must be one of {PALETTES}, got {palette!r}")
-    if align and reference_image is None:
+    if driving == "pose" and align and reference_image is None:
         raise InputError("align needs a reference image")
-    weights = PoseWeights.from_env() if weights is None else weights
-    weights.check()
-    backend = weights.backend
-    tdev = torch_device(device)
-    seconds: dict[str, float] = {}
-    clock = time.perf_counter()
 
-    frames, src_fps = read_video(driving_video)
-    fps = float(max(1, round(src_fps)))
+
+def _track_people(frames: np.ndarray, path: Path, weights: PoseWeights, device: str, max_persons: int) -> list:
+    """2D whole-body pose per frame, tracked into at most `max_persons` people (left to right)."""
     n_frames, height, width = frames.shape[:3]
-    seconds["read"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    estimator = _estimator(weights, device)
-    if backend.startswith("mediapipe") and max_persons > 1:
+    if weights.backend.startswith("mediapipe") and max_persons > 1:
         log.info("the embedded mediapipe model tracks a single person")
-    detections = estimator(frames)
-    tracks = track(detections, width, height, max_persons)
+    tracks = track(_estimator(weights, device)(frames), width, height, max_persons)
     if not tracks:
-        raise InputError(f"no person found in the driving video {driving_video}")
-    seconds["pose2d"] = time.perf_counter() - clock
+        raise InputError(f"no person found in the driving video {path}")
+    return tracks
 
-    clock = time.perf_counter()
+
+def _lift_to_3d(frames: np.ndarray, tracks: list, weights: PoseWeights, tdev) -> bool:
+    """NLF's 3D joints for every tracked person (when its model is configured); whether any person has them."""
     if weights.nlf is not None:
         from scailflow.pose.nlf import NLF
 
@@ -179,52 +137,114 @@ def prepare_driving(
             joints = nlf.track_joints(frames, boxes)
             for p, j in zip(people, joints):
                 p.joints3d = j if p.box is not None else None
-    elif backend == "dwpose-2d":
+    elif weights.backend == "dwpose-2d":
         log.info("no NLF model configured: 2D-only fallback (flat limbs from DWPose)")
-    has3d = any(p.joints3d is not None for people in tracks for p in people)
-    seconds["pose3d"] = time.perf_counter() - clock
+    return any(p.joints3d is not None for people in tracks for p in people)
 
+
+def _align(tracks: list, reference_image: Path, weights: PoseWeights, device: str, height: int, width: int):
+    """Fit the skeleton to the reference's person: the alignment, and the tracks' 2D overlays moved with it."""
+    ref = _reference_person(Path(reference_image), weights, device)
+    first = next(p for p in tracks[0] if p.visible().sum() >= 2)
+    alignment = fit_to_reference(ref, first, height, width)
+    return alignment, [[apply_to_overlay(p, alignment, height, width) for p in people] for people in tracks]
+
+
+def _body_frames(
+    tracks: list, has3d: bool, alignment: Alignment | None, palette: str, shape: tuple[int, int, int], tdev
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The body per frame as (RGB, person ids - 1): 3D capsules when there are 3D joints, else flat 2D limbs."""
+    n_frames, height, width = shape
+    if has3d:
+        joints = np.zeros((len(tracks), n_frames, N_JOINTS3D, 3), np.float32)
+        for i, people in enumerate(tracks):
+            for t, p in enumerate(people):
+                if p.joints3d is not None:
+                    joints[i, t] = p.joints3d
+        camera = alignment.camera(height, width) if alignment else Camera.default(height, width)
+        yield from Renderer(height, width, camera, tdev).render(build_capsules(joints, palette))
+    else:
+        for t in range(n_frames):
+            yield draw_flat_limbs([people[t] for people in tracks], height, width, palette)
+
+
+def _composited_frames(body, tracks: list, mask_ids: np.ndarray) -> Iterator[np.ndarray]:
+    """The body with each person's face/hand overlay on top; fills `mask_ids` (person + 1 per pixel) on the way."""
+    n_frames, height, width = mask_ids.shape
+    for t, (rgb, ids) in enumerate(iterate(body, "render", n_frames)):
+        overlays = [draw_person_overlay(people[t], height, width) for people in tracks]
+        mask_ids[t] = (ids + 1).astype(np.uint8)
+        for i, ov in enumerate(overlays):
+            mask_ids[t][ov.any(-1)] = i + 1
+        yield composite(rgb, overlays)
+
+
+def prepare_driving(
+    driving_video: Path,
+    out_dir: Path,
+    opts: PoseOptions | None = None,
+    *,
+    driving: str = "end-to-end",
+    reference_image: Path | None = None,
+    max_persons: int = 2,
+    weights: PoseWeights | None = None,
+    device: str = "auto",
+    palette: str = "v2",
+) -> PoseResult:
+    """Write out_dir/rendered_v2.mp4 (and in pose mode out_dir/rendered_mask_v2.mp4) for one driving video.
+
+    end-to-end: a byte copy of an .mp4 driving video (else a re-encode). pose: the 3D capsule skeleton with the
+    2D face/hand overlay at the driving size and fps, plus the flat person-colour mono render on black.
+    `weights` default to the environment (PoseWeights.from_env) overridden by `opts`' files; with no DWPose files
+    the embedded mediapipe model is used. `opts.align` fits the skeleton to the person in `reference_image`.
+    `max_persons` is the job's `masks.max_persons` (MaskOptions checks it).
+    """
+    opts = PoseOptions() if opts is None else opts
+    driving_video, out_dir = Path(driving_video), Path(out_dir)
+    # 1. Check the call
+    _check_call(driving, palette, opts.align, reference_image)
+    if driving == "end-to-end":
+        if opts.align:
+            log.warning("align has no effect in end-to-end mode (the driving video is used as is)")
+        return _copy_driving(driving_video, out_dir / RENDERED).model_copy(update={"source": driving_video})
+
+    if weights is None:
+        weights = PoseWeights.from_env().overridden_by(PoseWeights.from_config(opts.model_dump()))
+    weights.check()
+    tdev = torch_device(device)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    # 2. Read the driving video
+    frames, src_fps = read_video(driving_video)
+    fps = float(max(1, round(src_fps)))
+    n_frames, height, width = frames.shape[:3]
+    timings["read"], clock = time.perf_counter() - clock, time.perf_counter()
+
+    # 3. 2D pose, tracked into people
+    tracks = _track_people(frames, driving_video, weights, device, max_persons)
+    timings["pose2d"], clock = time.perf_counter() - clock, time.perf_counter()
+
+    # 4. 3D joints (NLF), when configured
+    has3d = _lift_to_3d(frames, tracks, weights, tdev)
+    timings["pose3d"] = time.perf_counter() - clock
+
+    # 5. Fit the skeleton to the reference, when asked
     alignment: Alignment | None = None
-    if align:
-        ref = _reference_person(Path(reference_image), weights, device)
-        first = next(p for p in tracks[0] if p.visible().sum() >= 2)
-        alignment = fit_to_reference(ref, first, height, width)
-        tracks = [[apply_to_overlay(p, alignment, height, width) for p in people] for people in tracks]
+    if opts.align:
+        alignment, tracks = _align(tracks, Path(reference_image), weights, device, height, width)
 
+    # 6. Render the skeleton, then its flat person-colour mask
     clock = time.perf_counter()
     n_persons = len(tracks)
-    colours = np.array([person_colour(i, legacy_mask_colours) for i in range(n_persons)], np.uint8)
+    colours = np.array([person_colour(i, opts.legacy_mask_colours) for i in range(n_persons)], np.uint8)
     mask_ids = np.zeros((n_frames, height, width), np.uint8)
-
-    def body_frames() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        if has3d:
-            joints = np.zeros((n_persons, n_frames, N_JOINTS3D, 3), np.float32)
-            for i, people in enumerate(tracks):
-                for t, p in enumerate(people):
-                    if p.joints3d is not None:
-                        joints[i, t] = p.joints3d
-            camera = alignment.camera(height, width) if alignment else Camera.default(height, width)
-            yield from Renderer(height, width, camera, tdev).render(build_capsules(joints, palette))
-        else:
-            for t in range(n_frames):
-                yield draw_flat_limbs([people[t] for people in tracks], height, width, palette)
-
-    def rendered_frames() -> Iterator[np.ndarray]:
-        for t, (rgb, ids) in enumerate(iterate(body_frames(), "render", n_frames)):
-            overlays = [draw_person_overlay(people[t], height, width) for people in tracks]
-            mask_ids[t] = (ids + 1).astype(np.uint8)
-            for i, ov in enumerate(overlays):
-                mask_ids[t][ov.any(-1)] = i + 1
-            yield composite(rgb, overlays)
-
-    rendered = out_dir / RENDERED
-    mask_path = out_dir / MASK_RENDER
-    odd = bool(height % 2 or width % 2)
-    write_video(rendered, rendered_frames(), fps, lossless=odd)
-    seconds["render"] = time.perf_counter() - clock
-    clock = time.perf_counter()
+    body = _body_frames(tracks, has3d, alignment, palette, (n_frames, height, width), tdev)
+    rendered, mask_path = out_dir / RENDERED, out_dir / ANIMATION_MASK
+    write_video(rendered, _composited_frames(body, tracks, mask_ids), fps, lossless=bool(height % 2 or width % 2))
+    timings["render"], clock = time.perf_counter() - clock, time.perf_counter()
     write_video(mask_path, _mask_frames(mask_ids, colours), fps, lossless=True)
-    seconds["mask_write"] = time.perf_counter() - clock
+    timings["mask_write"] = time.perf_counter() - clock
     log.info(
         "pose render: %d frames %dx%d at %g fps, %d person(s), backend %s",
         n_frames,
@@ -232,18 +252,18 @@ def prepare_driving(
         height,
         fps,
         n_persons,
-        backend + ("" if has3d else " (2D only)"),
+        weights.backend + ("" if has3d else " (2D only)"),
     )
-    return DrivingResult(
-        rendered,
-        mask_path,
-        fps,
-        n_frames,
-        backend,
-        width,
-        height,
-        n_persons,
-        alignment.to_dict() if alignment else None,
-        seconds,
-        driving_video,
+    return PoseResult(
+        rendered=rendered,
+        mask_render=mask_path,
+        fps=fps,
+        frames=n_frames,
+        backend=weights.backend,
+        width=width,
+        height=height,
+        persons=n_persons,
+        alignment=alignment.to_dict() if alignment else None,
+        timings=timings,
+        source=driving_video,
     )

@@ -29,14 +29,17 @@ Stage = Literal["pose", "masks", "prompt", "generate"]  # a folder run's stages,
 
 @dataclass(frozen=True)
 class Flag:
-    """The command-line spellings of an option (first one shown in errors)."""
+    """The command-line spellings of an option (first one shown in errors). `command`: the one command whose
+    parser lists it (e.g. the prompt enhancer's `--model`, which `scailflow run` must not take for its own)."""
 
     names: tuple[str, ...]
     metavar: str | None = None
+    command: str | None = None
 
-    def __init__(self, *names: str, metavar: str | None = None):
+    def __init__(self, *names: str, metavar: str | None = None, command: str | None = None):
         object.__setattr__(self, "names", names)
         object.__setattr__(self, "metavar", metavar)
+        object.__setattr__(self, "command", command)
 
 
 @dataclass(frozen=True)
@@ -125,21 +128,25 @@ def add_flags(
     model: type[BaseModel],
     prefix: str = "",
     only: tuple[str, ...] | None = None,
+    *,
+    command: str | None = None,
+    required: tuple[str, ...] = (),
 ) -> None:
     """Add one argparse option per flagged field of `model` (and of its nested option groups).
 
     Flags default to "not given" (argparse.SUPPRESS): `given()` returns only what the user typed, so a flag
     overrides job.yaml / pipelines.yaml and an absent flag leaves them (or the model's default) alone. `only`: just
-    these fields of `model`."""
+    these fields of `model`. `command`: also the flags that belong to this command alone (Flag.command).
+    `required`: fields this command cannot do without."""
     for name, field in model.model_fields.items():
         if only is not None and name not in only:
             continue
         sub = submodel(field.annotation)
         if sub is not None:
-            add_flags(parser, sub, f"{prefix}{name}.")
+            add_flags(parser, sub, f"{prefix}{name}.", command=command)
             continue
         flag = flag_of(field)
-        if flag is None:
+        if flag is None or flag.command not in (None, command):
             continue
         ann = _unwrap_optional(field.annotation)
         default = field.get_default(call_default_factory=True)
@@ -147,6 +154,8 @@ def add_flags(
         if default not in (None, False, [], ""):
             help_text += f" (default: {default})"
         kwargs: dict[str, Any] = {"dest": prefix + name, "default": argparse.SUPPRESS, "help": help_text.strip()}
+        if name in required:
+            kwargs["required"] = True
         if ann is bool:  # --x / --no-x on the first spelling; other spellings of --x are accepted, not listed
             parser.add_argument(flag.names[0], action=argparse.BooleanOptionalAction, **kwargs)
             if flag.names[1:]:
@@ -235,7 +244,11 @@ def flag_name(model: type[BaseModel], loc: tuple) -> str | None:
 
 def from_flags(model: type[BaseModel], args: argparse.Namespace, base: dict | None = None):
     """Validate `base` (e.g. pipelines.yaml's `model:`) overridden by the flags of `model` the user typed."""
-    data = merge(base or {}, given(args, model))
+    return validated(model, merge(base or {}, given(args, model)))
+
+
+def validated(model: type[BaseModel], data: dict):
+    """`model` from `data`, or one InputError line naming the option (its flag where it has one)."""
     try:
         return model.model_validate(data)
     except ValidationError as e:

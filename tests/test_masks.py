@@ -22,8 +22,10 @@ from scailflow import masks
 from scailflow.errors import InputError
 from scailflow.masks import cli as masks_cli
 from scailflow.masks import palette, tracks
+from scailflow.masks.options import MaskOptions
 from scailflow.masks.segmenters import Segmentation
 from scailflow.media import probe_video, read_image, read_video, write_image, write_video
+from scailflow.options import validated
 
 BLUE, RED, GREEN, MAGENTA, CYAN, YELLOW = palette.PALETTE
 BLACK, WHITE = palette.BLACK, palette.WHITE
@@ -158,12 +160,14 @@ def test_compose_labels_and_dilate():
 # ---------------------------------------------------------------- colours through make_masks
 
 
-def run_masks(tmp_path, ref_people, drv_frames, **kw):
+def run_masks(tmp_path, ref_people, drv_frames, opts=None, **kw):
+    """make_masks on drawn people; keywords naming MaskOptions fields become the options."""
     ref, video = write_inputs(
         tmp_path, ref_people, drv_frames, **{k: kw.pop(k) for k in ("size", "ref_size", "fps") if k in kw}
     )
     seg = GreySegmenter()
-    result = masks.make_masks(ref, video, tmp_path / "out", segmenter=seg, **kw)
+    opts = opts or MaskOptions(**{k: kw.pop(k) for k in list(kw) if k in MaskOptions.model_fields})
+    result = masks.make_masks(ref, video, tmp_path / "out", opts, segmenter=seg, **kw)
     ref_mask = read_image(result.ref_mask)
     drv_mask, fps = read_video(result.driving_mask)
     return result, ref_mask, drv_mask, fps, video
@@ -242,8 +246,10 @@ def test_replacement_backgrounds_are_the_opposite_and_match_nearest(tmp_path):
     assert tuple(i_drv[0, 20, 15]) == BLUE and tuple(i_drv[0, 20, 60]) == WHITE
     assert tuple(i_drv[0, 20, 31]) == BLUE and tuple(i_drv[0, 20, 33]) == WHITE  # 2 px beyond x=29
     assert_all_pure(i_drv)
-    with pytest.raises(InputError, match="replace_index 2"):
-        run_masks(tmp_path / "bad", ref_people, frames, mode="replacement", replace_index=2)
+    with pytest.raises(InputError, match="replace_index 2"):  # the options allow it (3 tracked), the video has 2
+        run_masks(tmp_path / "bad", ref_people, frames, mode="replacement", replace_index=2, max_persons=3)
+    with pytest.raises(InputError, match="replace_index 2"):  # the options alone refuse it (2 tracked)
+        validated(MaskOptions, {"replace_index": 2})
 
 
 def test_errors_name_the_file(tmp_path):
@@ -254,8 +260,10 @@ def test_errors_name_the_file(tmp_path):
         run_masks(tmp_path / "b", [(60, 5, 5, 30, 45)], [[]])
     seven = [[(20 + 20 * i, 2 + 11 * i, 5, 11 + 11 * i, 45) for i in range(7)]]
     ref7 = [(20 + 20 * i, 1 + 8 * i, 5, 8 + 8 * i, 55) for i in range(7)]
-    with pytest.raises(masks.TooManyPersonsError) as e:
-        run_masks(tmp_path / "c", ref7, seven, max_persons=7)
+    with pytest.raises(InputError, match="max-persons: .* 6"):  # the options refuse more people than colours
+        validated(MaskOptions, {"max_persons": 7})
+    with pytest.raises(masks.TooManyPersonsError) as e:  # and the library, given options made without checks
+        run_masks(tmp_path / "c", ref7, seven, MaskOptions.model_construct(max_persons=7))
     assert "\n" not in str(e.value)
     with pytest.raises(InputError, match="mode"):
         run_masks(tmp_path / "d", [(60, 5, 5, 30, 45)], frames, mode="pose")

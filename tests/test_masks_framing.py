@@ -15,6 +15,7 @@ from skimage import data
 from scailflow import masks
 from scailflow.files import write_text_atomic
 from scailflow.masks.framing import box, framing
+from scailflow.masks.options import MaskOptions
 from scailflow.masks.segmenters import MediapipeSegmenter
 from scailflow.media import read_image, read_video, write_image, write_video
 from tests.test_reliability import cli
@@ -49,7 +50,11 @@ def test_full_bleed_reference_is_flagged_and_fitted(tmp_path, photo, caplog):
     assert "as tall as the person replaced" in caplog.text and "fit_reference" in caplog.text
 
     fitted = masks.make_masks(
-        tmp_path / "ref.png", tmp_path / "driving.mp4", tmp_path / "b", mode="replacement", fit_reference_size=True
+        tmp_path / "ref.png",
+        tmp_path / "driving.mp4",
+        tmp_path / "b",
+        MaskOptions(fit_reference=True),
+        mode="replacement",
     )
     assert fitted.ref_image.name == "ref_fitted.png" and fitted.framing["fitted"]
     image, mask = read_image(fitted.ref_image), read_image(fitted.ref_mask)

@@ -15,6 +15,7 @@ from skimage import data
 from scailflow import masks
 from scailflow.errors import InputError
 from scailflow.masks import palette
+from scailflow.masks.options import MaskOptions
 from scailflow.masks.segmenters import MediapipeSegmenter, Sam2VideoSegmenter, Sam3VideoSegmenter, sam2_config_for
 from scailflow.masks.stage import build_segmenter
 from scailflow.masks.tracks import person_selector
@@ -86,7 +87,7 @@ def test_no_person_in_a_blank_reference(tmp_path):
     blank = tmp_path / "blank.png"
     write_image(blank, np.full((96, 96, 3), 128, np.uint8))
     with pytest.raises(masks.NoPersonError, match="reference image"):
-        masks.make_masks(blank, video, tmp_path / "out", backend="mediapipe")
+        masks.make_masks(blank, video, tmp_path / "out", MaskOptions(backend="mediapipe"))
 
 
 def test_build_segmenter_choices(tmp_path):

@@ -10,6 +10,7 @@ from skimage import data
 
 from scailflow import masks
 from scailflow.masks import palette
+from scailflow.masks.options import MaskOptions
 from scailflow.masks.segmenters import MediapipeSegmenter
 from scailflow.media import read_image, read_video, write_image, write_video
 
@@ -65,7 +66,9 @@ def test_two_people_get_two_colours_left_to_right_through_the_clip(tmp_path, cut
     video, truth = two_astronauts(cutout)
     write_image(tmp_path / "ref.png", video[0])
     write_video(tmp_path / "driving.mp4", video, 8.0, lossless=True)
-    result = masks.make_masks(tmp_path / "ref.png", tmp_path / "driving.mp4", tmp_path / "out", max_persons=2)
+    result = masks.make_masks(
+        tmp_path / "ref.png", tmp_path / "driving.mp4", tmp_path / "out", MaskOptions(max_persons=2)
+    )
     assert result.backend == "mediapipe" and result.persons == 2 and result.colours == ["blue", "red"]
     drv, _ = read_video(result.driving_mask)
     for t in range(len(video)):
@@ -82,7 +85,11 @@ def test_replacement_picks_one_of_the_two(tmp_path, cutout):
     write_image(tmp_path / "ref.png", small[:, ::-1])  # the reference stands where the right one stands
     write_video(tmp_path / "driving.mp4", video, 8.0, lossless=True)
     result = masks.make_masks(
-        tmp_path / "ref.png", tmp_path / "driving.mp4", tmp_path / "out", mode="replacement", replace_index=1
+        tmp_path / "ref.png",
+        tmp_path / "driving.mp4",
+        tmp_path / "out",
+        MaskOptions(replace_index=1),
+        mode="replacement",
     )
     drv, _ = read_video(result.driving_mask)
     blue = (drv[0] == BLUE).all(-1)

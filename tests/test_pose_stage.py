@@ -12,11 +12,12 @@ import pytest
 from skimage import data
 
 from scailflow.errors import InputError
+from scailflow.layout import PERSON_COLOURS
 from scailflow.media import read_video, write_video
 from scailflow.pose import PoseWeights, prepare_driving
 from scailflow.pose.cli import add_arguments, run
 from scailflow.pose.mediapipe_pose import MediaPipePose
-from scailflow.pose.skeleton import PERSON_COLOURS
+from scailflow.pose.options import PoseOptions
 from tests.test_pose_fakes import blob_image, build_nlf, build_simcc, build_yolox, yolox_raw
 
 CONFIDENT = [0, 1, 2, 5, 14, 15, 16, 17]  # nose, neck, shoulders, eyes, ears: clearly visible in the photo
@@ -127,7 +128,12 @@ def test_pose_mode_with_the_embedded_default(tmp_path, astronaut):
     assert abs(np.median(xs[top]) - 107) < 25 and abs(np.median(ys[top]) - 55) < 30
     assert abs(np.median(xs) - 110) < 40
     legacy = prepare_driving(
-        src, tmp_path / "legacy", driving="pose", weights=PoseWeights(), device="cpu", legacy_mask_colours=True
+        src,
+        tmp_path / "legacy",
+        PoseOptions(legacy_mask_colours=True),
+        driving="pose",
+        weights=PoseWeights(),
+        device="cpu",
     )
     lm, _ = read_video(legacy.mask_render)
     assert {tuple(c) for c in lm.reshape(-1, 3)} == {(0, 0, 0), (255, 0, 0)}
@@ -190,7 +196,7 @@ def test_pose_mode_rejects_bad_settings_before_work(tmp_path):
     with pytest.raises(InputError, match="not found"):
         prepare_driving(src, tmp_path / "o", driving="pose", weights=PoseWeights(nlf=tmp_path / "missing.ts"))
     with pytest.raises(InputError, match="align needs a reference"):
-        prepare_driving(src, tmp_path / "o", driving="pose", align=True, weights=PoseWeights())
+        prepare_driving(src, tmp_path / "o", PoseOptions(align=True), driving="pose", weights=PoseWeights())
     with pytest.raises(InputError, match="driving must be"):
         prepare_driving(src, tmp_path / "o", driving="skeleton")
     with pytest.raises(InputError, match="no person found"):
@@ -204,7 +210,13 @@ def test_pose_mode_aligns_to_a_reference(tmp_path, astronaut):
     big[:, 20:268] = cv2.resize(astronaut, (248, 248))[:224]  # the reference person larger than the driver
     cv2.imwrite(str(ref), big[..., ::-1])
     res = prepare_driving(
-        src, tmp_path / "out", driving="pose", weights=PoseWeights(), device="cpu", reference_image=ref, align=True
+        src,
+        tmp_path / "out",
+        PoseOptions(align=True),
+        driving="pose",
+        weights=PoseWeights(),
+        device="cpu",
+        reference_image=ref,
     )
     al = res.alignment
     assert al is not None and al["m"] > 1.05
