@@ -6,10 +6,11 @@ from scailflow.lazy import exports
 __getattr__, __dir__, __all__ = exports(
     __name__,
     {
-        "stage": ("make_prompt", "output_paths"),
+        "stage": ("PromptStageResult", "make_prompt", "output_paths"),
         "cache": ("prompt_cache_key",),
         "enhance": (
             "DEFAULT_MODEL",
+            "GeminiAccess",
             "MissingKeyError",
             "PromptResult",
             "enhance_prompt",

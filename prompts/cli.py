@@ -12,50 +12,28 @@ import argparse
 import logging
 from pathlib import Path
 
-from scailflow.options import Mode, choices
+from scailflow.options import Mode, add_flags, choices, from_flags
 
 from .options import PromptOptions
 
 LOG = logging.getLogger("scailflow.prompts")
 OFFICIAL_EXAMPLES = Path("prompt_examples.txt")  # the official helper's default, read from the working directory
-_DEFAULTS = PromptOptions()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the prompt enhancer's flags to `parser`."""
+    """Add the prompt enhancer's flags to `parser`: the options from PromptOptions, the per-call ones here."""
     parser.add_argument("--video", type=Path, required=True, help="driving video")
     parser.add_argument("--image", type=Path, required=True, help="reference character image")
-    parser.add_argument(
-        "--instruction",
-        required=True,
-        help='short request, e.g. "replace the man in the blue jacket with the person in the image"',
-    )
+    add_flags(parser, PromptOptions, command="prompt", required=("instruction",))
     parser.add_argument(
         "--mode", choices=choices(Mode), default="replacement", help="prompt template (default: %(default)s)"
     )
-    parser.add_argument("--model", default=_DEFAULTS.model, help="Gemini model (default: %(default)s)")
     parser.add_argument(
         "--api_key",
         "--api-key",
         default=None,
         help="Gemini API key (default: $GEMINI_API_KEY, else $GOOGLE_API_KEY; the environment is safer: a flag "
         "shows in `ps`)",
-    )
-    parser.add_argument(
-        "--temperature", type=float, default=_DEFAULTS.temperature, help="sampling temperature (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--num_frames",
-        type=int,
-        default=_DEFAULTS.num_frames,
-        help="frames sampled evenly from the video for the caption (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--examples",
-        type=Path,
-        default=None,
-        help="few-shot example prompts, blank-line separated (default: ./prompt_examples.txt as the official "
-        "helper, else the packaged file)",
     )
     parser.add_argument(
         "--max_example_chars", type=int, default=4000, help="characters of examples sent at most (default: %(default)s)"
@@ -85,23 +63,20 @@ def examples_file(given: Path | None) -> Path | None:
 
 def run(args: argparse.Namespace) -> int:
     """Enhance the prompt described by `args`, print it, return 0. Bad input raises InputError."""
-    from .enhance import enhance_prompt
+    from .enhance import GeminiAccess, enhance_prompt
 
+    opts = from_flags(PromptOptions, args)
+    examples = examples_file(Path(opts.examples) if opts.examples else None)
     result = enhance_prompt(
         args.video,
         args.image,
-        args.instruction,
+        opts.model_copy(update={"examples": str(examples) if examples else None}),
         mode=args.mode,
-        model=args.model,
-        temperature=args.temperature,
-        num_frames=args.num_frames,
-        examples=examples_file(args.examples),
-        max_example_chars=args.max_example_chars,
-        api_key=args.api_key,
-        base_url=args.base_url,
+        access=GeminiAccess(api_key=args.api_key, base_url=args.base_url),
         output=args.output,
         caption_out=args.caption_out,
         cache_dir=args.cache_dir,
+        max_example_chars=args.max_example_chars,
     )
     print(result.prompt)
     return 0

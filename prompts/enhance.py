@@ -20,6 +20,7 @@ from scailflow.files import write_text_atomic
 
 from . import cache
 from .gemini import AnswerCheckError, Backoff, GeminiClient, redact
+from .options import PromptOptions
 from .sampling import image_jpeg, jpeg_bytes, sample_video_frames
 from .templates import (
     caption_problem,
@@ -33,7 +34,7 @@ from .templates import (
 
 LOG = logging.getLogger("scailflow.prompts")
 
-DEFAULT_MODEL = "gemini-2.5-flash"
+DEFAULT_MODEL = PromptOptions.model_fields["model"].default
 KEY_ENV_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 BASE_URL_ENV = "GEMINI_BASE_URL"
 
@@ -65,22 +66,29 @@ def resolve_base_url(explicit: str | None = None) -> str | None:
     return value.strip() if value and value.strip() else None
 
 
-def _check_options(
-    instruction: str, mode: str, model: str, temperature: float, num_frames: int, max_retries: int, timeout_s: float
-) -> None:
+@dataclass(frozen=True)
+class GeminiAccess:
+    """How to reach Gemini for one call: the key (else GEMINI_API_KEY / GOOGLE_API_KEY), the endpoint (else
+    GEMINI_BASE_URL, else Google's), the per-request timeout, and retries of transient failures with backoff."""
+
+    api_key: str | None = None
+    base_url: str | None = None
+    timeout_s: float = 120
+    max_retries: int = 4
+    backoff_base_s: float = 1.0
+
+    def __post_init__(self):
+        if self.max_retries < 0:
+            raise InputError(f"max_retries must be >= 0, got {self.max_retries}")
+        if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
+            raise InputError(f"timeout_s must be positive, got {self.timeout_s}")
+
+
+def _check_call(opts: PromptOptions, mode: str) -> None:
+    """What the options cannot check alone: an instruction is optional in a job, not here; the mode."""
     check_mode(mode)
-    if not instruction or not instruction.strip():
+    if not opts.instruction or not opts.instruction.strip():
         raise InputError("the prompt enhancer needs a non-empty instruction")
-    if not model or not model.strip():
-        raise InputError("model name is empty")
-    if not (math.isfinite(temperature) and 0.0 <= temperature <= 2.0):
-        raise InputError(f"temperature must be within 0-2, got {temperature}")
-    if num_frames < 1:
-        raise InputError(f"num_frames must be at least 1, got {num_frames}")
-    if max_retries < 0:
-        raise InputError(f"max_retries must be >= 0, got {max_retries}")
-    if not (math.isfinite(timeout_s) and timeout_s > 0):
-        raise InputError(f"timeout_s must be positive, got {timeout_s}")
 
 
 def _ask_checked(client: GeminiClient, parts: list, what: str, problem: Callable[[str], str | None]) -> str:
@@ -121,46 +129,55 @@ def _write_outputs(prompt: str, caption: str, output: Path | None, caption_out: 
         LOG.info("caption written to %s", caption_out)
 
 
+def _cache_key(video: Path, image: Path, opts: PromptOptions, mode: str, max_example_chars: int) -> str:
+    return cache.prompt_cache_key(
+        video,
+        image,
+        opts.instruction,
+        opts.examples,
+        opts.model,
+        mode,
+        num_frames=opts.num_frames,
+        temperature=opts.temperature,
+        max_example_chars=max_example_chars,
+    )
+
+
+def _ask_gemini(
+    client: GeminiClient, frame_parts: list, image_part, opts: PromptOptions, mode: str, example_text: str
+) -> tuple[str, str]:
+    """Call 1: caption the driving frames. Call 2: the prompt from the reference, instruction, caption, examples."""
+    caption = _ask_checked(client, [*frame_parts, caption_request(len(frame_parts))], "caption", caption_problem)
+    LOG.info("caption: %s", caption)
+    request = prompt_request(mode, opts.instruction, caption, example_text)
+    return _ask_checked(client, [image_part, request], "prompt", prompt_problem), caption
+
+
 def enhance_prompt(
     video: Path,
     image: Path,
-    instruction: str,
+    opts: PromptOptions,
     *,
     mode: str = "replacement",
-    model: str = DEFAULT_MODEL,
-    temperature: float = 0.4,
-    num_frames: int = 8,
-    examples: Path | None = None,
-    max_example_chars: int = 4000,
-    api_key: str | None = None,
-    base_url: str | None = None,
+    access: GeminiAccess = GeminiAccess(),
     output: Path | None = None,
     caption_out: Path | None = None,
     cache_dir: Path | None = None,
-    max_retries: int = 4,
-    timeout_s: float = 120,
-    backoff_base_s: float = 1.0,
+    max_example_chars: int = 4000,
 ) -> PromptResult:
-    """Caption `video` from `num_frames` evenly sampled frames, then write the positive prompt for `mode`.
+    """Caption `video` from `opts.num_frames` evenly sampled frames, then write the positive prompt for `mode`.
 
-    The key is `api_key`, else GEMINI_API_KEY / GOOGLE_API_KEY (MissingKeyError when none); `base_url`, else
-    GEMINI_BASE_URL, overrides the endpoint. With `cache_dir`, a result for the same content (see
-    prompt_cache_key) is returned without any call. `output` / `caption_out` are written atomically.
-    Raises InputError for bad input (GeminiRequestError for a 4xx) and GeminiError for other API failures.
+    `opts.instruction` is required here. The key and endpoint come from `access` (MissingKeyError when there is no
+    key). With `cache_dir`, a result for the same content (see prompt_cache_key) is returned without any call.
+    `output` / `caption_out` are written atomically. Raises InputError for bad input (GeminiRequestError for a
+    4xx) and GeminiError for other API failures.
     """
     video, image = Path(video), Path(image)
-    _check_options(instruction, mode, model, temperature, num_frames, max_retries, timeout_s)
-    cache_key = cache.prompt_cache_key(
-        video,
-        image,
-        instruction,
-        examples,
-        model,
-        mode,
-        num_frames=num_frames,
-        temperature=temperature,
-        max_example_chars=max_example_chars,
-    )
+    # 1. Check the call (the options checked themselves when they were made)
+    _check_call(opts, mode)
+
+    # 2. The same content asked before: its answer, no call
+    cache_key = _cache_key(video, image, opts, mode, max_example_chars)
     if cache_dir is not None:
         hit = cache.load(Path(cache_dir), cache_key)
         if hit is not None:
@@ -168,36 +185,40 @@ def enhance_prompt(
             _write_outputs(*hit, output, caption_out)
             return PromptResult(hit[0], hit[1], cached=True, calls=0, cache_key=cache_key)
 
-    secret = resolve_api_key(api_key)
+    # 3. The key, the examples, the sampled frames and the reference as request parts
+    secret = resolve_api_key(access.api_key)
     if secret is None:
         raise MissingKeyError(f"no Gemini API key: set {' or '.join(KEY_ENV_VARS)} (or pass --api_key)")
-    example_text = load_examples(examples, max_example_chars)
-    indices, frames = sample_video_frames(video, num_frames)
+    example_text = load_examples(opts.examples, max_example_chars)
+    indices, frames = sample_video_frames(video, opts.num_frames)
     frame_parts = [types.Part.from_bytes(data=jpeg_bytes(f), mime_type="image/jpeg") for f in frames]
     image_part = types.Part.from_bytes(data=image_jpeg(image), mime_type="image/jpeg")
-    endpoint = resolve_base_url(base_url)
+    endpoint = resolve_base_url(access.base_url)
     LOG.info(
         "prompt enhancer: %s mode, model %s, frames %s of %s%s",
         mode,
-        model,
+        opts.model,
         indices,
         video.name,
         f", endpoint {redact(endpoint, secret)}" if endpoint else "",
     )
 
-    backoff = Backoff(base_s=backoff_base_s)
+    # 4. Caption, then prompt
     with GeminiClient(
-        secret, model, temperature, base_url=endpoint, timeout_s=timeout_s, max_retries=max_retries, backoff=backoff
+        secret,
+        opts.model,
+        opts.temperature,
+        base_url=endpoint,
+        timeout_s=access.timeout_s,
+        max_retries=access.max_retries,
+        backoff=Backoff(base_s=access.backoff_base_s),
     ) as client:
-        caption = _ask_checked(client, [*frame_parts, caption_request(len(frame_parts))], "caption", caption_problem)
-        LOG.info("caption: %s", caption)
-        prompt = _ask_checked(
-            client, [image_part, prompt_request(mode, instruction, caption, example_text)], "prompt", prompt_problem
-        )
+        prompt, caption = _ask_gemini(client, frame_parts, image_part, opts, mode, example_text)
         calls = client.calls
     LOG.info("prompt (%d words, %d calls): %s", len(prompt.split()), calls, prompt)
 
+    # 5. Write the outputs and remember the answer
     _write_outputs(prompt, caption, output, caption_out)
     if cache_dir is not None:
-        cache.store(Path(cache_dir), cache_key, prompt, caption, model, mode)
+        cache.store(Path(cache_dir), cache_key, prompt, caption, opts.model, mode)
     return PromptResult(prompt, caption, cached=False, calls=calls, cache_key=cache_key)

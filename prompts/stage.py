@@ -6,17 +6,31 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from scailflow.files import read_text, write_text_atomic
+from pydantic import BaseModel, ConfigDict
 
-from .enhance import enhance_prompt
+from scailflow.files import read_text, write_text_atomic
+from scailflow.layout import CAPTION, PROMPT
+
+from .enhance import GeminiAccess, enhance_prompt
 from .gemini import GeminiError
 from .options import PromptOptions
 
 log = logging.getLogger("scailflow.prompts")
 
-PROMPT_FILE = "prompt.txt"
-CAPTION_FILE = "caption.txt"
+PROMPT_FILE = PROMPT
+CAPTION_FILE = CAPTION
 CACHE_DIR = ".prompt_cache"
+
+
+class PromptStageResult(BaseModel):
+    """What `make_prompt` wrote: the prompt file and where its text came from (the Gemini model, "job.yaml prompt",
+    "prompt.txt" or "default prompt"). Crosses the task boundary as is; `seconds` is set by the task."""
+
+    model_config = ConfigDict(frozen=True)
+
+    prompt_file: Path
+    source: str
+    seconds: float = 0.0
 
 
 def output_paths(out_dir: str | Path) -> list[Path]:
@@ -32,8 +46,8 @@ def make_prompt(
     prompt_file: Path | None,
     inline_prompt: str | None,
     api_key: str | None,
-) -> dict:
-    """Decide the prompt and write it to out_dir/prompt.txt; returns {"prompt_file", "source"}."""
+) -> PromptStageResult:
+    """Decide the prompt and write it to out_dir/prompt.txt."""
     out = Path(out_dir) / PROMPT_FILE
     fallback = inline_prompt or (read_prompt_file(prompt_file) if prompt_file else None)
     source = "job.yaml prompt" if inline_prompt else ("prompt.txt" if prompt_file else "default prompt")
@@ -42,19 +56,15 @@ def make_prompt(
             result = enhance_prompt(
                 driving,
                 ref,
-                opts.instruction,
+                opts,
                 mode=mode,
-                model=opts.model,
-                temperature=opts.temperature,
-                num_frames=opts.num_frames,
-                examples=Path(opts.examples) if opts.examples else None,
-                api_key=api_key,
+                access=GeminiAccess(api_key=api_key),
                 output=out,
                 caption_out=Path(out_dir) / CAPTION_FILE,
                 cache_dir=Path(out_dir) / CACHE_DIR,
             )
             log.info("prompt written by %s (%d words)", opts.model, len(result.prompt.split()))
-            return {"prompt_file": str(out), "source": opts.model}
+            return PromptStageResult(prompt_file=out, source=opts.model)
         except GeminiError as e:
             if not (opts.fallback_to_prompt_file and fallback):
                 raise
@@ -64,7 +74,7 @@ def make_prompt(
     else:
         log.info("no instruction for the prompt enhancer: using %s", source)
     write_text_atomic(out, (fallback or opts.default_prompt) + "\n")
-    return {"prompt_file": str(out), "source": source}
+    return PromptStageResult(prompt_file=out, source=source)
 
 
 def read_prompt_file(path: Path) -> str:

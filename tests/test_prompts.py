@@ -25,6 +25,7 @@ from PIL import Image
 
 from scailflow.errors import InputError
 from scailflow.media import write_image, write_video
+from scailflow.options import from_flags, validated
 from scailflow.prompts import (
     AnswerCheckError,
     GeminiError,
@@ -39,7 +40,9 @@ from scailflow.prompts import (
     sample_frame_indices,
     sampling,
 )
+from scailflow.prompts.enhance import GeminiAccess
 from scailflow.prompts.gemini import Backoff
+from scailflow.prompts.options import PromptOptions
 from scailflow.prompts.templates import DEFAULT_EXAMPLES, load_examples, prompt_problem
 
 KEY = "AIzaTEST-secret-key-0123456789"
@@ -156,18 +159,29 @@ def gemini(monkeypatch):
     fake.close()
 
 
+ACCESS = {f.name for f in dataclasses.fields(GeminiAccess)}
+
+
 def run(media, fake, tmp_path, instruction=INSTRUCTION, **kw):
-    """enhance_prompt on the shared media against `fake`, fast backoff, outputs under tmp_path/out."""
+    """enhance_prompt on the shared media against `fake`, fast backoff, outputs under tmp_path/out. Keywords naming
+    PromptOptions fields make the options (checked as a command's flags are: InputError), GeminiAccess's the access."""
     video, image = media
-    opts = dict(
-        api_key=KEY,
-        base_url=fake.url,
-        num_frames=4,
-        backoff_base_s=0.001,
-        output=tmp_path / "out" / "prompt.txt",
-        caption_out=tmp_path / "out" / "caption.txt",
+    kw = (
+        dict(
+            api_key=KEY,
+            base_url=fake.url,
+            num_frames=4,
+            backoff_base_s=0.001,
+            output=tmp_path / "out" / "prompt.txt",
+            caption_out=tmp_path / "out" / "caption.txt",
+        )
+        | kw
     )
-    return enhance_prompt(video, image, instruction, **{**opts, **kw})
+    fields = {k: kw.pop(k) for k in list(kw) if k in PromptOptions.model_fields}
+    fields = {k: str(v) if isinstance(v, Path) else v for k, v in fields.items()}
+    opts = validated(PromptOptions, {"instruction": instruction, **fields})
+    access = GeminiAccess(**{k: kw.pop(k) for k in list(kw) if k in ACCESS})
+    return enhance_prompt(video, image, opts, access=access, **kw)
 
 
 def files_text(root: Path) -> str:
@@ -392,12 +406,13 @@ def test_missing_key_and_bad_input_make_no_call(media, gemini, tmp_path):
     for kw in bad:
         with pytest.raises(InputError):
             run(media, gemini, tmp_path, **kw)
+    access = GeminiAccess(api_key=KEY, base_url=gemini.url)
     with pytest.raises(InputError, match="video"):
-        enhance_prompt(tmp_path / "none.mp4", image, INSTRUCTION, api_key=KEY, base_url=gemini.url)
+        enhance_prompt(tmp_path / "none.mp4", image, PromptOptions(instruction=INSTRUCTION), access=access)
     not_video = tmp_path / "text.mp4"
     not_video.write_text("not a video")
     with pytest.raises(InputError, match="text.mp4"):
-        enhance_prompt(not_video, image, INSTRUCTION, api_key=KEY, base_url=gemini.url)
+        enhance_prompt(not_video, image, PromptOptions(instruction=INSTRUCTION), access=access)
     assert gemini.requests == []
 
 
@@ -496,13 +511,14 @@ def test_cli_flags_and_run(media, gemini, tmp_path, monkeypatch, capsys):
     assert len(parts(gemini.requests[0])[0]) == 2
     assert gemini.requests[0]["body"]["generationConfig"]["temperature"] == pytest.approx(0.3)
     defaults = parser.parse_args(["--video", "v.mp4", "--image", "i.png", "--instruction", "x"])
+    opts = from_flags(PromptOptions, defaults)  # the options' flags default to the model's defaults
     assert (
-        defaults.model,
-        defaults.temperature,
-        defaults.num_frames,
+        opts.model,
+        opts.temperature,
+        opts.num_frames,
         defaults.max_example_chars,
         defaults.mode,
-        defaults.examples,
+        opts.examples,
     ) == ("gemini-2.5-flash", 0.4, 8, 4000, "replacement", None)
 
 
