@@ -10,6 +10,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from prefect import flow
 
@@ -23,7 +24,7 @@ from scailflow.flows.report import failed_summary, folder_summary, record_run
 from scailflow.flows.stopping import flow_started
 from scailflow.native import preload
 from scailflow.options import Stage, choices
-from scailflow.scail.options import ModelOptions
+from scailflow.scail.options import ModelOptions, SamplingOptions
 from scailflow.tasks.common import stage_logger
 from scailflow.tasks.generate import generate_task
 from scailflow.tasks.gpu import ensure_gpu_slots
@@ -36,6 +37,22 @@ STAGES = choices(Stage)
 PREPROCESSING = STAGES[:3]
 
 
+class GenerationArgs(NamedTuple):
+    """generate_task's parameters besides the three upstream results, by name."""
+
+    ref: str  # the reference copied beside its mask
+    extra_refs: list[str]
+    out_dir: str
+    mode: str
+    driving_mode: str
+    sampling: SamplingOptions
+    model: ModelOptions
+    gpu: int
+
+    def kwargs(self) -> dict:
+        return self._asdict()
+
+
 @dataclass
 class FolderRun:
     """One folder's submitted stages."""
@@ -44,7 +61,7 @@ class FolderRun:
     job: JobConfig
     out_dir: Path
     futures: dict
-    gen_args: tuple = ()
+    generation: GenerationArgs | None = None
     run: RunOptions = field(default_factory=RunOptions)
     started: float = field(default_factory=time.perf_counter)
     summary: dict | None = None  # set by finish_folder, for a failed folder too
@@ -127,8 +144,17 @@ def submit_folder(
     )
     console.name_task_runs([f.task_run_id for f in (pose, masks, prompt)], raw.name)
     sampling = job.sampling.model_copy(update={"seed": -1}) if run.new_seed else job.sampling
-    gen_args = (str(ref), [p for p, _ in extra], out, job.mode, job.driving, sampling, model, gpu)
-    return FolderRun(raw, job, out_dir, {"pose": pose, "masks": masks, "prompt": prompt}, gen_args, run, started)
+    generation = GenerationArgs(
+        ref=str(ref),
+        extra_refs=[p for p, _ in extra],
+        out_dir=out,
+        mode=job.mode,
+        driving_mode=job.driving,
+        sampling=sampling,
+        model=model,
+        gpu=gpu,
+    )
+    return FolderRun(raw, job, out_dir, {"pose": pose, "masks": masks, "prompt": prompt}, generation, run, started)
 
 
 def submit_generation(run: FolderRun, workers: bool = False) -> bool:
@@ -146,11 +172,11 @@ def submit_generation(run: FolderRun, workers: bool = False) -> bool:
     force = "generate" in run.run.rerun or run.run.new_seed
     task = for_folder(generate_task, "generate", run.raw.name)
     if workers:  # the worker resolves nothing itself: hand it the results, not the futures
-        done = [run.futures[name].state.result() for name in PREPROCESSING]
-        run.futures["generate"] = task.delay(*done, *run.gen_args, rerun=force)
+        done = {name: run.futures[name].state.result() for name in PREPROCESSING}
+        run.futures["generate"] = task.delay(**done, **run.generation.kwargs(), rerun=force)
     else:  # done futures as parameters: the UI draws the dependencies
-        upstream = [run.futures[name] for name in PREPROCESSING]
-        run.futures["generate"] = task.submit(*upstream, *run.gen_args, rerun=force)
+        upstream = {name: run.futures[name] for name in PREPROCESSING}
+        run.futures["generate"] = task.submit(**upstream, **run.generation.kwargs(), rerun=force)
     console.name_task_runs([run.futures["generate"].task_run_id], run.raw.name)
     return True
 

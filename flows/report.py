@@ -28,7 +28,7 @@ def stage_seconds(futures: dict) -> dict[str, float]:
         if not state.is_completed():
             continue
         result = state.result() if state.name != "Cached" else {}
-        out[name] = round(float(result.get("seconds", 0.0)), 2) if isinstance(result, dict) else 0.0
+        out[name] = round(float(result.get("seconds", 0.0) if isinstance(result, dict) else result.seconds), 2)
     return out
 
 
@@ -58,8 +58,10 @@ def _base(run) -> dict:
 
 def folder_summary(run) -> dict:
     """A finished folder's summary (also its run.json)."""
+    from scailflow.tasks.generate import upstream
+
     gen = run.futures["generate"].state.result()
-    masks = run.futures["masks"].state.result()
+    _, masks, prompt = upstream(*(run.futures[name].state.result() for name in ("pose", "masks", "prompt")))
     summary = _base(run) | {
         "state": "Completed",
         "files": gen["files"],
@@ -69,8 +71,8 @@ def folder_summary(run) -> dict:
         "seed": gen["seed"],
         "frames": gen["frames"],
         "model": gen["model"],
-        "prompt_source": run.futures["prompt"].state.result()["source"],
-        "persons": masks.get("persons"),
+        "prompt_source": prompt.source,
+        "persons": masks.persons,
         "generated_by_pid": gen.get("worker_pid"),
         "model_loads_in_that_process": gen.get("model_loads_in_worker"),
     }

@@ -15,6 +15,7 @@ import numpy as np
 
 from scailflow.errors import InputError
 from scailflow.files import write_text_atomic
+from scailflow.layout import OUTPUT
 from scailflow.media import has_audio, read_image, read_video, write_video
 from scailflow.scail.conditioning import target_size
 from scailflow.scail.options import PRESET_LORAS, SamplingOptions
@@ -22,7 +23,7 @@ from scailflow.scail.pipeline import Conditioning, SCAIL2Pipeline, check_inputs
 
 log = logging.getLogger("scailflow.scail")
 
-OUTPUT_NAME = "output.mp4"  # in a flow's output folder
+OUTPUT_NAME = OUTPUT  # in a flow's output folder (scailflow/layout.py)
 OUTPUT_CRF = 10  # H.264 quality of the official writer (imageio quality 8 = x264 crf 10, yuv420p)
 
 

@@ -7,9 +7,12 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefect import task
+from pydantic import BaseModel, ConfigDict
 
+from scailflow.layout import OUTPUT, TAKES_DIR, driving_mask_source
 from scailflow.scail.options import ModelOptions, SamplingOptions
 from scailflow.tasks.common import (
     cache_key,
@@ -22,15 +25,17 @@ from scailflow.tasks.common import (
 )
 from scailflow.tasks.gpu import LOADS, generate_on_gpu
 
+if TYPE_CHECKING:
+    from scailflow.masks.stage import MaskResult
+    from scailflow.pose.stage import PoseResult
+    from scailflow.prompts.stage import PromptStageResult
+
 VERSION = "generate-3"  # 3: official preprocessing (torchvision resize, int() sizes, uint8 driving, truncated output)
-TAKES_DIR = "takes"
 
 
 def outputs(out_dir: str) -> list[Path]:
     """The latest take, published under the official name."""
-    from scailflow.scail.generate import OUTPUT_NAME
-
-    return [Path(out_dir) / OUTPUT_NAME]
+    return [Path(out_dir) / OUTPUT]
 
 
 def _mask_hash(path: str) -> str:
@@ -39,31 +44,61 @@ def _mask_hash(path: str) -> str:
     return mask_digest(path) if Path(path).is_file() else "missing"
 
 
+class PreparedFiles(BaseModel):
+    """The prepared-folder files generation reads (paths as strings: they go into run.json as they are)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ref: str  # the fitted reference when the masks stage made one, else the folder's
+    ref_mask: str
+    rendered: str
+    audio: str  # the raw driving video (its sound, in pose mode too), else the rendered one
+    driving_mask: str  # scailflow/layout.py `driving_mask_source` says whose
+    prompt_file: str
+    extra_refs: list[str] = []
+    extra_ref_masks: list[str] = []
+
+
+def upstream(pose, masks, prompt) -> tuple[PoseResult, MaskResult, PromptStageResult]:
+    """The three upstream results, typed (a result cached by an older scailflow comes back as a dict)."""
+    from scailflow.masks.stage import MaskResult
+    from scailflow.pose.stage import PoseResult
+    from scailflow.prompts.stage import PromptStageResult
+
+    return PoseResult.model_validate(pose), MaskResult.model_validate(masks), PromptStageResult.model_validate(prompt)
+
+
 def assemble_files(
-    pose: dict, masks: dict, prompt: dict, ref: str, extra_refs: list[str], mode: str, driving_mode: str
-) -> dict:
+    pose: PoseResult,
+    masks: MaskResult,
+    prompt: PromptStageResult,
+    ref: str,
+    extra_refs: list[str],
+    mode: str,
+    driving_mode: str,
+) -> PreparedFiles:
     """The prepared-folder files generation reads, from the three upstream stages' results."""
-    # pose-driven animation: the mask is the skeleton's flat-colour render; otherwise the segmentation's
-    driving_mask = pose["mask_render"] if driving_mode == "pose" and mode == "animation" else masks["driving_mask"]
-    return {
-        "ref": masks.get("ref_image") or ref,  # the fitted reference when the masks stage made one
-        "ref_mask": masks["ref_mask"],
-        "rendered": pose["rendered"],
-        "audio": pose.get("source") or pose["rendered"],  # the raw driving video's sound, in pose mode too
-        "driving_mask": driving_mask,
-        "prompt_file": prompt["prompt_file"],
-        "extra_refs": list(extra_refs),
-        "extra_ref_masks": list(masks["extra_ref_masks"]),
-    }
+    pose, masks, prompt = upstream(pose, masks, prompt)
+    from_pose = driving_mask_source(mode, driving_mode) == "pose"
+    return PreparedFiles(
+        ref=str(masks.ref_image or ref),
+        ref_mask=str(masks.ref_mask),
+        rendered=str(pose.rendered),
+        audio=str(pose.source or pose.rendered),
+        driving_mask=str(pose.mask_render if from_pose else masks.driving_mask),
+        prompt_file=str(prompt.prompt_file),
+        extra_refs=[str(p) for p in extra_refs],
+        extra_ref_masks=[str(p) for p in masks.extra_ref_masks],
+    )
 
 
 def _key_doc(p: dict) -> tuple[list, dict, list]:
     """What generation reads (files, mask digests, settings, weights), for its keys."""
     f = assemble_files(p["pose"], p["masks"], p["prompt"], p["ref"], p["extra_refs"], p["mode"], p["driving_mode"])
-    reads = [f["ref"], f["rendered"], f["prompt_file"], *f["extra_refs"], p["model"].scail_config_path]
-    if p["sampling"].audio and f["audio"] != f["rendered"]:
-        reads.append(f["audio"])
-    masks = [_mask_hash(f["ref_mask"]), _mask_hash(f["driving_mask"]), *[_mask_hash(m) for m in f["extra_ref_masks"]]]
+    reads = [f.ref, f.rendered, f.prompt_file, *f.extra_refs, p["model"].scail_config_path]
+    if p["sampling"].audio and f.audio != f.rendered:
+        reads.append(f.audio)
+    masks = [_mask_hash(f.ref_mask), _mask_hash(f.driving_mask), *[_mask_hash(m) for m in f.extra_ref_masks]]
     model: ModelOptions = p["model"]
     params = {
         "masks": masks,
@@ -99,9 +134,9 @@ def _key(p: dict) -> str:
 
 @task(name="generate", cache_key_fn=cache_key(_key), **stage_task_options(retries=1))
 def generate_task(
-    pose: dict,
-    masks: dict,
-    prompt: dict,
+    pose: PoseResult,
+    masks: MaskResult,
+    prompt: PromptStageResult,
     ref: str,
     extra_refs: list[str],
     out_dir: str,
@@ -130,16 +165,16 @@ def generate_task(
     params.update(driving_mode=driving_mode, sampling=sampling, model=model)
     take = Path(out_dir) / TAKES_DIR / take_name(params, seed)
     req = GenerateRequest(
-        image=Path(files["ref"]),
-        mask_image=Path(files["ref_mask"]),
-        pose=Path(files["rendered"]),
-        mask_video=Path(files["driving_mask"]),
-        prompt=read_prompt_file(Path(files["prompt_file"])),
+        image=Path(files.ref),
+        mask_image=Path(files.ref_mask),
+        pose=Path(files.rendered),
+        mask_video=Path(files.driving_mask),
+        prompt=read_prompt_file(Path(files.prompt_file)),
         save_file=take,
         replace=mode == "replacement",
-        additional_ref_images=[Path(x) for x in files["extra_refs"]],
-        additional_ref_masks=[Path(x) for x in files["extra_ref_masks"]],
-        audio_from=Path(files["audio"]),
+        additional_ref_images=[Path(x) for x in files.extra_refs],
+        additional_ref_masks=[Path(x) for x in files.extra_ref_masks],
+        audio_from=Path(files.audio),
     )
     with stage("generate", out_dir) as progress:
         inputs = read_conditioning(req, read_mask_image=read_mask_image, read_mask_video=read_mask_video)
@@ -160,7 +195,7 @@ def generate_task(
         "take": str(take),
         "record": str(record_file),
         "seed": record["seed"],
-        "files": files,
+        "files": files.model_dump(),
         "frames": record["frames_out"],
         "model": record["model"],
         "video_sha256": content_hash(take),

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefect import task
 
 from scailflow.pose.options import PoseOptions
 from scailflow.tasks.common import cache_key, stage_key, stage_task_options, true_key, write_manifest
+
+if TYPE_CHECKING:
+    from scailflow.pose.stage import PoseResult
 
 VERSION = "pose-3"
 
@@ -48,7 +52,7 @@ def pose_task(
     reference: str,
     max_persons: int = 2,
     rerun: bool = False,
-) -> dict:
+) -> PoseResult:
     """Prepare the driving input; returns its paths (never frames). `rerun`: run even if cached."""
     from scailflow.pose import prepare_driving
     from scailflow.tasks.progress import stage
@@ -58,12 +62,11 @@ def pose_task(
         result = prepare_driving(
             Path(driving),
             Path(out_dir),
+            opts,
             driving=driving_mode,
-            weights=pose_weights(opts),
             reference_image=Path(reference),
-            align=opts.align,
             max_persons=max_persons,
-            legacy_mask_colours=opts.legacy_mask_colours,
+            weights=pose_weights(opts),
         )
     write_manifest(out_dir, "pose", outputs(out_dir, driving_mode))
-    return result.to_dict() | {"seconds": round(time.perf_counter() - t0, 3)}
+    return result.model_copy(update={"seconds": round(time.perf_counter() - t0, 3)})

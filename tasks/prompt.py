@@ -6,11 +6,15 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefect import task
 
 from scailflow.prompts.options import PromptOptions
 from scailflow.tasks.common import cache_key, stage_key, stage_task_options, true_key, write_manifest
+
+if TYPE_CHECKING:
+    from scailflow.prompts.stage import PromptStageResult
 
 VERSION = "prompt-2"
 SECRET_BLOCK_ENV = "SCAILFLOW_GEMINI_SECRET_BLOCK"  # name of a Prefect Secret block holding the key
@@ -60,7 +64,7 @@ def prompt_task(
     inline_prompt: str | None,
     key_available: bool,
     rerun: bool = False,
-) -> dict:
+) -> PromptStageResult:
     """Decide the prompt and write it to out_dir/prompt.txt; returns its path and where it came from.
     `rerun`: run even if cached."""
     from scailflow.prompts import make_prompt
@@ -78,5 +82,5 @@ def prompt_task(
             inline_prompt,
             api_key() if key_available else None,
         )
-    write_manifest(out_dir, "prompt", [result["prompt_file"]])
-    return result | {"seconds": round(time.perf_counter() - t0, 3)}
+    write_manifest(out_dir, "prompt", [result.prompt_file])
+    return result.model_copy(update={"seconds": round(time.perf_counter() - t0, 3)})
