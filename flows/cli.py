@@ -14,7 +14,7 @@ from scailflow import console
 from scailflow.errors import InputError
 from scailflow.flows import env
 from scailflow.options import add_flags, from_flags, given
-from scailflow.scail.cli import add_model_arguments
+from scailflow.scail.arguments import add_model_arguments
 from scailflow.scail.options import ModelOptions
 
 _MODE: list[str] = []
