@@ -25,6 +25,7 @@ from scailflow.errors import InputError
 Mode = Literal["animation", "replacement"]
 DrivingMode = Literal["end-to-end", "pose"]
 Stage = Literal["pose", "masks", "prompt", "generate"]  # a folder run's stages, in order
+STAGES: tuple[str, ...] = typing.get_args(Stage)
 
 
 @dataclass(frozen=True)
