@@ -126,24 +126,26 @@ def add_flags(
     model: type[BaseModel],
     prefix: str = "",
     only: tuple[str, ...] | None = None,
+    defaults: dict[str, Any] | None = None,
 ) -> None:
     """Add one argparse option per flagged field of `model` (and of its nested option groups).
 
     Flags default to "not given" (argparse.SUPPRESS): `given()` returns only what the user typed, so a flag
     overrides job.yaml / pipelines.yaml and an absent flag leaves them (or the model's default) alone. `only`: just
-    these fields of `model`."""
+    these fields of `model`. `defaults` (dest -> value): a command's own defaults, shown in the help instead of the
+    model's (the command passes them to `from_flags` as its base)."""
     for name, field in model.model_fields.items():
         if only is not None and name not in only:
             continue
         sub = submodel(field.annotation)
         if sub is not None:
-            add_flags(parser, sub, f"{prefix}{name}.")
+            add_flags(parser, sub, f"{prefix}{name}.", defaults=defaults)
             continue
         flag = flag_of(field)
         if flag is None:
             continue
         ann = _unwrap_optional(field.annotation)
-        default = field.get_default(call_default_factory=True)
+        default = (defaults or {}).get(prefix + name, field.get_default(call_default_factory=True))
         help_text = field.description or ""
         if default not in (None, False, [], ""):
             help_text += f" (default: {default})"
