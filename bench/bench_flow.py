@@ -112,7 +112,9 @@ def main() -> int:
     rows.append((f"batch of {args.folders} folders, cached re-run", wall, busy, n))
 
     machine = f"{platform.node()} ({os.cpu_count()} CPU cores, {platform.python_version()})"
-    print(f"\nscailflow orchestration overhead, {date.today()}, {machine}, Prefect API: {env.configure()}")
+    print(
+        f"\nscailflow orchestration overhead, {date.today()}, {machine}, Prefect API: {env.configure() or 'ephemeral'}"
+    )
     print(f"{'case':58} {'wall s':>8} {'in stages s':>12} {'outside s':>10} {'task runs':>10}")
     out = []
     for name, wall, busy, n in rows:

@@ -1,30 +1,42 @@
-"""`scailflow run | batch | serve | server | demo`: the orchestration commands."""
+"""`scailflow run | batch | serve | status | worker | server | demo | init | schema`: the orchestration commands.
+
+Each command wires its arguments to one call; supervising Prefect (the server child, the watch on a run's server,
+serve's Ctrl-C deadline) is in flows/supervise.py.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from scailflow import console
 from scailflow.errors import InputError
 from scailflow.flows import env
+from scailflow.flows.supervise import (
+    SERVE_STOP_GRACE_S,
+    STOPPED_SERVING,
+    StopServing,
+    exposure_warning,
+    run_prefect_server,
+    ui_address,
+    watch_server,
+)
 from scailflow.options import add_flags, from_flags, given
-from scailflow.scail.cli import add_model_arguments
+from scailflow.scail.arguments import add_model_arguments
 from scailflow.scail.options import ModelOptions
 
-_MODE: list[str] = []
+_SERVER: list[str | None] = []
 
 
-def mode() -> str:
-    """'server <url>' or 'ephemeral'; Prefect's environment is set on first use, before Prefect is imported."""
-    if not _MODE:
-        _MODE.append(env.configure())
-    return _MODE[0]
+def server_api() -> str | None:
+    """The Prefect server's API URL, or None when runs use a temporary API of their own. Prefect's environment is
+    set on first use, before Prefect is imported."""
+    if not _SERVER:
+        _SERVER.append(env.configure())
+    return _SERVER[0]
 
 
 def quiet_prefect_tracebacks() -> None:
@@ -41,39 +53,6 @@ def quiet_prefect_tracebacks() -> None:
     setup_logging()  # Prefect configures its handlers once per process; do it now so they can be filtered
     for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine"):
         logging.getLogger(name).addFilter(NoTraceback())
-
-
-LOST_SERVER_EXIT = 4
-
-
-def watch_server(interval_s: float = 5.0, misses: int = 3) -> None:
-    """With a Prefect server, stop the run cleanly if the server goes away for good.
-
-    Prefect's engine cannot report states without its API and would retry for minutes; outputs are written
-    atomically and finished stages are cached locally, so the honest move is to stop and say how to resume.
-    """
-    if not mode().startswith("server"):
-        return
-    import threading
-
-    url = mode().split(" ", 1)[1]
-
-    def loop() -> None:
-        missed = 0
-        while True:
-            time.sleep(interval_s)
-            missed = 0 if env.server_running(url, timeout=2) else missed + 1
-            if missed >= misses:
-                sys.stdout.flush()
-                print(
-                    f"error: lost the Prefect server at {url.removesuffix('/api')} during the run; outputs "
-                    "finished so far are kept and cached: start `scailflow server` again and re-run to resume",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                os._exit(LOST_SERVER_EXIT)
-
-    threading.Thread(target=loop, name="scailflow-server-watch", daemon=True).start()
 
 
 def _add_job_flags(p: argparse.ArgumentParser) -> None:
@@ -95,15 +74,15 @@ def _before_flow() -> None:
     from scailflow import stop
 
     stop.set_note("outputs finished so far are kept and their stages cached: re-run to resume")
-    if not mode().startswith("server"):
+    if server_api() is None:
         from scailflow.flows.stopping import start_temporary_api
 
         start_temporary_api()
 
 
 def _where() -> str:
-    if mode().startswith("server"):
-        return f"runs are in the Prefect UI at {mode().split(' ', 1)[1].removesuffix('/api')}"
+    if server_api() is not None:
+        return f"runs are in the Prefect UI at {ui_address(server_api())}"
     return "no Prefect server is running (`scailflow server` starts one with its UI); this run used a temporary API"
 
 
@@ -134,7 +113,7 @@ def add_run_folder_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_run_folder(args) -> int:
-    mode()  # Prefect's environment first, before Prefect is imported
+    server_api()  # Prefect's environment first, before Prefect is imported
     from scailflow.flows.folder_flow import folder_flow, prepare
 
     overrides = _overrides(args)
@@ -142,7 +121,7 @@ def run_run_folder(args) -> int:
     model = from_flags(ModelOptions, args)
     if not args.debug:
         quiet_prefect_tracebacks()
-    watch_server()
+    watch_server(server_api())
     from scailflow.flows.config import RunOptions
 
     _before_flow()
@@ -174,7 +153,7 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_batch(args) -> int:
-    mode()  # Prefect's environment first, before Prefect is imported
+    server_api()  # Prefect's environment first, before Prefect is imported
     from scailflow.flows.batch_flow import batch_folders
     from scailflow.flows.batch_flow import run_batch as batch
     from scailflow.flows.config import load_pipelines
@@ -183,7 +162,7 @@ def run_batch(args) -> int:
     console.show_folders()  # several folders at once: every line says which
     if not args.debug:
         quiet_prefect_tracebacks()
-    watch_server()
+    watch_server(server_api())
     _before_flow()
     results, state = batch(str(Path(args.pipelines).resolve()), args.pipeline, given(args, ModelOptions), args.workers)
     failed = {k: v["error"] for k, v in results.items() if "error" in v}
@@ -204,7 +183,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_serve(args) -> int:
-    mode()  # Prefect's environment first, before Prefect is imported
+    server_api()  # Prefect's environment first, before Prefect is imported
     if not args.debug:  # scheduled runs start in processes of Prefect's runner: quiet until our flow takes over
         os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL", "WARNING")
     from prefect import serve
@@ -212,7 +191,7 @@ def run_serve(args) -> int:
     from scailflow.flows.batch_flow import build_deployments
 
     deployments = build_deployments(args.pipelines)
-    if not mode().startswith("server"):
+    if server_api() is None:
         raise InputError(
             "schedules need a running Prefect server: start `scailflow server` first (or set PREFECT_API_URL)"
         )
@@ -228,58 +207,6 @@ def run_serve(args) -> int:
     stopping.finished()
     print(STOPPED_SERVING, file=sys.stderr)
     return 130
-
-
-STOPPED_SERVING = "stopped serving: the schedules are paused until `scailflow serve` runs again"
-SERVE_STOP_GRACE_S = 20.0
-
-
-class StopServing:
-    """Ctrl-C on `serve`: Prefect's runner pauses the schedules and returns. Its shutdown was seen to hang on a loaded
-    machine (not reproduced alone), so `grace` seconds after Ctrl-C the schedules are paused here and the process
-    exits anyway, with the same one line; a second Ctrl-C exits at once."""
-
-    def __init__(self, deployments, grace: float):
-        import signal
-        import threading
-
-        self.deployments, self.grace = deployments, grace
-        self.lock = threading.Lock()  # whoever holds it says the last line: Prefect's way out, or the deadline
-        self.timer: threading.Timer | None = None
-        signal.signal(signal.SIGINT, self._on_sigint)
-
-    def _on_sigint(self, signum, frame) -> None:
-        import threading
-
-        if self.timer is not None:
-            os._exit(130)
-        self.timer = threading.Timer(self.grace, self._pause_and_exit)
-        self.timer.daemon = True
-        self.timer.start()
-        raise KeyboardInterrupt  # what Python does by default: Prefect's serve shuts its runner down on it
-
-    def _pause_and_exit(self) -> None:
-        if not self.lock.acquire(blocking=False):
-            return  # Prefect's shutdown finished first
-        line = STOPPED_SERVING
-        try:
-            from prefect.client.orchestration import get_client
-
-            with get_client(sync_client=True) as client:
-                for d in self.deployments:
-                    client.pause_deployment(client.read_deployment_by_name(d.full_name).id)
-        except Exception as e:  # noqa: BLE001 - the process is leaving: say what the user must do
-            line = (
-                f"stopped serving, but the schedules could not be paused ({e.__class__.__name__}): pause them in the UI"
-            )
-        print(line, file=sys.stderr, flush=True)
-        os._exit(130)
-
-    def finished(self) -> None:
-        """Prefect's shutdown is done: the deadline is off (or, if it already fired, it ends the process)."""
-        self.lock.acquire()
-        if self.timer is not None:
-            self.timer.cancel()
 
 
 def _schedule_text(deployment) -> str:
@@ -305,8 +232,8 @@ def run_status(args) -> int:
     if args.folder:
         print(status.folder_report(args.folder, args.out))
         return 0
-    if mode().startswith("server"):
-        status.print_recent(status.recent_from_api(args.last), f"Prefect server {mode().split(' ', 1)[1]}")
+    if server_api() is not None:
+        status.print_recent(status.recent_from_api(args.last), f"Prefect server {server_api()}")
     else:
         status.print_recent(status.recent_from_history(args.last), f"run history in {env.data_dir()}")
     return 0
@@ -319,7 +246,7 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_worker(args) -> int:
-    mode()  # Prefect's environment first, before Prefect is imported
+    server_api()  # Prefect's environment first, before Prefect is imported
     from scailflow.flows.worker import serve_generation
 
     console.show_folders()
@@ -333,103 +260,26 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
 
 
-def exposure_warning(host: str) -> str | None:
-    """What to say when the server listens beyond this machine (None on loopback)."""
-    import ipaddress
-
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if loopback:
-        return None
-    if os.environ.get(AUTH_ENV):
-        return (
-            f"warning: --host {host}: the Prefect API and UI are reachable from the network; they ask for "
-            f"{AUTH_ENV} (HTTP basic auth: put TLS in front of it, e.g. a reverse proxy)"
-        )
-    return (
-        f"warning: --host {host} exposes the Prefect API and UI (runs, logs, prompts, parameters) to the network "
-        f"WITHOUT authentication; set {AUTH_ENV}=user:password for the server (clients: PREFECT_API_AUTH_STRING)"
-    )
-
-
-AUTH_ENV = "PREFECT_SERVER_API_AUTH_STRING"
-
-
 def run_server(args) -> int:
-    mode()  # Prefect's environment first, before Prefect is imported
-    from scailflow import stop
-
+    server_api()  # Prefect's environment first, before Prefect is imported
     warning = exposure_warning(args.host)
     if warning:
         print(warning, file=sys.stderr)
     print(f"Prefect UI and API on http://{args.host}:{args.port} (state in {os.environ['PREFECT_HOME']}); Ctrl-C stops")
-    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", args.host, "--port", str(args.port)]
-    # the server's own address, which its UI calls; no questions (in a terminal `prefect server start` would stop to
-    # ask which Prefect profile to change)
-    own = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}/api"
-    environ = dict(os.environ, PREFECT_API_URL=own, PREFECT_CLI_PROMPT="false")
-    environ.setdefault("PREFECT_UI_API_URL", own)
-    child = subprocess.Popen(cmd, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    import threading
-
-    def forward() -> None:  # the server's own words, less its banner and advice meant for Prefect users
-        for line in child.stdout:
-            if args.debug or not _server_chatter(line):
-                print(line.rstrip("\n"), flush=True)
-
-    relay = threading.Thread(target=forward, name="scailflow-server-output", daemon=True)
-    relay.start()
-
-    def stop_server() -> None:  # SIGTERM / SIGINT (scailflow/stop.py): the server goes with us
-        child.terminate()
-        try:
-            child.wait(5)
-        except subprocess.TimeoutExpired:
-            child.kill()
-
-    stop.on_stop(stop_server)
-    stop.set_note("the Prefect server is stopped")
-    try:
-        code = child.wait()
-        relay.join(timeout=5)
-        return code
-    except KeyboardInterrupt:  # Ctrl-C reached the server too (same process group): let it shut down
-        try:
-            child.wait(timeout=30)
-        except (KeyboardInterrupt, subprocess.TimeoutExpired):
-            child.kill()
-        relay.join(timeout=5)
-        print("server stopped", file=sys.stderr)
-        return 130
-
-
-_BANNER = set(" _|/\\()")
-_SERVER_CHATTER = (
-    "Configure Prefect to communicate with the server",
-    "prefect config set PREFECT_API_URL",
-    "View the API reference documentation",
-    "Check out the dashboard",
-    "Server stopped!",
-)
-
-
-def _server_chatter(line: str) -> bool:
-    text = line.strip()
-    return not text or set(text) <= _BANNER or text.startswith(_SERVER_CHATTER)
+    return run_prefect_server(args.host, args.port, args.debug)
 
 
 # ---------------------------------------------------------------------------------------------- demo
+DEMO_MODEL = {"model": "tiny-random"}  # the demo needs no download; --model scail2 runs the released model
+
+
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folder", default=None, help="where to build the sample folder (default SCAILFLOW_HOME/demo)")
-    p.add_argument("--model", default="tiny-random", choices=("tiny-random", "scail2"))
-    p.add_argument("--ckpt_dir")
-    p.add_argument("--scail_path")
+    add_flags(p.add_argument_group("model"), ModelOptions, defaults=DEMO_MODEL)
 
 
 def run_demo(args) -> int:
-    mode()  # Prefect's environment first, before Prefect is imported
+    server_api()  # Prefect's environment first, before Prefect is imported
     from scailflow.flows.demo import build_demo_folder
     from scailflow.flows.folder_flow import folder_flow
 
@@ -437,14 +287,14 @@ def run_demo(args) -> int:
     print(f"sample folder: {folder} (reference: scikit-image's astronaut photo; driving video: it, swaying)")
     if not args.debug:
         quiet_prefect_tracebacks()
-    model = ModelOptions(model=args.model, ckpt_dir=args.ckpt_dir, scail_path=args.scail_path)
+    model = from_flags(ModelOptions, args, base=DEMO_MODEL)
     _before_flow()
     summary = folder_flow(str(folder), folder_name=folder.name, model=model)
     _print_summary(summary)
     out = Path(summary["out_dir"])
     names = sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith("."))
     print(f"outputs in {out}: " + ", ".join(names))
-    if args.model == "tiny-random":
+    if model.model == "tiny-random":
         print(
             "the video comes from the tiny-random model: untrained, its pixels are noise; the masks and the "
             "driving copy are real"

@@ -42,8 +42,9 @@ def make_private(path: Path) -> Path:
     return path
 
 
-def configure(use_local_server: bool = True) -> str:
-    """Set Prefect's home, logging and API; returns 'server <url>' or 'ephemeral' (a temporary local API).
+def configure(use_local_server: bool = True) -> str | None:
+    """Set Prefect's home, logging and API; returns the Prefect server's API URL, or None when runs use a temporary
+    local API (Prefect's ephemeral mode).
     SCAILFLOW_HOME and Prefect's home in it are private (0700)."""
     home = make_private(data_dir())
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
@@ -57,9 +58,9 @@ def configure(use_local_server: bool = True) -> str:
     if os.environ.get("PREFECT_SERVER_API_AUTH_STRING"):  # a protected server on this machine: our clients log in
         os.environ.setdefault("PREFECT_API_AUTH_STRING", os.environ["PREFECT_SERVER_API_AUTH_STRING"])
     if os.environ.get("PREFECT_API_URL"):
-        return f"server {os.environ['PREFECT_API_URL']}"
+        return os.environ["PREFECT_API_URL"]
     url = server_url()
     if use_local_server and server_running(url):
         os.environ["PREFECT_API_URL"] = url
-        return f"server {url}"
-    return "ephemeral"
+        return url
+    return None

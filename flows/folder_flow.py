@@ -23,7 +23,7 @@ from scailflow.flows.lock import folder_lock
 from scailflow.flows.report import failed_summary, folder_summary, record_run
 from scailflow.flows.stopping import flow_started
 from scailflow.native import preload
-from scailflow.options import Stage, choices
+from scailflow.options import STAGES
 from scailflow.scail.options import ModelOptions, SamplingOptions
 from scailflow.tasks.common import stage_logger
 from scailflow.tasks.generate import generate_task
@@ -33,7 +33,6 @@ from scailflow.tasks.pose import pose_task
 from scailflow.tasks.progress import folder_progress
 from scailflow.tasks.prompt import api_key, prompt_task
 
-STAGES = choices(Stage)
 PREPROCESSING = STAGES[:3]
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from scailflow.errors import InputError
 from scailflow.files import write_text_atomic
 from scailflow.flows import env
+from scailflow.options import STAGES
 
 HISTORY = "runs.jsonl"  # under SCAILFLOW_HOME: one line per folder run, what `scailflow status` lists offline
 
@@ -42,8 +43,6 @@ def _flow_run_id() -> str | None:
 
 
 def _base(run) -> dict:
-    from scailflow.flows.folder_flow import STAGES
-
     states = {name: run.futures[name].state.name if name in run.futures else "NotRun" for name in STAGES}
     return {
         "folder": str(run.raw.root),

@@ -22,7 +22,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from scailflow.errors import InputError
+from scailflow.errors import InputError, RetriedError
 
 LOG = logging.getLogger("scailflow.prompts")
 
@@ -48,7 +48,7 @@ _TRANSIENT_TRANSPORT = tuple(
 )
 
 
-class GeminiError(RuntimeError):
+class GeminiError(RetriedError):
     """The Gemini API failed for good (retries spent, or an unusable answer). The message never holds the key."""
 
     transient = False

@@ -3,7 +3,8 @@
 Layout for N ranks: with guidance (CFG) and N even, ranks form a (cfg=2, ulysses=N/2) grid, rank = cfg_rank * U + u;
 otherwise all N ranks are one Ulysses group. Ulysses is diffusers' context parallelism driven by the model's own
 `_cp_plan` (the token sequence and its RoPE split over the ranks entering block 0, the head's output gathered);
-`ulysses_anything` is switched on when the 40 heads do not divide by the group size. Each CFG rank runs one branch
+`ulysses_anything` is switched on when the model's attention heads (its config's `num_attention_heads`) do not
+divide by the group size. Each CFG rank runs one branch
 of the guidance on its Ulysses group; the two predictions are exchanged with one all-gather and combined on every
 rank, so all ranks step the same latents. Rank 0 writes the video.
 
@@ -25,6 +26,9 @@ from pathlib import Path
 
 import torch
 
+from scailflow.options import from_flags
+from scailflow.scail.arguments import add_generate_arguments, read_prompt, request_from_args, save_file_from_args
+from scailflow.scail.options import ModelOptions, SamplingOptions
 from scailflow.scail.pipeline import SequentialCFG, random_seed
 from scailflow.scail.speed import cache_context
 
@@ -53,13 +57,19 @@ class ParallelPlan:
         return [[c * self.ulysses_degree + u for u in range(self.ulysses_degree)] for c in range(self.cfg_degree)]
 
 
-def plan_parallel(world_size: int, use_cfg: bool, heads: int = 40, cfg_parallel: bool = True) -> ParallelPlan:
-    """How N ranks share one clip: CFG split in 2 when guidance is on and N is even, Ulysses over the rest."""
+def plan_parallel(world_size: int, use_cfg: bool, heads: int, cfg_parallel: bool = True) -> ParallelPlan:
+    """How N ranks share one clip: CFG split in 2 when guidance is on and N is even, Ulysses over the rest. `heads`:
+    the model's attention heads (`attention_heads`), which Ulysses splits over its group."""
     if world_size < 1:
         raise ValueError("world size must be >= 1")
     cfg = 2 if (use_cfg and cfg_parallel and world_size % 2 == 0) else 1
     uly = world_size // cfg
     return ParallelPlan(world_size, cfg, uly, ulysses_anything=uly > 1 and heads % uly != 0)
+
+
+def attention_heads(transformer) -> int:
+    """The attention head count of the model that was built (its config, as read from the checkpoint's config.json)."""
+    return int(transformer.config.num_attention_heads)
 
 
 def branch_context(ctx, neg_ctx, cfg_rank: int):
@@ -152,11 +162,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch.distributed as dist
 
-    from scailflow.options import from_flags
-    from scailflow.scail.cli import add_generate_arguments, read_prompt, request_from_args, save_file_from_args
     from scailflow.scail.generate import generate, read_conditioning
     from scailflow.scail.loading import load_pipeline
-    from scailflow.scail.options import ModelOptions, SamplingOptions
 
     p = argparse.ArgumentParser(
         prog="scailflow.scail.parallel", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -176,11 +183,6 @@ def main(argv: list[str] | None = None) -> int:
     model_opts = from_flags(ModelOptions, args)
     if torch.cuda.is_available():
         model_opts = model_opts.model_copy(update={"device": f"cuda:{local}"})
-    plan = plan_parallel(world, opts.guidance > 1.0, 40, not args.no_cfg_parallel)
-    cfg_rank, uly_rank = plan.coords(rank)
-    state = ParallelState(plan, rank, cfg_rank, uly_rank, make_cfg_groups(plan, rank))
-    if rank == 0:
-        log.info("parallel plan: %s", plan)
     tmp = None
     save = save_file_from_args(args, read_prompt(args.prompt))
     if rank != 0:  # every rank runs the same code path; only rank 0's file is kept
@@ -189,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     req = request_from_args(args, save)
     inputs = read_conditioning(req)
     pipe = load_pipeline(model_opts)
+    plan = plan_parallel(world, opts.guidance > 1.0, attention_heads(pipe.transformer), not args.no_cfg_parallel)
+    cfg_rank, uly_rank = plan.coords(rank)
+    state = ParallelState(plan, rank, cfg_rank, uly_rank, make_cfg_groups(plan, rank))
+    if rank == 0:
+        log.info("parallel plan: %s", plan)
     enable_ulysses(pipe.transformer, plan, "cuda" if torch.cuda.is_available() else "cpu")
     pipe.cfg = ParallelCFG(state)
     try:

@@ -12,7 +12,7 @@ import os
 import sys
 
 from scailflow import __version__
-from scailflow.errors import InputError
+from scailflow.errors import InputError, is_out_of_memory
 
 # subcommand -> (module, hook name, help): the module's add_<hook>_arguments / run_<hook> (or add_arguments / run)
 COMMANDS = {
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         stop.finish()
         if debug:
             raise
-        if e.__class__.__name__ == "OutOfMemoryError":
+        if is_out_of_memory(e):
             print(f"error: {oom_message(e)}", file=sys.stderr)
             return 3
         first = redact(str(e), secrets).splitlines()[0] if str(e) else ""

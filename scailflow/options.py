@@ -25,6 +25,7 @@ from scailflow.errors import InputError
 Mode = Literal["animation", "replacement"]
 DrivingMode = Literal["end-to-end", "pose"]
 Stage = Literal["pose", "masks", "prompt", "generate"]  # a folder run's stages, in order
+STAGES: tuple[str, ...] = typing.get_args(Stage)
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ def add_flags(
     model: type[BaseModel],
     prefix: str = "",
     only: tuple[str, ...] | None = None,
+    defaults: dict[str, Any] | None = None,
     *,
     command: str | None = None,
     required: tuple[str, ...] = (),
@@ -136,20 +138,21 @@ def add_flags(
 
     Flags default to "not given" (argparse.SUPPRESS): `given()` returns only what the user typed, so a flag
     overrides job.yaml / pipelines.yaml and an absent flag leaves them (or the model's default) alone. `only`: just
-    these fields of `model`. `command`: also the flags that belong to this command alone (Flag.command).
-    `required`: fields this command cannot do without."""
+    these fields of `model`. `defaults` (dest -> value): a command's own defaults, shown in the help instead of the
+    model's (the command passes them to `from_flags` as its base). `command`: also the flags that belong to this
+    command alone (Flag.command). `required`: fields this command cannot do without."""
     for name, field in model.model_fields.items():
         if only is not None and name not in only:
             continue
         sub = submodel(field.annotation)
         if sub is not None:
-            add_flags(parser, sub, f"{prefix}{name}.", command=command)
+            add_flags(parser, sub, f"{prefix}{name}.", defaults=defaults, command=command)
             continue
         flag = flag_of(field)
         if flag is None or flag.command not in (None, command):
             continue
         ann = _unwrap_optional(field.annotation)
-        default = field.get_default(call_default_factory=True)
+        default = (defaults or {}).get(prefix + name, field.get_default(call_default_factory=True))
         help_text = field.description or ""
         if default not in (None, False, [], ""):
             help_text += f" (default: {default})"

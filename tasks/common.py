@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 
 from prefect.tasks import exponential_backoff
 
-from scailflow.errors import InputError
+from scailflow.errors import InputError, RetriedError, is_out_of_memory
 from scailflow.files import file_sha256, output_error, write_text_atomic
 
 _HASHES: dict[tuple[str, int, int], str] = {}
@@ -145,15 +145,11 @@ def write_manifest(out_dir: str | os.PathLike, name: str | None, files: Iterable
 def heals(exc: BaseException | None) -> bool:
     """Whether a task-level retry can help. Never for bad input (InputError, undecodable text), an output place that
     cannot take the files (disk full, read-only, no permission), a GPU too small (OOM has its own one
-    retry with offload) or a Gemini failure (the Gemini client already retried with backoff: one level of retries
-    per remote call)."""
-    if exc is None or isinstance(exc, (InputError, UnicodeError)) or exc.__class__.__name__ == "OutOfMemoryError":
+    retry with offload) or a remote call's failure after its own client's retries (RetriedError, e.g. Gemini's: one
+    level of retries per remote call)."""
+    if exc is None or isinstance(exc, (InputError, UnicodeError, RetriedError)) or is_out_of_memory(exc):
         return False
-    if isinstance(exc, OSError) and output_error(exc, "") is not None:  # disk full, read-only, no permission
-        return False
-    from scailflow.prompts import GeminiError
-
-    return not isinstance(exc, GeminiError)
+    return not (isinstance(exc, OSError) and output_error(exc, "") is not None)  # disk full, read-only, no permission
 
 
 def retry_condition(task, task_run, state) -> bool:

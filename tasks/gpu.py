@@ -18,6 +18,7 @@ import os
 import threading
 from pathlib import Path
 
+from scailflow.errors import is_out_of_memory
 from scailflow.scail.options import ModelOptions
 
 log = logging.getLogger("scailflow.scail")
@@ -103,12 +104,6 @@ def gpu_slot(index: int):
         os.close(fd)
 
 
-def is_oom(exc: BaseException) -> bool:
-    import torch
-
-    return isinstance(exc, torch.cuda.OutOfMemoryError)
-
-
 def generate_on_gpu(
     req, sampling, opts: ModelOptions, inputs, gpu: int = 0, progress=None, logger: logging.Logger = log
 ) -> dict:
@@ -127,7 +122,7 @@ def generate_on_gpu(
         try:
             record = generate(warm_pipeline(opts, logger), req, sampling, progress, inputs=inputs)
         except Exception as e:  # noqa: BLE001 - only a GPU out-of-memory is handled here
-            if not (is_oom(e) and opts.oom_retry_offload and opts.offload == "none"):
+            if not (is_out_of_memory(e) and opts.oom_retry_offload and opts.offload == "none"):
                 raise
             logger.warning("GPU out of memory; retrying once with block offload (oom_retry_offload is on)")
             release_pipelines()

@@ -195,6 +195,17 @@ def test_plan_parallel(world, cfg, expect):
         assert r in plan.cfg_group_ranks()[u] and r in plan.ulysses_group_ranks()[c]
 
 
+def test_plan_takes_the_heads_of_the_model_that_was_built():
+    """The Ulysses plan reads the head count from the model's config (the checkpoint's config.json), not a constant:
+    2 heads over 4 Ulysses ranks need `ulysses_anything`, where the released model's 40 would not."""
+    two_heads = SCAIL2Transformer(
+        **SCAIL2Transformer.config_from_official(tiny_config(dim=256, num_heads=2, ffn_dim=256))
+    )
+    assert parallel.attention_heads(two_heads) == 2
+    assert parallel.plan_parallel(4, False, parallel.attention_heads(two_heads)).ulysses_anything
+    assert not parallel.plan_parallel(4, False, 40).ulysses_anything
+
+
 def test_branch_and_combine():
     assert parallel.branch_context("p", "n", 0) == "p" and parallel.branch_context("p", "n", 1) == "n"
     from scailflow.scail.pipeline import combine_cfg
@@ -235,7 +246,7 @@ def _cfg_worker(rank, world, port, q):
         torch.set_num_threads(1)
         m = tiny_model()
         pipe = SCAIL2Pipeline(m, None, None, None, None)
-        plan = parallel.plan_parallel(world, True)
+        plan = parallel.plan_parallel(world, True, parallel.attention_heads(m))
         c, u = plan.coords(rank)
         pipe.cfg = parallel.ParallelCFG(parallel.ParallelState(plan, rank, c, u, parallel.make_cfg_groups(plan, rank)))
         inp = tiny_inputs()
