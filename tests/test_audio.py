@@ -14,7 +14,7 @@ import numpy as np
 from scailflow.files import write_text_atomic
 from scailflow.flows.demo import astronaut, sway_frames
 from scailflow.media import write_image
-from tests.test_scail_generate import official_args, write_prepared
+from tests.support.folders import official_args, write_prepared
 
 TONE_HZ = 440.0
 

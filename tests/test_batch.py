@@ -12,7 +12,7 @@ from scailflow.errors import InputError
 from scailflow.files import write_text_atomic
 from scailflow.flows.batch_flow import batch_flow, build_deployments, run_batch
 from scailflow.flows.config import load_pipelines
-from tests.test_flows import make_folder
+from tests.support.folders import make_folder
 
 PIPELINES = """\
 model: {model: tiny-random}

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import resource
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,33 +16,9 @@ from scailflow.errors import InputError
 from scailflow.files import write_text_atomic
 from scailflow.flows.config import load_job, load_pipelines
 from scailflow.media import read_image, read_video, write_image
-from tests.test_flows import make_folder
-from tests.test_prompts import KEY, FakeGemini, text_reply
-
-
-def cli(*args, env=None, timeout=600, memory_gib=None):
-    def limit():  # a YAML bomb on a build without the fix must not take the shared machine's memory
-        if memory_gib:
-            resource.setrlimit(resource.RLIMIT_AS, (memory_gib << 30, memory_gib << 30))
-
-    return subprocess.run(
-        [sys.executable, "-m", "scailflow.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        preexec_fn=limit,
-    )
-
-
-def one_error(r, *fragments):
-    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
-    assert r.returncode == 2, r.stderr[-3000:]
-    assert len(errors) == 1, r.stderr[-3000:]
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-    assert "Traceback" not in r.stderr
-    return errors[0]
+from tests.support.folders import make_folder
+from tests.support.gemini import KEY, FakeGemini, text_reply
+from tests.support.processes import cli, one_error
 
 
 def snapshot(folder: Path) -> dict:

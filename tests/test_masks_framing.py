@@ -17,7 +17,7 @@ from scailflow.files import write_text_atomic
 from scailflow.masks.framing import box, framing
 from scailflow.masks.segmenters import MediapipeSegmenter
 from scailflow.media import read_image, read_video, write_image, write_video
-from tests.test_reliability import cli
+from tests.support.processes import cli
 
 BLUE = masks.PALETTE[0]
 

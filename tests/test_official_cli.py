@@ -8,6 +8,7 @@ checkpoint; with `--model tiny-random` in place of `--model SCAIL-14B` each writ
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -21,7 +22,8 @@ import numpy as np
 import pytest
 
 from scailflow.media import probe_video, read_image, read_video, write_image
-from tests.test_prompts import CAPTION, PROMPT, FakeGemini, error_reply, text_reply
+from tests.support.gemini import CAPTION, PROMPT, FakeGemini, error_reply, text_reply
+from tests.support.processes import cli as run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data" / "official_preprocess"
@@ -192,15 +194,7 @@ def generate_args(**over) -> list[str]:
     return [str(x) for kv in args.items() for x in kv if x is not None]
 
 
-def cli(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "scailflow.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-        env=env,
-    )
+cli = functools.partial(run_cli, timeout=300)
 
 
 def test_official_flags_take_their_meaning():

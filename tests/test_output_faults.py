@@ -9,34 +9,15 @@ import errno
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from scailflow.files import write_text_atomic
-from tests.test_flows import make_folder
+from tests.support.folders import make_folder
+from tests.support.processes import cli, one_error
 
 JOB = "sampling: {steps: 1, target_h: 64, target_w: 64, seed: 1}\n"
-
-
-def cli(*args, prefix=(), timeout=600):
-    return subprocess.run(
-        [*prefix, sys.executable, "-m", "scailflow.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def one_error(r, *fragments) -> str:
-    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
-    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-3000:]
-    assert len(errors) == 1, r.stderr[-3000:]
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-    assert "Traceback" not in r.stderr
-    return errors[0]
 
 
 @contextlib.contextmanager

@@ -25,8 +25,8 @@ import pytest
 
 from scailflow.files import write_text_atomic
 from scailflow.prompts.gemini import redact
-from tests.test_flows import make_folder
-from tests.test_prompts import FakeGemini, error_reply
+from tests.support.folders import make_folder
+from tests.support.gemini import FakeGemini, error_reply
 
 JOB = "sampling: {steps: 1, target_h: 64, target_w: 64, seed: 1}\n"
 
@@ -201,7 +201,7 @@ def test_redaction_catches_encoded_and_split_keys(key):
 
 
 def test_prompt_command_never_prints_an_echoed_key(tmp_path):
-    from tests.test_prompts import KEY
+    from tests.support.gemini import KEY
 
     folder = make_folder(tmp_path, frames=5, size=64)
     fake = FakeGemini()

@@ -24,19 +24,10 @@ from scailflow.flows.config import load_pipelines
 from scailflow.flows.folder import scan_folder
 from scailflow.flows.lock import LOCK_NAME, FolderBusy, folder_lock
 from scailflow.media import probe_video, read_image, read_video, write_video
-from tests.test_flows import make_folder
+from tests.support.folders import make_folder
+from tests.support.processes import cli
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-def cli(*args, env=None, timeout=600):
-    return subprocess.run(
-        [sys.executable, "-m", "scailflow.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
 
 
 # ------------------------------------------------------------------------------------------------ faults
@@ -122,7 +113,7 @@ def test_gpu_out_of_memory_says_what_fits(tmp_path, monkeypatch, capsys):
 
     from scailflow.cli import main
     from scailflow.scail import loading
-    from tests.test_scail_generate import official_args  # noqa: F401
+    from tests.support.folders import official_args
 
     class OOMPipeline:
         label = "fake"

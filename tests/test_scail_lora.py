@@ -16,7 +16,8 @@ from scailflow.media import read_video
 from scailflow.scail.lora import apply_loras, model_params
 from scailflow.scail.options import ModelOptions
 from scailflow.scail.tiny import tiny_components
-from tests.test_scail_generate import cli, official_args, write_prepared
+from tests.support.folders import official_args, write_prepared
+from tests.test_scail_generate import cli
 
 # (official stem, diffusers module stem) of the layers the test LoRA touches
 LAYERS = [

@@ -14,8 +14,8 @@ from scailflow.flows.demo import astronaut, sway_frames
 from scailflow.media import write_image, write_video
 from scailflow.scail.color import ColorMatcher, lab_drift, mean_lab
 from scailflow.scail.schedulers import make_scheduler
-from tests.test_reliability import cli
-from tests.test_scail_generate import official_args, write_prepared
+from tests.support.folders import official_args, write_prepared
+from tests.support.processes import cli
 
 
 def comfy_simple_sigmas(steps: int, shift: float) -> np.ndarray:

@@ -316,7 +316,7 @@ def test_generate_gpus_2_cfg_parallel_same_video_as_one_process(tmp_path):
     import numpy as np
 
     from scailflow.media import read_video
-    from tests.test_scail_generate import write_prepared
+    from tests.support.folders import write_prepared
 
     write_prepared(tmp_path)
     common = [

@@ -12,7 +12,7 @@ from prefect.testing.utilities import prefect_test_harness
 from scailflow.files import write_text_atomic
 from scailflow.flows.batch_flow import batch_flow
 from scailflow.media import probe_video
-from tests.test_flows import make_folder
+from tests.support.folders import make_folder
 
 FOLDERS = 50
 

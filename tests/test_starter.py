@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import json
-import subprocess
-import sys
 
 import yaml
 
 from scailflow.flows.config import JobConfig, PipelinesFile, load_job, load_pipelines
+from tests.support.processes import cli as run_cli
 
-
-def cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "scailflow.cli", *map(str, args)], capture_output=True, text=True, timeout=120
-    )
+cli = functools.partial(run_cli, timeout=120)
 
 
 def uncomment(text: str) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from scailflow.files import write_text_atomic
-from tests.test_flows import make_folder
+from tests.support.folders import make_folder
 
 STEPS = 1000  # tiny-random steps (the most allowed): minutes of work, so a run that does not stop is caught
 

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from scailflow.media import write_image
-from tests.test_flows import make_folder
+from tests.support.folders import make_folder
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 NOISE = (

@@ -13,7 +13,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from scailflow.files import write_text_atomic
 from scailflow.flows.batch_flow import batch_flow
-from tests.test_flows import make_folder
+from tests.support.folders import make_folder
 
 
 def test_batch_generation_runs_on_one_warm_worker(tmp_path, monkeypatch):
