@@ -1,4 +1,5 @@
-"""Shared test fixtures: paths to the conformance data beside the project."""
+"""Shared test fixtures: paths to the conformance data beside the project, and one `scailflow server` for the whole
+session (starting one costs tens of seconds on a loaded machine). Helpers live in `tests/support/`."""
 
 from __future__ import annotations
 
@@ -28,3 +29,14 @@ def conformance() -> Path:
     if not CONFORMANCE.is_dir():
         pytest.fail(f"conformance data not found at {CONFORMANCE} (set SCAILFLOW_SHARED)")
     return CONFORMANCE
+
+
+@pytest.fixture(scope="session")
+def shared_server(tmp_path_factory):
+    """One `scailflow server` on a free port (never Prefect's default 4200), with its own data dir, for every test
+    that only needs a server to report to; yields (url, env for clients of it). Tests that stop or break their
+    server, or need another database, start their own with `tests.support.processes.scailflow_server`."""
+    from tests.support.processes import scailflow_server
+
+    with scailflow_server(tmp_path_factory.mktemp("shared-server") / "home") as started:
+        yield started

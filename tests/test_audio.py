@@ -10,11 +10,14 @@ import sys
 
 import av
 import numpy as np
+import pytest
 
 from scailflow.files import write_text_atomic
 from scailflow.flows.demo import astronaut, sway_frames
 from scailflow.media import write_image
 from tests.support.folders import official_args, write_prepared
+
+pytestmark = pytest.mark.integration  # starts processes/servers/full flows
 
 TONE_HZ = 440.0
 

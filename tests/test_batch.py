@@ -14,6 +14,8 @@ from scailflow.flows.batch_flow import batch_flow, build_deployments, run_batch
 from scailflow.flows.config import load_pipelines
 from tests.support.folders import make_folder
 
+pytestmark = pytest.mark.integration  # starts processes/servers/full flows
+
 PIPELINES = """\
 model: {model: tiny-random}
 gpus: 2

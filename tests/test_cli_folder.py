@@ -12,6 +12,8 @@ from scailflow.media import write_image, write_video
 from tests.support.processes import cli as run_cli
 from tests.support.processes import one_error
 
+pytestmark = pytest.mark.integration  # starts processes/servers/full flows
+
 cli = functools.partial(run_cli, timeout=120)
 
 

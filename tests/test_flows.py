@@ -17,6 +17,8 @@ from scailflow.masks import ALLOWED_COLOURS
 from scailflow.media import probe_video, read_image, read_video, write_image
 from tests.support.folders import JOB, make_folder
 
+pytestmark = pytest.mark.integration  # starts processes/servers/full flows
+
 TINY = {"model": "tiny-random"}
 
 

@@ -44,6 +44,7 @@ def _escape_to(evil: Path) -> str:
     return os.path.relpath(evil, Path(sam2.__file__).parent)  # ../../../.. out of sam2's config directory
 
 
+@pytest.mark.integration
 def test_sam2_config_from_job_yaml_never_reaches_hydra(tmp_path):
     marker = tmp_path / "elsewhere" / "PWNED"
     marker.parent.mkdir()
@@ -76,6 +77,7 @@ def test_sam2_loader_takes_only_bundled_config_names(tmp_path):
 
 
 # ------------------------------------------------------------------- 2. a folder reading the operator's files
+@pytest.mark.integration
 def test_examples_outside_the_folder_never_reach_gemini(tmp_path):
     secret = tmp_path / "operator" / "notes.txt"
     secret.parent.mkdir()
@@ -127,6 +129,7 @@ def test_file_options_in_job_yaml_stay_inside_the_folder(tmp_path, monkeypatch):
     assert job.pose.nlf == str(tmp_path / "shared" / "nlf.torchscript")
 
 
+@pytest.mark.integration
 def test_a_folder_file_linking_out_is_refused(tmp_path):
     folder = make_folder(tmp_path, frames=5)
     secret = tmp_path / "secret.txt"
@@ -149,6 +152,7 @@ BOMB = "\n".join(
 )
 
 
+@pytest.mark.integration
 def test_yaml_bomb_in_job_yaml_fails_fast_naming_the_file(tmp_path):
     folder = make_folder(tmp_path, frames=5)
     write_text_atomic(folder / "job.yaml", BOMB + "\n")
@@ -157,6 +161,7 @@ def test_yaml_bomb_in_job_yaml_fails_fast_naming_the_file(tmp_path):
     one_error(r, str(folder / "job.yaml"), "expands to more than")
 
 
+@pytest.mark.integration
 def test_yaml_bomb_in_pipelines_yaml_fails_fast_naming_the_file(tmp_path):
     p = tmp_path / "pipelines.yaml"
     write_text_atomic(p, BOMB + "\npipelines:\n  - name: x\n    options: {prompt: *i}\n    root: .\n")
@@ -183,6 +188,7 @@ def test_yaml_limits_size_recursion_depth_and_encoding(tmp_path):
 
 
 # ------------------------------------------------------------------------ 4. --out inside the input folder
+@pytest.mark.integration
 @pytest.mark.parametrize("where", ["equal", "inside", "holds"])
 def test_out_inside_the_input_folder_is_refused(tmp_path, where):
     folder = make_folder(tmp_path, frames=5)
@@ -217,6 +223,7 @@ def test_exif_orientation_is_applied_to_every_image_read(tmp_path):
     assert upright[:8, :, 0].mean() > 200 and upright[-8:, :, 0].mean() < 60
 
 
+@pytest.mark.integration
 def test_portrait_phone_reference_is_animated_upright(tmp_path):
     folder = make_folder(tmp_path, frames=5, size=64)
     still = np.ascontiguousarray(read_image(folder / "ref.png")[:, 8:56])  # a portrait reference, 48x64
@@ -236,6 +243,7 @@ def test_portrait_phone_reference_is_animated_upright(tmp_path):
     assert read_video(out / "output.mp4")[0].shape[1:3] == (64, 32)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", ["café", "名前", "my clip (2)"])
 def test_any_folder_name_works(tmp_path, name):
     folder = make_folder(tmp_path, name=name, frames=5, size=64)
@@ -268,6 +276,7 @@ def test_huge_images_are_refused_before_decoding(tmp_path):
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - ru < 100_000  # KiB: nothing was decoded
 
 
+@pytest.mark.integration
 def test_huge_reference_in_a_folder_is_one_line(tmp_path):
     folder = make_folder(tmp_path, frames=5)
     (folder / "ref.png").unlink()
@@ -301,6 +310,7 @@ def test_video_frames_too_large_are_refused(tmp_path):
         ("masks:\n  max_persons: 2\n  replace_index: 3\n", 1, "masks"),
     ],
 )
+@pytest.mark.integration
 def test_job_yaml_values_that_cannot_work_fail_at_load(tmp_path, yaml_text, line, key):
     folder = make_folder(tmp_path, frames=5, size=64)
     write_text_atomic(folder / "job.yaml", yaml_text)
@@ -308,6 +318,7 @@ def test_job_yaml_values_that_cannot_work_fail_at_load(tmp_path, yaml_text, line
     assert not (folder / "scailflow").exists()
 
 
+@pytest.mark.integration
 def test_pipelines_root_without_clips_is_reported(tmp_path):
     (tmp_path / "empty").mkdir()
     p = tmp_path / "pipelines.yaml"
@@ -315,6 +326,7 @@ def test_pipelines_root_without_clips_is_reported(tmp_path):
     one_error(cli("batch", p), "nothing to run", "empty")
 
 
+@pytest.mark.integration
 def test_one_folder_under_two_spellings_runs_once(tmp_path):
     from scailflow.flows.batch_flow import batch_folders
 

@@ -64,6 +64,7 @@ def test_full_bleed_reference_is_flagged_and_fitted(tmp_path, photo, caplog):
     assert (image[~cv2.dilate(found.astype(np.uint8), np.ones((9, 9))).astype(bool)] > 200).mean() > 0.5  # white pad
 
 
+@pytest.mark.integration
 def test_fit_reference_reaches_generation_in_a_run(tmp_path, photo):
     folder = tmp_path / "swap"
     folder.mkdir()

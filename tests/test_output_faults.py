@@ -48,6 +48,7 @@ def fill(disk: Path) -> None:
             f.flush()
 
 
+@pytest.mark.integration
 def test_full_disk_during_generation_is_one_line_and_not_retried(tmp_path):
     folder = make_folder(tmp_path, frames=5, size=64)
     write_text_atomic(folder / "job.yaml", JOB)
@@ -70,6 +71,7 @@ def test_full_disk_during_generation_is_one_line_and_not_retried(tmp_path):
         assert again.returncode == 0 and "pose Cached" in again.stdout, again.stderr[-3000:]
 
 
+@pytest.mark.integration
 def test_read_only_output_folder_is_one_line(tmp_path):
     folder = make_folder(tmp_path, frames=5, size=64)
     write_text_atomic(folder / "job.yaml", JOB)
@@ -103,6 +105,7 @@ def _without_privilege() -> list[str]:
     return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
 
 
+@pytest.mark.integration
 def test_output_folder_without_permission_is_one_line(tmp_path):
     folder = make_folder(tmp_path, frames=5, size=64)
     write_text_atomic(folder / "job.yaml", JOB)
@@ -117,6 +120,7 @@ def test_output_folder_without_permission_is_one_line(tmp_path):
     assert list(out.iterdir()) == []
 
 
+@pytest.mark.integration
 def test_undecodable_prompt_txt_is_one_line_and_not_retried(tmp_path):
     folder = make_folder(tmp_path, frames=5, size=64)
     write_text_atomic(folder / "job.yaml", JOB)

@@ -17,6 +17,8 @@ from scailflow.files import write_text_atomic
 from tests.support.folders import make_folder
 from tests.support.processes import free_port, get, scailflow_server
 
+pytestmark = pytest.mark.integration  # starts processes/servers/full flows
+
 
 def pg_bin(name: str) -> str | None:
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))

@@ -227,6 +227,7 @@ def prepared(tmp_path_factory):
     return write_prepared(tmp_path_factory.mktemp("prepared"))
 
 
+@pytest.mark.integration
 def test_generate_fp8_attention_on_cpu_runs_and_records_that_it_was_off(prepared):
     from tests.support.folders import official_args
     from tests.test_scail_generate import cli
@@ -259,6 +260,7 @@ def test_generate_fp8_attention_on_cpu_runs_and_records_that_it_was_off(prepared
         (["--attention", "cudnn", "--fp8_attention"], "fp8_attention runs in FlashAttention 3"),
     ],
 )
+@pytest.mark.integration
 def test_generate_impossible_attention_is_one_line(prepared, flags, message):
     from tests.support.folders import official_args
     from tests.test_scail_generate import assert_one_error_line, cli

@@ -11,6 +11,8 @@ from scailflow.media import probe_video, read_video
 from tests.support.folders import official_args, write_prepared
 from tests.support.processes import cli as run_cli
 
+pytestmark = pytest.mark.integration  # starts processes/servers/full flows
+
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):

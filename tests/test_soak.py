@@ -14,6 +14,8 @@ from scailflow.flows.batch_flow import batch_flow
 from scailflow.media import probe_video
 from tests.support.folders import make_folder
 
+pytestmark = pytest.mark.integration  # starts processes/servers/full flows
+
 FOLDERS = 50
 
 

@@ -11,9 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from scailflow.files import write_text_atomic
 from scailflow.media import probe_video
 from tests.support.folders import make_folder
+
+pytestmark = pytest.mark.integration  # starts processes/servers/full flows
 
 SMALL = ("--model", "tiny-random", "--steps", "1", "--target_h", "32", "--target_w", "32")
 
