@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from scailflow.errors import InputError
 from scailflow.files import write_text_atomic
@@ -34,9 +33,8 @@ pipelines:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def harness():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+def harness(prefect_harness):
+    """Prefect's test harness, shared by the session (conftest)."""
 
 
 @pytest.fixture(scope="module")

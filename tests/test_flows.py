@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from scailflow.files import write_text_atomic
 from scailflow.flows.folder_flow import folder_flow
@@ -23,9 +22,8 @@ TINY = {"model": "tiny-random"}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def harness():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+def harness(prefect_harness):
+    """Prefect's test harness, shared by the session (conftest)."""
 
 
 def run(folder, **kw):

@@ -98,8 +98,8 @@ def test_a_scheduled_pipeline_fires_and_completes(shared_server, tmp_path):
     write_text_atomic(
         tmp_path / "pipelines.yaml",
         "model: {model: tiny-random}\npipelines:\n  - name: every-few-seconds\n    root: clips\n"
-        "    options: {sampling: {steps: 1, target_h: 32, target_w: 32}}\n    schedule: {interval_seconds: 5}\n",
-    )
+        "    options: {sampling: {steps: 1, target_h: 32, target_w: 32}}\n    schedule: {interval_seconds: 30}\n",
+    )  # every 5 s started a process per run faster than a loaded machine ended them (58 at once, seen): 30 s
     serve = Process(["serve", tmp_path / "pipelines.yaml"], env=env)
     try:
         video = clips / "nightly-clip" / "scailflow" / "output.mp4"
