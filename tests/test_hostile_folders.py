@@ -224,7 +224,7 @@ def test_exif_orientation_is_applied_to_every_image_read(tmp_path):
 
 
 @pytest.mark.integration
-def test_portrait_phone_reference_is_animated_upright(tmp_path):
+def test_portrait_phone_reference_is_animated_upright(tmp_path, shared_server):
     folder = make_folder(tmp_path, frames=5, size=64)
     still = np.ascontiguousarray(read_image(folder / "ref.png")[:, 8:56])  # a portrait reference, 48x64
     sideways = np.ascontiguousarray(np.rot90(still, 1))  # stored rotated 90 degrees counter-clockwise ...
@@ -234,7 +234,7 @@ def test_portrait_phone_reference_is_animated_upright(tmp_path):
     (folder / "ref.png").unlink()
     im.save(folder / "ref.jpg", exif=exif, quality=98)
     write_text_atomic(folder / "job.yaml", "sampling: {steps: 1, target_h: 64, target_w: 32, seed: 1}\n")
-    r = cli("run", folder, "--model", "tiny-random")
+    r = cli("run", folder, "--model", "tiny-random", env=shared_server[1])  # reported to the session's server
     assert r.returncode == 0, r.stderr[-3000:]
     out = folder / "scailflow"
     # the mask is drawn on the upright picture: portrait, like the target (not swapped to landscape)
@@ -245,13 +245,14 @@ def test_portrait_phone_reference_is_animated_upright(tmp_path):
 
 @pytest.mark.integration
 @pytest.mark.parametrize("name", ["café", "名前", "my clip (2)"])
-def test_any_folder_name_works(tmp_path, name):
+def test_any_folder_name_works(tmp_path, name, shared_server):
     folder = make_folder(tmp_path, name=name, frames=5, size=64)
     write_text_atomic(folder / "job.yaml", "sampling: {steps: 1, target_h: 64, target_w: 64, seed: 1}\n")
-    r = cli("run", folder, "--model", "tiny-random")
+    env = shared_server[1]  # the name reaches a real server's flow runs and artifacts, without a temporary API each
+    r = cli("run", folder, "--model", "tiny-random", env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (folder / "scailflow" / "output.mp4").is_file() and "could not publish" not in r.stderr
-    again = cli("run", folder, "--model", "tiny-random")
+    again = cli("run", folder, "--model", "tiny-random", env=env)
     assert again.returncode == 0 and "generate Cached" in again.stdout, again.stderr[-3000:]
 
 
@@ -327,7 +328,7 @@ def test_pipelines_root_without_clips_is_reported(tmp_path):
 
 
 @pytest.mark.integration
-def test_one_folder_under_two_spellings_runs_once(tmp_path):
+def test_one_folder_under_two_spellings_runs_once(tmp_path, shared_server):
     from scailflow.flows.batch_flow import batch_folders
 
     folder = make_folder(tmp_path, frames=5, size=64)
@@ -340,7 +341,7 @@ def test_one_folder_under_two_spellings_runs_once(tmp_path):
         "  - name: b\n    folders: [../" + tmp_path.name + "/clip]\n",
     )
     assert len(batch_folders(load_pipelines(p))) == 1
-    r = cli("batch", p)
+    r = cli("batch", p, env=shared_server[1])
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
     assert "1 of 1 folders done" in r.stdout and "FAILED" not in r.stdout
 
