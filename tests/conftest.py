@@ -1,4 +1,5 @@
-"""Shared test fixtures: paths to the conformance data beside the project."""
+"""Shared test fixtures: paths to the conformance data beside the project, and one `scailflow server` for the whole
+session, and one Prefect test harness (starting either costs tens of seconds on a loaded machine). Helpers live in `tests/support/`."""
 
 from __future__ import annotations
 
@@ -28,3 +29,24 @@ def conformance() -> Path:
     if not CONFORMANCE.is_dir():
         pytest.fail(f"conformance data not found at {CONFORMANCE} (set SCAILFLOW_SHARED)")
     return CONFORMANCE
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """Prefect's test harness (a temporary API on a temporary database), started once for every test that runs flows
+    in this process (each start costs ~10 s, more on a loaded machine)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def shared_server(tmp_path_factory):
+    """One `scailflow server` on a free port (never Prefect's default 4200), with its own data dir, for every test
+    that only needs a server to report to; yields (url, env for clients of it). Tests that stop or break their
+    server, or need another database, start their own with `tests.support.processes.scailflow_server`."""
+    from tests.support.processes import scailflow_server
+
+    with scailflow_server(tmp_path_factory.mktemp("shared-server") / "home") as started:
+        yield started

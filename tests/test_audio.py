@@ -10,11 +10,14 @@ import sys
 
 import av
 import numpy as np
+import pytest
 
 from scailflow.files import write_text_atomic
 from scailflow.flows.demo import astronaut, sway_frames
 from scailflow.media import write_image
-from tests.test_scail_generate import official_args, write_prepared
+from tests.support.folders import official_args, write_prepared
+
+pytestmark = pytest.mark.integration  # starts processes/servers/full flows
 
 TONE_HZ = 440.0
 
@@ -67,7 +70,7 @@ def scailflow(*args, env=None):
     )
 
 
-def test_output_keeps_the_driving_sound_trimmed_to_the_frames_kept_and_no_audio_drops_it(tmp_path):
+def test_output_keeps_the_driving_sound_trimmed_to_the_frames_kept_and_no_audio_drops_it(tmp_path, shared_server):
     folder = tmp_path / "dance"
     folder.mkdir()
     still = astronaut(64)
@@ -75,7 +78,8 @@ def test_output_keeps_the_driving_sound_trimmed_to_the_frames_kept_and_no_audio_
     # 15 frames at 16 fps (0.94 s) with 3 s of sound: the model keeps 4k+1 = 13 frames, so 13/16 s of sound
     write_video_with_tone(folder / "driving.mp4", sway_frames(still, 15), 16, seconds=3.0)
     write_text_atomic(folder / "job.yaml", "sampling: {steps: 2, target_h: 64, target_w: 64, seed: 1}\n")
-    r = scailflow("run", folder, "--model", "tiny-random")
+    env = shared_server[1]  # reported to the session's server: no temporary API per run
+    r = scailflow("run", folder, "--model", "tiny-random", env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     out = folder / "scailflow" / "output.mp4"
     seconds, pitch = sound_of(out)
@@ -85,7 +89,9 @@ def test_output_keeps_the_driving_sound_trimmed_to_the_frames_kept_and_no_audio_
     assert json.loads((folder / "scailflow" / "output.mp4.json").read_text())["audio_from"]
     assert (folder / "driving.mp4").stat().st_size > 0 and sound_of(folder / "driving.mp4")[0] > 2.9  # untouched
 
-    r = scailflow("run", folder, "--model", "tiny-random", "--no-audio")  # a settings change re-runs generation
+    r = scailflow(
+        "run", folder, "--model", "tiny-random", "--no-audio", env=env
+    )  # a settings change re-runs generation
     assert r.returncode == 0, r.stderr[-2000:]
     assert "generate: cached" not in r.stderr
     assert sound_of(out) is None

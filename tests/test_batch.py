@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from scailflow.errors import InputError
 from scailflow.files import write_text_atomic
 from scailflow.flows.batch_flow import batch_flow, build_deployments, run_batch
 from scailflow.flows.config import load_pipelines
-from tests.test_flows import make_folder
+from tests.support.folders import make_folder
+
+pytestmark = pytest.mark.integration  # starts processes/servers/full flows
 
 PIPELINES = """\
 model: {model: tiny-random}
@@ -32,9 +33,8 @@ pipelines:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def harness():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+def harness(prefect_harness):
+    """Prefect's test harness, shared by the session (conftest)."""
 
 
 @pytest.fixture(scope="module")

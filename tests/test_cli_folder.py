@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import functools
 
 import numpy as np
 import pytest
 
 from scailflow.files import write_text_atomic
 from scailflow.media import write_image, write_video
+from tests.support.processes import cli as run_cli
+from tests.support.processes import one_error
 
+pytestmark = pytest.mark.integration  # starts processes/servers/full flows
 
-def cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "scailflow.cli", *map(str, args)], capture_output=True, text=True, timeout=120
-    )
-
-
-def one_error(r, fragment):
-    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
-    assert r.returncode == 2, r.stderr
-    assert len(errors) == 1 and fragment in errors[0], r.stderr
-    assert "Traceback" not in r.stderr
+cli = functools.partial(run_cli, timeout=120)
 
 
 @pytest.fixture

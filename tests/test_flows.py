@@ -9,33 +9,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from scailflow.files import write_text_atomic
-from scailflow.flows.demo import astronaut, sway_frames
 from scailflow.flows.folder_flow import folder_flow
 from scailflow.masks import ALLOWED_COLOURS
-from scailflow.media import probe_video, read_image, read_video, write_image, write_video
+from scailflow.media import probe_video, read_image, read_video, write_image
+from tests.support.folders import JOB, make_folder
+
+pytestmark = pytest.mark.integration  # starts processes/servers/full flows
 
 TINY = {"model": "tiny-random"}
-JOB = "sampling:\n  steps: 2\n  target_h: 64\n  target_w: 64\n  seed: 3\n"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def harness():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
-def make_folder(root, name="clip", frames=13, size=128):
-    folder = root / name
-    folder.mkdir()
-    still = astronaut(size)
-    write_image(folder / "ref.png", still)
-    write_video(folder / "driving.mp4", sway_frames(still, frames), fps=16)
-    write_text_atomic(folder / "prompt.txt", "A woman in an orange suit sways.\n")
-    write_text_atomic(folder / "job.yaml", JOB)
-    return folder
+def harness(prefect_harness):
+    """Prefect's test harness, shared by the session (conftest)."""
 
 
 def run(folder, **kw):
@@ -226,7 +214,7 @@ def test_pose_driven_mode_uses_the_skeleton_and_its_mask(tmp_path):
 
 
 def test_gemini_prompt_stage_in_the_flow(tmp_path, monkeypatch):
-    from tests.test_prompts import CAPTION, KEY, PROMPT, FakeGemini, text_reply
+    from tests.support.gemini import CAPTION, KEY, PROMPT, FakeGemini, text_reply
 
     fake = FakeGemini()
     try:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import resource
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,33 +16,9 @@ from scailflow.errors import InputError
 from scailflow.files import write_text_atomic
 from scailflow.flows.config import load_job, load_pipelines
 from scailflow.media import read_image, read_video, write_image
-from tests.test_flows import make_folder
-from tests.test_prompts import KEY, FakeGemini, text_reply
-
-
-def cli(*args, env=None, timeout=600, memory_gib=None):
-    def limit():  # a YAML bomb on a build without the fix must not take the shared machine's memory
-        if memory_gib:
-            resource.setrlimit(resource.RLIMIT_AS, (memory_gib << 30, memory_gib << 30))
-
-    return subprocess.run(
-        [sys.executable, "-m", "scailflow.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        preexec_fn=limit,
-    )
-
-
-def one_error(r, *fragments):
-    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
-    assert r.returncode == 2, r.stderr[-3000:]
-    assert len(errors) == 1, r.stderr[-3000:]
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-    assert "Traceback" not in r.stderr
-    return errors[0]
+from tests.support.folders import make_folder
+from tests.support.gemini import KEY, FakeGemini, text_reply
+from tests.support.processes import cli, one_error
 
 
 def snapshot(folder: Path) -> dict:
@@ -70,6 +44,7 @@ def _escape_to(evil: Path) -> str:
     return os.path.relpath(evil, Path(sam2.__file__).parent)  # ../../../.. out of sam2's config directory
 
 
+@pytest.mark.integration
 def test_sam2_config_from_job_yaml_never_reaches_hydra(tmp_path):
     marker = tmp_path / "elsewhere" / "PWNED"
     marker.parent.mkdir()
@@ -102,6 +77,7 @@ def test_sam2_loader_takes_only_bundled_config_names(tmp_path):
 
 
 # ------------------------------------------------------------------- 2. a folder reading the operator's files
+@pytest.mark.integration
 def test_examples_outside_the_folder_never_reach_gemini(tmp_path):
     secret = tmp_path / "operator" / "notes.txt"
     secret.parent.mkdir()
@@ -153,6 +129,7 @@ def test_file_options_in_job_yaml_stay_inside_the_folder(tmp_path, monkeypatch):
     assert job.pose.nlf == str(tmp_path / "shared" / "nlf.torchscript")
 
 
+@pytest.mark.integration
 def test_a_folder_file_linking_out_is_refused(tmp_path):
     folder = make_folder(tmp_path, frames=5)
     secret = tmp_path / "secret.txt"
@@ -175,6 +152,7 @@ BOMB = "\n".join(
 )
 
 
+@pytest.mark.integration
 def test_yaml_bomb_in_job_yaml_fails_fast_naming_the_file(tmp_path):
     folder = make_folder(tmp_path, frames=5)
     write_text_atomic(folder / "job.yaml", BOMB + "\n")
@@ -183,6 +161,7 @@ def test_yaml_bomb_in_job_yaml_fails_fast_naming_the_file(tmp_path):
     one_error(r, str(folder / "job.yaml"), "expands to more than")
 
 
+@pytest.mark.integration
 def test_yaml_bomb_in_pipelines_yaml_fails_fast_naming_the_file(tmp_path):
     p = tmp_path / "pipelines.yaml"
     write_text_atomic(p, BOMB + "\npipelines:\n  - name: x\n    options: {prompt: *i}\n    root: .\n")
@@ -209,6 +188,7 @@ def test_yaml_limits_size_recursion_depth_and_encoding(tmp_path):
 
 
 # ------------------------------------------------------------------------ 4. --out inside the input folder
+@pytest.mark.integration
 @pytest.mark.parametrize("where", ["equal", "inside", "holds"])
 def test_out_inside_the_input_folder_is_refused(tmp_path, where):
     folder = make_folder(tmp_path, frames=5)
@@ -243,7 +223,8 @@ def test_exif_orientation_is_applied_to_every_image_read(tmp_path):
     assert upright[:8, :, 0].mean() > 200 and upright[-8:, :, 0].mean() < 60
 
 
-def test_portrait_phone_reference_is_animated_upright(tmp_path):
+@pytest.mark.integration
+def test_portrait_phone_reference_is_animated_upright(tmp_path, shared_server):
     folder = make_folder(tmp_path, frames=5, size=64)
     still = np.ascontiguousarray(read_image(folder / "ref.png")[:, 8:56])  # a portrait reference, 48x64
     sideways = np.ascontiguousarray(np.rot90(still, 1))  # stored rotated 90 degrees counter-clockwise ...
@@ -253,7 +234,7 @@ def test_portrait_phone_reference_is_animated_upright(tmp_path):
     (folder / "ref.png").unlink()
     im.save(folder / "ref.jpg", exif=exif, quality=98)
     write_text_atomic(folder / "job.yaml", "sampling: {steps: 1, target_h: 64, target_w: 32, seed: 1}\n")
-    r = cli("run", folder, "--model", "tiny-random")
+    r = cli("run", folder, "--model", "tiny-random", env=shared_server[1])  # reported to the session's server
     assert r.returncode == 0, r.stderr[-3000:]
     out = folder / "scailflow"
     # the mask is drawn on the upright picture: portrait, like the target (not swapped to landscape)
@@ -262,14 +243,16 @@ def test_portrait_phone_reference_is_animated_upright(tmp_path):
     assert read_video(out / "output.mp4")[0].shape[1:3] == (64, 32)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", ["café", "名前", "my clip (2)"])
-def test_any_folder_name_works(tmp_path, name):
+def test_any_folder_name_works(tmp_path, name, shared_server):
     folder = make_folder(tmp_path, name=name, frames=5, size=64)
     write_text_atomic(folder / "job.yaml", "sampling: {steps: 1, target_h: 64, target_w: 64, seed: 1}\n")
-    r = cli("run", folder, "--model", "tiny-random")
+    env = shared_server[1]  # the name reaches a real server's flow runs and artifacts, without a temporary API each
+    r = cli("run", folder, "--model", "tiny-random", env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (folder / "scailflow" / "output.mp4").is_file() and "could not publish" not in r.stderr
-    again = cli("run", folder, "--model", "tiny-random")
+    again = cli("run", folder, "--model", "tiny-random", env=env)
     assert again.returncode == 0 and "generate Cached" in again.stdout, again.stderr[-3000:]
 
 
@@ -294,6 +277,7 @@ def test_huge_images_are_refused_before_decoding(tmp_path):
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - ru < 100_000  # KiB: nothing was decoded
 
 
+@pytest.mark.integration
 def test_huge_reference_in_a_folder_is_one_line(tmp_path):
     folder = make_folder(tmp_path, frames=5)
     (folder / "ref.png").unlink()
@@ -327,6 +311,7 @@ def test_video_frames_too_large_are_refused(tmp_path):
         ("masks:\n  max_persons: 2\n  replace_index: 3\n", 1, "masks"),
     ],
 )
+@pytest.mark.integration
 def test_job_yaml_values_that_cannot_work_fail_at_load(tmp_path, yaml_text, line, key):
     folder = make_folder(tmp_path, frames=5, size=64)
     write_text_atomic(folder / "job.yaml", yaml_text)
@@ -334,6 +319,7 @@ def test_job_yaml_values_that_cannot_work_fail_at_load(tmp_path, yaml_text, line
     assert not (folder / "scailflow").exists()
 
 
+@pytest.mark.integration
 def test_pipelines_root_without_clips_is_reported(tmp_path):
     (tmp_path / "empty").mkdir()
     p = tmp_path / "pipelines.yaml"
@@ -341,7 +327,8 @@ def test_pipelines_root_without_clips_is_reported(tmp_path):
     one_error(cli("batch", p), "nothing to run", "empty")
 
 
-def test_one_folder_under_two_spellings_runs_once(tmp_path):
+@pytest.mark.integration
+def test_one_folder_under_two_spellings_runs_once(tmp_path, shared_server):
     from scailflow.flows.batch_flow import batch_folders
 
     folder = make_folder(tmp_path, frames=5, size=64)
@@ -354,7 +341,7 @@ def test_one_folder_under_two_spellings_runs_once(tmp_path):
         "  - name: b\n    folders: [../" + tmp_path.name + "/clip]\n",
     )
     assert len(batch_folders(load_pipelines(p))) == 1
-    r = cli("batch", p)
+    r = cli("batch", p, env=shared_server[1])
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
     assert "1 of 1 folders done" in r.stdout and "FAILED" not in r.stdout
 

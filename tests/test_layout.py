@@ -37,6 +37,7 @@ def test_nothing_imports_a_stage_folder_as_a_top_level_name():
     assert not offenders, "import these through scailflow.*:\n" + "\n".join(offenders)
 
 
+@pytest.mark.integration
 def test_the_wheel_installs_exactly_one_top_level_package(tmp_path):
     r = subprocess.run(
         [
@@ -71,6 +72,7 @@ HEAVY = ("torch", "prefect", "cv2", "mediapipe", "google.genai", "diffusers", "t
 @pytest.mark.parametrize(
     "command", [None, "run", "generate", "batch", "worker", "masks", "pose", "prompt", "init", "schema"]
 )
+@pytest.mark.integration
 def test_help_loads_no_heavy_library(command):
     code = (
         f"import sys; from scailflow.cli import build_parser; build_parser({command!r}); "
@@ -81,6 +83,7 @@ def test_help_loads_no_heavy_library(command):
     assert r.stdout.strip() == "", f"`scailflow {command or ''} --help` imports {r.stdout.strip()}"
 
 
+@pytest.mark.integration
 def test_version_and_completion():
     from scailflow import __version__
 

@@ -18,7 +18,7 @@ from scailflow.masks.framing import box, framing
 from scailflow.masks.options import MaskOptions
 from scailflow.masks.segmenters import MediapipeSegmenter
 from scailflow.media import read_image, read_video, write_image, write_video
-from tests.test_reliability import cli
+from tests.support.processes import cli
 
 BLUE = masks.PALETTE[0]
 
@@ -69,7 +69,8 @@ def test_full_bleed_reference_is_flagged_and_fitted(tmp_path, photo, caplog):
     assert (image[~cv2.dilate(found.astype(np.uint8), np.ones((9, 9))).astype(bool)] > 200).mean() > 0.5  # white pad
 
 
-def test_fit_reference_reaches_generation_in_a_run(tmp_path, photo):
+@pytest.mark.integration
+def test_fit_reference_reaches_generation_in_a_run(tmp_path, photo, shared_server):
     folder = tmp_path / "swap"
     folder.mkdir()
     write_image(folder / "ref.png", cv2.resize(photo, (128, 128), interpolation=cv2.INTER_AREA))
@@ -78,7 +79,7 @@ def test_fit_reference_reaches_generation_in_a_run(tmp_path, photo):
         folder / "job.yaml",
         "mode: replacement\nmasks:\n  fit_reference: true\nsampling:\n  steps: 1\n  target_h: 64\n  target_w: 64\n",
     )
-    r = cli("run", folder, "--model", "tiny-random", timeout=900)
+    r = cli("run", folder, "--model", "tiny-random", timeout=900, env=shared_server[1])  # no temporary API
     assert r.returncode == 0, r.stderr
     record = json.loads((folder / "scailflow" / "output.mp4.json").read_text())
     assert record["inputs"]["image"].endswith("ref_fitted.png")

@@ -140,6 +140,7 @@ def sam2_tiny():
     return Sam2VideoSegmenter.from_checkpoint(None, "configs/sam2.1/sam2.1_hiera_t.yaml", "cpu", image_size=128)
 
 
+@pytest.mark.integration  # the whole pipeline end to end: tens of seconds on 2 cores
 def test_sam2_random_weights_outputs_flow_through_our_bookkeeping(sam2_tiny):
     spy = Spy(sam2_tiny.predictor)
     seg = Sam2VideoSegmenter(spy)
@@ -168,6 +169,7 @@ def test_sam2_random_weights_outputs_flow_through_our_bookkeeping(sam2_tiny):
         assert agree > 0.999  # float rounding right at logit 0 may flip a pixel
 
 
+@pytest.mark.integration  # the whole pipeline end to end: tens of seconds on 2 cores
 def test_sam2_random_weights_through_make_masks(tmp_path, sam2_tiny):
     ref, video, _ = astronaut_inputs(tmp_path, n=3, size=96)
     boxes = [(0.05, 0.05, 0.95, 1.0)]  # a pose detector's box as fractions of the frame

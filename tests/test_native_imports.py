@@ -58,6 +58,7 @@ def _one_process(case: tuple[float, str]) -> tuple[int, str]:
     return r.returncode, f"{first} first, {delay} s: " + (r.stdout + r.stderr)[-1500:]
 
 
+@pytest.mark.integration
 def test_stages_import_mediapipe_concurrently_in_fresh_processes():
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(_one_process, CASES))

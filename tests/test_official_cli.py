@@ -8,6 +8,7 @@ checkpoint; with `--model tiny-random` in place of `--model SCAIL-14B` each writ
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -21,7 +22,8 @@ import numpy as np
 import pytest
 
 from scailflow.media import probe_video, read_image, read_video, write_image
-from tests.test_prompts import CAPTION, PROMPT, FakeGemini, error_reply, text_reply
+from tests.support.gemini import CAPTION, PROMPT, FakeGemini, error_reply, text_reply
+from tests.support.processes import cli as run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data" / "official_preprocess"
@@ -108,6 +110,7 @@ def test_readme_section_holds_the_official_lines():
     assert all("--model SCAIL-14B" in b for b in blocks[2:])
 
 
+@pytest.mark.integration
 def test_official_readme_command_lines(tmp_path, gemini):
     """Every README line as written: prompt -> enhanced_prompt.txt -> the replacement line reads it with $(cat ...);
     each generate line reads and checks all its files, then stops at the one thing missing: the checkpoint."""
@@ -133,6 +136,7 @@ def test_official_readme_command_lines(tmp_path, gemini):
         assert "Traceback" not in r.stderr
 
 
+@pytest.mark.integration
 def test_official_convert_line_converts(tmp_path, conformance):
     """The convert line with the training checkpoint where it names it."""
     import torch
@@ -151,6 +155,7 @@ def test_official_convert_line_converts(tmp_path, conformance):
     assert set(back) == set(sd) and all(torch.equal(back[k], v) for k, v in sd.items())
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_official_readme_lines_write_videos_with_the_tiny_model(tmp_path):
     """--model tiny-random in place of --model SCAIL-14B (and one sampling step, to keep this short): the
@@ -192,15 +197,7 @@ def generate_args(**over) -> list[str]:
     return [str(x) for kv in args.items() for x in kv if x is not None]
 
 
-def cli(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "scailflow.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-        env=env,
-    )
+cli = functools.partial(run_cli, timeout=300)
 
 
 def test_official_flags_take_their_meaning():
@@ -240,6 +237,7 @@ def test_official_flags_take_their_meaning():
         parse("--offload_model", "maybe")
 
 
+@pytest.mark.integration
 def test_save_dir_gets_the_official_automatic_name(tmp_path):
     """No --save_file: SCAIL2_<W>*<H>_<ring_size>_<prompt>_<time>.mp4 in --save_dir; the target as typed, before the
     swap; the other official flags run with it."""
@@ -262,6 +260,7 @@ def test_save_dir_gets_the_official_automatic_name(tmp_path):
     assert "--t5_fsdp" in r.stderr and "--dit_fsdp" in r.stderr  # one note each
 
 
+@pytest.mark.integration
 def test_official_flags_that_cannot_run_say_so_in_one_line(tmp_path):
     cases = [
         (["--txt", "prompts.txt"], "--txt is not implemented"),
@@ -282,6 +281,7 @@ def test_official_flags_that_cannot_run_say_so_in_one_line(tmp_path):
     assert not (tmp_path / "o.mp4").exists()
 
 
+@pytest.mark.integration
 def test_api_key_flag_is_used_and_never_echoed(tmp_path, gemini):
     """`scailflow prompt --api_key KEY`: the key reaches Gemini, and nothing the user sees or keeps holds it."""
     d = DATA / "A"
@@ -312,6 +312,7 @@ def test_api_key_flag_is_used_and_never_echoed(tmp_path, gemini):
     assert KEY not in "".join(p.read_text() for p in out.rglob("*") if p.is_file())
 
 
+@pytest.mark.integration
 def test_official_examples_file_in_the_working_directory_is_used(tmp_path, gemini):
     """As the official helper: without --examples, ./prompt_examples.txt when there is one."""
     d = DATA / "A"
@@ -324,6 +325,7 @@ def test_official_examples_file_in_the_working_directory_is_used(tmp_path, gemin
     assert len(gemini.requests) == 2 and "ORANGE-MARKER" in json.dumps(gemini.requests[1]["body"])
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_torchrun_started_ulysses_line_writes_the_one_process_video(tmp_path):
     """The official multi-GPU use: torchrun starts N copies of the command with --ulysses_size N. Here 2 processes

@@ -135,6 +135,7 @@ class Recorder:
         pipe.transformer.register_forward_pre_hook(lambda m, args, kw: self.dit.append(dict(kw)), with_kwargs=True)
 
 
+@pytest.mark.integration  # the whole pipeline end to end: tens of seconds on 2 cores
 @pytest.mark.parametrize("name", ["A", "B", "C", "D", "E", "F"])
 def test_pipeline_feeds_the_model_what_the_official_code_does(name, expected, tmp_path, monkeypatch):
     """The whole generate path (files in, video out) on the tiny model: the VAE, CLIP and DiT inputs and the frames

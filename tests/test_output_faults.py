@@ -9,34 +9,15 @@ import errno
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from scailflow.files import write_text_atomic
-from tests.test_flows import make_folder
+from tests.support.folders import make_folder
+from tests.support.processes import cli, one_error
 
 JOB = "sampling: {steps: 1, target_h: 64, target_w: 64, seed: 1}\n"
-
-
-def cli(*args, prefix=(), timeout=600):
-    return subprocess.run(
-        [*prefix, sys.executable, "-m", "scailflow.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def one_error(r, *fragments) -> str:
-    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
-    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-3000:]
-    assert len(errors) == 1, r.stderr[-3000:]
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-    assert "Traceback" not in r.stderr
-    return errors[0]
 
 
 @contextlib.contextmanager
@@ -67,6 +48,7 @@ def fill(disk: Path) -> None:
             f.flush()
 
 
+@pytest.mark.integration
 def test_full_disk_during_generation_is_one_line_and_not_retried(tmp_path):
     folder = make_folder(tmp_path, frames=5, size=64)
     write_text_atomic(folder / "job.yaml", JOB)
@@ -89,6 +71,7 @@ def test_full_disk_during_generation_is_one_line_and_not_retried(tmp_path):
         assert again.returncode == 0 and "pose Cached" in again.stdout, again.stderr[-3000:]
 
 
+@pytest.mark.integration
 def test_read_only_output_folder_is_one_line(tmp_path):
     folder = make_folder(tmp_path, frames=5, size=64)
     write_text_atomic(folder / "job.yaml", JOB)
@@ -122,6 +105,7 @@ def _without_privilege() -> list[str]:
     return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
 
 
+@pytest.mark.integration
 def test_output_folder_without_permission_is_one_line(tmp_path):
     folder = make_folder(tmp_path, frames=5, size=64)
     write_text_atomic(folder / "job.yaml", JOB)
@@ -136,6 +120,7 @@ def test_output_folder_without_permission_is_one_line(tmp_path):
     assert list(out.iterdir()) == []
 
 
+@pytest.mark.integration
 def test_undecodable_prompt_txt_is_one_line_and_not_retried(tmp_path):
     folder = make_folder(tmp_path, frames=5, size=64)
     write_text_atomic(folder / "job.yaml", JOB)

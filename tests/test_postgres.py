@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from scailflow.files import write_text_atomic
-from tests.test_flows import make_folder
-from tests.test_server import free_port, get, scailflow_server
+from tests.support.folders import make_folder
+from tests.support.processes import free_port, get, scailflow_server
+
+pytestmark = pytest.mark.integration  # starts processes/servers/full flows
 
 
 def pg_bin(name: str) -> str | None:

@@ -10,12 +10,10 @@ import json
 import os
 import re
 import signal
-import socket
 import stat
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,8 +23,9 @@ import pytest
 
 from scailflow.files import write_text_atomic
 from scailflow.prompts.gemini import redact
-from tests.test_flows import make_folder
-from tests.test_prompts import FakeGemini, error_reply
+from tests.support.folders import make_folder
+from tests.support.gemini import FakeGemini, error_reply
+from tests.support.processes import free_port, wait_until
 
 JOB = "sampling: {steps: 1, target_h: 64, target_w: 64, seed: 1}\n"
 
@@ -35,6 +34,7 @@ def _mode(p: Path) -> int:
     return stat.S_IMODE(p.lstat().st_mode)
 
 
+@pytest.mark.integration
 def test_outputs_follow_the_umask_and_state_is_private(tmp_path):
     folder = make_folder(tmp_path, frames=5, size=64)
     write_text_atomic(folder / "job.yaml", JOB)
@@ -62,6 +62,7 @@ def test_outputs_follow_the_umask_and_state_is_private(tmp_path):
     assert not wrong, wrong  # logs, parameters, prompts: nobody else's business
 
 
+@pytest.mark.integration
 def test_an_existing_world_readable_home_is_made_private(tmp_path):
     home = tmp_path / "home"
     (home / "prefect").mkdir(parents=True)
@@ -74,12 +75,6 @@ def test_an_existing_world_readable_home_is_made_private(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
     assert _mode(home) == 0o700 and _mode(home / "prefect") == 0o700
     assert _mode(home / "prefect" / "prefect.db") == 0o600 and _mode(home / "prefect" / "prefect.db-wal") == 0o600
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _request(url: str, auth: str | None = None, body: dict | None = None) -> int:
@@ -108,8 +103,9 @@ def test_exposure_warning_only_beyond_loopback(monkeypatch):
     assert "WITHOUT" not in exposure_warning("0.0.0.0") and "TLS" in exposure_warning("0.0.0.0")
 
 
+@pytest.mark.integration
 def test_server_on_the_network_warns_and_takes_the_auth_string(tmp_path):
-    port = _free_port()
+    port = free_port()
     home = tmp_path / "home"
     auth = "admin:s3cret-pass"
     env = dict(
@@ -135,10 +131,7 @@ def test_server_on_the_network_warns_and_takes_the_auth_string(tmp_path):
         warning = first[0] if first else ""
         assert warning.startswith("warning: --host 0.0.0.0") and "PREFECT_SERVER_API_AUTH_STRING" in warning
         api = f"http://127.0.0.1:{port}/api"
-        deadline = time.monotonic() + 180
-        while _request(f"{api}/health") != 200:
-            assert server.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.5)
+        wait_until(lambda: _request(f"{api}/health") == 200, 180, "server did not start", every=0.25, alive=server)
         assert _request(f"{api}/flows/filter", body={}) == 401  # no credentials: refused
         assert _request(f"{api}/flows/filter", auth="admin:wrong", body={}) == 401
         assert _request(f"{api}/flows/filter", auth=auth, body={}) == 200
@@ -156,10 +149,7 @@ def test_server_on_the_network_warns_and_takes_the_auth_string(tmp_path):
         children = subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True, text=True).stdout.split()
         os.kill(server.pid, signal.SIGTERM)  # stopping `scailflow server` stops the Prefect server it started
         assert server.wait(30) == 143
-        deadline = time.monotonic() + 15
-        while any(Path(f"/proc/{c}").exists() for c in children) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not any(Path(f"/proc/{c}").exists() for c in children)
+        wait_until(lambda: not any(Path(f"/proc/{c}").exists() for c in children), 15, f"children left: {children}")
         assert _request(f"{api}/health") != 200
     finally:
         try:
@@ -200,8 +190,9 @@ def test_redaction_catches_encoded_and_split_keys(key):
     assert redact("AIzaOTHER-key", key) == "AIzaOTHER-key"
 
 
+@pytest.mark.integration
 def test_prompt_command_never_prints_an_echoed_key(tmp_path):
-    from tests.test_prompts import KEY
+    from tests.support.gemini import KEY
 
     folder = make_folder(tmp_path, frames=5, size=64)
     fake = FakeGemini()

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
-import signal
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,19 +21,10 @@ from scailflow.flows.config import load_pipelines
 from scailflow.flows.folder import scan_folder
 from scailflow.flows.lock import LOCK_NAME, FolderBusy, folder_lock
 from scailflow.media import probe_video, read_image, read_video, write_video
-from tests.test_flows import make_folder
+from tests.support.folders import make_folder
+from tests.support.processes import Process, cli
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-def cli(*args, env=None, timeout=600):
-    return subprocess.run(
-        [sys.executable, "-m", "scailflow.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
 
 
 # ------------------------------------------------------------------------------------------------ faults
@@ -63,14 +51,30 @@ def test_second_run_of_a_folder_waits_or_skips(tmp_path):
             with folder_lock(out):
                 order.append("second")
 
-        t = threading.Thread(target=second)
-        t.start()
-        time.sleep(1.0)
+        waiting = threading.Event()  # the second run says it waits for the busy folder: then the first finishes
+
+        class Waiting(logging.Handler):
+            def emit(self, record):
+                if "is busy (another run); waiting for it" in record.getMessage():
+                    waiting.set()
+
+        log, handler = logging.getLogger("scailflow.flow"), Waiting()
+        level = log.level
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        try:
+            t = threading.Thread(target=second)
+            t.start()
+            assert waiting.wait(30), "the second run never waited"
+        finally:
+            log.removeHandler(handler)
+            log.setLevel(level)
         order.append("first done")
     t.join(10)
     assert order == ["first done", "second"]
 
 
+@pytest.mark.integration
 def test_run_if_busy_skip_is_one_line(tmp_path):
     folder = make_folder(tmp_path, frames=5)
     out = folder / "scailflow"
@@ -84,31 +88,15 @@ def test_run_if_busy_skip_is_one_line(tmp_path):
     assert r.returncode == 2 and "being processed by another run" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.integration
 def test_killed_run_resumes_from_cached_stages(tmp_path):
     folder = make_folder(tmp_path, frames=5)
     out = folder / "scailflow"
-    env = dict(os.environ, PYTHONUNBUFFERED="1", SCAILFLOW_PROGRESS_INTERVAL="0")  # a line per step
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "scailflow.cli", "run", str(folder), "--model", "tiny-random", "--steps", "1000"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    seen = []
-
-    def reader():
-        for line in proc.stdout:
-            seen.append(line)
-
-    threading.Thread(target=reader, daemon=True).start()
-    deadline = time.time() + 300
-    while not any("1/1000 steps" in ln for ln in seen):
-        assert time.time() < deadline and proc.poll() is None, "".join(seen[-20:])
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the worker dies mid-generation
-    proc.wait(30)
+    env = dict(os.environ, SCAILFLOW_PROGRESS_INTERVAL="0")  # a line per step
+    with Process(["run", folder, "--model", "tiny-random", "--steps", "1000"], env=env) as run:
+        run.wait_for("1/1000 steps", 300)
+        run.kill()  # the worker dies mid-generation
+        run.proc.wait(30)
     assert not (out / "output.mp4").exists()
     r = cli("run", folder, "--model", "tiny-random")
     assert r.returncode == 0, r.stderr
@@ -122,7 +110,7 @@ def test_gpu_out_of_memory_says_what_fits(tmp_path, monkeypatch, capsys):
 
     from scailflow.cli import main
     from scailflow.scail import loading
-    from tests.test_scail_generate import official_args  # noqa: F401
+    from tests.support.folders import official_args
 
     class OOMPipeline:
         label = "fake"

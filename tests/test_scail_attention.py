@@ -222,13 +222,15 @@ def test_installed_fa3_is_the_pinned_build():
 # ------------------------------------------------------------------------------------------------ the command line
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    from tests.test_scail_generate import write_prepared  # video I/O (PyAV) only where the CLI tests run
+    from tests.support.folders import write_prepared  # video I/O (PyAV) only where the CLI tests run
 
     return write_prepared(tmp_path_factory.mktemp("prepared"))
 
 
+@pytest.mark.integration
 def test_generate_fp8_attention_on_cpu_runs_and_records_that_it_was_off(prepared):
-    from tests.test_scail_generate import cli, official_args
+    from tests.support.folders import official_args
+    from tests.test_scail_generate import cli
 
     r = cli(
         "generate",
@@ -258,8 +260,10 @@ def test_generate_fp8_attention_on_cpu_runs_and_records_that_it_was_off(prepared
         (["--attention", "cudnn", "--fp8_attention"], "fp8_attention runs in FlashAttention 3"),
     ],
 )
+@pytest.mark.integration
 def test_generate_impossible_attention_is_one_line(prepared, flags, message):
-    from tests.test_scail_generate import assert_one_error_line, cli, official_args
+    from tests.support.folders import official_args
+    from tests.test_scail_generate import assert_one_error_line, cli
 
     r = cli("generate", *official_args(prepared), "--model", "tiny-random", "--steps", 1, *flags)
     assert r.returncode == 2

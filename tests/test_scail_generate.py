@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import json
-import subprocess
-import sys
 
-import numpy as np
 import pytest
 
-from scailflow.media import probe_video, read_video, write_image, write_video
+from scailflow.media import probe_video, read_video
+from tests.support.folders import official_args, write_prepared
+from tests.support.processes import cli as run_cli
 
-
-def write_prepared(d):
-    """A prepared folder (official names): random reference and driving video, a blue person in both masks."""
-    rng = np.random.default_rng(0)
-    write_image(d / "ref.png", rng.integers(0, 255, (120, 64, 3), dtype=np.uint8))
-    m = np.full((120, 64, 3), 255, np.uint8)
-    m[20:100, 10:50] = (0, 0, 255)
-    write_image(d / "ref_mask.png", m)
-    write_video(d / "rendered_v2.mp4", rng.integers(0, 255, (11, 96, 64, 3), dtype=np.uint8), 24)
-    dm = np.zeros((11, 96, 64, 3), np.uint8)
-    dm[:, 20:80, 10:50] = (0, 0, 255)
-    write_video(d / "rendered_mask_v2.mp4", dm, 24, lossless=True)
-    return d
+pytestmark = pytest.mark.integration  # starts processes/servers/full flows
 
 
 @pytest.fixture(scope="module")
@@ -31,22 +19,7 @@ def prepared(tmp_path_factory):
     return write_prepared(tmp_path_factory.mktemp("prepared"))
 
 
-def cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "scailflow.cli", *map(str, args)], capture_output=True, text=True, timeout=300
-    )
-
-
-def official_args(d, **over):
-    args = {
-        "--image": d / "ref.png",
-        "--mask_image": d / "ref_mask.png",
-        "--pose": d / "rendered_v2.mp4",
-        "--mask_video": d / "rendered_mask_v2.mp4",
-        "--save_file": d / "out.mp4",
-    }
-    args.update(over)
-    return [x for kv in args.items() for x in kv]
+cli = functools.partial(run_cli, timeout=300)
 
 
 def test_generate_tiny_random_writes_video_and_record(prepared):

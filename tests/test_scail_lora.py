@@ -16,7 +16,8 @@ from scailflow.media import read_video
 from scailflow.scail.lora import apply_loras, model_params
 from scailflow.scail.options import ModelOptions
 from scailflow.scail.tiny import tiny_components
-from tests.test_scail_generate import cli, official_args, write_prepared
+from tests.support.folders import official_args, write_prepared
+from tests.test_scail_generate import cli
 
 # (official stem, diffusers module stem) of the layers the test LoRA touches
 LAYERS = [
@@ -152,6 +153,7 @@ def test_pipelines_yaml_takes_a_list_of_loras(tmp_path):
     ]
 
 
+@pytest.mark.integration
 def test_generate_with_two_lora_files_end_to_end(tmp_path):
     d = write_prepared(tmp_path)
     pa = write_format(tmp_path / "lightx2v.safetensors", "lightx2v", random_lora(1))

@@ -193,6 +193,7 @@ class SpyPipeline(SCAIL2Pipeline):
         return super()._vae_encode(video)
 
 
+@pytest.mark.integration  # the whole pipeline end to end: tens of seconds on 2 cores
 def test_long_video_hands_over_history_frames():
     pipe = SpyPipeline(**tiny_components(0))
     rng = np.random.default_rng(0)
@@ -239,6 +240,7 @@ def test_check_inputs_rejects_mismatched_masks():
         pipe(Conditioning(img, img, video, video, "x"), 40, 32, SamplingOptions(steps=1))
 
 
+@pytest.mark.integration  # the whole pipeline end to end: tens of seconds on 2 cores
 def test_seed_reproducible_and_recorded():
     pipe = SCAIL2Pipeline(**tiny_components(0))
     rng = np.random.default_rng(1)

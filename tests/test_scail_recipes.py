@@ -14,8 +14,8 @@ from scailflow.flows.demo import astronaut, sway_frames
 from scailflow.media import write_image, write_video
 from scailflow.scail.color import ColorMatcher, lab_drift, mean_lab
 from scailflow.scail.schedulers import make_scheduler
-from tests.test_reliability import cli
-from tests.test_scail_generate import official_args, write_prepared
+from tests.support.folders import official_args, write_prepared
+from tests.support.processes import cli
 
 
 def comfy_simple_sigmas(steps: int, shift: float) -> np.ndarray:
@@ -79,6 +79,7 @@ def test_colour_matching_removes_drift_on_a_real_clip(method, max_after):
         assert psnr(out, clean[k]) > psnr(drifted[k], clean[k]) + 4  # closer to the undrifted frames
 
 
+@pytest.mark.integration
 def test_generate_keeps_official_colours_unless_asked(tmp_path):
     d = write_prepared(tmp_path)  # 11 driving frames: 5-frame segments, 1 frame handed over: 2 segments
     common = ["--model", "tiny-random", "--target_h", 64, "--target_w", 32, "--steps", 2, "--seed", 1]
@@ -94,6 +95,7 @@ def test_generate_keeps_official_colours_unless_asked(tmp_path):
     assert record["sampling"]["color_match"] is None
 
 
+@pytest.mark.integration
 def test_run_matches_colours_of_a_long_clip_by_default(tmp_path):
     folder = tmp_path / "long"
     folder.mkdir()

@@ -141,9 +141,17 @@ def test_first_block_cache_skips_the_tail_blocks():
 
 def test_cache_context_is_a_no_op_without_cache():
     m = tiny_model()
-    with speed.cache_context(m, "cond"):
-        pass
-    speed.reset_step_cache(m)
+    inp = tiny_inputs()
+    calls = {"n": 0}
+    m.blocks[-1].attn1.register_forward_pre_hook(lambda *_: calls.__setitem__("n", calls["n"] + 1))
+    with torch.no_grad():
+        ref = m(**inp)
+        for _ in range(2):  # without a step cache nothing is skipped: every call runs the tail, same output
+            with speed.cache_context(m, "cond"):
+                assert torch.equal(m(**inp), ref)
+        speed.reset_step_cache(m)
+        assert torch.equal(m(**inp), ref)
+    assert calls["n"] == 4
 
 
 # ------------------------------------------------------------------------------------------------ options
@@ -259,6 +267,7 @@ def _cfg_worker(rank, world, port, q):
         dist.destroy_process_group()
 
 
+@pytest.mark.integration
 def test_cfg_parallel_two_ranks_matches_one_process():
     import torch.multiprocessing as mp
 
@@ -319,6 +328,7 @@ def test_load_pipeline_speed_hook():
     assert pipe.vae.use_tiling and pipe.transformer.is_cache_enabled
 
 
+@pytest.mark.integration
 def test_generate_gpus_2_cfg_parallel_same_video_as_one_process(tmp_path):
     """`scailflow generate --gpus 2` (torchrun, gloo on CPU, CFG split over 2 ranks) writes the single-process video."""
     import subprocess
@@ -327,7 +337,7 @@ def test_generate_gpus_2_cfg_parallel_same_video_as_one_process(tmp_path):
     import numpy as np
 
     from scailflow.media import read_video
-    from tests.test_scail_generate import write_prepared
+    from tests.support.folders import write_prepared
 
     write_prepared(tmp_path)
     common = [

@@ -2,78 +2,26 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from scailflow.files import write_text_atomic
 from scailflow.media import probe_video
-from tests.test_flows import make_folder
+from tests.support.folders import make_folder
+from tests.support.processes import Process, get, scailflow_server, wait_until
+
+pytestmark = pytest.mark.integration  # starts processes/servers/full flows
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get(url: str, data: dict | None = None):
-    req = urllib.request.Request(
-        url, data=json.dumps(data).encode() if data is not None else None, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return r.status, r.read()
-
-
-@contextlib.contextmanager
-def scailflow_server(home, **extra_env):
-    """`scailflow server` on a free port with its own data dir; yields (url, env for clients of it)."""
-    port = free_port()
-    env = dict(os.environ, SCAILFLOW_HOME=str(home), SCAILFLOW_PORT=str(port), **extra_env)
-    env.pop("PREFECT_HOME", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "scailflow.cli", "server", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            try:
-                if get(f"{url}/api/health")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("the server did not come up in 120 s")
-        yield url, env
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-
-
-@pytest.fixture
-def server(tmp_path):
-    with scailflow_server(tmp_path / "home") as started:
-        yield started
-
-
-def test_server_ui_and_a_run_reported_to_it(server, tmp_path):
-    url, env = server
+def test_server_ui_and_a_run_reported_to_it(shared_server, tmp_path):
+    url, env = shared_server
     status, body = get(url + "/")
     assert status == 200 and b"<html" in body.lower()
     folder = make_folder(tmp_path, "served", frames=5)
@@ -106,24 +54,18 @@ def test_server_going_away_mid_batch_stops_cleanly_and_the_rerun_resumes(tmp_pat
         "    root: clips\n    options: {sampling: {steps: 2, target_h: 32, target_w: 32}}\n",
     )
     home = tmp_path / "home"
-    with scailflow_server(home) as (url, env):
-        batch = subprocess.Popen(
-            [sys.executable, "-m", "scailflow.cli", "batch", str(tmp_path / "pipelines.yaml")],
-            env=dict(env, PYTHONUNBUFFERED="1"),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        lines: list[str] = []
-        threading.Thread(target=lambda: lines.extend(iter(batch.stdout.readline, "")), daemon=True).start()
-        deadline = time.time() + 120
-        while not any("follow it in the Prefect UI" in ln for ln in lines):  # the batch's flow run has begun
-            assert time.time() < deadline and batch.poll() is None, "".join(lines[-20:])
-            time.sleep(0.1)
-        time.sleep(1.0)
-    # the server is gone (the context stopped it) while the batch works
-    code = batch.wait(timeout=120)
-    output = "".join(lines)
+    batch = None
+    try:
+        with scailflow_server(home) as (url, env):
+            batch = Process(["batch", tmp_path / "pipelines.yaml"], env=env)
+            batch.wait_for("follow it in the Prefect UI", 120)  # the batch's flow run has begun
+            batch.wait_for(re.compile(r"^\[[abc]\] (pose|masks|prompt|generate): "), 120)  # its folders are at work
+        # the server is gone (the context stopped it) while the batch works
+        code = batch.finish(timeout=120)
+    finally:
+        if batch is not None:
+            batch.kill()
+    output = batch.text()
     assert code == 4 and "lost the Prefect server" in output, output[-2000:]
     for name in ("a", "b", "c"):  # whatever was written is whole: a final name only ever holds a finished file
         video = clips / name / "scailflow" / "output.mp4"
@@ -142,49 +84,38 @@ def test_server_going_away_mid_batch_stops_cleanly_and_the_rerun_resumes(tmp_pat
 
 
 # ---------------------------------------------------------------------------------------------- schedules and the UI
-@pytest.fixture(scope="module")
-def chosen_port_server(tmp_path_factory):
-    """One `scailflow server` on a free port (never Prefect's default 4200) for the tests below."""
-    with scailflow_server(tmp_path_factory.mktemp("served") / "home") as started:
-        yield started
-
-
 def api(url: str, path: str, body: dict) -> list[dict]:
     return json.loads(get(f"{url}/api{path}", body)[1])
 
 
-def test_a_scheduled_pipeline_fires_and_completes(chosen_port_server, tmp_path):
+def test_a_scheduled_pipeline_fires_and_completes(shared_server, tmp_path):
     """`scailflow serve` with a short interval: the server's scheduler creates runs, one completes with its video,
     and Prefect's own CLI lists runs and artifacts (no 422)."""
-    url, env = chosen_port_server
+    url, env = shared_server
     clips = tmp_path / "clips"
     clips.mkdir()
     make_folder(clips, "nightly-clip", frames=5, size=64)
     write_text_atomic(
         tmp_path / "pipelines.yaml",
         "model: {model: tiny-random}\npipelines:\n  - name: every-few-seconds\n    root: clips\n"
-        "    options: {sampling: {steps: 1, target_h: 32, target_w: 32}}\n    schedule: {interval_seconds: 5}\n",
-    )
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "scailflow.cli", "serve", str(tmp_path / "pipelines.yaml")],
-        env=dict(env, PYTHONUNBUFFERED="1"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(iter(serve.stdout.readline, "")), daemon=True).start()
+        "    options: {sampling: {steps: 1, target_h: 32, target_w: 32}}\n    schedule: {interval_seconds: 30}\n",
+    )  # every 5 s started a process per run faster than a loaded machine ended them (58 at once, seen): 30 s
+    serve = Process(["serve", tmp_path / "pipelines.yaml"], env=env)
     try:
         video = clips / "nightly-clip" / "scailflow" / "output.mp4"
-        deadline, done = time.time() + 420, []
-        while not (done and video.is_file()):  # a run that found the folder busy (the previous one) skips it
-            assert time.time() < deadline and serve.poll() is None, "no scheduled run completed:\n" + "".join(
-                lines[-30:]
-            )
-            time.sleep(3)
+
+        def completed() -> list[dict]:  # a run that found the folder busy (the previous one) skips it
             runs = api(url, "/flow_runs/filter", {"flow_runs": {"name": {"any_": ["batch-every-few-seconds"]}}})
             done = [r for r in runs if r["deployment_id"] and r["state"]["type"] == "COMPLETED"]
+            return done if video.is_file() else []
+
+        done = wait_until(
+            completed,
+            420,
+            lambda: "no scheduled run completed:\n" + "".join(serve.lines[-30:]),
+            every=1,
+            alive=serve.proc,
+        )
         assert done[0]["auto_scheduled"]  # made by the server's scheduler, not by hand
         assert probe_video(video).frames == 5
         cli_env = dict(env, PREFECT_API_URL=f"{url}/api")
@@ -204,8 +135,11 @@ def test_a_scheduled_pipeline_fires_and_completes(chosen_port_server, tmp_path):
             status.stdout + status.stderr
         )
     finally:
-        os.killpg(serve.pid, signal.SIGTERM)
-        serve.wait(timeout=60)
+        serve.signal_group(signal.SIGTERM)
+        try:
+            serve.finish(timeout=60)
+        finally:
+            serve.kill()
 
 
 def chromium() -> str:
@@ -241,8 +175,8 @@ def rendered_text(url: str, profile: Path) -> str:
     return " ".join(re.sub(r"<[^>]+>", " ", html).split())
 
 
-def test_the_ui_on_the_chosen_port_shows_the_folders_run(chosen_port_server, tmp_path):
-    url, env = chosen_port_server
+def test_the_ui_on_the_chosen_port_shows_the_folders_run(shared_server, tmp_path):
+    url, env = shared_server
     assert not url.endswith(":4200")
     assert json.loads(get(f"{url}/ui-settings")[1])["api_url"] == f"{url}/api"  # the UI calls this server
     folder = make_folder(tmp_path, "ui-clip", frames=5, size=64)

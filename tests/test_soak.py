@@ -7,18 +7,19 @@ import random
 import threading
 
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from scailflow.files import write_text_atomic
 from scailflow.flows.batch_flow import batch_flow
 from scailflow.media import probe_video
-from tests.test_flows import make_folder
+from tests.support.folders import make_folder
+
+pytestmark = pytest.mark.integration  # starts processes/servers/full flows
 
 FOLDERS = 50
 
 
 @pytest.mark.slow
-def test_batch_of_50_with_transient_failures(tmp_path, monkeypatch):
+def test_batch_of_50_with_transient_failures(tmp_path, monkeypatch, prefect_harness):
     import scailflow.flows.folder_flow as ff
     import scailflow.scail.generate  # noqa: F401 - the module patched below, also when this test runs alone
     from scailflow import (
@@ -72,8 +73,7 @@ def test_batch_of_50_with_transient_failures(tmp_path, monkeypatch):
         "model: {model: tiny-random}\npipelines:\n  - name: soak\n"
         "    root: clips\n    options: {sampling: {steps: 1, target_h: 32, target_w: 32}}\n",
     )
-    with prefect_test_harness(server_startup_timeout=120):
-        results = batch_flow(str(tmp_path / "pipelines.yaml"))
+    results = batch_flow(str(tmp_path / "pipelines.yaml"))  # under the session's test harness
     assert len(results) == FOLDERS and all("error" not in r for r in results.values()), {
         k: v for k, v in results.items() if "error" in v
     }

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import json
-import subprocess
-import sys
 
-import yaml
+import pytest
 
 from scailflow.flows.config import JobConfig, PipelinesFile, load_job, load_pipelines
+from tests.support.processes import cli as run_cli
 
+pytestmark = pytest.mark.integration  # starts processes/servers/full flows
 
-def cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "scailflow.cli", *map(str, args)], capture_output=True, text=True, timeout=120
-    )
+cli = functools.partial(run_cli, timeout=120)
 
 
 def uncomment(text: str) -> str:
@@ -60,4 +58,4 @@ def test_schema_is_the_models_json_schema():
     from scailflow.scail.options import SOLVERS
 
     assert sampling["solver"]["anyOf"][0]["enum"] == list(SOLVERS)  # choices an editor can offer
-    assert yaml.safe_load("mode: animation") is not None
+    assert job["properties"]["mode"]["enum"] == ["animation", "replacement"]  # and the modes

@@ -9,49 +9,32 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from scailflow.files import write_text_atomic
-from tests.test_flows import make_folder
+from tests.support.folders import make_folder
+from tests.support.processes import Process, wait_until
+
+pytestmark = pytest.mark.integration  # starts processes/servers/full flows
 
 STEPS = 1000  # tiny-random steps (the most allowed): minutes of work, so a run that does not stop is caught
 
 
-class Run:
-    """`scailflow run` in a subprocess, its output collected line by line."""
+class Run(Process):
+    """`scailflow run` in a subprocess of its own session (the signal goes to this process only, as `timeout` and
+    `kill PID` send it), its output collected line by line."""
 
     def __init__(self, *args):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "scailflow.cli", "run", *map(str, args)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-            start_new_session=True,  # the signal goes to this process only, as `timeout` and `kill PID` send it
-        )
-        self.lines: list[str] = []
-        threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True).start()
-
-    def wait_for(self, text: str, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(text in ln for ln in self.lines):
-            assert self.proc.poll() is None, "".join(self.lines[-30:])
-            assert time.monotonic() < deadline, "".join(self.lines[-30:])
-            time.sleep(0.2)
+        super().__init__(["run", *args])
 
     def children(self) -> dict[int, str]:
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout.split()
+        out = subprocess.run(["pgrep", "-P", str(self.pid)], capture_output=True, text=True).stdout.split()
         return {int(p): _cmdline(int(p)) for p in out}
 
-    def kill_all(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    kill_all = Process.kill
 
 
 def _cmdline(pid: int) -> str:
@@ -102,7 +85,7 @@ def test_signal_stops_a_run_within_seconds_and_the_next_run_resumes(tmp_path, si
             pytest.fail(f"{sig.name} did not stop the run within 30 s:\n" + "".join(run.lines[-20:]))
     finally:
         run.kill_all()
-    time.sleep(0.5)
+        run.finish()  # every line it wrote, read
     text = "".join(run.lines)
     errors = [ln for ln in run.lines if ln.startswith("error:")]
     assert rc == code, text[-3000:]
@@ -147,12 +130,10 @@ def test_sigterm_before_the_flow_starts_is_one_line(tmp_path):
     write_text_atomic(folder / "job.yaml", "sampling: {steps: 1, target_h: 64, target_w: 64}\n")
     run = Run(folder, "--model", "tiny-random")
     try:
-        deadline = time.monotonic() + 120
-        while not any("uvicorn" in c for c in run.children().values()):  # the temporary API is starting
-            assert run.proc.poll() is None and time.monotonic() < deadline, "".join(run.lines)
-            time.sleep(0.1)
+        starting = lambda: any("uvicorn" in c for c in run.children().values())  # noqa: E731
+        wait_until(starting, 120, lambda: "".join(run.lines), every=0.1, alive=run.proc)  # the temporary API starts
         os.kill(run.proc.pid, signal.SIGTERM)
-        rc = run.proc.wait(30)
+        rc = run.finish(30)
     finally:
         run.kill_all()
     errors = [ln for ln in run.lines if ln.startswith("error:")]

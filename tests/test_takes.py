@@ -11,9 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from scailflow.files import write_text_atomic
 from scailflow.media import probe_video
-from tests.test_flows import make_folder
+from tests.support.folders import make_folder
+
+pytestmark = pytest.mark.integration  # starts processes/servers/full flows
 
 SMALL = ("--model", "tiny-random", "--steps", "1", "--target_h", "32", "--target_w", "32")
 
@@ -99,7 +103,7 @@ def test_takes_new_seed_rerun_and_status(tmp_path):
 def test_seed_minus_one_differs_between_processes(tmp_path):
     """`scailflow generate --base_seed -1` twice: two processes, two seeds (the draw is the OS's, not torch's global
     RNG, which building the model seeds the same way in every process)."""
-    from tests.test_scail_generate import official_args, write_prepared
+    from tests.support.folders import official_args, write_prepared
 
     d = write_prepared(tmp_path)
     seeds = []

@@ -17,9 +17,12 @@ import termios
 import time
 
 import numpy as np
+import pytest
 
 from scailflow.media import write_image
-from tests.test_flows import make_folder
+from tests.support.folders import make_folder
+
+pytestmark = pytest.mark.integration  # starts processes/servers/full flows
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 NOISE = (

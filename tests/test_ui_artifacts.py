@@ -21,15 +21,16 @@ from PIL import Image
 from scailflow.masks import read_mask_video
 from scailflow.masks.sheet import _overlay
 from scailflow.media import read_video
-from tests.test_flows import make_folder
-from tests.test_server import free_port, get, scailflow_server
+from tests.support.folders import make_folder
+from tests.support.processes import Process, free_port, healthy, wait_until
 from tests.test_terminal import NOISE, STAGE_LINE
+
+pytestmark = pytest.mark.integration  # starts processes/servers/full flows
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with scailflow_server(tmp_path_factory.mktemp("home")) as started:
-        yield started
+def server(shared_server):
+    return shared_server
 
 
 def artifacts(url: str, *keys: str) -> list:
@@ -84,7 +85,6 @@ def test_progress_moves_and_the_result_can_be_judged(server, tmp_path):
         text=True,
         timeout=600,
     )
-    time.sleep(0.5)
     done.set()
     watcher.join()
     assert r.returncode == 0, r.stderr[-3000:]
@@ -123,12 +123,6 @@ def test_progress_moves_and_the_result_can_be_judged(server, tmp_path):
     assert sheet.size == (5 * 256 + 4 * 4, 3 * 256)
 
 
-def _collect(stream, into: list[str]) -> threading.Thread:
-    t = threading.Thread(target=lambda: into.extend(iter(stream.readline, "")), daemon=True)
-    t.start()
-    return t
-
-
 def _children(pid: int) -> list[int]:
     """The live child processes of `pid` (Linux /proc)."""
     kids = []
@@ -141,13 +135,6 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
-def _wait_for(lines: list[str], text: str, proc: subprocess.Popen, seconds: float = 300) -> None:
-    deadline = time.time() + seconds
-    while not any(text in ln for ln in lines):
-        assert time.time() < deadline and proc.poll() is None, "".join(lines[-30:])
-        time.sleep(0.2)
-
-
 def test_a_scheduled_run_prints_like_a_batch_and_ctrl_c_on_serve_is_one_line(server, tmp_path):
     url, env = server
     (tmp_path / "clips").mkdir()
@@ -157,55 +144,39 @@ def test_a_scheduled_run_prints_like_a_batch_and_ctrl_c_on_serve_is_one_line(ser
         "    options: {sampling: {steps: 2, target_h: 32, target_w: 32}}\n"
         "    schedule: {interval_seconds: 3600}\n"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "scailflow.cli", "serve", str(tmp_path / "pipelines.yaml")],
-        env=dict(env, PYTHONUNBUFFERED="1"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    out: list[str] = []
-    err: list[str] = []
-    readers = [_collect(proc.stdout, out), _collect(proc.stderr, err)]
-    _wait_for(out, "serving 1 scheduled pipeline(s): nightly (every 3600 s)", proc)
-
-    # a run of the schedule, started now: Prefect's runner executes it in a process of its own
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings({PREFECT_API_URL: f"{url}/api"}), get_client(sync_client=True) as client:
-        deadline = time.time() + 120
-        while True:  # `serve` registers its deployments right after saying it serves them
-            try:
-                deployment = client.read_deployment_by_name("scailflow-batch/nightly")
-                break
-            except ObjectNotFound:
-                assert time.time() < deadline and proc.poll() is None, "".join(out + err)
-                time.sleep(0.5)
-        flow_run = client.create_flow_run_from_deployment(deployment.id)
-        _wait_for(err, "batch: 1 of 1 folders done", proc)
-        deadline = time.time() + 120
-        while not client.read_flow_run(flow_run.id).state.is_final():
-            assert time.time() < deadline, "".join(err[-30:])
-            time.sleep(0.5)
-    # the idle server is what this Ctrl-C is about: wait until the runner's process for that run has exited
-    deadline = time.time() + 120
-    while _children(proc.pid):
-        assert time.time() < deadline, _children(proc.pid)
-        time.sleep(0.5)
-    ran = [ln.rstrip("\n") for ln in err if ln.strip()]
-    assert "[a] generate: wrote " in "\n".join(ran)
-    assert all(STAGE_LINE.match(ln) for ln in ran), [ln for ln in ran if not STAGE_LINE.match(ln)]
-    for noise in NOISE:
-        assert noise not in "".join(out + err), noise
+    with Process(["serve", tmp_path / "pipelines.yaml"], env=env, merge=False) as serve:
+        out, err = serve.out, serve.err
+        serve.wait_for("serving 1 scheduled pipeline(s): nightly (every 3600 s)")
 
-    before = len(err)
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
-    assert proc.wait(timeout=60) == 130
-    for reader in readers:
-        reader.join(timeout=10)
+        def deployment():  # `serve` registers its deployments right after saying it serves them
+            try:
+                return client.read_deployment_by_name("scailflow-batch/nightly")
+            except ObjectNotFound:
+                return None
+
+        # a run of the schedule, started now: Prefect's runner executes it in a process of its own
+        with temporary_settings({PREFECT_API_URL: f"{url}/api"}), get_client(sync_client=True) as client:
+            found = wait_until(deployment, 120, lambda: "".join(out + err), every=0.5, alive=serve.proc)
+            flow_run = client.create_flow_run_from_deployment(found.id)
+            serve.wait_for("batch: 1 of 1 folders done", stream="err")
+            wait_until(
+                lambda: client.read_flow_run(flow_run.id).state.is_final(), 120, lambda: "".join(err[-30:]), every=0.5
+            )
+        # the idle server is what this Ctrl-C is about: wait until the runner's process for that run has exited
+        wait_until(lambda: not _children(serve.pid), 120, lambda: str(_children(serve.pid)), every=0.5)
+        ran = [ln.rstrip("\n") for ln in err if ln.strip()]
+        assert "[a] generate: wrote " in "\n".join(ran)
+        assert all(STAGE_LINE.match(ln) for ln in ran), [ln for ln in ran if not STAGE_LINE.match(ln)]
+        for noise in NOISE:
+            assert noise not in "".join(out + err), noise
+
+        before = len(err)
+        serve.signal_group(signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+        assert serve.finish(timeout=60) == 130
     assert [ln.strip() for ln in err[before:] if ln.strip()] == [
         "stopped serving: the schedules are paused until `scailflow serve` runs again"
     ], err[before:]
@@ -225,12 +196,7 @@ def test_ctrl_c_on_server_ends_with_one_line(tmp_path):
         text=True,
         start_new_session=True,
     )
-    for _ in range(240):
-        try:
-            if get(f"http://127.0.0.1:{port}/api/health")[0] == 200:
-                break
-        except OSError:
-            time.sleep(0.5)
+    wait_until(lambda: healthy(f"http://127.0.0.1:{port}"), 120, "the server did not come up", alive=proc)
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130

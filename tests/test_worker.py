@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import threading
-import time
 
+import pytest
 from prefect.settings import PREFECT_API_URL
-from prefect.testing.utilities import prefect_test_harness
 
 from scailflow.files import write_text_atomic
 from scailflow.flows.batch_flow import batch_flow
-from tests.test_flows import make_folder
+from tests.support.folders import make_folder
+from tests.support.processes import Process
+
+pytestmark = pytest.mark.integration  # starts processes/servers/full flows
 
 
-def test_batch_generation_runs_on_one_warm_worker(tmp_path, monkeypatch):
+def test_batch_generation_runs_on_one_warm_worker(tmp_path, monkeypatch, prefect_harness):
     clips = tmp_path / "clips"
     clips.mkdir()
     for name in ("a", "b", "c"):
@@ -26,27 +25,14 @@ def test_batch_generation_runs_on_one_warm_worker(tmp_path, monkeypatch):
         "model: {model: tiny-random}\nworkers: true\npipelines:\n"
         "  - name: w\n    root: clips\n    options: {sampling: {steps: 1, target_h: 32, target_w: 32}}\n",
     )
-    with prefect_test_harness(server_startup_timeout=120):
-        monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "scailflow.cli", "worker", "--model", "tiny-random", "--timeout", "300"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
-        lines: list[str] = []
-        threading.Thread(target=lambda: lines.extend(iter(worker.stdout.readline, "")), daemon=True).start()
-        try:
-            deadline = time.time() + 120
-            while not any("model loaded" in ln for ln in lines):
-                assert time.time() < deadline and worker.poll() is None, "".join(lines[-20:])
-                time.sleep(0.2)
-            time.sleep(2)  # the worker subscribes
-            results = batch_flow(str(tmp_path / "pipelines.yaml"))
-        finally:
-            worker.terminate()
-            worker.wait(30)
+    monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())  # the session's test harness
+    with Process(["worker", "--model", "tiny-random", "--timeout", "300"], env=dict(os.environ)) as worker:
+        worker.wait_for("model loaded", 120)
+        # no wait for its subscription: the server queues each generation until a worker takes it
+        results = batch_flow(str(tmp_path / "pipelines.yaml"))
+        worker.proc.terminate()
+        worker.finish(30)
+    lines = worker.lines
     assert all("error" not in r for r in results.values()), results
     assert {r["generated_by_pid"] for r in results.values()} == {worker.pid}
     assert {r["model_loads_in_that_process"] for r in results.values()} == {1}  # loaded once, warm after

@@ -1,0 +1,2 @@
+"""Helpers shared by the tests: sample folders (`folders`), a fake Gemini REST server (`gemini`), and running
+`scailflow` commands and servers as a user does, waiting on what they print (`processes`)."""
