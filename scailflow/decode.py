@@ -171,7 +171,7 @@ def frame_orientation(frame, stream) -> tuple[Orientation, str]:
     raw = _side_data(frame, "DISPLAYMATRIX")
     if raw is not None and len(raw) >= 36:
         return Orientation.from_matrix(struct.unpack("<9i", raw[:36])), "display matrix"
-    tag = (stream.metadata or {}).get("rotate")
+    tag = next((v for k, v in (stream.metadata or {}).items() if k.lower() == "rotate"), None)
     if tag:
         try:
             return Orientation.from_rotate_tag(float(tag)), "rotate tag"
@@ -258,7 +258,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         sw, sh = stream.codec_context.width, stream.codec_context.height
         check_frame_size(path, sw, sh)
         times: list[int] = []
-        last_duration = 0
+        last_pts, last_duration = None, 0  # the duration of the last frame shown (not the last in decode order)
         count = 0
         try:
             for packet in container.demux(stream):
@@ -266,7 +266,8 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
                     count += 1
                     if packet.pts is not None:
                         times.append(packet.pts)
-                        last_duration = packet.duration or 0
+                        if last_pts is None or packet.pts > last_pts:
+                            last_pts, last_duration = packet.pts, packet.duration or 0
         except av.error.FFmpegError as e:
             raise InputError(f"cannot read video {path}: {e}") from None
         fps = stream_fps(stream)
@@ -297,7 +298,9 @@ def _timing(pts: list[int], last_duration: int, tb: float, count: int, fps: floa
         return (count / fps if fps else 0.0), False
     typical = float(np.median(steps))
     vfr = bool(steps.max() - steps.min() > max(1.0, 0.02 * typical))
-    tail = last_duration if last_duration > 0 else typical
+    last_step = pts[-1] - pts[-2] if pts[-1] > pts[-2] else typical
+    # a muxer that did not know the last frame's duration writes 0 or 1 tick: it is then shown as long as the one before
+    tail = last_duration if last_duration >= 0.5 * last_step else last_step
     return (pts[-1] - pts[0] + tail) * tb, vfr
 
 
