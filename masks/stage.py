@@ -186,6 +186,7 @@ def make_masks(
     segmenter: Segmenter | None = None,
     fit_reference_size: bool = False,
     sam3_prompt: str = "human",
+    driving_fps: float | str | None = None,
 ) -> MaskResult:
     """Segment and track the people, colour them and write SCAIL-2's masks into `out_dir`.
 
@@ -218,7 +219,7 @@ def make_masks(
         log.warning("masks: dilate_px applies to the replacement mask only; ignored in animation mode")
 
     ref = read_image(ref_image)
-    frames, fps = read_video(driving_video)
+    frames, fps = read_video(driving_video, driving_fps=driving_fps)  # upright, BT.709, at sampling.driving_fps
     seg = (
         segmenter
         if segmenter is not None

@@ -13,7 +13,7 @@ import numpy as np
 
 from scailflow.errors import InputError
 from scailflow.files import atomic_path
-from scailflow.media import probe_video, read_image, read_video, write_video
+from scailflow.media import open_video, read_image, read_video, write_video
 from scailflow.options import DrivingMode, choices
 from scailflow.pose.align import Alignment, apply_to_overlay, fit_to_reference
 from scailflow.pose.options import Palette
@@ -70,15 +70,18 @@ class DrivingResult:
         }
 
 
-def _copy_driving(video: Path, out: Path) -> DrivingResult:
-    info = probe_video(video)
+def _copy_driving(video: Path, out: Path, driving_fps=None) -> DrivingResult:
+    # an .mp4 is copied byte for byte (orientation, colour tags and timestamps with it): generation reads the copy
+    # through the same decoder at the same driving_fps, so it takes the same frames the other stages took
+    reader = open_video(video, driving_fps)
+    info = reader.info
     if video.suffix.lower() == ".mp4":
         with atomic_path(out) as tmp:
             shutil.copyfile(video, tmp)
         backend = "copy"
-        fps, frames = info.fps, info.frames
+        fps, frames = reader.fps, reader.frames
     else:
-        frames_arr, fps = read_video(video)
+        frames_arr, fps = read_video(video, driving_fps=driving_fps)
         write_video(out, frames_arr, fps, lossless=bool(frames_arr.shape[1] % 2 or frames_arr.shape[2] % 2))
         backend, frames = "reencode", len(frames_arr)
     return DrivingResult(out, None, float(fps), int(frames), backend, info.width, info.height)
@@ -123,6 +126,7 @@ def prepare_driving(
     device: str = "auto",
     legacy_mask_colours: bool = False,
     palette: str = "v2",
+    driving_fps: float | str | None = None,
 ) -> DrivingResult:
     """Write out_dir/rendered_v2.mp4 (and in pose mode out_dir/rendered_mask_v2.mp4) for one driving video.
 
@@ -137,7 +141,7 @@ def prepare_driving(
     if driving == "end-to-end":
         if align:
             log.warning("align has no effect in end-to-end mode (the driving video is used as is)")
-        result = _copy_driving(driving_video, out_dir / RENDERED)
+        result = _copy_driving(driving_video, out_dir / RENDERED, driving_fps)
         result.source = driving_video
         return result
 
@@ -154,7 +158,7 @@ def prepare_driving(
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
 
-    frames, src_fps = read_video(driving_video)
+    frames, src_fps = read_video(driving_video, driving_fps=driving_fps)  # upright, BT.709, at the taken rate
     fps = float(max(1, round(src_fps)))
     n_frames, height, width = frames.shape[:3]
     seconds["read"] = time.perf_counter() - clock

@@ -395,7 +395,23 @@ class VideoReader:
         finally:
             container.close()
 
-    def _frames(self, container, stream) -> Iterator[np.ndarray]:
+    def frames_at(self, indices) -> tuple[dict[int, np.ndarray], int]:
+        """The output frames at these indices (the others are decoded, not converted) and the number of output
+        frames: (frames by index, count)."""
+        wanted = set(indices)
+        container = open_container(self.path)
+        try:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            picked, count = {}, 0
+            for count, rgb in enumerate(self._frames(container, stream, wanted), 1):
+                if rgb is not None:
+                    picked[count - 1] = rgb
+            return picked, count
+        finally:
+            container.close()
+
+    def _frames(self, container, stream, wanted: set[int] | None = None) -> Iterator[np.ndarray | None]:
         plan: ColourPlan | None = None
         orient = Orientation()
         shape = None
@@ -438,7 +454,7 @@ class VideoReader:
                 orient = frame_orientation(frame, stream)[0]
             index += 1
             if self.rate is None:
-                yield convert(frame)
+                yield convert(frame) if wanted is None or emitted in wanted else None
                 emitted += 1
                 continue
             t = frame.time if frame.pts is not None else (index - 1) / self.fps
@@ -446,16 +462,22 @@ class VideoReader:
                 t0 = t
             if prev is not None:
                 while emitted < self._limit and t0 + emitted * step - prev_time <= t - (t0 + emitted * step):
-                    if prev_rgb is None:
-                        prev_rgb = convert(prev)
-                    yield prev_rgb
+                    if wanted is not None and emitted not in wanted:
+                        yield None
+                    else:
+                        if prev_rgb is None:
+                            prev_rgb = convert(prev)
+                        yield prev_rgb
                     emitted += 1
             prev, prev_time, prev_rgb = frame, t, None
         if self.rate is not None and prev is not None:
             while emitted < self._limit:  # the last frame is shown to the end of the clip
-                if prev_rgb is None:
-                    prev_rgb = convert(prev)
-                yield prev_rgb
+                if wanted is not None and emitted not in wanted:
+                    yield None
+                else:
+                    if prev_rgb is None:
+                        prev_rgb = convert(prev)
+                    yield prev_rgb
                 emitted += 1
         if index == 0:
             raise InputError(f"video {self.path} has no frames")

@@ -35,6 +35,7 @@ def _key(p: dict) -> str:
         "mode": p["mode"],
         "driving_mode": p["driving_mode"],
         "kinds": [k for _, k in p["extra_refs"]],
+        "driving_fps": p.get("driving_fps"),
         "opts": opts.model_dump(mode="json", exclude={"sam2_checkpoint", "sam3_checkpoint"}),
     }
     base = stage_key("masks", VERSION, p["out_dir"], reads, params, [opts.sam2_checkpoint, opts.sam3_checkpoint])
@@ -53,6 +54,7 @@ def masks_task(
     extra_refs: list[tuple[str, str]],
     driving_mode: str = "end-to-end",
     rerun: bool = False,
+    driving_fps: float | str | None = None,
 ) -> dict:
     """Segment, colour and write the masks; returns their paths. Hand-edited masks are never overwritten
     while their inputs are unchanged (and they were made for this folder and these options): the cache answers
@@ -81,6 +83,7 @@ def masks_task(
             sam3_checkpoint=Path(opts.sam3_checkpoint) if opts.sam3_checkpoint else None,
             sam3_prompt=opts.sam3_prompt,
             fit_reference_size=opts.fit_reference,
+            driving_fps=driving_fps,
         )
     found = result.to_dict()
     if where != Path(out_dir):  # publish the reference masks beside the other outputs

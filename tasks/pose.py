@@ -48,6 +48,7 @@ def pose_task(
     reference: str,
     max_persons: int = 2,
     rerun: bool = False,
+    driving_fps: float | str | None = None,
 ) -> dict:
     """Prepare the driving input; returns its paths (never frames). `rerun`: run even if cached."""
     from scailflow.pose import prepare_driving
@@ -64,6 +65,7 @@ def pose_task(
             align=opts.align,
             max_persons=max_persons,
             legacy_mask_colours=opts.legacy_mask_colours,
+            driving_fps=driving_fps,
         )
     write_manifest(out_dir, "pose", outputs(out_dir, driving_mode))
     return result.to_dict() | {"seconds": round(time.perf_counter() - t0, 3)}
