@@ -125,10 +125,25 @@ def submit_folder(
     out, name = str(out_dir), raw.name
     rerun = set(run.rerun)
     pose = for_folder(pose_task, "pose", name).submit(
-        str(raw.driving), out, job.driving, job.pose, str(raw.ref), job.masks.max_persons, rerun="pose" in rerun
+        str(raw.driving),
+        out,
+        job.driving,
+        job.pose,
+        str(raw.ref),
+        job.masks.max_persons,
+        rerun="pose" in rerun,
+        driving_fps=job.sampling.driving_fps,
     )
     masks = for_folder(masks_task, "masks", name).submit(
-        str(raw.ref), str(raw.driving), out, job.mode, job.masks, extra, job.driving, rerun="masks" in rerun
+        str(raw.ref),
+        str(raw.driving),
+        out,
+        job.mode,
+        job.masks,
+        extra,
+        job.driving,
+        rerun="masks" in rerun,
+        driving_fps=job.sampling.driving_fps,
     )
     prompt = for_folder(prompt_task, "prompt", name).submit(
         str(raw.driving),

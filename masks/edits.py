@@ -60,10 +60,11 @@ def read_mask_image(path: str | os.PathLike, *, snap: bool = True) -> np.ndarray
     return _snap(read_image(path), str(path), snap)
 
 
-def read_mask_video(path: str | os.PathLike, *, snap: bool = True) -> np.ndarray:
-    """Read a mask video as RGB uint8 [T, H, W, 3] with frame overrides applied, snapped to the palette."""
+def read_mask_video(path: str | os.PathLike, *, snap: bool = True, driving_fps=None) -> np.ndarray:
+    """Read a mask video as RGB uint8 [T, H, W, 3] with frame overrides applied, snapped to the palette.
+    `driving_fps`: the rate its driving video is taken at (sampling.driving_fps)."""
     path = Path(path)
-    frames, _ = read_video(path)
+    frames, _ = read_video(path, driving_fps=driving_fps)
     overrides = frame_overrides(path)
     if overrides:
         frames = frames.copy()

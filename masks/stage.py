@@ -318,6 +318,7 @@ def make_masks(
     person_boxes: list | None = None,
     ref_person_boxes: list | None = None,
     segmenter: Segmenter | None = None,
+    driving_fps: float | str | None = None,
 ) -> MaskResult:
     """Segment and track the people, colour them and write SCAIL-2's masks into `out_dir`.
 
@@ -329,7 +330,7 @@ def make_masks(
     and unmatched tracks are left out. `person_boxes` / `ref_person_boxes` are (x0, y0, x1, y1) boxes in the first
     driving frame / the reference (pixels, or fractions of the size) that prompt SAM 2; without them mediapipe
     proposes boxes. `extra_refs` holds (image, "background" | "character:<index>") pairs. `segmenter` overrides
-    `opts.backend`.
+    `opts.backend`. `driving_fps` is sampling.driving_fps: the rate the driving video is taken at (scailflow.decode).
 
     A reference with transparency (PNG alpha) gives its own mask when the segmenter is the embedded default.
     Replacement mode compares the reference character's height with the replaced person's in the first driving
@@ -343,7 +344,7 @@ def make_masks(
 
     # 2. Read the inputs, build the segmenter
     ref = read_image(ref_image)
-    frames, fps = read_video(driving_video)
+    frames, fps = read_video(driving_video, driving_fps=driving_fps)  # upright, BT.709, at sampling.driving_fps
     seg = segmenter if segmenter is not None else _segmenter_for(opts, device)
 
     # 3. The reference's people first: the driving selector needs them to match people and pick the one to replace

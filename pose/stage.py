@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from scailflow.errors import InputError
 from scailflow.files import atomic_path
 from scailflow.layout import ANIMATION_MASK, RENDERED
-from scailflow.media import probe_video, read_image, read_video, write_video
+from scailflow.media import open_video, read_image, read_video, write_video
 from scailflow.options import DrivingMode, choices
 from scailflow.pose.align import Alignment, apply_to_overlay, fit_to_reference
 from scailflow.pose.options import Palette, PoseOptions
@@ -62,15 +62,18 @@ class PoseResult(BaseModel):
         return self.model_dump(mode="json")
 
 
-def _copy_driving(video: Path, out: Path) -> PoseResult:
-    info = probe_video(video)
+def _copy_driving(video: Path, out: Path, driving_fps=None) -> PoseResult:
+    # an .mp4 is copied byte for byte (orientation, colour tags and timestamps with it): generation reads the copy
+    # through the same decoder at the same driving_fps, so it takes the same frames the other stages took
+    reader = open_video(video, driving_fps)
+    info = reader.info
     if video.suffix.lower() == ".mp4":
         with atomic_path(out) as tmp:
             shutil.copyfile(video, tmp)
         backend = "copy"
-        fps, frames = info.fps, info.frames
+        fps, frames = reader.fps, reader.frames
     else:
-        frames_arr, fps = read_video(video)
+        frames_arr, fps = read_video(video, driving_fps=driving_fps)
         write_video(out, frames_arr, fps, lossless=bool(frames_arr.shape[1] % 2 or frames_arr.shape[2] % 2))
         backend, frames = "reencode", len(frames_arr)
     return PoseResult(
@@ -190,6 +193,7 @@ def prepare_driving(
     weights: PoseWeights | None = None,
     device: str = "auto",
     palette: str = "v2",
+    driving_fps: float | str | None = None,
 ) -> PoseResult:
     """Write out_dir/rendered_v2.mp4 (and in pose mode out_dir/rendered_mask_v2.mp4) for one driving video.
 
@@ -197,7 +201,8 @@ def prepare_driving(
     2D face/hand overlay at the driving size and fps, plus the flat person-colour mono render on black.
     `weights` default to the environment (PoseWeights.from_env) overridden by `opts`' files; with no DWPose files
     the embedded mediapipe model is used. `opts.align` fits the skeleton to the person in `reference_image`.
-    `max_persons` is the job's `masks.max_persons` (MaskOptions checks it).
+    `max_persons` is the job's `masks.max_persons` (MaskOptions checks it). `driving_fps` is sampling.driving_fps:
+    the rate the driving video is taken at (scailflow.decode).
     """
     opts = PoseOptions() if opts is None else opts
     driving_video, out_dir = Path(driving_video), Path(out_dir)
@@ -206,7 +211,9 @@ def prepare_driving(
     if driving == "end-to-end":
         if opts.align:
             log.warning("align has no effect in end-to-end mode (the driving video is used as is)")
-        return _copy_driving(driving_video, out_dir / RENDERED).model_copy(update={"source": driving_video})
+        return _copy_driving(driving_video, out_dir / RENDERED, driving_fps).model_copy(
+            update={"source": driving_video}
+        )
 
     if weights is None:
         weights = PoseWeights.from_env().overridden_by(PoseWeights.from_config(opts.model_dump()))
@@ -216,7 +223,7 @@ def prepare_driving(
     clock = time.perf_counter()
 
     # 2. Read the driving video
-    frames, src_fps = read_video(driving_video)
+    frames, src_fps = read_video(driving_video, driving_fps=driving_fps)  # upright, BT.709, at the taken rate
     fps = float(max(1, round(src_fps)))
     n_frames, height, width = frames.shape[:3]
     timings["read"], clock = time.perf_counter() - clock, time.perf_counter()

@@ -6,12 +6,11 @@ import io
 import os
 from pathlib import Path
 
-import av
 import numpy as np
 from PIL import Image
 
 from scailflow.errors import InputError
-from scailflow.media import probe_video, read_image
+from scailflow.media import open_video, probe_video, read_image
 
 # Gemini scales pictures down itself; sending more pixels only costs upload time and tokens.
 MAX_SIDE = 1024
@@ -51,22 +50,9 @@ def image_jpeg(path: str | os.PathLike) -> bytes:
 
 
 def _decode_at(path: Path, wanted: set[int]) -> tuple[dict[int, np.ndarray], int]:
-    """Decode the video once, converting only the frames in `wanted`; also return how many frames decoded."""
-    picked: dict[int, np.ndarray] = {}
-    count = 0
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for frame in container.decode(stream):
-                if count in wanted:
-                    picked[count] = frame.to_ndarray(format="rgb24")
-                count += 1
-    except (av.error.FFmpegError, ValueError) as e:
-        if count == 0:
-            raise InputError(f"cannot decode video {path}: {e}") from None
-        # a truncated tail: the caller re-samples over the frames that did decode
-    return picked, count
+    """Decode the video once (upright, BT.709: scailflow.decode), converting only the frames in `wanted`; also
+    return how many frames decoded."""
+    return open_video(path, driving_fps="source").frames_at(wanted)
 
 
 def sample_video_frames(path: str | os.PathLike, n: int) -> tuple[list[int], list[np.ndarray]]:

@@ -88,4 +88,5 @@ def request_from_args(args, save_file: Path | None = None):
         replace=args.replace_flag,
         additional_ref_images=[Path(p) for p in args.additional_ref_image],
         additional_ref_masks=[Path(p) for p in args.additional_ref_mask_image],
+        driving_fps=from_flags(SamplingOptions, args).driving_fps,
     )

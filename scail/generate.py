@@ -16,7 +16,7 @@ import numpy as np
 from scailflow.errors import InputError
 from scailflow.files import write_text_atomic
 from scailflow.layout import OUTPUT
-from scailflow.media import has_audio, read_image, read_video, write_video
+from scailflow.media import has_audio, open_video, read_image, read_video, write_video
 from scailflow.scail.conditioning import target_size
 from scailflow.scail.options import PRESET_LORAS, SamplingOptions
 from scailflow.scail.pipeline import Conditioning, SCAIL2Pipeline, check_inputs
@@ -42,6 +42,7 @@ class GenerateRequest:
     additional_ref_masks: list[Path] = field(default_factory=list)
     max_frames: int | None = None
     audio_from: Path | None = None  # whose sound the output carries (default: `pose`, the driving video end-to-end)
+    driving_fps: float | str | None = None  # sampling.driving_fps: the rate `pose` and `mask_video` are taken at
 
 
 def read_still(path) -> np.ndarray:
@@ -61,16 +62,22 @@ def official_output_name(prompt: str, target_w: int, target_h: int, ring_size: i
 
 
 def read_conditioning(
-    req: GenerateRequest, read_mask_image=read_still, read_mask_video=lambda p: read_video(p)[0]
+    req: GenerateRequest, read_mask_image=read_still, read_mask_video=None
 ) -> tuple[Conditioning, float]:
-    """Read and check every input file (masks through the given readers); returns the conditioning and the fps."""
+    """Read and check every input file (masks through the given readers); returns the conditioning and the fps.
+    The driving video and its mask are taken at `req.driving_fps` (by timestamp, see scailflow.decode)."""
+    if read_mask_video is None:
+
+        def read_mask_video(p):
+            return read_video(p, driving_fps=req.driving_fps)[0]
+
     if len(req.additional_ref_images) != len(req.additional_ref_masks):
         raise InputError(
             f"{len(req.additional_ref_images)} additional reference images but "
             f"{len(req.additional_ref_masks)} additional reference masks: they are paired by position"
         )
     ref, ref_mask = read_still(req.image), read_mask_image(req.mask_image)
-    driving, fps = read_video(req.pose, req.max_frames)
+    driving, fps = read_video(req.pose, req.max_frames, driving_fps=req.driving_fps)
     driving_mask = read_mask_video(req.mask_video)[: req.max_frames]
     n = min(len(driving), len(driving_mask))
     if len(driving) != len(driving_mask):
@@ -132,8 +139,18 @@ def generate(
             driving_fps,
         )
     write_video(req.save_file, frames, fps, crf=OUTPUT_CRF, audio_from=sound)
+    taken = open_video(req.pose, req.driving_fps).record() | {"frames_taken": record["frames_in"]}
+    log.info(
+        "driving video: %d frames taken at %.4g fps (%s; source %.4g fps, %d frames)",
+        taken["frames_taken"],
+        taken["driving_fps"],
+        taken["taken"],
+        taken["source_fps"],
+        taken["source_frames"],
+    )
     record.update(
         {
+            "driving": taken,
             "model": pipe.label,
             "prompt": req.prompt,
             "fps": fps,

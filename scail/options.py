@@ -78,6 +78,13 @@ class SamplingOptions(Options):
     fps: Annotated[float | None, Flag("--fps")] = Field(
         None, gt=0, le=240, description="output fps (default: the driving video's; 16 reproduces the official code)"
     )
+    driving_fps: Annotated[float | Literal["source"] | None, Flag("--driving_fps", "--driving-fps")] = Field(
+        None,
+        description="the rate the driving video's frames are taken at, by timestamp, before any stage (every stage "
+        "and the output run at it): a number such as 16 (the cheapest), `source` (every frame), or by default the "
+        "source's rate capped at 30 (60 fps is taken at 30, 59.94 at 29.97; a constant-rate clip at 30 or less keeps "
+        "every frame)",
+    )
     keep_tail: Annotated[bool, Flag("--keep_tail", "--keep-tail")] = Field(
         False, description="keep the trailing frames the official code drops (last segment padded, then trimmed)"
     )
@@ -97,6 +104,13 @@ class SamplingOptions(Options):
         True,
         description="carry the driving video's sound into the output, trimmed to the frames kept (--no-audio: silent)",
     )
+
+    @field_validator("driving_fps")
+    @classmethod
+    def _driving_fps(cls, v):
+        if isinstance(v, float) and not 0 < v <= 240:
+            raise ValueError(f"must be a rate in (0, 240] fps or `source`, got {v:g}")
+        return v
 
     @field_validator("seed", mode="before")
     @classmethod

@@ -1,6 +1,7 @@
 """Image and video I/O shared by every stage: RGB uint8 numpy arrays in, H.264 mp4 / PNG out, atomically.
 
-Videos are decoded and encoded with PyAV (OpenCV's build here cannot write H.264). Every failure to read a
+Videos are encoded here with PyAV (OpenCV's build here cannot write H.264) and decoded by scailflow.decode (upright,
+BT.709, taken by timestamp, streamed), whose readers are re-exported here. Every failure to read a
 user's file becomes one `InputError` line naming the file. Images are turned upright by their EXIF orientation
 (a portrait phone photo is stored sideways) and sizes are checked from the header, before anything is decoded.
 """
@@ -19,6 +20,15 @@ import av
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from scailflow.decode import (  # noqa: F401 - the video readers, re-exported where every stage imports them
+    MAX_FRAME_PIXELS,
+    VideoInfo,
+    VideoReader,
+    decode_budget,
+    open_video,
+    probe_video,
+    read_video,
+)
 from scailflow.errors import InputError
 from scailflow.files import atomic_path
 
@@ -27,16 +37,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
 # a 48 MP phone photo fits; the model works at most 4096 px a side, so larger images only cost memory
 MAX_IMAGE_PIXELS = 50_000_000
-MAX_FRAME_PIXELS = 4096 * 4096  # 4K and DCI 4K video frames fit; 8K does not
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    path: Path
-    width: int
-    height: int
-    fps: float
-    frames: int  # decoded count when counted, else the container's estimate
 
 
 def _too_big(path: Path, w: int, h: int) -> InputError:
@@ -102,106 +102,6 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray) -> Path:
         else:
             im.save(tmp, format="PNG")
     return path
-
-
-def _open(path: Path):
-    if not path.is_file():
-        raise InputError(f"video not found: {path}")
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError, ValueError) as e:
-        raise InputError(f"cannot read video {path}: {e}") from None
-    if not container.streams.video:
-        container.close()
-        raise InputError(f"{path} has no video stream")
-    fmt = container.format.name
-    if fmt == "image2" or fmt.endswith("_pipe"):
-        container.close()
-        raise InputError(f"cannot read video {path}: it is an image ({fmt}), not a video")
-    return container
-
-
-def _fps(stream) -> float:
-    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    return float(rate) if rate else 0.0
-
-
-def decode_budget() -> int:
-    """Bytes of decoded frames one video may take: half this machine's memory (videos are held in memory)."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
-    except (ValueError, OSError):
-        return 16 << 30
-
-
-def check_video_size(path: Path, width: int, height: int, frames: int | None = None) -> None:
-    """Refuse, before decoding, a video whose frames are too large or whose decoded frames would not fit in memory."""
-    if width * height > MAX_FRAME_PIXELS:
-        raise InputError(
-            f"{path} is {width}x{height}, larger than the {MAX_FRAME_PIXELS / 1e6:.1f} MP a frame scailflow decodes: "
-            "downscale it (the model uses at most 4096 px a side)"
-        )
-    if frames and frames * width * height * 3 > decode_budget():
-        need = frames * width * height * 3 / 2**30
-        raise InputError(
-            f"{path}: {frames} frames of {width}x{height} need {need:.1f} GiB decoded, more than half this machine's "
-            f"memory ({decode_budget() / 2**30:.1f} GiB): trim or downscale it"
-        )
-
-
-def probe_video(path: str | os.PathLike) -> VideoInfo:
-    """Size, fps and frame count (counted by demuxing packets, without decoding) of a video."""
-    path = Path(path)
-    container = _open(path)
-    try:
-        stream = container.streams.video[0]
-        check_video_size(path, stream.codec_context.width, stream.codec_context.height)
-        count = 0
-        try:
-            for packet in container.demux(stream):
-                if packet.size:
-                    count += 1
-        except av.error.FFmpegError as e:
-            raise InputError(f"cannot read video {path}: {e}") from None
-        w, h = stream.codec_context.width, stream.codec_context.height
-        check_video_size(path, w, h, count)
-        return VideoInfo(path, w, h, _fps(stream), count)
-    finally:
-        container.close()
-
-
-def read_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[np.ndarray, float]:
-    """Decode a video into RGB uint8 [T, H, W, 3] and its fps. Raises InputError if no frame decodes."""
-    path = Path(path)
-    container = _open(path)
-    frames: list[np.ndarray] = []
-    try:
-        stream = container.streams.video[0]
-        fps = _fps(stream)
-        width, height = stream.codec_context.width, stream.codec_context.height
-        check_video_size(path, width, height)
-        budget = decode_budget() // max(1, width * height * 3)  # frames that fit
-        try:
-            for frame in container.decode(stream):
-                if len(frames) >= budget:
-                    check_video_size(path, width, height, len(frames) + 1)
-                frames.append(frame.to_ndarray(format="rgb24"))
-                if max_frames is not None and len(frames) >= max_frames:
-                    break
-        except (av.error.FFmpegError, ValueError) as e:
-            if not frames:
-                raise InputError(f"cannot decode video {path}: {e}") from None
-            # a truncated tail: keep the frames that decoded
-    finally:
-        container.close()
-    if not frames:
-        raise InputError(f"video {path} has no frames")
-    shapes = {f.shape for f in frames}
-    if len(shapes) > 1:
-        raise InputError(f"video {path} changes frame size mid-stream ({sorted(shapes)[:2]}...)")
-    if not fps or not np.isfinite(fps) or fps <= 0:
-        fps = 16.0
-    return np.stack(frames), fps
 
 
 def write_video(

@@ -183,8 +183,8 @@ def add_flags(
                 kwargs.update(nargs="+", action="extend", choices=get_args(elem), type=_any_case(get_args(elem)))
             else:
                 kwargs.update(nargs="+", type=elem)
-        else:
-            kwargs["type"] = ann
+        else:  # a union (e.g. a rate or "source") is passed on as text: the model validates it
+            kwargs["type"] = ann if isinstance(ann, type) else str
         parser.add_argument(*flag.names, **kwargs)
         for alias in (m for m in field.metadata if isinstance(m, FlagAlias)):
             parser.add_argument(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -175,9 +176,11 @@ def generate_task(
         additional_ref_images=[Path(x) for x in files.extra_refs],
         additional_ref_masks=[Path(x) for x in files.extra_ref_masks],
         audio_from=Path(files.audio),
+        driving_fps=sampling.driving_fps,
     )
     with stage("generate", out_dir) as progress:
-        inputs = read_conditioning(req, read_mask_image=read_mask_image, read_mask_video=read_mask_video)
+        read_masks = partial(read_mask_video, driving_fps=sampling.driving_fps)
+        inputs = read_conditioning(req, read_mask_image=read_mask_image, read_mask_video=read_masks)
         record = generate_on_gpu(req, sampling.model_copy(update={"seed": seed}), model, inputs, gpu, progress, log)
     record_file = Path(str(take) + ".json")
     write_manifest(out_dir, None, [take, record_file])

@@ -34,6 +34,8 @@ def _key(p: dict) -> str:
         "kinds": [k for _, k in p["extra_refs"]],
         "opts": opts.model_dump(mode="json", exclude={"sam2_checkpoint", "sam3_checkpoint"}),
     }
+    if p.get("driving_fps") is not None:  # left out at its default, so earlier cached masks stay valid
+        params["driving_fps"] = p["driving_fps"]
     base = stage_key("masks", VERSION, p["out_dir"], reads, params, [opts.sam2_checkpoint, opts.sam3_checkpoint])
     # hand edits of the masks are welcome (generation hashes what it reads): the manifest checks that the files
     # are there and were made for this key, not that they are byte for byte what the stage wrote
@@ -50,6 +52,7 @@ def masks_task(
     extra_refs: list[tuple[str, str]],
     driving_mode: str = "end-to-end",
     rerun: bool = False,
+    driving_fps: float | str | None = None,
 ) -> MaskResult:
     """Segment, colour and write the masks; returns their paths. Hand-edited masks are never overwritten
     while their inputs are unchanged (and they were made for this folder and these options): the cache answers
@@ -64,7 +67,13 @@ def masks_task(
     where = segmentation_dir(out_dir, mode, driving_mode)
     with stage("masks", out_dir):
         result = make_masks(
-            Path(ref), Path(driving), where, opts, mode=mode, extra_refs=[(Path(i), k) for i, k in extra_refs]
+            Path(ref),
+            Path(driving),
+            where,
+            opts,
+            mode=mode,
+            extra_refs=[(Path(i), k) for i, k in extra_refs],
+            driving_fps=driving_fps,
         )
     if where != Path(out_dir):  # publish the reference masks beside the other outputs
         published = []

@@ -36,6 +36,8 @@ def _base(p: dict) -> str:
     w = pose_weights(opts) if p["driving_mode"] == "pose" else None
     weights = [w.dwpose_det, w.dwpose_pose, w.nlf] if w else []
     params = {k: v for k, v in p.items() if k not in ("driving", "reference", "out_dir", "rerun")}
+    if params.get("driving_fps") is None:  # left out at its default, so earlier cached poses stay valid
+        params.pop("driving_fps", None)
     return stage_key("pose", VERSION, p["out_dir"], reads, params, weights)
 
 
@@ -52,6 +54,7 @@ def pose_task(
     reference: str,
     max_persons: int = 2,
     rerun: bool = False,
+    driving_fps: float | str | None = None,
 ) -> PoseResult:
     """Prepare the driving input; returns its paths (never frames). `rerun`: run even if cached."""
     from scailflow.pose import prepare_driving
@@ -67,6 +70,7 @@ def pose_task(
             reference_image=Path(reference),
             max_persons=max_persons,
             weights=pose_weights(opts),
+            driving_fps=driving_fps,
         )
     write_manifest(out_dir, "pose", outputs(out_dir, driving_mode))
     return result.model_copy(update={"seconds": round(time.perf_counter() - t0, 3)})
