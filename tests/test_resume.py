@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pytest
 
+from scailflow.media import read_video, write_image, write_video
 from scailflow.scail.options import ModelOptions, SamplingOptions
 from scailflow.scail.resume import SegmentStore, status_line
 
@@ -93,3 +94,43 @@ def test_changed_settings_drop_the_kept_segments(pipe, cond, tmp_path):
     with pytest.raises(Crash):  # another take's key: the same
         pipe(cond, 32, 32, other, progress=crash_at(2, seen), store=SegmentStore(store.root, key="take-2"))
     assert json.loads((store.root / "plan.json").read_text())["key"] == "take-2"
+
+
+def test_out_of_memory_in_segment_3_retries_from_segment_3(pipe, cond, tmp_path, caplog):
+    """A GPU out-of-memory (injected in segment 3) in a flow's generation: the one retry with block offload
+    (tasks/gpu.py) continues at segment 3 instead of starting again, and the video is the same."""
+    import torch
+
+    from scailflow.scail.generate import GenerateRequest, read_conditioning
+    from scailflow.tasks.gpu import generate_on_gpu
+
+    d = tmp_path  # a prepared folder (official names), 17 driving frames: 3 segments
+    write_image(d / "ref.png", cond.ref_image)
+    write_image(d / "ref_mask.png", cond.ref_mask)
+    write_video(d / "rendered_v2.mp4", cond.driving[:17], 16)
+    write_video(d / "rendered_mask_v2.mp4", cond.driving_mask[:17], 16, lossless=True)
+    opts = SamplingOptions(**SEGMENTED)
+    whole = GenerateRequest(
+        d / "ref.png",
+        d / "ref_mask.png",
+        d / "rendered_v2.mp4",
+        d / "rendered_mask_v2.mp4",
+        "a woman dancing",
+        d / "whole.mp4",
+    )
+    kept = tmp_path / "kept"
+    req = GenerateRequest(**(whole.__dict__ | {"save_file": d / "resumed.mp4", "segments_dir": kept}))
+    generate_on_gpu(whole, opts, ModelOptions(model="tiny-random"), read_conditioning(whole))
+    seen: list[tuple[str, int]] = []
+
+    def progress(what: str, done: int, total: int) -> None:
+        seen.append((what, done))
+        if (what, done) == ("denoise segment 3/3", 4) and seen.count((what, done)) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    with caplog.at_level("INFO", logger="scailflow.scail"):
+        record = generate_on_gpu(req, opts, ModelOptions(model="tiny-random"), read_conditioning(req), 0, progress)
+    assert record["offload"] == "block" and "resuming at segment 3 of 3" in caplog.text
+    assert seen.count(("denoise segment 1/3", 0)) == 1 and seen.count(("denoise segment 3/3", 4)) == 2  # 3 twice
+    assert np.array_equal(read_video(d / "resumed.mp4")[0], read_video(d / "whole.mp4")[0])
+    assert not kept.exists()  # the take is finished: its kept segments are gone
