@@ -8,13 +8,22 @@ segment 3); then real `scailflow run` processes killed with SIGKILL / SIGTERM, a
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from scailflow.files import write_text_atomic
 from scailflow.media import read_video, write_image, write_video
 from scailflow.scail.options import ModelOptions, SamplingOptions
 from scailflow.scail.resume import SegmentStore, status_line
+from tests.test_flows import make_folder
 
 # 21 driving frames in segments of 9 with a 5-frame hand-over: 4 segments (9 + 4 + 4 + 4 frames)
 SEGMENTED = dict(steps=2, target_h=32, target_w=32, seed=7, segment_frames=9, overlap_frames=5)
@@ -134,3 +143,75 @@ def test_out_of_memory_in_segment_3_retries_from_segment_3(pipe, cond, tmp_path,
     assert seen.count(("denoise segment 1/3", 0)) == 1 and seen.count(("denoise segment 3/3", 4)) == 2  # 3 twice
     assert np.array_equal(read_video(d / "resumed.mp4")[0], read_video(d / "whole.mp4")[0])
     assert not kept.exists()  # the take is finished: its kept segments are gone
+
+
+# ------------------------------------------------------------------------------------ real `scailflow run` processes
+JOB = "sampling: {steps: 2, target_h: 32, target_w: 32, seed: 5, segment_frames: 9, overlap_frames: 5}\n"
+
+
+def segmented_folder(root: Path, name: str) -> Path:
+    folder = make_folder(root, name, frames=21, size=64)  # 4 segments
+    write_text_atomic(folder / "job.yaml", JOB)
+    return folder
+
+
+def run_cli(*args) -> subprocess.CompletedProcess:
+    env = dict(os.environ, SCAILFLOW_PROGRESS_INTERVAL="0")  # a progress line at every step
+    return subprocess.run(
+        [sys.executable, "-m", "scailflow.cli", *map(str, args)], capture_output=True, text=True, env=env, timeout=600
+    )
+
+
+def running_segment(out: Path) -> int:
+    for p in (out / ".scailflow" / "segments").glob("*/progress.json"):
+        try:
+            return int(json.loads(p.read_text()).get("running") or 0)
+        except (OSError, ValueError):
+            pass
+    return 0
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> np.ndarray:
+    folder = segmented_folder(tmp_path_factory.mktemp("whole"), "whole")
+    r = run_cli("run", folder, "--model", "tiny-random")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not list((folder / "scailflow" / ".scailflow" / "segments").glob("*"))  # cleaned up once finished
+    return read_video(folder / "scailflow" / "output.mp4")[0]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_run_killed_in_segment_3_resumes_there(tmp_path, uninterrupted, sig):
+    from tests.test_stop_signals import Run, _cmdline, _gone
+
+    folder = segmented_folder(tmp_path, f"killed-{sig.name.lower()}")
+    out = folder / "scailflow"
+    run = Run(folder, "--model", "tiny-random")
+    api: list[int] = []
+    try:
+        deadline = time.monotonic() + 300
+        while running_segment(out) < 3:  # the store says segment 3 started
+            assert run.proc.poll() is None and time.monotonic() < deadline, "".join(run.lines[-30:])
+            time.sleep(0.01)
+        api = [p for p, c in run.children().items() if "uvicorn" in c]
+        os.kill(run.proc.pid, sig)
+        rc = run.proc.wait(30)
+    finally:
+        run.kill_all()
+        for pid in _gone(api):
+            if "uvicorn" in _cmdline(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert rc == (-9 if sig == signal.SIGKILL else 143), "".join(run.lines[-30:])
+    assert not (out / "output.mp4").exists()
+    status = run_cli("status", folder)
+    assert "interrupted after 2/4 segments: a re-run resumes at segment 3 of 4" in status.stdout, status
+
+    again = run_cli("run", folder, "--model", "tiny-random")
+    assert again.returncode == 0, again.stderr[-3000:]
+    text = again.stdout + again.stderr
+    assert len(re.findall(r"resuming at segment 3 of 4", text)) == 1, text[-3000:]
+    ran = set(re.findall(r"denoise segment (\d)/4", text))
+    assert ran == {"3", "4"}, text[-3000:]  # only the unfinished segments
+    assert np.array_equal(read_video(out / "output.mp4")[0], uninterrupted)  # the same video, bit for bit
+    assert not list((out / ".scailflow" / "segments").glob("*"))
