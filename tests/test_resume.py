@@ -215,3 +215,34 @@ def test_run_killed_in_segment_3_resumes_there(tmp_path, uninterrupted, sig):
     assert ran == {"3", "4"}, text[-3000:]  # only the unfinished segments
     assert np.array_equal(read_video(out / "output.mp4")[0], uninterrupted)  # the same video, bit for bit
     assert not list((out / ".scailflow" / "segments").glob("*"))
+
+
+def test_status_line_and_progress_artifact_count_segments(tmp_path):
+    """What `scailflow status` and the UI's progress artifact say while segment 3 of 4 runs, with the preview."""
+    import torch
+
+    from scailflow.flows.previews import webp_data_uri
+    from scailflow.scail.resume import Carry
+    from scailflow.tasks.progress import FolderProgress
+
+    store = SegmentStore(tmp_path / "kept", key="take")
+    assert store.start({"seed": 1}, 4) == 0
+    rng = torch.Generator().get_state()
+    for k in range(2):
+        store.begin(k)
+        store.keep(k, np.full((4, 16, 16, 3), 40 * k, np.uint8), Carry(rng=rng))
+    store.begin(2)
+    line = status_line(store.root)
+    assert re.fullmatch(r"segment 3 of 4 running, 2/4 segments done, ETA \d+:\d\d", line), line
+    kept = store.frames()
+    assert len(kept) == 8 and np.array_equal(np.stack(list(kept))[4:], np.full((4, 16, 16, 3), 40, np.uint8))
+    sample = kept.sample(3)
+    assert [int(f[0, 0, 0]) for f in sample] == [0, 40, 40]  # frames 0, 4 and 7: spread over the whole
+
+    folder = FolderProgress("clip")
+    folder.update("generate", "segment", 2, 4)
+    folder.preview(f"![the video so far]({webp_data_uri(sample, 4.0, max_bytes=60_000)})")
+    text = folder.description()
+    assert "generation: segment 3 of 4 (2 done)" in text and "data:image/webp;base64," in text
+    folder.finished("generate")
+    assert "segment 3 of 4" not in folder.description() and "webp" not in folder.description()
