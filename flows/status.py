@@ -96,6 +96,9 @@ def folder_report(folder: str, out: str | None = None) -> str:
     root = Path(folder)
     candidates = [Path(out)] if out else [root / OUTPUT_DIRNAME, root]
     run_json = next((c / "run.json" for c in candidates if (c / "run.json").is_file()), None)
+    generating = generation_lines(candidates)
+    if run_json is None and generating:  # the first run, still generating (or interrupted)
+        return "\n".join([f"{root.name}: no finished run yet", *generating])
     if run_json is None:
         raise InputError(f"{folder}: no run.json (not run yet, or its outputs are elsewhere: pass --out DIR)")
     try:
@@ -116,9 +119,25 @@ def folder_report(folder: str, out: str | None = None) -> str:
         lines.append(f"  failed in {run.get('failed_stage')}: {run.get('error')}")
     else:
         lines.append(f"  video {run.get('video')} (seed {run.get('seed')})")
+    lines += generating
     takes = sorted((run_json.parent / "takes").glob("*.mp4"), key=lambda p: p.stat().st_mtime, reverse=True)
     if takes:
         latest = Path(run.get("take") or "").name
         lines.append(f"  takes ({len(takes)}, newest first; * = output.mp4):")
         lines += [f"    {'*' if t.name == latest else ' '} {t.name}" for t in takes]
     return "\n".join(lines)
+
+
+def generation_lines(out_dirs: list[Path]) -> list[str]:
+    """A long generation's kept segments (running or interrupted): segments done / total and the ETA."""
+    from scailflow.scail.resume import status_line
+    from scailflow.tasks.generate import segments_root
+
+    lines = []
+    for out in out_dirs:
+        root = segments_root(str(out))
+        for d in sorted(root.glob("*")) if root.is_dir() else ():
+            line = status_line(d)
+            if line:
+                lines.append(f"  generating {d.name}.mp4: {line}")
+    return lines

@@ -56,6 +56,15 @@ class ColorMatcher:
         if self.method == "histogram":
             self.reference = frames
 
+    def state(self) -> dict[str, np.ndarray]:
+        """The reference statistics, to be kept with a finished segment (scail/resume.py)."""
+        names = ("ref_mean", "ref_std", "reference")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
     def match(self, frames: np.ndarray) -> tuple[np.ndarray, dict]:
         """A later segment's frames matched to the reference; returns them and {lab_drift_before, lab_drift_after}."""
         before = lab_drift(frames, self.ref_mean)

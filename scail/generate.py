@@ -20,6 +20,7 @@ from scailflow.media import has_audio, open_video, read_image, read_video, write
 from scailflow.scail.conditioning import target_size
 from scailflow.scail.options import PRESET_LORAS, SamplingOptions
 from scailflow.scail.pipeline import Conditioning, SCAIL2Pipeline, check_inputs
+from scailflow.scail.resume import SegmentStore
 
 log = logging.getLogger("scailflow.scail")
 
@@ -43,6 +44,8 @@ class GenerateRequest:
     max_frames: int | None = None
     audio_from: Path | None = None  # whose sound the output carries (default: `pose`, the driving video end-to-end)
     driving_fps: float | str | None = None  # sampling.driving_fps: the rate `pose` and `mask_video` are taken at
+    segments_dir: Path | None = None  # where finished segments are kept, so a run that died resumes (scail/resume.py)
+    segments_key: str = ""  # what they were made from (the take's hash): kept segments of anything else are dropped
 
 
 def read_still(path) -> np.ndarray:
@@ -122,7 +125,8 @@ def generate(
             opts.steps,
             opts.guidance,
         )
-    frames, record = pipe(cond, height, width, opts, progress)
+    store = SegmentStore(req.segments_dir, req.segments_key) if req.segments_dir is not None else None
+    frames, record = pipe(cond, height, width, opts, progress, store=store)
     if record["frames_out"] < record["frames_in"]:
         log.info(
             "used %d of the driving video's %d frames (4k+1 per segment; --keep_tail keeps the rest)",
@@ -166,6 +170,8 @@ def generate(
         }
     )
     write_text_atomic(Path(str(req.save_file) + ".json"), json.dumps(record, indent=2))
+    if store is not None:  # the take is complete: its kept segments are not needed any more
+        store.clear()
     log.info(
         "wrote %s (%d frames at %g fps, %s, seed %d)",
         req.save_file,

@@ -28,6 +28,7 @@ from scailflow.scail.conditioning import (
 from scailflow.scail.encoders import encode_image, encode_text, vae_decode, vae_encode
 from scailflow.scail.offload import Placement
 from scailflow.scail.options import SamplingOptions
+from scailflow.scail.resume import Carry, KeptFrames, MemorySegments, SegmentStore
 from scailflow.scail.schedulers import make_scheduler
 from scailflow.scail.segments import Segment, output_frames, plan_segments
 from scailflow.scail.speed import cache_context, reset_step_cache
@@ -251,11 +252,16 @@ class SCAIL2Pipeline:
         width: int,
         opts: SamplingOptions,
         progress: Callable[[str, int, int], None] | None = None,
-    ) -> tuple[np.ndarray, dict]:
+        store: SegmentStore | None = None,
+    ) -> tuple[np.ndarray | KeptFrames, dict]:
         """Generate; returns RGB uint8 frames [N, H, W, 3] and a record (seed, segments, frame counts).
 
+        `store`: where finished segments are kept (scail/resume.py): a run that died continues at the first
+        unfinished segment, the frames are read back from disk instead of held in memory. Without one, in memory.
+
         `progress(what, done, total)` (default: `scailflow.progress.report`) hears "denoise segment k/N" with the
-        steps of all segments counted together, and "decode" with each segment's decoded frames."""
+        steps of all segments counted together, "decode" with each segment's decoded frames, and (more than one
+        segment) "segment" with the finished segments."""
         progress = progress or report
         opts = opts.resolved()
         check_size(height, width)
@@ -264,15 +270,36 @@ class SCAIL2Pipeline:
         generator = torch.Generator(self.device).manual_seed(seed)
         plan = plan_segments(len(cond.driving), opts.segment_frames, opts.overlap_frames, opts.keep_tail)
         use_cfg = opts.guidance > 1.0
+        method = opts.color_match or "off"
+        matcher = ColorMatcher(method) if method != "off" and len(plan) > 1 else None
+        store = store if store is not None else MemorySegments()
+        fingerprint = {
+            "seed": seed,
+            "plan": [s.__dict__ for s in plan],
+            "size": [height, width],
+            "sampling": opts.model_dump(mode="json", exclude={"seed"}),
+            "label": self.label,
+            "device": self.device.type,
+        }
+        first = store.start(fingerprint, len(plan))
+        previous: torch.Tensor | None = None
+        color_record: list[dict] = []
+        if first:
+            log.info("resuming at segment %d of %d", first + 1, len(plan))
+            carry = store.restore(first)
+            generator.set_state(carry.rng)
+            previous, color_record = carry.history, carry.color_record
+            if matcher is not None:
+                matcher.restore(carry.matcher)
         ctx, neg_ctx = self.encode_prompt(cond.prompt, opts.negative_prompt, use_cfg)
         ref = self.encode_reference(cond, height, width)
         ref_kw = {"replace_flag": cond.replace, **ref}
-        outputs: list[torch.Tensor] = []
-        previous: torch.Tensor | None = None
-        method = opts.color_match or "off"
-        matcher = ColorMatcher(method) if method != "off" and len(plan) > 1 else None
-        color_record: list[dict] = []
+        if len(plan) > 1:
+            progress("segment", first, len(plan))
         for k, seg in enumerate(plan):
+            if k < first:
+                continue
+            store.begin(k)
             frames, masks = self._segment_pixels(cond, seg)
             pose_latents, driving_masks = self.encode_driving(frames, masks, height, width)
             latents = self.prepare_latents(seg.length, height, width, generator)
@@ -293,10 +320,19 @@ class SCAIL2Pipeline:
                 video, stats = self._match_colors(matcher, video, first=k == 0)
                 if stats:
                     color_record.append({"segment": k + 1, **stats})
-            previous = video
-            outputs.append(video[:, seg.history : seg.length - seg.pad])
-        video = torch.cat(outputs, 1)
-        frames = to_uint8_frames(video)
+            hand_over = plan[k + 1].history if k + 1 < len(plan) else 0
+            carry = Carry(
+                rng=generator.get_state(),
+                history=video[:, -hand_over:].clone() if hand_over else None,
+                matcher=matcher.state() if matcher is not None and k == 0 else {},  # the first segment's, once
+                color_record=list(color_record),
+            )
+            store.keep(k, to_uint8_frames(video[:, seg.history : seg.length - seg.pad]), carry)
+            previous = carry.history
+            del video, latents
+            if len(plan) > 1:
+                progress("segment", k + 1, len(plan))
+        frames = store.frames()
         record = {
             "seed": seed,
             "segments": [s.__dict__ for s in plan],

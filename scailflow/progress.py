@@ -3,7 +3,8 @@
 Stage libraries call `report(what, done, total)` in their loops (or wrap one in `iterate`); it does nothing unless a
 caller installed a reporter with `reporting(fn)`. The first word of `what` names the bar, the rest is detail:
 "denoise segment 1/2" and "denoise segment 2/2" advance the one bar "denoise" (done and total count every step of
-every segment, so its ETA is the whole generation's). Reporters: `terminal(label)` below, and the Prefect progress
+every segment, so its ETA is the whole generation's); a long generation's "segment" bar counts finished segments
+(a resumed run starts it at the kept ones). Reporters: `terminal(label)` below, and the Prefect progress
 artifact of a folder (tasks/progress.py). No Prefect here: libraries and plain commands use it too.
 """
 
@@ -22,7 +23,7 @@ ProgressFn = Callable[[str, int, int], None]
 T = TypeVar("T")
 
 _CURRENT: ContextVar[ProgressFn | None] = ContextVar("scailflow_progress", default=None)
-UNITS = {"denoise": "step"}  # everything else counts frames
+UNITS = {"denoise": "step", "segment": "segment"}  # everything else counts frames
 log = logging.getLogger("scailflow.progress")
 
 

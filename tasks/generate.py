@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from scailflow.prompts.stage import PromptStageResult
 
 VERSION = "generate-3"  # 3: official preprocessing (torchvision resize, int() sizes, uint8 driving, truncated output)
+SEGMENTS_DIR = "segments"  # under <out>/.scailflow: the finished segments of the take being generated (resume)
+PREVIEW = {"max_bytes": 60_000, "max_side": 192, "max_frames": 24}  # the video so far, in the progress artifact
 
 
 def outputs(out_dir: str) -> list[Path]:
@@ -126,6 +128,58 @@ def take_name(p: dict, seed: int) -> str:
     return f"{sampling.preset}-{sampling.target_w}x{sampling.target_h}-{digest}-seed{seed}.mp4"
 
 
+def segments_root(out_dir: str) -> Path:
+    from scailflow.tasks.common import MANIFEST_DIR
+
+    return Path(out_dir) / MANIFEST_DIR / SEGMENTS_DIR
+
+
+def kept_segments(out_dir: str, take: Path) -> Path:
+    """Where the take's finished segments are kept while it is generated; any other take's kept segments (other
+    settings, another seed: stale) are removed, so only one unfinished take per folder holds disk space."""
+    import shutil
+
+    root = segments_root(out_dir)
+    for other in root.glob("*") if root.is_dir() else ():
+        if other.name != take.stem:
+            shutil.rmtree(other, ignore_errors=True)
+    return root / take.stem
+
+
+def unfinished_seed(p: dict) -> int | None:
+    """The seed of an unfinished take with these settings (seed -1 drew it), so a re-run resumes that take."""
+    from scailflow.scail.resume import SegmentStore
+
+    stem = Path(take_name(p, 0)).stem.removesuffix("-seed0") + "-seed"
+    root = segments_root(p["out_dir"])
+    for d in sorted(root.glob(stem + "*"), key=lambda d: d.stat().st_mtime, reverse=True) if root.is_dir() else ():
+        if d.name.removeprefix(stem).isdigit() and SegmentStore(d).kept():
+            return int(d.name.removeprefix(stem))
+    return None
+
+
+def _preview(out_dir: str, store_dir: Path, fps: float, progress):
+    """`progress`, plus a picture of the video so far in the folder's progress artifact after each segment."""
+    from scailflow.progress import bar_name
+    from scailflow.tasks.progress import folder_progress
+
+    def fn(what: str, done: int, total: int) -> None:
+        progress(what, done, total)
+        if bar_name(what) == "segment" and 0 < done < total:
+            try:
+                from scailflow.flows.previews import webp_data_uri
+                from scailflow.scail.resume import SegmentStore
+
+                kept = SegmentStore(store_dir).frames()
+                frames = kept.sample(PREVIEW["max_frames"])  # spread over the whole: plays as long as the video
+                uri = webp_data_uri(frames, fps * len(frames) / max(1, len(kept)), **PREVIEW)
+                folder_progress(out_dir).preview(f"![the video so far: {done} of {total} segments]({uri})")
+            except Exception as e:  # noqa: BLE001 - a preview must never fail a run
+                stage_logger("scail").debug("no preview of the video so far: %s", e)
+
+    return fn
+
+
 def _key(p: dict) -> str:
     # one manifest per base key: every take stays valid while its file does (takes are kept side by side).
     # A worker runs its own copy of the task, so forcing a run travels as the `rerun` parameter, not refresh_cache
@@ -161,10 +215,14 @@ def generate_task(
     t0 = time.perf_counter()
     log = stage_logger("scail")
     files = assemble_files(pose, masks, prompt, ref, extra_refs, mode, driving_mode)
-    seed = sampling.seed if sampling.seed >= 0 else random_seed()
     params = dict(pose=pose, masks=masks, prompt=prompt, ref=ref, extra_refs=extra_refs, out_dir=out_dir, mode=mode)
     params.update(driving_mode=driving_mode, sampling=sampling, model=model)
+    seed = sampling.seed
+    if seed < 0:  # a fresh draw, unless an unfinished take of these settings waits to be resumed (not on --rerun)
+        kept = None if rerun else unfinished_seed(params)
+        seed = kept if kept is not None else random_seed()
     take = Path(out_dir) / TAKES_DIR / take_name(params, seed)
+    store_dir = kept_segments(out_dir, take)
     req = GenerateRequest(
         image=Path(files.ref),
         mask_image=Path(files.ref_mask),
@@ -177,10 +235,14 @@ def generate_task(
         additional_ref_masks=[Path(x) for x in files.extra_ref_masks],
         audio_from=Path(files.audio),
         driving_fps=sampling.driving_fps,
+        segments_dir=store_dir,
+        segments_key=take.stem,
     )
     with stage("generate", out_dir) as progress:
         read_masks = partial(read_mask_video, driving_fps=sampling.driving_fps)
         inputs = read_conditioning(req, read_mask_image=read_mask_image, read_mask_video=read_masks)
+        fps = float(sampling.fps or inputs[1])
+        progress = _preview(out_dir, store_dir, fps, progress)
         record = generate_on_gpu(req, sampling.model_copy(update={"seed": seed}), model, inputs, gpu, progress, log)
     record_file = Path(str(take) + ".json")
     write_manifest(out_dir, None, [take, record_file])

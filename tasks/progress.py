@@ -47,6 +47,8 @@ class FolderProgress:
         self.text = dict.fromkeys(WEIGHTS, "waiting")
         self.loops: dict[tuple[str, str], Loop] = {}
         self.percent = 0.0
+        self.segments = ""  # a multi-segment generation: "segment 3 of 4 (2 done)"
+        self.picture = ""  # markdown: the video so far (an animated WebP) during a multi-segment generation
         self.artifact_id = None
         self._sent = 0.0
         self._lock = threading.Lock()
@@ -54,7 +56,10 @@ class FolderProgress:
     # ---------------------------------------------------------------------------------------- state
     def description(self) -> str:
         stages = " · ".join(f"{s} {self.text[s]}" for s in WEIGHTS)
-        return f"**{self.name}** {self.percent:.0f}% · {stages}"
+        text = f"**{self.name}** {self.percent:.0f}% · {stages}"
+        if self.segments and self.text["generate"] != "done":
+            text += f"\n\ngeneration: {self.segments}"
+        return text + (f"\n\n{self.picture}" if self.picture and self.text["generate"] != "done" else "")
 
     def update(self, stage: str, what: str, done: int, total: int) -> None:
         with self._lock:
@@ -64,6 +69,10 @@ class FolderProgress:
                 loop = self.loops[key] = Loop(stage, what, done, total)
             else:
                 loop.update(what, done, total)
+            if stage == "generate" and key[1] == "segment":  # its own line, beside the step counts
+                self.segments = f"segment {min(done + 1, total)} of {total} ({done} done)" if done < total else ""
+                self._send(force=True)
+                return
             if stage == "generate":
                 if key[1] == "denoise":
                     self.fraction[stage] = 0.95 * done / max(1, total)
@@ -71,6 +80,12 @@ class FolderProgress:
                 self.fraction[stage] = max(self.fraction[stage], 0.9 * done / max(1, total))
             self.text[stage] = loop.line()
             self._send(force=key[1] == "denoise" or done >= total)
+
+    def preview(self, markdown: str) -> None:
+        """Show the video so far (a markdown picture) until generation ends."""
+        with self._lock:
+            self.picture = markdown
+            self._send(force=True)
 
     def started(self, stage: str) -> None:
         with self._lock:
