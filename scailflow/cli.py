@@ -46,6 +46,11 @@ COMMANDS = {
         "schema",
         "print the JSON Schema of job.yaml or pipelines.yaml (editor completion)",
     ),
+    "export": (
+        "scailflow.flows.export_cli",
+        None,
+        "hand a prepared folder to ComfyUI: `scailflow export comfyui FOLDER`",
+    ),
     "completion": ("scailflow.cli", "completion", "print a shell completion script (bash, zsh or tcsh)"),
 }
 
