@@ -46,6 +46,11 @@ COMMANDS = {
         "schema",
         "print the JSON Schema of job.yaml or pipelines.yaml (editor completion)",
     ),
+    "models": (
+        "scailflow.scail.models_cli",
+        None,
+        "weights: `scailflow models list`, `scailflow models download NAME`",
+    ),
     "export": (
         "scailflow.flows.export_cli",
         None,
