@@ -46,6 +46,11 @@ COMMANDS = {
         "schema",
         "print the JSON Schema of job.yaml or pipelines.yaml (editor completion)",
     ),
+    "estimate": (
+        "scailflow.flows.estimate_cli",
+        None,
+        "predicted seconds, GPU-minutes and cost of running folders, before running them",
+    ),
     "models": (
         "scailflow.scail.models_cli",
         None,
