@@ -204,3 +204,23 @@ def replay_errors(history: History) -> list[tuple[float, float]]:
             out.append((statistics.median(before[-HISTORY_RUNS:]) * units, seconds))
         before.append(seconds / units)
     return out
+
+
+def predicted_vs_actual(take: str | None) -> dict | None:
+    """For a run's summary: the generation seconds `estimate` predicted for this take from the runs before it (this
+    machine's history), beside the seconds it took. None when the take has no record; never raises."""
+    try:
+        record = json.loads(Path(str(take) + ".json").read_text())
+        s = record["sampling"]
+        units = work(record["segments"], record["height"], record["width"], s["steps"], s["guidance"] > 1.0)
+        before = read_history().per_work.get(_label(record["model"]), [])[-HISTORY_RUNS:]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    predicted = round(statistics.median(before) * units, 2) if before else None
+    actual = float(record["seconds"])
+    return {
+        "predicted_generate_s": predicted,
+        "actual_generate_s": actual,
+        "error": round(predicted / actual - 1, 3) if predicted and actual else None,
+        "from_runs": len(before),
+    }

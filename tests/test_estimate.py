@@ -88,3 +88,7 @@ def test_history_of_real_runs_drives_the_prediction(tmp_path):
     predicted = float(line.split("generate ")[1].split(" s")[0])
     assert abs(predicted - sum(per) / 2 * work([{"length": 5}], 32, 32, 2, False)) < 0.6  # the median of two
     assert check.startswith("history: 1 run(s) predicted from the runs before them: median error ")
+    # every run records what was predicted for it (from the runs before it) beside its actual time
+    second = json.loads((d / "scailflow" / "run.json").read_text())["estimate"]
+    assert second["from_runs"] == 1 and second["predicted_generate_s"] > 0
+    assert second["actual_generate_s"] == max(records, key=lambda r: r["sampling"]["steps"])["seconds"]
