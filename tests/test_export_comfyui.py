@@ -16,7 +16,8 @@ import pytest
 from scailflow.flows.comfyui import NODES, UI_ONLY_WIDGETS, Take, build_graph
 from scailflow.media import write_image, write_video
 
-FACTS = json.loads((Path(__file__).parent / "data" / "comfyui_scail2_template.json").read_text())["nodes"]
+DATA = json.loads((Path(__file__).parent / "data" / "comfyui_scail2_template.json").read_text())
+FACTS, API_INPUTS = DATA["nodes"], DATA["api_inputs"]
 OUTSIDE_TEMPLATE = {"ImageBatch"}  # core node (nodes.py: image1, image2 -> IMAGE) the template does not use
 
 
@@ -110,6 +111,16 @@ def test_settings_are_mapped(tmp_path):
         for v in node["inputs"].values():
             if isinstance(v, list):
                 assert v[0] in api and v[0] != nid
+    for node in api.values():  # every input name is one ComfyUI's node definition has, and the required ones are set
+        assert set(node["inputs"]) <= set(API_INPUTS[node["class_type"]]), node
+    assert all(
+        {"model", "add_noise", "noise_seed", "cfg", "sampler", "sigmas", "latent_image"} <= set(n["inputs"])
+        for n in api.values()
+        if n["class_type"] == "SamplerCustom"
+    )
+    assert {n["inputs"]["sampler_name"] for n in api.values() if n["class_type"] == "KSamplerSelect"} <= set(
+        DATA["sampler_names"]
+    )
     api_scail = [n for n in api.values() if n["class_type"] == "WanSCAILToVideo"]
     assert api_scail[0]["inputs"]["pose_strength"] == 0.7 and api_scail[0]["inputs"]["replacement_mode"] is True
 
