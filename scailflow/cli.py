@@ -46,6 +46,11 @@ COMMANDS = {
         "schema",
         "print the JSON Schema of job.yaml or pipelines.yaml (editor completion)",
     ),
+    "sweep": (
+        "scailflow.flows.sweep_cli",
+        None,
+        "a grid of settings and seeds as takes, and one labelled contact sheet",
+    ),
     "estimate": (
         "scailflow.flows.estimate_cli",
         None,
