@@ -55,20 +55,20 @@ def quiet_prefect_tracebacks() -> None:
         logging.getLogger(name).addFilter(NoTraceback())
 
 
-def _add_job_flags(p: argparse.ArgumentParser) -> None:
+def add_job_flags(p: argparse.ArgumentParser) -> None:
     from scailflow.flows.config import JobConfig
 
     add_flags(p.add_argument_group("job (override job.yaml)"), JobConfig)
 
 
-def _overrides(args) -> dict:
+def job_overrides(args) -> dict:
     """The job.yaml options given on the command line (nested like job.yaml)."""
     from scailflow.flows.config import JobConfig
 
     return given(args, JobConfig)
 
 
-def _before_flow() -> None:
+def before_flow() -> None:
     """What every flow command does once its input is checked and before the flow starts: a stop signal's line
     says how to resume, and without a server our own temporary API is started, so it never outlives this process."""
     from scailflow import stop
@@ -108,7 +108,7 @@ def add_run_folder_arguments(p: argparse.ArgumentParser) -> None:
     from scailflow.flows.config import RunOptions
 
     add_flags(p.add_argument_group("this run"), RunOptions)
-    _add_job_flags(p)
+    add_job_flags(p)
     add_model_arguments(p)
 
 
@@ -116,7 +116,7 @@ def run_run_folder(args) -> int:
     server_api()  # Prefect's environment first, before Prefect is imported
     from scailflow.flows.folder_flow import folder_flow, prepare
 
-    overrides = _overrides(args)
+    overrides = job_overrides(args)
     raw, _, _ = prepare(args.folder, args.out, None, overrides)  # a bad folder fails here, before Prefect runs
     model = from_flags(ModelOptions, args)
     if not args.debug:
@@ -124,7 +124,7 @@ def run_run_folder(args) -> int:
     watch_server(server_api())
     from scailflow.flows.config import RunOptions
 
-    _before_flow()
+    before_flow()
     summary = folder_flow(
         str(raw.root),
         folder_name=raw.name,
@@ -163,7 +163,7 @@ def run_batch(args) -> int:
     if not args.debug:
         quiet_prefect_tracebacks()
     watch_server(server_api())
-    _before_flow()
+    before_flow()
     results, state = batch(str(Path(args.pipelines).resolve()), args.pipeline, given(args, ModelOptions), args.workers)
     failed = {k: v["error"] for k, v in results.items() if "error" in v}
     for folder, summary in results.items():
@@ -288,7 +288,7 @@ def run_demo(args) -> int:
     if not args.debug:
         quiet_prefect_tracebacks()
     model = from_flags(ModelOptions, args, base=DEMO_MODEL)
-    _before_flow()
+    before_flow()
     summary = folder_flow(str(folder), folder_name=folder.name, model=model)
     _print_summary(summary)
     out = Path(summary["out_dir"])

@@ -78,6 +78,10 @@ def folder_summary(run) -> dict:
     generated = summary["states"]["generate"] != "Cached"
     summary["gpu_wait_s"] = round(gen.get("gpu_wait_s", 0.0), 2) if generated else 0.0
     summary["seconds"] = round(time.perf_counter() - run.started, 2)
+    if generated:  # what `scailflow estimate` would have predicted from the runs before this one, and the actual
+        from scailflow.flows.estimate import predicted_vs_actual
+
+        summary["estimate"] = predicted_vs_actual(summary["take"])
     return summary
 
 

@@ -42,7 +42,7 @@ def vae_from_wan_state_dict(sd: dict[str, torch.Tensor]) -> AutoencoderKLWan:
     return vae.eval()
 
 
-def _vae_stats(vae, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def vae_stats(vae, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32, device=ref.device).view(1, -1, 1, 1, 1)
     std = torch.tensor(vae.config.latents_std, dtype=torch.float32, device=ref.device).view(1, -1, 1, 1, 1)
     return mean, std
@@ -53,7 +53,7 @@ def vae_encode(vae: AutoencoderKLWan, video: torch.Tensor) -> torch.Tensor:
     """[B, 3, T, H, W] in [-1, 1] -> normalised posterior means [B, 16, (T-1)//4+1, H/8, W/8] (float32)."""
     dtype = next(vae.parameters()).dtype
     mu = vae.encode(video.to(dtype)).latent_dist.mode().float()
-    mean, std = _vae_stats(vae, mu)
+    mean, std = vae_stats(vae, mu)
     return (mu - mean) / std
 
 
@@ -63,7 +63,7 @@ def vae_decode(vae: AutoencoderKLWan, z: torch.Tensor, progress=None) -> torch.T
 
     `progress(done, total)` counts decoded frames: diffusers decodes one latent frame (4 video frames, the first 1)
     per call of `vae.decoder` (per tile with tiling), so a forward hook on it sees the loop go by."""
-    mean, std = _vae_stats(vae, z)
+    mean, std = vae_stats(vae, z)
     dtype = next(vae.parameters()).dtype
     hook = None
     if progress is not None:

@@ -186,6 +186,17 @@ def load_pipeline(opts: ModelOptions | None = None, seed: int = 0) -> SCAIL2Pipe
 def _load_release(opts: ModelOptions, dev: str, torch_dtype: torch.dtype, placement: Placement) -> SCAIL2Pipeline:
     ckpt_dir = opts.ckpt_dir or os.environ.get("SCAILFLOW_CKPT_DIR")
     scail_path = opts.scail_path or os.environ.get("SCAILFLOW_SCAIL_PATH")
+    if not ckpt_dir or not scail_path:  # after the official `hf download zai-org/SCAIL-2`: found in the cache
+        from scailflow.scail.hub import release_paths
+
+        ckpt_dir, scail_path = (
+            (ckpt_dir, scail_path)
+            if not (found := release_paths())
+            else (
+                ckpt_dir or found[0],
+                scail_path or found[1],
+            )
+        )
     if not ckpt_dir or not scail_path:
         raise InputError(f"no SCAIL-2 checkpoint configured: {DOWNLOAD_HINT}")
     keys = dit_keys(Path(scail_path))  # fail before anything slow

@@ -40,6 +40,9 @@ PRESET_LORAS: dict[str, tuple[tuple[str, float], ...]] = {
 }
 
 
+KEYED_WHEN_SET = ("pose_strength", "pose_start", "pose_end")  # added later: in keys only when not at their default
+
+
 class SamplingOptions(Options):
     """How one video is sampled (job.yaml `sampling:`; the official generate.py's sample_* flags)."""
 
@@ -88,6 +91,24 @@ class SamplingOptions(Options):
     keep_tail: Annotated[bool, Flag("--keep_tail", "--keep-tail")] = Field(
         False, description="keep the trailing frames the official code drops (last segment padded, then trimmed)"
     )
+    pose_strength: Annotated[float, Flag("--pose_strength", "--pose-strength")] = Field(
+        1.0,
+        ge=0,
+        le=10,
+        description="scale of the pose latent (ComfyUI's WanSCAILToVideo pose_strength; 1: as trained)",
+    )
+    pose_start: Annotated[float, Flag("--pose_start", "--pose-start")] = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="fraction of the schedule where the pose starts to condition the model (0: first step)",
+    )
+    pose_end: Annotated[float, Flag("--pose_end", "--pose-end")] = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="fraction of the schedule after which the pose stops conditioning it (1: last step)",
+    )
     segment_frames: Annotated[int, Flag("--segment_frames", "--segment-frames", "--segment_len")] = Field(
         81, ge=5, le=1001, description="long videos: frames per segment (4k+1)"
     )
@@ -134,6 +155,21 @@ class SamplingOptions(Options):
         if self.overlap_frames >= self.segment_frames:
             raise ValueError("overlap_frames must be less than segment_frames")
         return self
+
+    @model_validator(mode="after")
+    def _pose_window(self):
+        if self.pose_start > self.pose_end:
+            raise ValueError(f"pose_start ({self.pose_start:g}) must not be after pose_end ({self.pose_end:g})")
+        return self
+
+    def key_doc(self, exclude: set[str] | None = None) -> dict:
+        """These options as they enter cache keys and take names. Options added later are left out at their
+        defaults, so the takes and cached videos made before they existed keep their names."""
+        doc = self.model_dump(mode="json", exclude=exclude)
+        for name in KEYED_WHEN_SET:
+            if name in doc and doc[name] == type(self).model_fields[name].default:
+                del doc[name]
+        return doc
 
     def resolved(self) -> SamplingOptions:
         """These options with the preset's values filled in where none was given."""

@@ -25,9 +25,10 @@ from scailflow.scail.conditioning import (
     still_to_model,
     to_uint8_frames,
 )
-from scailflow.scail.encoders import encode_image, encode_text, vae_decode, vae_encode
+from scailflow.scail.encoders import encode_image, encode_text, vae_decode, vae_encode, vae_stats
 from scailflow.scail.offload import Placement
 from scailflow.scail.options import SamplingOptions
+from scailflow.scail.pose_control import pose_active, scale_pose
 from scailflow.scail.resume import Carry, KeptFrames, MemorySegments, SegmentStore
 from scailflow.scail.schedulers import make_scheduler
 from scailflow.scail.segments import Segment, output_frames, plan_segments
@@ -226,12 +227,16 @@ class SCAIL2Pipeline:
         if n_hist:
             flags[:, :, :n_hist] = 1.0
         cond_kw = dict(cond_kw, history_mask=flags)
+        posed = unposed = cond_kw
+        if opts.pose_start > 0.0 or opts.pose_end < 1.0:  # outside ComfyUI's pose window: no pose
+            unposed = dict(cond_kw, pose_latents=torch.zeros_like(cond_kw["pose_latents"]))
         reset_step_cache(self.transformer)
         with self.placement.use(self.transformer):
             for i, t in enumerate(sched.timesteps):
                 if n_hist:
                     latents[:, :, :n_hist] = history
-                v = self.predict(latents, t, ctx, neg_ctx, opts.guidance, cond_kw)
+                active = pose_active(i, len(sched.timesteps), opts.pose_start, opts.pose_end)
+                v = self.predict(latents, t, ctx, neg_ctx, opts.guidance, posed if active else unposed)
                 latents = sched.step(v.float(), t, latents).prev_sample
                 if n_hist:
                     latents[:, :, :n_hist] = history
@@ -277,7 +282,7 @@ class SCAIL2Pipeline:
             "seed": seed,
             "plan": [s.__dict__ for s in plan],
             "size": [height, width],
-            "sampling": opts.model_dump(mode="json", exclude={"seed"}),
+            "sampling": opts.key_doc(exclude={"seed"}),
             "label": self.label,
             "device": self.device.type,
         }
@@ -302,6 +307,7 @@ class SCAIL2Pipeline:
             store.begin(k)
             frames, masks = self._segment_pixels(cond, seg)
             pose_latents, driving_masks = self.encode_driving(frames, masks, height, width)
+            pose_latents = scale_pose(pose_latents, opts.pose_strength, *vae_stats(self.vae, pose_latents))
             latents = self.prepare_latents(seg.length, height, width, generator)
             history = None
             if seg.history:

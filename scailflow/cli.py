@@ -46,6 +46,26 @@ COMMANDS = {
         "schema",
         "print the JSON Schema of job.yaml or pipelines.yaml (editor completion)",
     ),
+    "sweep": (
+        "scailflow.flows.sweep_cli",
+        None,
+        "a grid of settings and seeds as takes, and one labelled contact sheet",
+    ),
+    "estimate": (
+        "scailflow.flows.estimate_cli",
+        None,
+        "predicted seconds, GPU-minutes and cost of running folders, before running them",
+    ),
+    "models": (
+        "scailflow.scail.models_cli",
+        None,
+        "weights: `scailflow models list`, `scailflow models download NAME`",
+    ),
+    "export": (
+        "scailflow.flows.export_cli",
+        None,
+        "hand a prepared folder to ComfyUI: `scailflow export comfyui FOLDER`",
+    ),
     "completion": ("scailflow.cli", "completion", "print a shell completion script (bash, zsh or tcsh)"),
 }
 

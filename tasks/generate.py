@@ -105,7 +105,7 @@ def _key_doc(p: dict) -> tuple[list, dict, list]:
     model: ModelOptions = p["model"]
     params = {
         "masks": masks,
-        "sampling": p["sampling"],
+        "sampling": p["sampling"].key_doc(),
         "mode": p["mode"],
         "model": model.model_dump(
             mode="json", exclude={"scail_path", "lora_path", "scail_config_path", "oom_retry_offload"}
@@ -123,7 +123,7 @@ def take_name(p: dict, seed: int) -> str:
     """A take's file name: readable settings, a short hash of everything it was made from, and its seed."""
     reads, params, weights = _key_doc(p)
     sampling: SamplingOptions = p["sampling"]
-    params["sampling"] = sampling.model_dump(mode="json", exclude={"seed"})
+    params["sampling"] = sampling.key_doc(exclude={"seed"})
     digest = stage_key("take", VERSION, p["out_dir"], reads, params, weights).split("-", 1)[1][:8]
     return f"{sampling.preset}-{sampling.target_w}x{sampling.target_h}-{digest}-seed{seed}.mp4"
 

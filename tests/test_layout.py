@@ -70,7 +70,22 @@ HEAVY = ("torch", "prefect", "cv2", "mediapipe", "google.genai", "diffusers", "t
 
 
 @pytest.mark.parametrize(
-    "command", [None, "run", "generate", "batch", "worker", "masks", "pose", "prompt", "init", "schema"]
+    "command",
+    [
+        None,
+        "run",
+        "generate",
+        "batch",
+        "worker",
+        "masks",
+        "pose",
+        "prompt",
+        "init",
+        "schema",
+        "export",
+        "models",
+        "estimate",
+    ],
 )
 @pytest.mark.integration
 def test_help_loads_no_heavy_library(command):

@@ -1,0 +1,226 @@
+"""Cost before a run: the predicted seconds, GPU-minutes and price of generating a folder.
+
+The work of a generation is counted in DiT floating-point operations: per segment, steps x (2 with CFG) forwards of
+   2 * P * tokens + 4 * tokens^2 * dim * layers     (the linear layers, then self-attention)
+with tokens = (latent frames + 1) * (H/16) * (W/16) for the video and the reference, plus latent frames * (H/32) *
+(W/32) for the pose. At 896x512 and 1280x704 this predicts the measured ratio of seconds per forward within 1%
+(bench/results/h200-2026-12-01/dit.json: 5.99 s and 18.13 s eager, predicted 3.01x, measured 3.03x).
+
+Seconds per unit of work come from, in order:
+1. this machine's own history (SCAILFLOW_HOME/runs.jsonl and each take's record): the median of its last runs with
+   the same model, which learns the GPU, the speed-ups and the overheads at once;
+2. else the measured table below (bench/results), for the GPU kind and the speed-up flags.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# the released 14B DiT (bench/results/h200-2026-12-01/dit.json: params; Wan 2.1 14B: dim 5120, 40 layers)
+PARAMS, DIM, LAYERS = 16_395_544_384, 5120, 40
+REF_TOKENS = 48832  # 81 frames at 896x512, where the table was measured
+# measured seconds per DiT forward at REF_TOKENS: (gpu kind, setting) -> (seconds, source)
+TABLE: dict[tuple[str, str], tuple[float, str]] = {
+    ("h200", "eager"): (5.987, "bench/results/h200-2026-12-01/dit.json eager"),
+    ("h200", "compile"): (4.621, "bench/results/h200-2026-12-01/dit.json flash3+compile"),
+    ("h200", "fp8+compile"): (4.076, "bench/results/h200-2026-12-01/dit.json fp8+flash3+compile"),
+    ("h200", "fp8+fp8attn+compile"): (3.530, "bench/results/h200-2026-12-01/presets.json"),
+    ("h100", "fp8+compile"): (4.963, "bench/results/presets_quality_h100.json"),
+}
+H100_OVER_H200 = 4.963 / 4.076  # the one setting measured on both: other H100 settings are scaled from H200's
+# per clip besides the DiT (h200 presets.json: VAE decode 3.4 s per 81 frames at 896x512; encoders + VAE encode 1.3 s)
+DECODE_S_PER_MPIXEL_FRAME = 3.4 / (81 * 896 * 512 / 1e6)
+ENCODE_S = 1.3
+HISTORY_RUNS = 10  # the last runs of the same model that the history median uses
+
+
+def latent_frames(frames: int) -> int:
+    return (frames - 1) // 4 + 1
+
+
+def tokens(frames: int, height: int, width: int) -> int:
+    t, h, w = latent_frames(frames), height // 16, width // 16
+    return (t + 1) * h * w + t * (h // 2) * (w // 2)
+
+
+def forward_flops(n_tokens: int) -> float:
+    return 2.0 * PARAMS * n_tokens + 4.0 * n_tokens**2 * DIM * LAYERS
+
+
+def work(segments: list[dict], height: int, width: int, steps: int, cfg: bool) -> float:
+    """The generation's DiT work in units of one forward at REF_TOKENS."""
+    per = sum(forward_flops(tokens(int(s["length"]), height, width)) for s in segments)
+    return steps * (2 if cfg else 1) * per / forward_flops(REF_TOKENS)
+
+
+def setting_of(model) -> str:
+    """The table's name for the speed-up flags of ModelOptions."""
+    parts = (["fp8"] if model.fp8 else []) + (["fp8attn"] if model.fp8_attention else [])
+    return "+".join(parts + ["compile"]) if (model.compile or parts) else "eager"
+
+
+def table_seconds(gpu: str, setting: str) -> tuple[float, str] | None:
+    if (gpu, setting) in TABLE:
+        return TABLE[(gpu, setting)]
+    if gpu == "h100" and ("h200", setting) in TABLE:
+        s, src = TABLE[("h200", setting)]
+        return s * H100_OVER_H200, f"{src}, scaled by the H100/H200 ratio of fp8+compile"
+    return None
+
+
+def gpu_kind(device_name: str | None = None) -> str | None:
+    name = device_name
+    if name is None:
+        try:
+            import torch
+
+            name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        except Exception:  # noqa: BLE001
+            name = None
+    if not name:
+        return None
+    name = name.lower()
+    return "h200" if "h200" in name else "h100" if "h100" in name else None
+
+
+@dataclass
+class History:
+    """Seconds per unit of work, and the preprocessing stages' seconds, from this machine's finished runs."""
+
+    per_work: dict[str, list[float]] = field(default_factory=dict)  # model label -> s per unit, newest last
+    runs: list[tuple[str, float, float]] = field(default_factory=list)  # (model label, units, seconds), oldest first
+    stages: dict[str, list[float]] = field(default_factory=dict)  # pose/masks/prompt -> s (stages that ran)
+
+
+def read_history(home: Path | None = None) -> History:
+    from scailflow.flows.env import data_dir as scailflow_home
+
+    path = (home or scailflow_home()) / "runs.jsonl"
+    hist = History()
+    if not path.is_file():
+        return hist
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+            if entry.get("state") != "Completed" or not entry.get("take"):
+                continue
+            record = json.loads(Path(entry["take"] + ".json").read_text())
+            run = json.loads((Path(entry["out_dir"]) / "run.json").read_text())
+        except (OSError, ValueError, TypeError, KeyError):
+            continue
+        s = record.get("sampling", {})
+        units = work(record["segments"], record["height"], record["width"], s["steps"], s["guidance"] > 1.0)
+        if units > 0 and record.get("seconds"):
+            hist.per_work.setdefault(_label(record["model"]), []).append(record["seconds"] / units)
+            hist.runs.append((_label(record["model"]), units, float(record["seconds"])))
+        for stage, sec in (run.get("stage_seconds") or {}).items():
+            if stage != "generate" and run.get("states", {}).get(stage) == "Completed" and sec:
+                hist.stages.setdefault(stage, []).append(float(sec))
+    return hist
+
+
+def _label(model_label: str) -> str:
+    return model_label.split(" (")[0]  # "tiny-random (untrained ...)" -> "tiny-random"; "SCAIL-2 (file)" -> "SCAIL-2"
+
+
+def model_label(model) -> str:
+    return "tiny-random" if model.model == "tiny-random" else "SCAIL-2"
+
+
+@dataclass
+class Estimate:
+    folder: str
+    frames: int
+    width: int
+    height: int
+    segments: int
+    forwards: int
+    stages: dict[str, float]  # predicted seconds per stage (generate included)
+    source: str  # where the generation's figure comes from
+    gpus: int = 1
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.stages.values())
+
+    @property
+    def gpu_minutes(self) -> float:
+        return self.stages["generate"] * self.gpus / 60.0
+
+    def cost(self, usd_per_hour: float) -> float:
+        return self.gpu_minutes / 60.0 * usd_per_hour
+
+
+def estimate_folder(folder, sampling, model, history: History, gpu: str | None = None) -> Estimate:
+    """The prediction for one raw folder with these (job.yaml + flag) options."""
+    from scailflow.flows.folder import scan_folder
+    from scailflow.media import probe_video, read_image
+    from scailflow.scail.conditioning import target_size
+    from scailflow.scail.segments import plan_segments
+
+    raw = scan_folder(folder)
+    s = sampling.resolved()
+    info = probe_video(raw.driving)
+    height, width = target_size(s.target_h, s.target_w, read_image(raw.ref).shape[:2])
+    plan = [seg.__dict__ for seg in plan_segments(info.frames, s.segment_frames, s.overlap_frames, s.keep_tail)]
+    units = work(plan, height, width, s.steps, s.guidance > 1.0)
+    label = model_label(model)
+    mine = history.per_work.get(label, [])[-HISTORY_RUNS:]
+    if mine:
+        generate = statistics.median(mine) * units
+        source = f"this machine's last {len(mine)} {label} run(s)"
+    else:
+        kind = gpu or gpu_kind()
+        row = table_seconds(kind, setting_of(model)) if kind and label == "SCAIL-2" else None
+        if row is None:
+            raise LookupError(
+                f"no measured figure for {label} on {kind or 'this machine (no H100/H200 found)'} with "
+                f"{setting_of(model)} and no run of it here yet: give --gpu h100|h200, or run once and estimate again"
+            )
+        pixels = sum(int(seg["length"]) for seg in plan) * height * width / 1e6
+        generate = row[0] * units + DECODE_S_PER_MPIXEL_FRAME * pixels + ENCODE_S
+        source = f"measured table ({row[1]}), {kind.upper()}"
+    stages = {k: statistics.median(v[-HISTORY_RUNS:]) for k, v in history.stages.items() if v}
+    stages = {k: stages.get(k, 0.0) for k in ("pose", "masks", "prompt")} | {"generate": generate}
+    frames_out = sum(int(seg["length"]) - int(seg["history"]) - int(seg["pad"]) for seg in plan)
+    gpus = getattr(model, "gpus", None) or 1
+    return Estimate(str(raw.root), frames_out, width, height, len(plan), _forwards(plan, s), stages, source, gpus)
+
+
+def _forwards(plan: list[dict], s) -> int:
+    return len(plan) * s.steps * (2 if s.guidance > 1.0 else 1)
+
+
+def replay_errors(history: History) -> list[tuple[float, float]]:
+    """(predicted, actual) generation seconds for every run that had an earlier run of its model: each predicted
+    from the runs before it only, as `estimate` would have predicted it then."""
+    out, seen = [], {}
+    for label, units, seconds in history.runs:
+        before = seen.setdefault(label, [])
+        if before:
+            out.append((statistics.median(before[-HISTORY_RUNS:]) * units, seconds))
+        before.append(seconds / units)
+    return out
+
+
+def predicted_vs_actual(take: str | None) -> dict | None:
+    """For a run's summary: the generation seconds `estimate` predicted for this take from the runs before it (this
+    machine's history), beside the seconds it took. None when the take has no record; never raises."""
+    try:
+        record = json.loads(Path(str(take) + ".json").read_text())
+        s = record["sampling"]
+        units = work(record["segments"], record["height"], record["width"], s["steps"], s["guidance"] > 1.0)
+        before = read_history().per_work.get(_label(record["model"]), [])[-HISTORY_RUNS:]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    predicted = round(statistics.median(before) * units, 2) if before else None
+    actual = float(record["seconds"])
+    return {
+        "predicted_generate_s": predicted,
+        "actual_generate_s": actual,
+        "error": round(predicted / actual - 1, 3) if predicted and actual else None,
+        "from_runs": len(before),
+    }
