@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 from scailflow import console
 from scailflow.errors import InputError
@@ -80,6 +81,34 @@ def before_flow() -> None:
         start_temporary_api()
 
 
+def add_budget_flags(p: argparse.ArgumentParser) -> None:
+    from scailflow.flows.config import BudgetOptions
+
+    add_flags(p.add_argument_group("cost before the run (see `scailflow estimate`)"), BudgetOptions)
+
+
+def budget_gate(args, planned: Callable[[], tuple[list, ModelOptions, list[str]]]) -> int | None:
+    """--dry-run and --max-gpu-minutes, before anything starts: the exit code when the command ends here (a dry
+    run: 0 after printing the prediction per folder and stage; over budget: estimate's code after one line), else
+    None. `planned()`: (folder, SamplingOptions) of each folder that would run, the model options, and a line for
+    each folder left out (shown by a dry run)."""
+    from scailflow.flows.config import BudgetOptions
+
+    budget = from_flags(BudgetOptions, args)
+    if not budget.checked:
+        return None
+    from scailflow.flows.estimate import REFUSED_EXIT, plan
+
+    folders, model, left_out = planned()
+    predicted = plan(folders, model, budget.gpu, budget.gpu_price)
+    if budget.dry_run:
+        print("\n".join(left_out + predicted.lines + ([predicted.total()] if len(folders) > 1 else [])))
+    if refused := predicted.refusal(budget.max_gpu_minutes):
+        print(refused, file=sys.stderr)
+        return REFUSED_EXIT
+    return 0 if budget.dry_run else None
+
+
 def _where() -> str:
     if server_api() is not None:
         return f"runs are in the Prefect UI at {ui_address(server_api())}"
@@ -110,9 +139,12 @@ def add_run_folder_arguments(p: argparse.ArgumentParser) -> None:
     add_flags(p.add_argument_group("this run"), RunOptions)
     add_job_flags(p)
     add_model_arguments(p)
+    add_budget_flags(p)
 
 
 def run_run_folder(args) -> int:
+    if (code := budget_gate(args, lambda: ([_folder_sampling(args)], from_flags(ModelOptions, args), []))) is not None:
+        return code  # nothing started: no Prefect, no output folder
     server_api()  # Prefect's environment first, before Prefect is imported
     from scailflow.flows.folder_flow import folder_flow, prepare
 
@@ -139,6 +171,16 @@ def run_run_folder(args) -> int:
     return 0
 
 
+def _folder_sampling(args):
+    """(folder, its sampling options: job.yaml and flags) of `run`, checked as the run checks them."""
+    from scailflow.flows.config import load_job
+    from scailflow.flows.folder import output_dir, scan_folder
+
+    raw = scan_folder(args.folder)
+    output_dir(raw, args.out)  # a refused output folder is refused here too
+    return args.folder, load_job(raw.root, overrides=job_overrides(args)).sampling
+
+
 # ---------------------------------------------------------------------------------------------- batch / serve
 def add_batch_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("pipelines", help="pipelines.yaml")
@@ -150,10 +192,32 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
         help="send generation to warm GPU workers (`scailflow worker`) instead of this process",
     )
     add_model_arguments(p)
+    add_budget_flags(p)
+
+
+def _batch_sampling(args) -> tuple[list, ModelOptions, list[str]]:
+    """(folder, sampling options) of every folder the batch would run (a bad folder, which the batch reports and
+    skips, is left out with a line saying so), and the batch's model options."""
+    from scailflow.flows.batch_flow import batch_folders
+    from scailflow.flows.config import load_job, load_pipelines
+    from scailflow.flows.folder import scan_folder
+    from scailflow.options import merge
+
+    cfg = load_pipelines(args.pipelines)
+    folders, left_out = [], []
+    for _name, folder, _out, options in batch_folders(cfg, args.pipeline):
+        try:
+            folders.append((str(folder), load_job(scan_folder(folder).root, options).sampling))
+        except InputError as e:
+            left_out.append(f"{Path(folder).name}: not estimated, the batch skips it: {e}")
+    model = ModelOptions.model_validate(merge(cfg.model.model_dump(exclude_unset=True), given(args, ModelOptions)))
+    return folders, model, left_out
 
 
 def run_batch(args) -> int:
     server_api()  # Prefect's environment first, before Prefect is imported
+    if (code := budget_gate(args, lambda: _batch_sampling(args))) is not None:
+        return code  # nothing started
     from scailflow.flows.batch_flow import batch_folders
     from scailflow.flows.batch_flow import run_batch as batch
     from scailflow.flows.config import load_pipelines

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -67,6 +67,29 @@ class RunOptions(Options):
     new_seed: Annotated[bool, Flag("--new-seed")] = Field(
         False, description="a new take: generate again with a fresh random seed (recorded in the take's name)"
     )
+
+
+class BudgetOptions(Options):
+    """Cost before a run (command line only): `scailflow estimate` takes gpu, gpu_price and max_gpu_minutes;
+    `scailflow run` and `batch` take all four."""
+
+    dry_run: Annotated[bool, Flag("--dry-run", "--dry_run")] = Field(
+        False, description="print the predicted seconds per folder and stage, GPU-minutes and cost; run nothing"
+    )
+    max_gpu_minutes: Annotated[float | None, Flag("--max-gpu-minutes", "--max_gpu_minutes", metavar="N")] = Field(
+        None, gt=0, description="refuse with one line (exit 3), before anything starts, when predicted over N"
+    )
+    gpu: Annotated[Literal["h100", "h200"] | None, Flag("--gpu")] = Field(
+        None, description="the GPU kind the prediction is for (default: this machine's)"
+    )
+    gpu_price: Annotated[float | None, Flag("--gpu-price", "--gpu_price", metavar="USD_PER_HOUR")] = Field(
+        None, ge=0, description="also print the cost at this price per GPU-hour"
+    )
+
+    @property
+    def checked(self) -> bool:
+        """Whether a run must be estimated before it starts."""
+        return self.dry_run or self.max_gpu_minutes is not None
 
 
 class Schedule(Options):

@@ -224,3 +224,61 @@ def predicted_vs_actual(take: str | None) -> dict | None:
         "error": round(predicted / actual - 1, 3) if predicted and actual else None,
         "from_runs": len(before),
     }
+
+
+REFUSED_EXIT = 3  # over --max-gpu-minutes (run, batch and estimate alike)
+
+
+def describe(e: Estimate, usd_per_hour: float | None = None) -> str:
+    """One folder's prediction as one line: the clip, seconds per stage, GPU-minutes, cost and where it came from."""
+    stages = ", ".join(f"{k} {v:.0f} s" for k, v in e.stages.items())
+    cost = f", ${e.cost(usd_per_hour):.2f}" if usd_per_hour is not None else ""
+    return (
+        f"{Path(e.folder).name}: {e.frames} frames {e.width}x{e.height}, {e.segments} segment(s), {e.forwards} "
+        f"DiT forwards: {e.seconds:.0f} s ({stages}); {e.gpu_minutes:.1f} GPU-minutes{cost} [{e.source}]"
+    )
+
+
+@dataclass
+class Plan:
+    """The predictions for the folders of one command, and the lines that say them."""
+
+    estimates: list[Estimate]
+    lines: list[str]
+    usd_per_hour: float | None = None
+
+    @property
+    def gpu_minutes(self) -> float:
+        return sum(e.gpu_minutes for e in self.estimates)
+
+    @property
+    def seconds(self) -> float:
+        return sum(e.seconds for e in self.estimates)
+
+    def total(self) -> str:
+        cost = f", ${self.gpu_minutes / 60 * self.usd_per_hour:.2f}" if self.usd_per_hour is not None else ""
+        return f"total: {self.seconds:.0f} s, {self.gpu_minutes:.1f} GPU-minutes{cost}"
+
+    def refusal(self, max_gpu_minutes: float | None) -> str | None:
+        """The one line that refuses a run over budget, or None within it."""
+        if max_gpu_minutes is None or self.gpu_minutes <= max_gpu_minutes:
+            return None
+        return (
+            f"error: predicted {self.gpu_minutes:.1f} GPU-minutes, over --max-gpu-minutes {max_gpu_minutes:g}: "
+            "lower --steps, the size or the preset, or raise the budget"
+        )
+
+
+def plan(folders, model, gpu: str | None = None, usd_per_hour: float | None = None, history=None) -> Plan:
+    """The predictions for (folder, SamplingOptions) pairs. A folder that cannot be predicted (no measured figure,
+    no history) is an InputError naming what to give."""
+    from scailflow.errors import InputError
+
+    history = read_history() if history is None else history
+    estimates = []
+    for folder, sampling in folders:
+        try:
+            estimates.append(estimate_folder(folder, sampling, model, history, gpu))
+        except LookupError as exc:
+            raise InputError(str(exc)) from None
+    return Plan(estimates, [describe(e, usd_per_hour) for e in estimates], usd_per_hour)

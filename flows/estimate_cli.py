@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-REFUSED_EXIT = 3
+BUDGET_FLAGS = ("gpu", "gpu_price", "max_gpu_minutes")  # BudgetOptions less --dry-run (estimate runs nothing)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from scailflow.flows.cli import add_job_flags
+    from scailflow.flows.config import BudgetOptions
+    from scailflow.options import add_flags
     from scailflow.scail.arguments import add_model_arguments
 
     p.add_argument("folders", nargs="+", metavar="FOLDER", help="raw folders, as `scailflow run` takes them")
-    p.add_argument("--gpu", choices=("h100", "h200"), default=None, help="GPU kind (default: this machine's)")
-    p.add_argument("--gpu-price", "--gpu_price", type=float, default=None, metavar="USD_PER_HOUR")
-    p.add_argument(
-        "--max-gpu-minutes",
-        "--max_gpu_minutes",
-        type=float,
-        default=None,
-        metavar="N",
-        help=f"exit {REFUSED_EXIT} with one line when the prediction is over N GPU-minutes",
-    )
+    add_flags(p.add_argument_group("budget"), BudgetOptions, only=BUDGET_FLAGS)
     p.add_argument(
         "--check",
         action="store_true",
@@ -32,32 +25,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    import sys
     from pathlib import Path
 
-    from scailflow.errors import InputError
     from scailflow.flows.cli import job_overrides
-    from scailflow.flows.config import load_job
-    from scailflow.flows.estimate import estimate_folder, read_history
+    from scailflow.flows.config import BudgetOptions, load_job
+    from scailflow.flows.estimate import REFUSED_EXIT, plan, read_history
     from scailflow.options import from_flags
     from scailflow.scail.options import ModelOptions
 
+    budget = from_flags(BudgetOptions, args)
     model = from_flags(ModelOptions, args)
     history = read_history()
-    total_min = total_s = 0.0
-    for folder in args.folders:
-        job = load_job(Path(folder), overrides=job_overrides(args))
-        try:
-            e = estimate_folder(folder, job.sampling, model, history, args.gpu)
-        except LookupError as exc:
-            raise InputError(str(exc)) from None
-        stages = ", ".join(f"{k} {v:.0f} s" for k, v in e.stages.items())
-        cost = f", ${e.cost(args.gpu_price):.2f}" if args.gpu_price is not None else ""
-        print(
-            f"{Path(folder).name}: {e.frames} frames {e.width}x{e.height}, {e.segments} segment(s), {e.forwards} "
-            f"DiT forwards: {e.seconds:.0f} s ({stages}); {e.gpu_minutes:.1f} GPU-minutes{cost} [{e.source}]"
-        )
-        total_min += e.gpu_minutes
-        total_s += e.seconds
+    jobs = [(folder, load_job(Path(folder), overrides=job_overrides(args)).sampling) for folder in args.folders]
+    predicted = plan(jobs, model, budget.gpu, budget.gpu_price, history)
+    print("\n".join(predicted.lines))
     if args.check:
         from scailflow.flows.estimate import replay_errors
 
@@ -71,13 +53,8 @@ def run(args) -> int:
         else:
             print("history: fewer than two runs of a model here, nothing to replay")
     if len(args.folders) > 1:
-        cost = f", ${total_min / 60 * args.gpu_price:.2f}" if args.gpu_price is not None else ""
-        print(f"total: {total_s:.0f} s, {total_min:.1f} GPU-minutes{cost}")
-    if args.max_gpu_minutes is not None and total_min > args.max_gpu_minutes:
-        print(
-            f"error: predicted {total_min:.1f} GPU-minutes, over --max-gpu-minutes {args.max_gpu_minutes:g}: "
-            "lower --steps, the size or the preset, or raise the budget",
-            file=__import__("sys").stderr,
-        )
+        print(predicted.total())
+    if refused := predicted.refusal(budget.max_gpu_minutes):
+        print(refused, file=sys.stderr)
         return REFUSED_EXIT
     return 0
