@@ -50,3 +50,12 @@ def shared_server(tmp_path_factory):
 
     with scailflow_server(tmp_path_factory.mktemp("shared-server") / "home") as started:
         yield started
+
+
+def pytest_unconfigure(config):
+    """The session's last line when tests were skipped for want of a Debian package: the command that installs it."""
+    from tests.support.system import install_line
+
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and (line := install_line()):
+        reporter.write_line(line, yellow=True)

@@ -16,6 +16,7 @@ import pytest
 from scailflow.files import write_text_atomic
 from tests.support.folders import make_folder
 from tests.support.processes import free_port, get, scailflow_server
+from tests.support.system import need
 
 pytestmark = pytest.mark.integration  # starts processes/servers/full flows
 
@@ -32,9 +33,8 @@ def as_postgres(cmd: list[str]) -> list[str]:
 
 @pytest.fixture
 def postgres():
-    initdb, pg_ctl = pg_bin("initdb"), pg_bin("pg_ctl")
-    if not initdb or not pg_ctl:
-        pytest.fail("PostgreSQL server binaries not found: install Debian's `postgresql` (as .ci/run does)")
+    initdb = need("postgresql", "initdb", pattern="/usr/lib/postgresql/*/bin/initdb")
+    pg_ctl = need("postgresql", "pg_ctl", pattern="/usr/lib/postgresql/*/bin/pg_ctl")
     base = Path(tempfile.mkdtemp(prefix="scailflow-pg-"))  # pytest's tmp dirs are closed to other users
     os.chmod(base, 0o755)
     data, sock = base / "pgdata", base / "pgsock"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from scailflow.files import write_text_atomic
 from scailflow.media import probe_video
 from tests.support.folders import make_folder
 from tests.support.processes import Process, get, scailflow_server, wait_until
+from tests.support.system import need
 
 pytestmark = pytest.mark.integration  # starts processes/servers/full flows
 
@@ -142,18 +142,17 @@ def test_a_scheduled_pipeline_fires_and_completes(shared_server, tmp_path):
             serve.kill()
 
 
-def chromium() -> str:
-    found = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
-    if not found:
-        pytest.fail("chromium not found: install Debian's `chromium` (as .ci/run does)")
-    return found
+@pytest.fixture(scope="session")
+def browser() -> str:
+    """Headless chromium; listed before the server fixture, so without it the test skips before starting anything."""
+    return need("chromium", "chromium", "chromium-browser", "google-chrome")
 
 
-def rendered_text(url: str, profile: Path) -> str:
+def rendered_text(browser: str, url: str, profile: Path) -> str:
     """The page as headless Chromium renders it (scripts run, API calls made), as visible text."""
     r = subprocess.run(
         [
-            chromium(),
+            browser,
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
@@ -175,7 +174,7 @@ def rendered_text(url: str, profile: Path) -> str:
     return " ".join(re.sub(r"<[^>]+>", " ", html).split())
 
 
-def test_the_ui_on_the_chosen_port_shows_the_folders_run(shared_server, tmp_path):
+def test_the_ui_on_the_chosen_port_shows_the_folders_run(browser, shared_server, tmp_path):
     url, env = shared_server
     assert not url.endswith(":4200")
     assert json.loads(get(f"{url}/ui-settings")[1])["api_url"] == f"{url}/api"  # the UI calls this server
@@ -190,7 +189,7 @@ def test_the_ui_on_the_chosen_port_shows_the_folders_run(shared_server, tmp_path
     assert r.returncode == 0, r.stderr
     (run,) = api(url, "/flow_runs/filter", {"flow_runs": {"name": {"any_": ["ui-clip"]}}})
     for attempt in range(3):  # a busy machine may need a second look
-        text = rendered_text(f"{url}/runs/flow-run/{run['id']}", tmp_path / f"profile{attempt}")
+        text = rendered_text(browser, f"{url}/runs/flow-run/{run['id']}", tmp_path / f"profile{attempt}")
         if "ui-clip" in text and "Completed" in text:
             break
     assert "Can't connect" not in text, text[:500]
