@@ -71,7 +71,7 @@ def test_budget_refusal_and_unknown_gpu_are_one_line(tmp_path):
 
 @pytest.mark.integration
 def test_history_of_real_runs_drives_the_prediction(tmp_path):
-    from tests.test_flows import make_folder
+    from tests.support.folders import make_folder
 
     d = make_folder(tmp_path, "clip", frames=5, size=64)  # a photo with a person: the masks stage finds them
     home = tmp_path / "home"

@@ -23,7 +23,7 @@ def test_grid_and_labels():
 
 @pytest.mark.integration
 def test_sweep_writes_takes_and_a_sheet_and_resumes(tmp_path):
-    from tests.test_flows import make_folder
+    from tests.support.folders import make_folder
 
     folder = make_folder(tmp_path, "clip", frames=5, size=64)
     env = dict(os.environ, SCAILFLOW_HOME=str(tmp_path / "home"))
