@@ -93,7 +93,9 @@ def generate(
     """
     t0 = time.perf_counter()
     opts = opts.resolved()
+    t_read = time.perf_counter()
     cond, driving_fps = inputs or read_conditioning(req)
+    read_seconds = time.perf_counter() - t_read
     height, width = target_size(opts.target_h, opts.target_w, cond.ref_image.shape[:2])
     if (height, width) != (opts.target_h, opts.target_w):
         log.info(
@@ -130,7 +132,14 @@ def generate(
             fps,
             driving_fps,
         )
+    t_write = time.perf_counter()
     write_video(req.save_file, frames, fps, crf=OUTPUT_CRF, audio_from=sound)
+    timings = record.setdefault("timings", {})
+    timings["write"] = round(time.perf_counter() - t_write, 3)  # H.264 encode + the sound mux
+    timings["load"] = round(
+        getattr(pipe, "load_seconds", 0.0), 3
+    )  # this process's model load (loaded once per process)
+    timings["read"] = round(read_seconds, 3)  # decoding the input files (0 when the caller read them)
     record.update(
         {
             "model": pipe.label,

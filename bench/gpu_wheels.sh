@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Wheelhouse for the lent GPU machine: everything `scailflow generate/run/batch` imports beyond what its image has
+# (torch 2.11 + CUDA, triton; no network there), for its python3 (CPython 3.12, manylinux x86_64), in parts under
+# 58 MiB so that each part fits one device call (64 MiB with the working tree).
+#
+#   bench/gpu_wheels.sh [OUT=/tmp/wheels]
+#
+# Resolves the project's own dependency list (pyproject.toml) for the target with `pip install --dry-run --report`
+# (metadata only), leaves out what the image provides or cannot use (torch/torchvision/triton/CUDA wheels, jax and
+# jaxlib: mediapipe's pose and segmentation tasks do not import them; sam2: a source-only build), downloads the rest
+# as binary wheels, then splits them into OUT/part1, part2, ... and prints each part's size.
+#
+# On the device (one part per call, a warm machine keeps earlier calls' ignored files):
+#   cp -r /tmp/wheels/partN .whl/partN            (here; .whl/ is git-ignored), carry [".whl/partN"]
+#   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/partN/*.whl
+#   ... then, with every part installed:  export PYTHONPATH=/tmp/site:$PWD
+#   and the project itself: python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site .
+set -euo pipefail
+OUT=${1:-/tmp/wheels}
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+PY=${PYTHON:-python3}
+PART_MIB=${PART_MIB:-58}
+TARGET=(--only-binary=:all: --python-version 3.12 --implementation cp --abi cp312
+  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64
+  --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform manylinux_2_24_x86_64
+  --platform manylinux_2_31_x86_64 --platform manylinux_2_34_x86_64 --platform manylinux_2_35_x86_64)
+# the image's own (or unusable there); matched on the normalised distribution name
+SKIP='^(torch|torchvision|torchaudio|triton|nvidia-.*|cuda-.*|jax|jaxlib|jax-cuda.*|sam2|setuptools|pip|wheel)$'
+
+mkdir -p "$OUT/all"
+reqs=$("$PY" - "$HERE/pyproject.toml" <<'EOF'
+import re, sys, tomllib
+deps = tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]
+skip = re.compile(r"^(torch|torchvision|jax|jaxlib|sam2)\b")
+print("\n".join(d for d in deps if not skip.match(d)))
+EOF
+)
+echo "$reqs" > "$OUT/requirements.txt"
+# accelerate / diffusers name torch: resolve against empty stand-in wheels of the image's torch and torchvision, so
+# that pip neither fetches 2 GB of CUDA wheels nor resolves their pins
+mkdir -p "$OUT/standin"
+"$PY" - "$OUT/standin" <<'PYEOF'
+import sys, zipfile
+for name, version in (("torch", "2.11.0+standin"), ("torchvision", "0.26.0+standin")):
+    info = f"{name}-{version}.dist-info"
+    with zipfile.ZipFile(f"{sys.argv[1]}/{name}-{version}-py3-none-any.whl", "w") as z:
+        z.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        z.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: stand-in\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(f"{info}/RECORD", "")
+PYEOF
+printf 'torch==2.11.0+standin\ntorchvision==0.26.0+standin\n' > "$OUT/constraints.txt"
+"$PY" -m pip install --dry-run --ignore-installed --quiet --report "$OUT/report.json" --target "$OUT/.dry" \
+  "${TARGET[@]}" --find-links "$OUT/standin" -r "$OUT/requirements.txt" -c "$OUT/constraints.txt"
+"$PY" - "$OUT/report.json" "$SKIP" > "$OUT/pins.txt" <<'EOF'
+import json, re, sys
+report, skip = json.load(open(sys.argv[1])), re.compile(sys.argv[2])
+for item in report["install"]:
+    name = re.sub(r"[-_.]+", "-", item["metadata"]["name"]).lower()
+    if not skip.match(name):
+        print(f"{name}=={item['metadata']['version']}")
+EOF
+echo "resolved $(wc -l < "$OUT/pins.txt") distributions (torch & co. left to the image)"
+"$PY" -m pip download --quiet --no-deps "${TARGET[@]}" -d "$OUT/all" -r "$OUT/pins.txt"
+
+# split into parts under PART_MIB (largest first, first fit)
+"$PY" - "$OUT" "$PART_MIB" <<'EOF'
+import os, shutil, sys
+from pathlib import Path
+out, limit = Path(sys.argv[1]), int(sys.argv[2]) * 2**20
+wheels = sorted((out / "all").glob("*.whl"), key=lambda p: -p.stat().st_size)
+parts: list[list[Path]] = []
+sizes: list[int] = []
+for w in wheels:
+    s = w.stat().st_size
+    if s > limit:
+        print(f"TOO LARGE for one part: {w.name} {s / 2**20:.1f} MiB")
+        continue
+    for i, used in enumerate(sizes):
+        if used + s <= limit:
+            parts[i].append(w); sizes[i] += s
+            break
+    else:
+        parts.append([w]); sizes.append(s)
+for i, (ws, s) in enumerate(zip(parts, sizes), 1):
+    d = out / f"part{i}"
+    shutil.rmtree(d, ignore_errors=True); d.mkdir()
+    for w in ws:
+        os.link(w, d / w.name)
+    print(f"part{i}: {len(ws)} wheels, {s / 2**20:.1f} MiB  (largest: {ws[0].name})")
+print(f"total {sum(sizes) / 2**20:.1f} MiB in {len(parts)} parts under {out}")
+EOF
