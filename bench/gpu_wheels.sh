@@ -24,8 +24,12 @@ TARGET=(--only-binary=:all: --python-version 3.12 --implementation cp --abi cp31
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64
   --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform manylinux_2_24_x86_64
   --platform manylinux_2_31_x86_64 --platform manylinux_2_34_x86_64 --platform manylinux_2_35_x86_64)
-# the image's own (or unusable there); matched on the normalised distribution name
-SKIP='^(torch|torchvision|torchaudio|triton|nvidia-.*|cuda-.*|jax|jaxlib|jax-cuda.*|sam2|setuptools|pip|wheel)$'
+# the image's own (or unusable there); matched on the normalised distribution name. imageio-ffmpeg: tests only (the
+# product writes through PyAV); opencv-contrib-python: the image's opencv-python-headless provides cv2
+SKIP='^(torch|torchvision|torchaudio|triton|nvidia-.*|cuda-.*|jax|jaxlib|jax-cuda.*|sam2|setuptools|pip|wheel|imageio-ffmpeg|opencv-contrib-python)$'
+# on the image too, but at versions the project cannot use: transformers 5.17 (pinned ~=5.23 here); mediapipe needs
+# numpy < 2 and protobuf < 5
+FORCE='^(transformers|numpy|protobuf)$'
 
 mkdir -p "$OUT/all"
 reqs=$("$PY" - "$HERE/pyproject.toml" <<'EOF'
@@ -51,30 +55,43 @@ PYEOF
 printf 'torch==2.11.0+standin\ntorchvision==0.26.0+standin\n' > "$OUT/constraints.txt"
 "$PY" -m pip install --dry-run --ignore-installed --quiet --report "$OUT/report.json" --target "$OUT/.dry" \
   "${TARGET[@]}" --find-links "$OUT/standin" -r "$OUT/requirements.txt" -c "$OUT/constraints.txt"
-"$PY" - "$OUT/report.json" "$SKIP" > "$OUT/pins.txt" <<'EOF'
+"$PY" - "$OUT/report.json" "$SKIP" "$FORCE" "$HERE/bench/gpu_image_packages.txt" > "$OUT/pins.txt" <<'EOF'
 import json, re, sys
-report, skip = json.load(open(sys.argv[1])), re.compile(sys.argv[2])
+report, skip, force = json.load(open(sys.argv[1])), re.compile(sys.argv[2]), re.compile(sys.argv[3])
+norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()  # noqa: E731
+image = {norm(line.strip()) for line in open(sys.argv[4]) if line.strip() and not line.startswith("#")}
 for item in report["install"]:
-    name = re.sub(r"[-_.]+", "-", item["metadata"]["name"]).lower()
-    if not skip.match(name):
+    name = norm(item["metadata"]["name"])
+    if skip.match(name) or (name in image and not force.match(name)):
+        print(f"left out: {name}", file=sys.stderr)
+    else:
         print(f"{name}=={item['metadata']['version']}")
 EOF
 echo "resolved $(wc -l < "$OUT/pins.txt") distributions (torch & co. left to the image)"
 "$PY" -m pip download --quiet --no-deps "${TARGET[@]}" -d "$OUT/all" -r "$OUT/pins.txt"
 
-# split into parts under PART_MIB (largest first, first fit)
-"$PY" - "$OUT" "$PART_MIB" <<'EOF'
+# split into parts under PART_MIB (largest first, first fit); a wheel over the limit (opencv-contrib, imageio-ffmpeg:
+# ~65 MiB each) travels as byte pieces NAME.whl.piece00, 01... that bench/gpu_install.sh joins again
+"$PY" - "$OUT" "$PART_MIB" <<'PYEOF'
 import os, shutil, sys
 from pathlib import Path
 out, limit = Path(sys.argv[1]), int(sys.argv[2]) * 2**20
-wheels = sorted((out / "all").glob("*.whl"), key=lambda p: -p.stat().st_size)
-parts: list[list[Path]] = []
-sizes: list[int] = []
-for w in wheels:
+pieces = out / "pieces"
+shutil.rmtree(pieces, ignore_errors=True); pieces.mkdir()
+items = []
+for w in (out / "all").glob("*.whl"):
+    if w.stat().st_size <= limit:
+        items.append(w); continue
+    data, n = w.read_bytes(), 0
+    step = limit // 2
+    for i in range(0, len(data), step):
+        p = pieces / f"{w.name}.piece{n:02d}"
+        p.write_bytes(data[i : i + step]); items.append(p); n += 1
+    print(f"{w.name}: {len(data) / 2**20:.1f} MiB, over one part: {n} pieces")
+items.sort(key=lambda p: -p.stat().st_size)
+parts, sizes = [], []
+for w in items:
     s = w.stat().st_size
-    if s > limit:
-        print(f"TOO LARGE for one part: {w.name} {s / 2**20:.1f} MiB")
-        continue
     for i, used in enumerate(sizes):
         if used + s <= limit:
             parts[i].append(w); sizes[i] += s
@@ -86,6 +103,6 @@ for i, (ws, s) in enumerate(zip(parts, sizes), 1):
     shutil.rmtree(d, ignore_errors=True); d.mkdir()
     for w in ws:
         os.link(w, d / w.name)
-    print(f"part{i}: {len(ws)} wheels, {s / 2**20:.1f} MiB  (largest: {ws[0].name})")
+    print(f"part{i}: {len(ws)} files, {s / 2**20:.1f} MiB  (largest: {ws[0].name})")
 print(f"total {sum(sizes) / 2**20:.1f} MiB in {len(parts)} parts under {out}")
-EOF
+PYEOF

@@ -181,7 +181,11 @@ class ModelOptions(Options):
         False, description="keep the T5 text encoder on the CPU (the official flag): less GPU memory, slower prompts"
     )
     vram_budget_gb: Annotated[float | None, Flag("--vram_budget_gb", "--vram-budget-gb")] = Field(
-        None, gt=0, description="with --offload block: GPU memory the DiT blocks may use"
+        None,
+        gt=0,
+        description="with --offload block: GPU memory (GiB) the DiT's weights may take: as many blocks as fit stay "
+        "on the GPU, the rest stream one at a time (activations come on top: ~6 GiB at 896x512, 81 frames). "
+        "Default: every block streams (least memory)",
     )
     device: Annotated[str, Flag("--device")] = Field("auto", description="auto, cpu, cuda, cuda:N")
     dtype: Annotated[Dtype, Flag("--dtype")] = Field("auto", description="auto: bf16 on a GPU, fp32 on a CPU")
@@ -195,8 +199,11 @@ class ModelOptions(Options):
         description="fp8 self-attention in FlashAttention 3 (Hopper, scailflow[hopper]): Hadamard-rotated q and k, "
         "per-head scales, bf16 output; off with a warning where FlashAttention 3 cannot run",
     )
-    compile: Annotated[bool, Flag("--compile")] = Field(
-        False, description="torch.compile the repeated DiT block (the first step is slower)"
+    compile: Annotated[bool | None, Flag("--compile")] = Field(
+        None,
+        description="torch.compile the repeated DiT block (the first step is slower; kernels cached under "
+        "SCAILFLOW_HOME/compile for later processes). Default: on with a CUDA GPU (sm80+, Triton), off on the CPU and "
+        "with --offload block; --no-compile turns it off",
     )
     fp8: Annotated[bool, Flag("--fp8")] = Field(
         False, description="fp8 weights and matmuls in the DiT blocks (Ada/Hopper GPUs)"
