@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Wheelhouse for the lent GPU machine: everything `scailflow generate/run/batch` imports beyond what its image has
 # (torch 2.11 + CUDA, triton; no network there), for its python3 (CPython 3.12, manylinux x86_64), in parts under
-# 58 MiB so that each part fits one device call (64 MiB with the working tree).
+# 59 MiB so that each part fits one device call (64 MiB with the working tree).
 #
 #   bench/gpu_wheels.sh [OUT=/tmp/wheels]
 #
@@ -19,7 +19,7 @@ set -euo pipefail
 OUT=${1:-/tmp/wheels}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-python3}
-PART_MIB=${PART_MIB:-58}
+PART_MIB=${PART_MIB:-59}
 TARGET=(--only-binary=:all: --python-version 3.12 --implementation cp --abi cp312
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64
   --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform manylinux_2_24_x86_64
@@ -70,39 +70,54 @@ EOF
 echo "resolved $(wc -l < "$OUT/pins.txt") distributions (torch & co. left to the image)"
 "$PY" -m pip download --quiet --no-deps "${TARGET[@]}" -d "$OUT/all" -r "$OUT/pins.txt"
 
-# split into parts under PART_MIB (largest first, first fit); a wheel over the limit (opencv-contrib, imageio-ffmpeg:
-# ~65 MiB each) travels as byte pieces NAME.whl.piece00, 01... that bench/gpu_install.sh joins again
+# split into parts under PART_MIB, in the order a device session needs them: first what bench/write_release.py and
+# `scailflow generate` import, then the Prefect flow, then mediapipe (pose/masks; with numpy < 2 and protobuf < 5).
+# Within a group: largest first, first fit. A wheel over the limit travels as byte pieces NAME.whl.piece00, 01...
+# that bench/gpu_install.sh joins again.
 "$PY" - "$OUT" "$PART_MIB" <<'PYEOF'
-import os, shutil, sys
+import os, re, shutil, sys
 from pathlib import Path
 out, limit = Path(sys.argv[1]), int(sys.argv[2]) * 2**20
+GROUPS = [
+    ("generate", r"^(diffusers|transformers|pydantic|pydantic[-_]core|annotated[-_]types|typing[-_]inspection|av|"
+                 r"shtab|importlib[-_]metadata|kernels)-"),
+    ("mediapipe", r"^(mediapipe|numpy|protobuf|sounddevice|cffi|pycparser)-"),
+    ("flow", r"."),
+]
 pieces = out / "pieces"
 shutil.rmtree(pieces, ignore_errors=True); pieces.mkdir()
 items = []
 for w in (out / "all").glob("*.whl"):
     if w.stat().st_size <= limit:
         items.append(w); continue
-    data, n = w.read_bytes(), 0
-    step = limit // 2
+    data, n, step = w.read_bytes(), 0, limit // 2
     for i in range(0, len(data), step):
         p = pieces / f"{w.name}.piece{n:02d}"
         p.write_bytes(data[i : i + step]); items.append(p); n += 1
     print(f"{w.name}: {len(data) / 2**20:.1f} MiB, over one part: {n} pieces")
-items.sort(key=lambda p: -p.stat().st_size)
-parts, sizes = [], []
+grouped = {g: [] for g, _ in GROUPS}
 for w in items:
-    s = w.stat().st_size
-    for i, used in enumerate(sizes):
-        if used + s <= limit:
-            parts[i].append(w); sizes[i] += s
-            break
-    else:
-        parts.append([w]); sizes.append(s)
-for i, (ws, s) in enumerate(zip(parts, sizes), 1):
-    d = out / f"part{i}"
-    shutil.rmtree(d, ignore_errors=True); d.mkdir()
-    for w in ws:
-        os.link(w, d / w.name)
-    print(f"part{i}: {len(ws)} files, {s / 2**20:.1f} MiB  (largest: {ws[0].name})")
-print(f"total {sum(sizes) / 2**20:.1f} MiB in {len(parts)} parts under {out}")
+    grouped[next(g for g, pat in GROUPS if re.match(pat, w.name, re.I))].append(w)
+for d in out.glob("part*"):
+    shutil.rmtree(d)
+k, total = 0, 0
+for g in ("generate", "flow", "mediapipe"):
+    parts, sizes = [], []
+    for w in sorted(grouped[g], key=lambda p: -p.stat().st_size):
+        s = w.stat().st_size
+        for i, used in enumerate(sizes):
+            if used + s <= limit:
+                parts[i].append(w); sizes[i] += s
+                break
+        else:
+            parts.append([w]); sizes.append(s)
+    for ws, s in zip(parts, sizes):
+        k += 1; total += s
+        d = out / f"part{k}"
+        d.mkdir()
+        for w in ws:
+            os.link(w, d / w.name)
+        print(f"part{k} ({g}): {len(ws)} files, {s / 2**20:.1f} MiB: "
+              + " ".join(sorted(re.split(r"-\d", w.name)[0] for w in ws))[:300])
+print(f"total {total / 2**20:.1f} MiB in {k} parts under {out}")
 PYEOF

@@ -93,3 +93,38 @@ def test_generate_on_the_tiny_release(release, tmp_path):
     for key in ("load", "read", "text", "reference", "driving", "denoise", "decode", "write", "first_step"):
         assert key in timings and timings[key] >= 0
     assert timings["steps"] == 1
+
+
+def test_bench_run_gpu_breakdown_and_table():
+    import bench_run_gpu
+
+    record = {
+        "timings": {
+            "load": 60.0,
+            "read": 0.5,
+            "text": 1.0,
+            "reference": 0.5,
+            "driving": 2.0,
+            "denoise": 80.0,
+            "decode": 5.0,
+            "write": 1.5,
+            "steps": 8,
+            "first_step": 40.0,
+            "step_median": 5.5,
+        },
+        "speedups": {"compile": "default"},
+    }
+    b = bench_run_gpu.breakdown(record, 170.0)
+    assert b["warmup"] == 34.5 and b["process_other"] == 19.5  # 170 - 150.5 recorded
+    md = bench_run_gpu.table(
+        {"generate-fast": {"rc": 0, "wall_s": 170.0, "breakdown": b, "gpu_busy_mean": 0.9}},
+        {
+            "machine": {"gpu": "NVIDIA H200"},
+            "date": "2026-12-07",
+            "size": "896x512",
+            "frames": 81,
+            "clip": "c",
+            "release": "/tmp/rel",
+        },
+    )
+    assert "| generate-fast | 0 | 170.0 | 60.0 | 3.5 | 80.0 (8, 40.0, 5.5) | 5.0 | 1.5 | 19.5 | 0.9 |" in md
