@@ -245,8 +245,15 @@ def use_compile_cache(path: Path) -> Path:
     TORCHINDUCTOR_CACHE_DIR; returns the directory in use."""
     import os
 
-    if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
-        return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    try:  # Inductor writes its default into the variable once it has looked: that one is not the user's
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+        default = default_cache_dir()
+    except Exception:  # noqa: BLE001 - another torch layout: treat any value as the user's
+        default = None
+    if current and current != default:
+        return Path(current)
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
     return path

@@ -107,3 +107,10 @@ def test_use_compile_cache_sets_inductor_dir_unless_the_user_did(tmp_path, monke
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "k")
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
     assert use_compile_cache(tmp_path / "other") == tmp_path / "mine"
+
+
+def test_inductor_default_in_the_variable_is_replaced(tmp_path, monkeypatch):
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())  # what Inductor leaves after a first look
+    assert use_compile_cache(tmp_path / "k") == tmp_path / "k"
