@@ -65,9 +65,9 @@ class Placement:
         )
         if resident == len(blocks):
             transformer.to(self.device)
-            return
-        stream_blocks(transformer, resident, self.device, use_stream=self.device.type == "cuda")
-        self._grouped.add(id(transformer))
+        else:
+            stream_blocks(transformer, resident, self.device, use_stream=self.device.type == "cuda")
+        self._grouped.add(id(transformer))  # placed for good: `use` leaves it where it is
 
     @contextlib.contextmanager
     def use(self, module: torch.nn.Module):
