@@ -17,6 +17,7 @@ import torch
 
 from scailflow.errors import InputError
 from scailflow.progress import report
+from scailflow.scail import step_cache
 from scailflow.scail.color import ColorMatcher
 from scailflow.scail.conditioning import (
     frames_to_model,
@@ -30,7 +31,7 @@ from scailflow.scail.offload import Placement
 from scailflow.scail.options import SamplingOptions
 from scailflow.scail.schedulers import make_scheduler
 from scailflow.scail.segments import Segment, output_frames, plan_segments
-from scailflow.scail.speed import cache_context, reset_step_cache
+from scailflow.scail.step_cache import context as cache_context
 
 log = logging.getLogger("scailflow.scail")
 
@@ -225,12 +226,14 @@ class SCAIL2Pipeline:
         if n_hist:
             flags[:, :, :n_hist] = 1.0
         cond_kw = dict(cond_kw, history_mask=flags)
-        reset_step_cache(self.transformer)
+        step_cache.begin(self.transformer, opts)  # every segment starts with fresh cache states
+        guided = opts.guided_steps()  # --cfg_truncate: the last steps run the conditional branch only
         with self.placement.use(self.transformer):
             for i, t in enumerate(sched.timesteps):
                 if n_hist:
                     latents[:, :, :n_hist] = history
-                v = self.predict(latents, t, ctx, neg_ctx, opts.guidance, cond_kw)
+                neg = neg_ctx if i < guided else None
+                v = self.predict(latents, t, ctx, neg, opts.guidance, cond_kw)
                 latents = sched.step(v.float(), t, latents).prev_sample
                 if n_hist:
                     latents[:, :, :n_hist] = history
@@ -272,6 +275,7 @@ class SCAIL2Pipeline:
         method = opts.color_match or "off"
         matcher = ColorMatcher(method) if method != "off" and len(plan) > 1 else None
         color_record: list[dict] = []
+        forwards = step_cache.start_counting(self.transformer)
         for k, seg in enumerate(plan):
             frames, masks = self._segment_pixels(cond, seg)
             pose_latents, driving_masks = self.encode_driving(frames, masks, height, width)
@@ -305,6 +309,8 @@ class SCAIL2Pipeline:
             "height": height,
             "width": width,
             "guidance_used": use_cfg,
+            "step_cache": {"kind": getattr(step_cache.spec_for(self.transformer, opts), "label", "off")}
+            | forwards.record(),
             "color_match": {"method": method if matcher else "off", "segments": color_record},
         }
         if color_record:
