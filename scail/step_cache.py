@@ -81,13 +81,10 @@ class EasyCacheConfig:
         return first, max(first, int(round(self.end * self.num_steps)))
 
     def forced_skips(self) -> set[int]:
-        """The fixed pattern: round(ratio * steps) skipped steps spread evenly from step 1 on (step 0 computes)."""
-        n = self.num_steps
-        k = min(int(round(self.force_skip_ratio * n)), n - 1)
-        if k <= 0:
-            return set()
-        candidates = list(range(1, n))
-        return {candidates[int(j * len(candidates) / k)] for j in range(k)}
+        """The fixed pattern: floor(ratio * steps) skipped steps spread evenly (step i skipped when floor((i+1) r)
+        passes an integer); step 0 always computes."""
+        r = min(max(float(self.force_skip_ratio), 0.0), 0.99)
+        return {i for i in range(self.num_steps) if math.floor((i + 1) * r + 1e-9) > math.floor(i * r + 1e-9)}
 
 
 class EasyCacheState(BaseState):
@@ -174,8 +171,10 @@ class ForwardCount:
 
     calls: dict[str, int] = field(default_factory=dict)
     computed: dict[str, int] = field(default_factory=dict)
+    sequence: list[tuple[str, bool]] = field(default_factory=list)  # (branch, computed) of every call, in order
 
     def add(self, name: str, computed: bool) -> None:
+        self.sequence.append((name, computed))
         self.calls[name] = self.calls.get(name, 0) + 1
         self.computed[name] = self.computed.get(name, 0) + int(computed)
 
@@ -415,3 +414,37 @@ class MagCalibration:
     def close(self) -> None:
         for h in self._handles:
             h.remove()
+
+
+def calibrate(pipe, cond, opts: SamplingOptions, height: int, width: int, progress=None) -> tuple[Path, dict]:
+    """One uncached generation of `cond`'s first segment with CFG at every step; writes the MagCache ratios of
+    `pipe`'s DiT (`save_mag_ratios`) and returns (where, what). The two CFG branches' ratios are averaged: diffusers'
+    MagCache takes one array for both."""
+    import dataclasses
+
+    opts = opts.resolved().model_copy(update={"cfg_truncate": 1.0})
+    n = opts.segment_frames
+    cond = dataclasses.replace(cond, driving=cond.driving[:n], driving_mask=cond.driving_mask[:n])
+    model = pipe.transformer
+    saved = getattr(model, "_scail_step_cache_default", (None, False))
+    set_default(model, None, explicit=True)
+    rec = MagCalibration(model)
+    try:
+        pipe(cond, height, width, opts, progress)
+    finally:
+        rec.close()
+        model._scail_step_cache_default = saved
+    by_branch = {k: v[: opts.steps] for k, v in rec.ratios.items()}
+    mag = [sum(vals) / len(vals) for vals in zip(*by_branch.values())]
+    _, key = dit_identity(model)
+    data = {
+        "mag_ratios": [round(r, 6) for r in mag],
+        "by_branch": {k: [round(r, 6) for r in v] for k, v in by_branch.items()},
+        "steps": opts.steps,
+        "shift": opts.shift,
+        "solver": opts.solver,
+        "guidance": opts.guidance,
+        "size": [width, height],
+        "dit": key,
+    }
+    return save_mag_ratios(model, data), data
