@@ -19,6 +19,7 @@ import torch
 
 from scailflow.errors import InputError
 from scailflow.progress import report
+from scailflow.scail import step_cache
 from scailflow.scail.color import ColorMatcher
 from scailflow.scail.conditioning import (
     frames_to_model,
@@ -32,7 +33,7 @@ from scailflow.scail.offload import Placement
 from scailflow.scail.options import SamplingOptions
 from scailflow.scail.schedulers import make_scheduler
 from scailflow.scail.segments import Segment, output_frames, plan_segments
-from scailflow.scail.speed import cache_context, reset_step_cache
+from scailflow.scail.step_cache import context as cache_context
 
 log = logging.getLogger("scailflow.scail")
 
@@ -259,14 +260,16 @@ class SCAIL2Pipeline:
         if n_hist:
             flags[:, :, :n_hist] = 1.0
         cond_kw = dict(cond_kw, history_mask=flags)
-        reset_step_cache(self.transformer)
+        step_cache.begin(self.transformer, opts)  # every segment starts with fresh cache states
+        guided = opts.guided_steps()  # --cfg_truncate: the last steps run the conditional branch only
         clock = self.clock or StageClock(self.device)
         with self.placement.use(self.transformer):
             for i, t in enumerate(sched.timesteps):
                 t0 = clock.now()
                 if n_hist:
                     latents[:, :, :n_hist] = history
-                v = self.predict(latents, t, ctx, neg_ctx, opts.guidance, cond_kw)
+                neg = neg_ctx if i < guided else None
+                v = self.predict(latents, t, ctx, neg, opts.guidance, cond_kw)
                 latents = sched.step(v.float(), t, latents).prev_sample
                 if n_hist:
                     latents[:, :, :n_hist] = history
@@ -312,6 +315,7 @@ class SCAIL2Pipeline:
         method = opts.color_match or "off"
         matcher = ColorMatcher(method) if method != "off" and len(plan) > 1 else None
         color_record: list[dict] = []
+        forwards = step_cache.start_counting(self.transformer)
         for k, seg in enumerate(plan):
             with clock.stage("driving"):
                 frames, masks = self._segment_pixels(cond, seg)
@@ -348,6 +352,8 @@ class SCAIL2Pipeline:
             "height": height,
             "width": width,
             "guidance_used": use_cfg,
+            "step_cache": {"kind": getattr(step_cache.spec_for(self.transformer, opts), "label", "off")}
+            | forwards.record(),
             "color_match": {"method": method if matcher else "off", "segments": color_record},
             "timings": clock.record(),
         }

@@ -8,7 +8,7 @@
   scale per output row, activations quantized per token (row) on the fly, product by `torch._scaled_mm` with bf16
   output. Where `_scaled_mm` cannot run (CPU, pre-Hopper GPU) the same quantized values are multiplied in bf16/fp32,
   so the numerics (and the tests) stay the same.
-- step caching: diffusers' First Block Cache through the model's CacheMixin (`enable_step_cache`).
+- step caching: scail/step_cache.py (EasyCache here; diffusers' MagCache, First Block Cache, TaylorSeer).
 """
 
 from __future__ import annotations
@@ -159,28 +159,26 @@ def fuse_qkv(model: nn.Module) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ step cache
-def enable_step_cache(model: nn.Module, kind: str = "fbc", threshold: float = 0.05) -> None:
-    """Step caching through diffusers' cache hooks: `fbc` (First Block Cache; `threshold` on the relative change of
-    block 0's residual). The caller runs each forward inside `model.cache_context(name)` (one name per CFG branch)."""
-    if kind != "fbc":
-        raise ValueError("step cache kind must be 'fbc'")
-    from diffusers.hooks import FirstBlockCacheConfig
+def enable_step_cache(model: nn.Module, kind: str = "firstblock", threshold: float = 0.05, steps: int = 40) -> None:
+    """Hook a step cache on now (scail/step_cache.py; a generation hooks the one it asks for by itself). The caller
+    runs each forward inside `cache_context(model, name)` (one name per CFG branch)."""
+    from scailflow.scail import step_cache
+    from scailflow.scail.options import parse_step_cache
 
-    model.enable_cache(FirstBlockCacheConfig(threshold=threshold))
+    step_cache.detach(model)
+    step_cache.attach(model, parse_step_cache(f"{'firstblock' if kind == 'fbc' else kind}:{threshold}"), steps)
 
 
 def cache_context(model: nn.Module, name: str):
-    """`model.cache_context(name)` when a step cache is enabled on `model`, else a no-op context."""
-    import contextlib
+    """The transformer call of CFG branch `name`: its own step-cache state (when a cache is on), counted."""
+    from scailflow.scail.step_cache import context
 
-    if getattr(model, "is_cache_enabled", False):
-        return model.cache_context(name)
-    return contextlib.nullcontext()
+    return context(model, name)
 
 
 def reset_step_cache(model: nn.Module) -> None:
     """Forget cached residuals (call before each new denoising loop)."""
-    if getattr(model, "is_cache_enabled", False):
+    if getattr(model, "_scail_step_cache", (None, None))[0] is not None:
         model._reset_stateful_cache()
 
 
@@ -273,9 +271,17 @@ def apply_speedups(model: nn.Module, opts: ModelOptions, device=None) -> dict:
         applied["fp8_attention"] = True if fp8_on else FP8_OFF_REASON
     if opts.fp8:
         applied["fp8_linears"] = fp8_blocks(model)
-    if opts.step_cache:
-        enable_step_cache(model, "fbc", opts.step_cache)
-        applied["step_cache"] = f"fbc@{opts.step_cache}"
+    if opts.step_cache is not None:
+        from scailflow.scail import step_cache
+        from scailflow.scail.options import parse_step_cache
+
+        spec = parse_step_cache(opts.step_cache)
+        step_cache.set_default(model, spec, explicit=True)
+        if spec is not None and spec.kind == "firstblock":  # needs no step count: on from now
+            step_cache.attach(model, spec, 0)
+        elif spec is not None and spec.kind == "mag":  # fail now, not after the encoders ran
+            step_cache.load_mag_ratios(model)
+        applied["step_cache"] = spec.label if spec else "off"
     dev = device if device is not None else next(model.parameters()).device
     compile_on, why = decide_compile(opts, dev)
     if compile_on:
