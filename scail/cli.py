@@ -12,6 +12,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from scailflow.errors import InputError
 from scailflow.options import from_flags
