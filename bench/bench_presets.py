@@ -15,6 +15,16 @@ block --vram_budget_gb 24` does and caps PyTorch's allocator at 24 GiB (a 24 GB 
     python bench/bench_presets.py --runs eager:fast,fp8+fp8attn+compile:fast,fp8+fp8attn+compile:quality --json x.json
     python bench/bench_presets.py --runs fp8+fp8attn+compile:fast,fp8+fp8attn+compile:quality \
         --offload block --vram-budget-gb 24 --cap-gib 24
+
+`balanced` (40 steps, CFG 5 over the first 80% of the steps, EasyCache) is compared with the `quality` run of the
+same seed when one ran before it. Random weights make EasyCache's own skip decisions meaningless, so
+`--force_skip_ratio R` makes the cache skip R of each branch's steps in a fixed pattern (the hook still measures
+what it measures), which gives the time at a published skip ratio: EasyCache's authors report 2.2x on
+Wan2.1-I2V-14B 720p (arXiv 2507.02860; 2.4x T2V-14B, EasyCache4Wan2.1 README), i.e. ~1 - 1/2.2 = 0.55 of the
+forwards skipped; TeaCache on LightX2V's fp8 build, I2V-14B 480p: 191 -> 107 s = 1.79x, ~0.44 skipped.
+
+    python bench/bench_presets.py --runs fp8+fp8attn+compile:quality,fp8+fp8attn+compile:balanced \
+        --force_skip_ratio 0.55 --json balanced.json
 """
 
 from __future__ import annotations
@@ -36,11 +46,18 @@ from bench_cache import psnr, ssim  # noqa: E402
 from bench_dit import build_model, make_inputs  # noqa: E402
 
 from scailflow.scail import attention as attn  # noqa: E402
-from scailflow.scail import speed  # noqa: E402
+from scailflow.scail import speed, step_cache  # noqa: E402
 from scailflow.scail.fp8_attention import emulate_fa3  # noqa: E402
 from scailflow.scail.model import OFFICIAL_14B_CONFIG, tiny_config  # noqa: E402
 from scailflow.scail.offload import Placement  # noqa: E402
-from scailflow.scail.options import OFFLOAD_MODES, PRESETS, SamplingOptions  # noqa: E402
+from scailflow.scail.options import (  # noqa: E402
+    OFFLOAD_MODES,
+    PRESET_STEP_CACHE,
+    PRESETS,
+    SamplingOptions,
+    StepCacheSpec,
+    parse_step_cache,
+)
 from scailflow.scail.pipeline import Conditioning, SCAIL2Pipeline  # noqa: E402
 
 STAGES = ("encode_prompt", "encode_reference", "encode_driving", "denoise", "decode")
@@ -263,6 +280,14 @@ def main(argv=None) -> int:
         help="simulate a smaller card: torch.cuda.set_per_process_memory_fraction to this many GiB after the build",
     )
     p.add_argument(
+        "--force_skip_ratio",
+        "--force-skip-ratio",
+        type=float,
+        default=None,
+        help="cached presets (balanced): skip this fraction of each branch's steps in a fixed pattern (random "
+        "weights cannot show the real decisions; 0.55 = EasyCache's published 2.2x on Wan2.1-I2V-14B)",
+    )
+    p.add_argument(
         "--vae-tiling", action="store_true", help="only the VAE decode with/without tiling (896x512, 704x1280)"
     )
     args = p.parse_args(argv)
@@ -342,10 +367,14 @@ def main(argv=None) -> int:
             if device == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             run_preset = PRESETS[preset]
-            opts = SamplingOptions(**run_preset, seed=7)
+            opts = SamplingOptions(**run_preset, preset=preset, seed=7)
+            cache = parse_step_cache(PRESET_STEP_CACHE.get(preset))
+            if cache is not None and args.force_skip_ratio is not None:
+                cache = StepCacheSpec(cache.kind, cache.threshold, force_skip_ratio=args.force_skip_ratio)
+            step_cache.set_default(tr, cache, explicit=True)
             t0 = time.perf_counter()
             try:
-                frames, _ = pipe(cond, h, w, opts)
+                frames, record = pipe(cond, h, w, opts)
             finally:
                 for name in STAGES:  # restore the class methods
                     delattr(pipe, name)
@@ -357,7 +386,8 @@ def main(argv=None) -> int:
             if device == "cuda":
                 torch.cuda.empty_cache()
             continue
-        forwards = run_preset["steps"] * (2 if run_preset["guidance"] > 1 else 1)
+        counted = record["step_cache"]
+        forwards = counted["computed"]
         row = {
             "setting": setting,
             "preset": preset,
@@ -365,23 +395,28 @@ def main(argv=None) -> int:
             "clip_s": total,
             "warmup_s": warm,
             "stages_s": acc,
-            "forwards": forwards,
-            "s_per_forward": acc["denoise"] / forwards,
+            "forwards": forwards,  # transformer forwards computed (a cache's skips not counted)
+            "forwards_called": counted["forwards"],
+            "step_cache": counted["kind"],
+            "force_skip_ratio": args.force_skip_ratio if cache is not None else None,
+            "s_per_forward": acc["denoise"] / max(forwards, 1),
             "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan"),
             "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if device == "cuda" else float("nan"),
         }
         if capped_run and not capped["all"]:
             row["placement"] = cap_note
-        if preset not in ref_frames:
+        ref_key = "quality" if preset == "balanced" and "quality" in ref_frames else preset
+        if ref_key not in ref_frames:
             ref_frames[preset] = (setting, frames)
             row.update(psnr=float("inf"), ssim=1.0, vs=setting)
         else:
-            row.update(psnr=psnr(frames, ref_frames[preset][1]), ssim=ssim(frames, ref_frames[preset][1]))
-            row["vs"] = ref_frames[preset][0]
+            row.update(psnr=psnr(frames, ref_frames[ref_key][1]), ssim=ssim(frames, ref_frames[ref_key][1]))
+            row["vs"] = f"{ref_frames[ref_key][0]}:{ref_key}"
         rows.append(row)
         print(
             f"  {setting} {preset}: {total:.1f} s ({', '.join(f'{k} {v:.1f}' for k, v in acc.items())}); "
-            f"warm-up {warm:.1f} s; peak {row['peak_gib']:.1f} GiB",
+            f"warm-up {warm:.1f} s; peak {row['peak_gib']:.1f} GiB; forwards {forwards}/{counted['forwards']} "
+            f"computed ({counted['kind']}{'' if cache is None else f', forced {args.force_skip_ratio}'})",
             flush=True,
         )
         if args.json:
@@ -390,13 +425,14 @@ def main(argv=None) -> int:
         f"Seconds per clip, measured end to end, {args.frames} frames {w}x{h}, {gpu}, {when} (random full-size "
         f"weights; T5, CLIP, VAE encode, DiT loop, VAE decode; {cap}; capped runs: offload {args.offload}, "
         f"cap {args.cap_gib} GiB)",
-        "| setting | preset | s per clip | of which DiT | s / forward | VAE decode | encoders + VAE encode | "
-        "one-time warm-up | peak GiB (allocated / reserved) | PSNR / SSIM vs first run of the preset |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| setting | preset | s per clip | of which DiT | forwards computed / called | s / forward | VAE decode | "
+        "encoders + VAE encode | one-time warm-up | peak GiB (allocated / reserved) | PSNR / SSIM vs first run of the "
+        "preset (balanced: vs quality) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "clip_s" not in r:
-            lines.append(f"| {r['setting']} | {r['preset']} | {r.get('error') or r.get('skipped')} | | | | | | | |")
+            lines.append(f"| {r['setting']} | {r['preset']} | {r.get('error') or r.get('skipped')} | | | | | | | | |")
             continue
         st = r["stages_s"]
         enc = st["encode_prompt"] + st["encode_reference"] + st["encode_driving"]
@@ -406,8 +442,11 @@ def main(argv=None) -> int:
             else f"{r['psnr']:.1f} dB / {r['ssim']:.4f}"
         )
         name = r["setting"] + (" (capped)" if r["capped"] else "")
+        fw = f"{r['forwards']} / {r['forwards_called']}" + (
+            f" (forced skip {r['force_skip_ratio']})" if r.get("force_skip_ratio") is not None else ""
+        )
         lines.append(
-            f"| {name} | {r['preset']} | {r['clip_s']:.1f} s | {st['denoise']:.1f} s | "
+            f"| {name} | {r['preset']} | {r['clip_s']:.1f} s | {st['denoise']:.1f} s | {fw} | "
             f"{r['s_per_forward']:.2f} s | {st['decode']:.1f} s | {enc:.1f} s | {r['warmup_s']:.0f} s | "
             f"{r['peak_gib']:.1f} / {r['peak_reserved_gib']:.1f} | {q} |"
         )

@@ -12,6 +12,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from scailflow.errors import InputError
 from scailflow.options import from_flags
@@ -88,6 +89,30 @@ def strip_gpus_flag(argv: list[str]) -> list[str]:
             continue
         out.append(a)
     return out
+
+
+def add_calibrate_arguments(p: argparse.ArgumentParser) -> None:
+    add_generate_arguments(p)
+
+
+def run_calibrate(args) -> int:
+    """`scailflow calibrate`: MagCache's magnitude ratios for these weights, from one uncached generation of the
+    clip's first segment, stored beside the DiT file (or under SCAILFLOW_HOME/magcache/)."""
+    from scailflow.scail.conditioning import target_size
+    from scailflow.scail.generate import read_conditioning
+    from scailflow.scail.loading import load_pipeline
+    from scailflow.scail.step_cache import calibrate
+
+    req = request_from_args(args, save_file=Path(os.devnull))
+    sampling = from_flags(SamplingOptions, args).resolved()
+    model = from_flags(ModelOptions, args).for_preset(sampling.preset).model_copy(update={"step_cache": "off"})
+    cond, _ = read_conditioning(req)
+    height, width = target_size(sampling.target_h, sampling.target_w, cond.ref_image.shape[:2])
+    pipe = load_pipeline(model)
+    with reporting(terminal("calibrate")):
+        path, data = calibrate(pipe, cond, sampling, height, width)
+    print(f"wrote {path} ({data['steps']} steps): `--step_cache mag` uses these ratios from now on")
+    return 0
 
 
 def add_convert_arguments(p: argparse.ArgumentParser) -> None:

@@ -104,7 +104,9 @@ def generate(
     """
     t0 = time.perf_counter()
     opts = opts.resolved()
+    t_read = time.perf_counter()
     cond, driving_fps = inputs or read_conditioning(req)
+    read_seconds = time.perf_counter() - t_read
     height, width = target_size(opts.target_h, opts.target_w, cond.ref_image.shape[:2])
     if (height, width) != (opts.target_h, opts.target_w):
         log.info(
@@ -142,6 +144,7 @@ def generate(
             fps,
             driving_fps,
         )
+    t_write = time.perf_counter()
     write_video(req.save_file, frames, fps, crf=OUTPUT_CRF, audio_from=sound)
     taken = open_video(req.pose, req.driving_fps).record() | {"frames_taken": record["frames_in"]}
     log.info(
@@ -152,6 +155,12 @@ def generate(
         taken["source_fps"],
         taken["source_frames"],
     )
+    timings = record.setdefault("timings", {})
+    timings["write"] = round(time.perf_counter() - t_write, 3)  # H.264 encode + the sound mux
+    timings["load"] = round(
+        getattr(pipe, "load_seconds", 0.0), 3
+    )  # this process's model load (loaded once per process)
+    timings["read"] = round(read_seconds, 3)  # decoding the input files (0 when the caller read them)
     record.update(
         {
             "driving": taken,

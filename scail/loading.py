@@ -227,6 +227,7 @@ def _load_release(opts: ModelOptions, dev: str, torch_dtype: torch.dtype, placem
         raise InputError(f"cannot load the umt5-xxl tokenizer from {tok_dir}: {e}") from None
     load_dev = dev if opts.offload == "none" else "cpu"
     transformer = load_transformer(Path(scail_path), load_dev, torch_dtype, config=config, keys=keys)
+    transformer._scail_dit_path = str(Path(scail_path).resolve())  # MagCache's ratios are kept beside it
     vae = vae_from_wan_state_dict(torch_load_weights(vae_path))
     text_encoder = umt5_from_wan_state_dict(torch_load_weights(t5_path)).to(torch_dtype)
     image_encoder = clip_from_wan_state_dict(torch_load_weights(clip_path)).to(torch_dtype)

@@ -7,14 +7,16 @@ Plain pydantic, importable without torch: the command line, job.yaml / pipelines
 
 from __future__ import annotations
 
+import math
 import sys
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from scailflow.options import Flag, FlagAlias, Options, choices, str2bool
 
-Preset = Literal["quality", "fast", "comfy"]
+Preset = Literal["quality", "balanced", "fast", "comfy"]
 Solver = Literal["unipc", "dpm++", "euler"]
 ColorMatch = Literal["reinhard", "histogram", "off"]
 ModelName = Literal["scail2", "SCAIL-14B", "tiny-random"]  # SCAIL-14B: the official name of the released model
@@ -27,12 +29,16 @@ OFFLOAD_MODES = choices(Offload)
 MODELS = choices(ModelName)
 ATTENTION_CHOICES = choices(Attention)
 PRESETS: dict[str, dict] = {
-    "quality": dict(steps=40, shift=3.0, guidance=5.0, solver="unipc"),
+    "quality": dict(steps=40, shift=3.0, guidance=5.0, solver="unipc", cfg_truncate=1.0),
+    # quality's sampler with the step cache (PRESET_STEP_CACHE) and CFG only for the first 80% of the steps
+    "balanced": dict(steps=40, shift=3.0, guidance=5.0, solver="unipc", cfg_truncate=0.8),
     # the lightx2v step/cfg distill LoRA (rank 128) is what makes 8 steps without CFG work
     "fast": dict(steps=8, shift=1.0, guidance=1.0, solver="unipc"),
     # ComfyUI's SCAIL-2 template: Euler, 6 steps, shift 5, no CFG, with lightx2v distill (0.8) + SCAIL-2 DPO (1.0)
     "comfy": dict(steps=6, shift=5.0, guidance=1.0, solver="euler"),
 }
+# the step cache a preset turns on when --step_cache is not given (scail/step_cache.py)
+PRESET_STEP_CACHE: dict[str, str] = {"balanced": "easy"}
 # the LoRA strengths a preset is made for, in --lora_path order (the paths are the user's: nothing is downloaded)
 PRESET_LORAS: dict[str, tuple[tuple[str, float], ...]] = {
     "fast": (("lightx2v I2V step/cfg distill", 1.0),),
@@ -43,12 +49,89 @@ PRESET_LORAS: dict[str, tuple[tuple[str, float], ...]] = {
 KEYED_WHEN_SET = ("pose_strength", "pose_start", "pose_end")  # added later: in keys only when not at their default
 
 
+# ------------------------------------------------------------------------------------------------ step cache
+STEP_CACHE_KINDS = ("easy", "mag", "firstblock", "taylorseer")
+# threshold when none is given: EasyCache as ComfyUI's node (0.2), MagCache and FBC as diffusers' configs; TaylorSeer's
+# is the number of steps between full forwards
+STEP_CACHE_DEFAULTS = {"easy": 0.2, "mag": 0.06, "firstblock": 0.05, "taylorseer": 4}
+_STEP_CACHE_ALIASES = {"fbc": "firstblock", "first_block": "firstblock", "easycache": "easy", "magcache": "mag"}
+_STEP_CACHE_OFF = ("off", "none", "no", "0")
+
+
+@dataclass(frozen=True)
+class StepCacheSpec:
+    """One step cache: its kind and threshold (`force_skip_ratio`: benchmarks only, a fixed skip pattern)."""
+
+    kind: str
+    threshold: float
+    force_skip_ratio: float | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.threshold:g}"
+
+
+def parse_step_cache(value) -> StepCacheSpec | None:
+    """`--step_cache` as a spec: None / off -> None; a number -> firstblock with that threshold; KIND[:THRESHOLD]."""
+    if value is None or isinstance(value, bool):
+        if value:
+            raise ValueError("step_cache: give a kind (easy, mag, firstblock, taylorseer) or a threshold")
+        return None
+    if isinstance(value, (int, float)):
+        return _spec("firstblock", float(value))
+    text = str(value).strip().lower()
+    if text in _STEP_CACHE_OFF or not text:
+        return None
+    try:
+        return _spec("firstblock", float(text))
+    except ValueError:
+        pass
+    kind, _, thr = text.partition(":")
+    kind = _STEP_CACHE_ALIASES.get(kind, kind)
+    if kind not in STEP_CACHE_KINDS:
+        raise ValueError(
+            f"step_cache {value!r}: use easy, mag, firstblock or taylorseer, optionally with :THRESHOLD "
+            "(e.g. easy:0.1), a plain threshold for firstblock, or off"
+        )
+    try:
+        threshold = float(thr) if thr else STEP_CACHE_DEFAULTS[kind]
+    except ValueError:
+        raise ValueError(f"step_cache {value!r}: the threshold after ':' must be a number") from None
+    return _spec(kind, threshold)
+
+
+def _spec(kind: str, threshold: float) -> StepCacheSpec:
+    if not math.isfinite(threshold) or threshold <= 0:
+        raise ValueError(f"step_cache: the {kind} threshold must be a positive number, got {threshold:g}")
+    if kind == "taylorseer" and (threshold != int(threshold) or threshold < 2):
+        raise ValueError("step_cache: taylorseer's threshold is the steps between full forwards, an integer >= 2")
+    return StepCacheSpec(kind, threshold)
+
+
+def normalize_step_cache(value):
+    """The option's stored form: None, "off", a plain number (firstblock, as before) or "kind" / "kind:threshold"."""
+    if value is None:
+        return None
+    spec = parse_step_cache(value)
+    if spec is None:
+        return "off"
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value).strip().lower()
+    try:
+        return float(text)
+    except ValueError:
+        return spec.kind if ":" not in text else spec.label
+
+
 class SamplingOptions(Options):
     """How one video is sampled (job.yaml `sampling:`; the official generate.py's sample_* flags)."""
 
     preset: Annotated[Preset, Flag("--preset")] = Field(
         "quality",
-        description="quality: 40 steps, shift 3, CFG 5, UniPC; fast: 8 steps, shift 1, CFG 1 (with the lightx2v LoRA); "
+        description="quality: 40 steps, shift 3, CFG 5, UniPC; balanced: quality's with the EasyCache step cache "
+        "and CFG over the first 0.8 of the steps only (about half the forwards; its quality on real weights is "
+        "yours to check: run both presets on one clip); fast: 8 steps, shift 1, CFG 1 (with the lightx2v LoRA); "
         "comfy: ComfyUI's template, 6 Euler steps, shift 5, CFG 1 (with the lightx2v LoRA at 0.8 and the DPO LoRA "
         "at 1.0)",
     )
@@ -63,6 +146,13 @@ class SamplingOptions(Options):
     )
     solver: Annotated[Solver | None, Flag("--sample_solver", "--solver")] = Field(
         None, description="sampler (default: the preset's)"
+    )
+    cfg_truncate: Annotated[float | None, Flag("--cfg_truncate", "--cfg-truncate")] = Field(
+        None,
+        gt=0,
+        le=1,
+        description="CFG only during this first fraction of the steps, the rest unguided (one forward each); "
+        "1 = CFG at every step (default: the preset's)",
     )
     seed: Annotated[int, Flag("--base_seed", "--seed")] = Field(
         -1, ge=-1, le=sys.maxsize, description="-1: a random seed, printed and recorded"
@@ -180,6 +270,13 @@ class SamplingOptions(Options):
     def uses_cfg(self) -> bool:
         return self.resolved().guidance > 1.0
 
+    def guided_steps(self) -> int:
+        """How many of the (resolved) steps run CFG's two branches; the last ones run the conditional branch only."""
+        r = self.resolved()
+        if r.guidance <= 1.0:
+            return 0
+        return max(1, math.ceil(r.steps * (r.cfg_truncate if r.cfg_truncate is not None else 1.0) - 1e-9))
+
 
 def offload_from_official(text: str) -> str:
     """The official `--offload_model True|False` as our `offload`: True moves each component to the GPU only while
@@ -231,7 +328,11 @@ class ModelOptions(Options):
         False, description="keep the T5 text encoder on the CPU (the official flag): less GPU memory, slower prompts"
     )
     vram_budget_gb: Annotated[float | None, Flag("--vram_budget_gb", "--vram-budget-gb")] = Field(
-        None, gt=0, description="with --offload block: GPU memory the DiT blocks may use"
+        None,
+        gt=0,
+        description="with --offload block: GPU memory (GiB) the DiT's weights may take: as many blocks as fit stay "
+        "on the GPU, the rest stream one at a time (activations come on top: ~6 GiB at 896x512, 81 frames). "
+        "Default: every block streams (least memory)",
     )
     device: Annotated[str, Flag("--device")] = Field("auto", description="auto, cpu, cuda, cuda:N")
     dtype: Annotated[Dtype, Flag("--dtype")] = Field("auto", description="auto: bf16 on a GPU, fp32 on a CPU")
@@ -245,16 +346,21 @@ class ModelOptions(Options):
         description="fp8 self-attention in FlashAttention 3 (Hopper, scailflow[hopper]): Hadamard-rotated q and k, "
         "per-head scales, bf16 output; off with a warning where FlashAttention 3 cannot run",
     )
-    compile: Annotated[bool, Flag("--compile")] = Field(
-        False, description="torch.compile the repeated DiT block (the first step is slower)"
+    compile: Annotated[bool | None, Flag("--compile")] = Field(
+        None,
+        description="torch.compile the repeated DiT block (the first step is slower; kernels cached under "
+        "SCAILFLOW_HOME/compile for later processes). Default: on with a CUDA GPU (sm80+, Triton), off on the CPU and "
+        "with --offload block; --no-compile turns it off",
     )
     fp8: Annotated[bool, Flag("--fp8")] = Field(
         False, description="fp8 weights and matmuls in the DiT blocks (Ada/Hopper GPUs)"
     )
-    step_cache: Annotated[float | None, Flag("--step_cache", "--step-cache", metavar="THRESHOLD")] = Field(
+    step_cache: Annotated[str | None, Flag("--step_cache", "--step-cache", metavar="KIND[:THRESHOLD]")] = Field(
         None,
-        gt=0,
-        description="First Block Cache: skip the later blocks while block 0's residual changes less than this",
+        description="skip DiT forwards that would change little: easy (EasyCache: no calibration), mag (MagCache: "
+        "run `scailflow calibrate` once for these weights), firstblock (First Block Cache), taylorseer (TaylorSeer, "
+        "threshold = steps between full forwards); off = none. A plain number is firstblock with that threshold "
+        "(default: the preset's, i.e. easy with --preset balanced)",
     )
     vae_tiling: Annotated[bool, Flag("--vae_tiling", "--vae-tiling")] = Field(
         False, description="decode the VAE in tiles (less memory)"
@@ -265,6 +371,12 @@ class ModelOptions(Options):
     oom_retry_offload: Annotated[bool, Flag("--oom-retry-offload")] = Field(
         True, description="in a flow, on GPU out-of-memory with offload none: one more try with block offload"
     )
+
+    @field_validator("step_cache", mode="plain")
+    @classmethod
+    def _step_cache(cls, v):
+        # a plain number stays a number (First Block Cache's threshold, as before); names are checked here
+        return normalize_step_cache(v)
 
     @field_validator("lora_path", "lora_alpha", mode="before")
     @classmethod

@@ -6,9 +6,11 @@ offload are the `Placement` strategy's business (scail/offload.py), never the mo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -17,6 +19,7 @@ import torch
 
 from scailflow.errors import InputError
 from scailflow.progress import report
+from scailflow.scail import step_cache
 from scailflow.scail.color import ColorMatcher
 from scailflow.scail.conditioning import (
     frames_to_model,
@@ -32,7 +35,7 @@ from scailflow.scail.pose_control import pose_active, scale_pose
 from scailflow.scail.resume import Carry, KeptFrames, MemorySegments, SegmentStore
 from scailflow.scail.schedulers import make_scheduler
 from scailflow.scail.segments import Segment, output_frames, plan_segments
-from scailflow.scail.speed import cache_context, reset_step_cache
+from scailflow.scail.step_cache import context as cache_context
 
 log = logging.getLogger("scailflow.scail")
 
@@ -48,6 +51,37 @@ class Conditioning:
     prompt: str
     replace: bool = False
     additional_refs: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+
+class StageClock:
+    """Wall seconds per stage of one generation (GPU work finished at each boundary), for the record's `timings`."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.seconds: dict[str, float] = {}
+        self.steps: list[float] = []  # every denoising step, in order (the first one pays any compile warm-up)
+
+    def now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        t0 = self.now()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + self.now() - t0
+
+    def record(self) -> dict:
+        out = {k: round(v, 3) for k, v in self.seconds.items()}
+        if self.steps:
+            later = sorted(self.steps[1:])
+            out["steps"] = len(self.steps)
+            out["first_step"] = round(self.steps[0], 3)
+            out["step_median"] = round(later[len(later) // 2], 3) if later else round(self.steps[0], 3)
+        return out
 
 
 def random_seed() -> int:
@@ -134,6 +168,7 @@ class SCAIL2Pipeline:
         self.speedups: dict = {}
         self.loras: list[dict] = []  # the merged LoRAs (path, alpha, layers, format), for the record
         self.load_seconds = 0.0
+        self.clock: StageClock | None = None  # the generation in progress's stage clock
 
     @property
     def device(self) -> torch.device:
@@ -230,16 +265,21 @@ class SCAIL2Pipeline:
         posed = unposed = cond_kw
         if opts.pose_start > 0.0 or opts.pose_end < 1.0:  # outside ComfyUI's pose window: no pose
             unposed = dict(cond_kw, pose_latents=torch.zeros_like(cond_kw["pose_latents"]))
-        reset_step_cache(self.transformer)
+        step_cache.begin(self.transformer, opts)  # every segment starts with fresh cache states
+        guided = opts.guided_steps()  # --cfg_truncate: the last steps run the conditional branch only
+        clock = self.clock or StageClock(self.device)
         with self.placement.use(self.transformer):
             for i, t in enumerate(sched.timesteps):
+                t0 = clock.now()
                 if n_hist:
                     latents[:, :, :n_hist] = history
                 active = pose_active(i, len(sched.timesteps), opts.pose_start, opts.pose_end)
-                v = self.predict(latents, t, ctx, neg_ctx, opts.guidance, posed if active else unposed)
+                neg = neg_ctx if i < guided else None
+                v = self.predict(latents, t, ctx, neg, opts.guidance, posed if active else unposed)
                 latents = sched.step(v.float(), t, latents).prev_sample
                 if n_hist:
                     latents[:, :, :n_hist] = history
+                clock.steps.append(clock.now() - t0)
                 if progress:
                     progress(i + 1, len(sched.timesteps))
         return latents
@@ -296,23 +336,28 @@ class SCAIL2Pipeline:
             previous, color_record = carry.history, carry.color_record
             if matcher is not None:
                 matcher.restore(carry.matcher)
-        ctx, neg_ctx = self.encode_prompt(cond.prompt, opts.negative_prompt, use_cfg)
-        ref = self.encode_reference(cond, height, width)
+        clock = self.clock = StageClock(self.device)
+        with clock.stage("text"):
+            ctx, neg_ctx = self.encode_prompt(cond.prompt, opts.negative_prompt, use_cfg)
+        with clock.stage("reference"):
+            ref = self.encode_reference(cond, height, width)
         ref_kw = {"replace_flag": cond.replace, **ref}
+        forwards = step_cache.start_counting(self.transformer)
         if len(plan) > 1:
             progress("segment", first, len(plan))
         for k, seg in enumerate(plan):
             if k < first:
                 continue
             store.begin(k)
-            frames, masks = self._segment_pixels(cond, seg)
-            pose_latents, driving_masks = self.encode_driving(frames, masks, height, width)
-            pose_latents = scale_pose(pose_latents, opts.pose_strength, *vae_stats(self.vae, pose_latents))
-            latents = self.prepare_latents(seg.length, height, width, generator)
-            history = None
-            if seg.history:
-                # handed over in bf16, the official param dtype, before the VAE sees them
-                history = self._vae_encode(previous[:, -seg.history :].to(torch.bfloat16))
+            with clock.stage("driving"):
+                frames, masks = self._segment_pixels(cond, seg)
+                pose_latents, driving_masks = self.encode_driving(frames, masks, height, width)
+                pose_latents = scale_pose(pose_latents, opts.pose_strength, *vae_stats(self.vae, pose_latents))
+                latents = self.prepare_latents(seg.length, height, width, generator)
+                history = None
+                if seg.history:
+                    # handed over in bf16, the official param dtype, before the VAE sees them
+                    history = self._vae_encode(previous[:, -seg.history :].to(torch.bfloat16))
             cond_kw = dict(ref_kw, pose_latents=pose_latents, driving_masks=driving_masks)
             what = f"denoise segment {k + 1}/{len(plan)}"
             progress(what, k * opts.steps, len(plan) * opts.steps)
@@ -320,8 +365,10 @@ class SCAIL2Pipeline:
             def step_cb(i: int, n: int, k: int = k, what: str = what) -> None:
                 progress(what, k * n + i, len(plan) * n)
 
-            latents = self.denoise(latents, ctx, neg_ctx, cond_kw, opts, history, step_cb)
-            video = self.decode(latents, lambda i, n: progress("decode", i, n))
+            with clock.stage("denoise"):
+                latents = self.denoise(latents, ctx, neg_ctx, cond_kw, opts, history, step_cb)
+            with clock.stage("decode"):
+                video = self.decode(latents, lambda i, n: progress("decode", i, n))
             if matcher is not None:  # before the hand-over: the next segment starts from the matched colours
                 video, stats = self._match_colors(matcher, video, first=k == 0)
                 if stats:
@@ -347,7 +394,10 @@ class SCAIL2Pipeline:
             "height": height,
             "width": width,
             "guidance_used": use_cfg,
+            "step_cache": {"kind": getattr(step_cache.spec_for(self.transformer, opts), "label", "off")}
+            | forwards.record(),
             "color_match": {"method": method if matcher else "off", "segments": color_record},
+            "timings": clock.record(),
         }
         if color_record:
             log.info(

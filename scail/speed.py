@@ -8,12 +8,13 @@
   scale per output row, activations quantized per token (row) on the fly, product by `torch._scaled_mm` with bf16
   output. Where `_scaled_mm` cannot run (CPU, pre-Hopper GPU) the same quantized values are multiplied in bf16/fp32,
   so the numerics (and the tests) stay the same.
-- step caching: diffusers' First Block Cache through the model's CacheMixin (`enable_step_cache`).
+- step caching: scail/step_cache.py (EasyCache here; diffusers' MagCache, First Block Cache, TaylorSeer).
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Iterable
 
 import torch
@@ -158,29 +159,102 @@ def fuse_qkv(model: nn.Module) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ step cache
-def enable_step_cache(model: nn.Module, kind: str = "fbc", threshold: float = 0.05) -> None:
-    """Step caching through diffusers' cache hooks: `fbc` (First Block Cache; `threshold` on the relative change of
-    block 0's residual). The caller runs each forward inside `model.cache_context(name)` (one name per CFG branch)."""
-    if kind != "fbc":
-        raise ValueError("step cache kind must be 'fbc'")
-    from diffusers.hooks import FirstBlockCacheConfig
+def enable_step_cache(model: nn.Module, kind: str = "firstblock", threshold: float = 0.05, steps: int = 40) -> None:
+    """Hook a step cache on now (scail/step_cache.py; a generation hooks the one it asks for by itself). The caller
+    runs each forward inside `cache_context(model, name)` (one name per CFG branch)."""
+    from scailflow.scail import step_cache
+    from scailflow.scail.options import parse_step_cache
 
-    model.enable_cache(FirstBlockCacheConfig(threshold=threshold))
+    step_cache.detach(model)
+    step_cache.attach(model, parse_step_cache(f"{'firstblock' if kind == 'fbc' else kind}:{threshold}"), steps)
 
 
 def cache_context(model: nn.Module, name: str):
-    """`model.cache_context(name)` when a step cache is enabled on `model`, else a no-op context."""
-    import contextlib
+    """The transformer call of CFG branch `name`: its own step-cache state (when a cache is on), counted."""
+    from scailflow.scail.step_cache import context
 
-    if getattr(model, "is_cache_enabled", False):
-        return model.cache_context(name)
-    return contextlib.nullcontext()
+    return context(model, name)
 
 
 def reset_step_cache(model: nn.Module) -> None:
     """Forget cached residuals (call before each new denoising loop)."""
-    if getattr(model, "is_cache_enabled", False):
+    if getattr(model, "_scail_step_cache", (None, None))[0] is not None:
         model._reset_stateful_cache()
+
+
+# ------------------------------------------------------------------------------------------------ the default path
+def decide_compile(opts: ModelOptions, device, gpu: dict | None = None) -> tuple[bool, str]:
+    """Whether to compile the DiT block, and why (one phrase for the log line). `--compile` / `--no-compile` decide;
+    otherwise compile on a CUDA GPU of compute capability 8.0 or more with Triton, where it was measured 1.12-1.15x per
+    DiT forward (bench/NOTES.md) for a ~20-35 s warm-up that the cross-process cache (`compile_cache_dir`) takes
+    down to seconds after the first process. `gpu`: {"name", "capability", "triton"} (read from the device when
+    None; the tests pass it)."""
+    if opts.compile is not None:
+        return opts.compile, "--compile" if opts.compile else "--no-compile"
+    dev = torch.device(device if device is not None else "cpu")
+    if dev.type != "cuda":
+        return False, "not on a CUDA GPU"
+    gpu = gpu if gpu is not None else gpu_facts(dev)
+    if tuple(gpu["capability"]) < (8, 0):
+        return False, f"{gpu['name']} (sm{gpu['capability'][0]}{gpu['capability'][1]}) is below sm80, not measured"
+    if not gpu["triton"]:
+        return False, "Triton is not installed, so torch.compile cannot build GPU kernels"
+    if opts.offload == "block":
+        return False, "block offload: compile around the offload hooks is not measured (--compile turns it on)"
+    return True, f"CUDA {gpu['name']}: compile repays its warm-up in a few steps (1.12-1.15x per forward measured)"
+
+
+def gpu_facts(device) -> dict:
+    """Name, compute capability and whether Triton is importable, for `decide_compile` and the cache key."""
+    import importlib.util
+
+    dev = torch.device(device)
+    index = dev.index if dev.index is not None else torch.cuda.current_device()
+    return {
+        "name": torch.cuda.get_device_name(index),
+        "capability": tuple(torch.cuda.get_device_capability(index)),
+        "triton": importlib.util.find_spec("triton") is not None,
+    }
+
+
+def compile_cache_dir(opts: ModelOptions, gpu_name: str, home=None) -> Path:
+    """Where Inductor keeps this configuration's compiled kernels across processes: SCAILFLOW_HOME/compile/<key>,
+    the key naming torch's version, the GPU and the settings that change the compiled graph."""
+    import re
+
+    if home is None:
+        from scailflow.flows.env import data_dir
+
+        home = data_dir()
+    parts = [
+        f"torch{torch.__version__}",
+        gpu_name,
+        f"attn-{opts.attention or 'default'}",
+        "fp8" if opts.fp8 else "bf16",
+        "fp8attn" if opts.fp8_attention else "",
+        f"offload-{opts.offload}",
+    ]
+    key = re.sub(r"[^A-Za-z0-9.+-]+", "_", "_".join(p for p in parts if p)).strip("_")
+    return Path(home) / "compile" / key
+
+
+def use_compile_cache(path: Path) -> Path:
+    """Point Inductor's on-disk caches (FX graphs, autotuning, Triton kernels) at `path`, unless the user set
+    TORCHINDUCTOR_CACHE_DIR; returns the directory in use."""
+    import os
+
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    try:  # Inductor writes its default into the variable once it has looked: that one is not the user's
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+        default = default_cache_dir()
+    except Exception:  # noqa: BLE001 - another torch layout: treat any value as the user's
+        default = None
+    if current and current != default:
+        return Path(current)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
+    return path
 
 
 # ------------------------------------------------------------------------------------------------ one entry
@@ -197,13 +271,35 @@ def apply_speedups(model: nn.Module, opts: ModelOptions, device=None) -> dict:
         applied["fp8_attention"] = True if fp8_on else FP8_OFF_REASON
     if opts.fp8:
         applied["fp8_linears"] = fp8_blocks(model)
-    if opts.step_cache:
-        enable_step_cache(model, "fbc", opts.step_cache)
-        applied["step_cache"] = f"fbc@{opts.step_cache}"
-    if opts.compile:
+    if opts.step_cache is not None:
+        from scailflow.scail import step_cache
+        from scailflow.scail.options import parse_step_cache
+
+        spec = parse_step_cache(opts.step_cache)
+        step_cache.set_default(model, spec, explicit=True)
+        if spec is not None and spec.kind == "firstblock":  # needs no step count: on from now
+            step_cache.attach(model, spec, 0)
+        elif spec is not None and spec.kind == "mag":  # fail now, not after the encoders ran
+            step_cache.load_mag_ratios(model)
+        applied["step_cache"] = spec.label if spec else "off"
+    dev = device if device is not None else next(model.parameters()).device
+    compile_on, why = decide_compile(opts, dev)
+    if compile_on:
+        if torch.device(dev).type == "cuda":
+            cache = use_compile_cache(compile_cache_dir(opts, torch.cuda.get_device_name(torch.device(dev))))
+            warm = any(cache.iterdir())
+            applied["compile_cache"] = str(cache)
+            why += f"; kernel cache {'warm' if warm else 'cold (filled by this process)'} at {cache}"
         # group offload hooks (--offload block) break the block's graph on purpose: compile around them
         compile_blocks(model, fullgraph=opts.offload != "block")
         applied["compile"] = "default"
+    log.info(
+        "speed path: compile %s (%s); attention %s; fp8 %s",
+        "on" if compile_on else "off",
+        why,
+        concrete if concrete != "sdpa" else "torch SDPA's choice (cuDNN on Hopper)",
+        "on (--fp8)" if opts.fp8 else "off (opt-in: it moves the output ~5e-2)",
+    )
     if applied:
         log.info("speed-ups: %s", applied)
     return applied

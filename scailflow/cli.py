@@ -33,6 +33,11 @@ COMMANDS = {
         "sample SCAIL-2 from prepared files (the official generate.py flags)",
     ),
     "convert": ("scailflow.scail.cli", "convert", "convert the training checkpoint to one safetensors file"),
+    "calibrate": (
+        "scailflow.scail.cli",
+        "calibrate",
+        "measure MagCache's ratios for your DiT once (then --step_cache mag), from prepared files",
+    ),
     "prompt": (
         "scailflow.prompts.cli",
         None,

@@ -324,7 +324,7 @@ def test_load_pipeline_speed_hook():
     pipe = load_pipeline(
         ModelOptions(model="tiny-random", device="cpu", attention="sdpa", step_cache=0.1, vae_tiling=True)
     )
-    assert pipe.speedups == {"attention": "sdpa", "step_cache": "fbc@0.1"}
+    assert pipe.speedups == {"attention": "sdpa", "step_cache": "firstblock:0.1"}
     assert pipe.vae.use_tiling and pipe.transformer.is_cache_enabled
 
 
