@@ -18,6 +18,7 @@ __getattr__, __dir__, __all__ = exports(
             "override_dir",
             "read_mask_image",
             "read_mask_video",
+            "stream_mask_video",
         ),
         "errors": ("NoPersonError", "TooManyPersonsError"),
         "palette": ("ALLOWED_COLOURS", "BLACK", "PALETTE", "PALETTE_NAMES", "WHITE", "is_pure", "snap_to_palette"),

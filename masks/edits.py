@@ -18,7 +18,7 @@ import numpy as np
 
 from scailflow.errors import InputError
 from scailflow.files import file_sha256
-from scailflow.media import IMAGE_SUFFIXES, read_image, read_video
+from scailflow.media import IMAGE_SUFFIXES, StreamedFrames, open_video, read_image, read_video
 
 from .palette import snap_to_palette
 
@@ -83,6 +83,38 @@ def read_mask_video(path: str | os.PathLike, *, snap: bool = True, driving_fps=N
             frames[index] = image
         log.info("%s: %d frames replaced from %s", path.name, len(overrides), override_dir(path))
     return _snap(frames, str(path), snap)
+
+
+def stream_mask_video(path: str | os.PathLike, *, snap: bool = True, driving_fps=None) -> StreamedFrames:
+    """`read_mask_video` streamed: the frames are decoded when asked for (a window at a time, see
+    `scailflow.decode.StreamedFrames`), with the frame overrides applied and snapped to the palette as they come.
+    The overrides are checked now (frame number, size), so a bad edit fails before anything runs."""
+    path = Path(path)
+    reader = open_video(path, driving_fps=driving_fps)
+    overrides = {}
+    for index, image_path in frame_overrides(path).items():
+        if index >= reader.frames:
+            raise InputError(
+                f"override {image_path} is for frame {index} but {path.name} has {reader.frames} frames (numbered from 0)"
+            )
+        image = read_image(image_path)
+        if image.shape != (reader.height, reader.width, 3):
+            raise InputError(
+                f"override {image_path} is {image.shape[1]}x{image.shape[0]}, the mask video "
+                f"{reader.width}x{reader.height}"
+            )
+        overrides[index] = image
+    if overrides:
+        log.info("%s: %d frames replaced from %s", path.name, len(overrides), override_dir(path))
+
+    def edited(indices: np.ndarray, frames: np.ndarray) -> np.ndarray:
+        for k, index in enumerate(indices.tolist()):
+            if index in overrides:
+                frames[k] = overrides[index]
+        first, last = int(indices.min()), int(indices.max())
+        return _snap(frames, f"{path} (frames {first}-{last})", snap)
+
+    return StreamedFrames(reader, transform=edited)
 
 
 def mask_sources(path: str | os.PathLike) -> list[Path]:

@@ -102,29 +102,55 @@ class MediapipeSegmenter:
     def segment(self, frames: np.ndarray, select: Selector, boxes: Sequence[Box] | None = None) -> Segmentation:
         if boxes:
             log.debug("mediapipe finds people itself; %d prompt boxes unused", len(boxes))
-        probs = iter(self.probabilities(frames))
-        first = next(probs) > 0.5
-        with FaceDetector().session() as detect:
-            candidates = split_people(first, detect(frames[0]))
+        tracked = self.stream(iter(frames), len(frames), select)
+        head = next(tracked)
+        if head.count == 0:
+            return _empty(frames, head.candidates)
+        labels = np.zeros(frames.shape[:3], np.uint8)
+        labels[0] = head.labels[0]
+        for t, frame_labels in enumerate(tracked, start=1):
+            labels[t] = frame_labels
+        return Segmentation(labels, head.count, head.candidates)
+
+    def stream(self, frames: Iterable[np.ndarray], total: int, select: Selector) -> Iterable:
+        """`segment` one frame at a time, for a clip too long to hold: the first item is the first frame's
+        Segmentation ([1, H, W] labels, the people kept, the candidates), then each later frame's labels [H, W]
+        as its frame comes (nothing when nobody was kept). Holds one frame."""
+        frames = iter(frames)
+        frame0 = next(frames)
+        with self._model() as model, FaceDetector().session() as detect:
+
+            def foreground(frame: np.ndarray) -> np.ndarray:
+                return np.asarray(model.process(np.ascontiguousarray(frame)).segmentation_mask, np.float32) > 0.5
+
+            first = foreground(frame0)
+            candidates = split_people(first, detect(frame0))
             kept = select(candidates)
             if not kept:
-                return _empty(frames, len(candidates))
-            labels = np.zeros(frames.shape[:3], np.uint8)
-            if len(candidates) == 1:  # one person: the whole foreground, frame by frame
-                labels[0] = first
-                report("segment", 1, len(frames))
-                for t, p in enumerate(probs, start=1):
-                    labels[t] = p > 0.5
-                    report("segment", t + 1, len(frames))
-                return Segmentation(labels, 1, 1)
+                yield Segmentation(np.zeros((1, *frame0.shape[:2]), np.uint8), 0, len(candidates))
+                return
+            single = len(candidates) == 1  # one person: the whole foreground, frame by frame
             people = candidates  # every candidate is tracked, so the ones not kept never leak into the kept
-            for t in range(frames.shape[0]):
-                if t:
-                    people = track_people(people, next(probs) > 0.5, detect(frames[t]))
+
+            def labelled(people) -> np.ndarray:
+                out = np.zeros(frame0.shape[:2], np.uint8)
                 for p, i in enumerate(kept):
-                    labels[t][people[i]] = p + 1
-                report("segment", t + 1, len(frames))
-        return Segmentation(labels, len(kept), len(candidates))
+                    out[people[i]] = p + 1
+                return out
+
+            yield Segmentation(
+                (first if single else labelled(people)).astype(np.uint8)[None],
+                1 if single else len(kept),
+                len(candidates),
+            )
+            report("segment", 1, total)
+            for t, frame in enumerate(frames, start=1):
+                if single:
+                    yield foreground(frame).astype(np.uint8)
+                else:
+                    people = track_people(people, foreground(frame), detect(frame))
+                    yield labelled(people)
+                report("segment", t + 1, total)
 
 
 _SAM2_SIZES = (

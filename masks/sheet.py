@@ -11,9 +11,9 @@ import numpy as np
 
 from scailflow.errors import InputError
 from scailflow.layout import DRIVING_MASK_NAMES, REF_MASK
-from scailflow.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_image, read_video, write_image, write_video
+from scailflow.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, open_video, read_image, read_video, write_image, write_video
 
-from .edits import read_mask_image, read_mask_video
+from .edits import read_mask_image, read_mask_video, stream_mask_video
 
 log = logging.getLogger("scailflow.masks")
 
@@ -107,15 +107,19 @@ def overlay_frames(
 ) -> tuple[np.ndarray, float]:
     """Every `step`-th driving frame with its mask blended over it (as on the sheet), at most `max_side` pixels on
     the longer side, and the video's fps."""
-    masks = read_mask_video(Path(mask_video))
-    frames, fps = read_video(video)
+    # streamed side by side: one frame of each at a time, only the kept ones (resized) are held
+    masks = stream_mask_video(Path(mask_video))
+    reader = open_video(video)
+    fps = reader.fps
     h, w = masks.shape[1:3]
     scale = min(1.0, max_side / max(h, w)) if max_side else 1.0
     size = (max(2, round(w * scale)), max(2, round(h * scale)))
     out = []
-    for t in range(0, min(len(frames), len(masks)), max(1, step)):
-        mask = cv2.resize(masks[t], size, interpolation=cv2.INTER_NEAREST) if scale < 1 else masks[t]
-        out.append(_overlay(cv2.resize(frames[t], size, interpolation=cv2.INTER_AREA), mask))
+    for t, (frame, mask) in enumerate(zip(reader, masks)):
+        if t % max(1, step):
+            continue
+        mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST) if scale < 1 else mask
+        out.append(_overlay(cv2.resize(frame, size, interpolation=cv2.INTER_AREA), mask))
     return np.stack(out), fps
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from functools import partial
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -22,7 +23,7 @@ from scailflow.layout import (
     driving_mask_name,
     extra_ref_mask_name,
 )
-from scailflow.media import read_image, read_video, write_image
+from scailflow.media import open_video, read_image, read_video, write_image
 from scailflow.options import Mode, choices
 
 from .errors import NoPersonError
@@ -292,7 +293,13 @@ def _frame_reference(
 
 
 def _write_masks(
-    out_dir: Path, mode: str, ref_labels: np.ndarray, drv_labels: np.ndarray, colours, dilate_px: int, fps: float
+    out_dir: Path,
+    mode: str,
+    ref_labels: np.ndarray,
+    drv_labels: Iterable[np.ndarray],
+    colours,
+    dilate_px: int,
+    fps: float,
 ) -> tuple[Path, Path]:
     """Animation: people in colour on white / on black. Replacement: the person on black / the replaced region
     (grown by `dilate_px`) in colour on white."""
@@ -302,7 +309,7 @@ def _write_masks(
         write_label_video(drv_path, drv_labels, colours, BLACK, fps)
     else:
         write_mask_image(ref_path, colourise(ref_labels, colours, BLACK))
-        write_label_video(drv_path, dilate(drv_labels, dilate_px), colours, WHITE, fps)
+        write_label_video(drv_path, (dilate(labels, dilate_px) for labels in drv_labels), colours, WHITE, fps)
     return ref_path, drv_path
 
 
@@ -344,8 +351,14 @@ def make_masks(
 
     # 2. Read the inputs, build the segmenter
     ref = read_image(ref_image)
-    frames, fps = read_video(driving_video, driving_fps=driving_fps)  # upright, BT.709, at sampling.driving_fps
     seg = segmenter if segmenter is not None else _segmenter_for(opts, device)
+    # upright, BT.709, at sampling.driving_fps; a segmenter that tracks frame by frame (mediapipe) gets them one at
+    # a time and its labels are written as they come (memory does not grow with the clip); the video trackers
+    # (SAM 2/3) take the whole clip
+    reader = open_video(driving_video, driving_fps=driving_fps)
+    fps = reader.fps
+    streamed = hasattr(seg, "stream")
+    frames = None if streamed else read_video(driving_video, driving_fps=driving_fps)[0]
 
     # 3. The reference's people first: the driving selector needs them to match people and pick the one to replace
     ref_seg = _segment_reference(seg, ref_image, ref, opts.max_persons if mode == "animation" else 1, ref_person_boxes)
@@ -359,7 +372,15 @@ def make_masks(
         select = partial(
             pick_replaced, ref_masks=ref_masks, opts=opts, driving_video=driving_video, ref_colour_of=ref_colour_of
         )
-    drv_seg = _segment_driving(seg, frames, driving_video, select, person_boxes)
+    if streamed:
+        tracked = seg.stream(iter(reader), reader.frames, select)
+        drv_seg = next(tracked)
+        if drv_seg.count == 0:
+            raise NoPersonError(f"no person found in the driving video {driving_video}")
+        drv_labels = itertools.chain([drv_seg.labels[0]], tracked)
+    else:
+        drv_seg = _segment_driving(seg, frames, driving_video, select, person_boxes)
+        drv_labels = drv_seg.labels
     persons = drv_seg.count
     colours = palette_colours(persons)
     ref_labels = relabel(ref_seg.labels[0], ref_colour_of)
@@ -373,7 +394,7 @@ def make_masks(
         )
 
     # 6. Write the reference and driving masks
-    ref_path, drv_path = _write_masks(out_dir, mode, ref_labels, drv_seg.labels, colours, opts.dilate_px, fps)
+    ref_path, drv_path = _write_masks(out_dir, mode, ref_labels, drv_labels, colours, opts.dilate_px, fps)
     log.info(
         "masks: %s mode, %d %s (%s), backend %s -> %s, %s",
         mode,

@@ -16,7 +16,7 @@ import numpy as np
 from scailflow.errors import InputError
 from scailflow.files import write_text_atomic
 from scailflow.layout import OUTPUT
-from scailflow.media import has_audio, open_video, read_image, read_video, write_video
+from scailflow.media import StreamedFrames, has_audio, open_video, read_image, write_video
 from scailflow.scail.conditioning import target_size
 from scailflow.scail.options import PRESET_LORAS, SamplingOptions
 from scailflow.scail.pipeline import Conditioning, SCAIL2Pipeline, check_inputs
@@ -64,15 +64,24 @@ def official_output_name(prompt: str, target_w: int, target_h: int, ring_size: i
     return f"SCAIL2_{target_w}{sep}{target_h}_{ring_size}_{text}_{stamp}.mp4"
 
 
+def _first(frames, n: int):
+    return frames.limit(n) if isinstance(frames, StreamedFrames) else frames[:n]
+
+
 def read_conditioning(
     req: GenerateRequest, read_mask_image=read_still, read_mask_video=None
 ) -> tuple[Conditioning, float]:
     """Read and check every input file (masks through the given readers); returns the conditioning and the fps.
-    The driving video and its mask are taken at `req.driving_fps` (by timestamp, see scailflow.decode)."""
+
+    The driving video and its mask are taken at `req.driving_fps` (by timestamp, see scailflow.decode) and streamed:
+    the conditioning holds them as `StreamedFrames`, decoded at source size a segment at a time when the pipeline
+    asks for that segment's frames (the resize to the target stays the official one, per segment), so memory does
+    not grow with the clip. Their first frames are decoded here, so a file that cannot be decoded fails now.
+    `read_mask_video(path)` returns the mask video's frames (an array or `StreamedFrames`)."""
     if read_mask_video is None:
 
         def read_mask_video(p):
-            return read_video(p, driving_fps=req.driving_fps)[0]
+            return StreamedFrames(open_video(p, driving_fps=req.driving_fps))
 
     if len(req.additional_ref_images) != len(req.additional_ref_masks):
         raise InputError(
@@ -80,13 +89,19 @@ def read_conditioning(
             f"{len(req.additional_ref_masks)} additional reference masks: they are paired by position"
         )
     ref, ref_mask = read_still(req.image), read_mask_image(req.mask_image)
-    driving, fps = read_video(req.pose, req.max_frames, driving_fps=req.driving_fps)
-    driving_mask = read_mask_video(req.mask_video)[: req.max_frames]
+    reader = open_video(req.pose, req.driving_fps, max_frames=req.max_frames)
+    (log.info if reader.converts else log.debug)("decode %s", reader.describe())
+    driving, fps = StreamedFrames(reader), reader.fps
+    driving_mask = read_mask_video(req.mask_video)
+    if req.max_frames is not None:
+        driving_mask = _first(driving_mask, req.max_frames)
     n = min(len(driving), len(driving_mask))
     if len(driving) != len(driving_mask):
         log.warning("driving video has %d frames, its mask %d: using the first %d", len(driving), len(driving_mask), n)
+    driving, driving_mask = _first(driving, n), _first(driving_mask, n)
+    driving[0], driving_mask[0]  # noqa: B018 - decodes (and so checks) both files before any model loads
     extra = [(read_still(i), read_mask_image(m)) for i, m in zip(req.additional_ref_images, req.additional_ref_masks)]
-    cond = Conditioning(ref, ref_mask, driving[:n], driving_mask[:n], req.prompt, req.replace, extra)
+    cond = Conditioning(ref, ref_mask, driving, driving_mask, req.prompt, req.replace, extra)
     check_inputs(cond)
     return cond, fps
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from scailflow.errors import InputError
+from scailflow.media import StreamedFrames
 from scailflow.progress import report
 from scailflow.scail import step_cache
 from scailflow.scail.color import ColorMatcher
@@ -46,8 +47,8 @@ class Conditioning:
 
     ref_image: np.ndarray  # [H, W, 3]
     ref_mask: np.ndarray  # [H, W, 3]
-    driving: np.ndarray  # [T, H, W, 3]
-    driving_mask: np.ndarray  # [T, H, W, 3]
+    driving: np.ndarray | StreamedFrames  # [T, H, W, 3] (streamed: decoded a segment at a time)
+    driving_mask: np.ndarray | StreamedFrames  # [T, H, W, 3]
     prompt: str
     replace: bool = False
     additional_refs: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)

@@ -499,6 +499,74 @@ class VideoReader:
             yield np.stack(held)
 
 
+class StreamedFrames:
+    """A video's frames by index, decoded in order when asked for: `frames[a:b]` or `frames[index_array]` gives
+    uint8 [n, H, W, 3]. Only the frames from the lowest index asked for last onwards are held, so a caller that
+    walks the clip forwards (generation's segments, which overlap a little) holds one window at a time; asking for
+    an earlier frame decodes again from the start. `transform(indices, frames)` is applied to what is returned
+    (a mask's edits and palette snap). It has `shape`, `ndim` and `len` like the array it stands for."""
+
+    def __init__(self, reader: VideoReader, count: int | None = None, transform=None):
+        self.reader = reader
+        self.count = reader.frames if count is None else min(count, reader.frames)
+        self.transform = transform
+        self._frames: Iterator[np.ndarray] | None = None
+        self._next = 0  # index of the next frame the decoder gives
+        self._held: dict[int, np.ndarray] = {}
+        self._last: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (self.count, self.reader.height, self.reader.width, 3)
+
+    ndim = 4
+    dtype = np.dtype(np.uint8)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def limit(self, count: int) -> StreamedFrames:
+        """The first `count` frames (the same decoder)."""
+        self.count = min(self.count, count)
+        return self
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, slice):
+            indices = np.arange(self.count)[key]
+        elif isinstance(key, (int, np.integer)):
+            return self[np.array([key])][0]
+        else:
+            indices = np.asarray(key, np.int64)
+        if indices.size == 0:
+            return np.zeros((0, *self.shape[1:]), np.uint8)
+        if indices.min() < 0 or indices.max() >= self.count:
+            raise IndexError(f"frames {indices.min()}..{indices.max()} of {self.count}")
+        lo, hi = int(indices.min()), int(indices.max())
+        if lo < self._next and lo not in self._held:  # behind what is held: decode again from the start
+            self._frames, self._next, self._held = None, 0, {}
+        for i in [i for i in self._held if i < lo]:
+            del self._held[i]
+        if self._frames is None:
+            self._frames = iter(self.reader)
+        while self._next <= hi:
+            rgb = next(self._frames, None)
+            if rgb is None:  # fewer frames than the file said: its last frame stands for the missing ones
+                if self._last is None:
+                    raise InputError(f"video {self.reader.path} has no frames")
+                log.warning("%s: frame %d is missing: its last frame is used", self.reader.path, self._next)
+                rgb = self._last
+            self._last = rgb
+            if self._next >= lo:
+                self._held[self._next] = rgb
+            self._next += 1
+        out = np.stack([self._held[int(i)] for i in indices])
+        return self.transform(indices, out) if self.transform is not None else out
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for start in range(0, self.count, 16):
+            yield from self[start : min(start + 16, self.count)]
+
+
 def turned_text(info: VideoInfo) -> str:
     parts = ([f"rotated {info.rotation}°"] if info.rotation else []) + (["mirrored"] if info.mirrored else [])
     return " and ".join(parts)

@@ -22,6 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from scailflow.decode import (  # noqa: F401 - the video readers, re-exported where every stage imports them
     MAX_FRAME_PIXELS,
+    StreamedFrames,
     VideoInfo,
     VideoReader,
     decode_budget,

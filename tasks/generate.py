@@ -206,7 +206,7 @@ def generate_task(
     Seed -1 draws a fresh seed (as the official code: 0..2**63-1 from Python's generator), recorded in the take's
     name and record. `rerun`: run even if cached
     (with seed -1, a new seed)."""
-    from scailflow.masks import read_mask_image, read_mask_video
+    from scailflow.masks import read_mask_image, stream_mask_video
     from scailflow.prompts.stage import read_prompt_file
     from scailflow.scail.generate import GenerateRequest, read_conditioning
     from scailflow.scail.pipeline import random_seed
@@ -239,7 +239,7 @@ def generate_task(
         segments_key=take.stem,
     )
     with stage("generate", out_dir) as progress:
-        read_masks = partial(read_mask_video, driving_fps=sampling.driving_fps)
+        read_masks = partial(stream_mask_video, driving_fps=sampling.driving_fps)
         inputs = read_conditioning(req, read_mask_image=read_mask_image, read_mask_video=read_masks)
         fps = float(sampling.fps or inputs[1])
         progress = _preview(out_dir, store_dir, fps, progress)

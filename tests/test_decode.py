@@ -9,7 +9,7 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from scailflow.decode import open_video, probe_video, read_video
+from scailflow.decode import StreamedFrames, open_video, probe_video, read_video
 from scailflow.media import write_video
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
@@ -214,3 +214,16 @@ def test_an_ordinary_clip_is_read_as_before(tmp_path):
     got, fps = read_video(clip)
     assert fps == 25 and np.array_equal(got, frames)
     assert np.array_equal(np.concatenate(list(open_video(clip).windows(3, overlap=1))[:1]), frames[:3])
+
+
+def test_streamed_frames_walk_forwards_holding_one_window(tmp_path):
+    """Generation reads the driving video a segment at a time (overlapping windows, then back to the start)."""
+    frames = np.random.default_rng(3).integers(0, 255, (20, 16, 16, 3), np.uint8)
+    clip = write_video(tmp_path / "walk.mp4", frames, 16, lossless=True)
+    streamed = StreamedFrames(open_video(clip))
+    assert streamed.shape == frames.shape and len(streamed) == 20
+    for start in (0, 4, 8, 12):  # segments of 9 with a 5-frame overlap
+        assert np.array_equal(streamed[np.arange(start, start + 8)], frames[start : start + 8])
+        assert min(streamed._held) == start  # nothing before the window is held
+    assert np.array_equal(streamed[2:5], frames[2:5])  # behind: decoded again from the start
+    assert np.array_equal(np.stack(list(streamed.limit(7))), frames[:7])

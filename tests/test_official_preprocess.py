@@ -90,7 +90,7 @@ def test_conditioning_matches_the_official_code(name, expected):
             masks_to_28ch(still_to_model(msk, h, w)[:, None]), expected[f"{name}.pipe.add_ref_mask_28ch.{i}"]
         )
     if f"{name}.gen.driving_u8" in expected:
-        uint8 = resize_crop(torch.from_numpy(cond.driving).permute(0, 3, 1, 2), h, w)
+        uint8 = resize_crop(torch.from_numpy(cond.driving[:]).permute(0, 3, 1, 2), h, w)
         assert uint8.dtype == torch.uint8 and torch.equal(uint8, expected[f"{name}.gen.driving_u8"])
     for k, (s0, s1) in enumerate(case["segments"]):
         video = frames_to_model(cond.driving[s0:s1], h, w)
