@@ -143,14 +143,14 @@ class MediapipeSegmenter:
                 1 if single else len(kept),
                 len(candidates),
             )
-            report("segment", 1, total)
+            report("track", 1, total)
             for t, frame in enumerate(frames, start=1):
                 if single:
                     yield foreground(frame).astype(np.uint8)
                 else:
                     people = track_people(people, foreground(frame), detect(frame))
                     yield labelled(people)
-                report("segment", t + 1, total)
+                report("track", t + 1, total)
 
 
 _SAM2_SIZES = (
@@ -292,7 +292,7 @@ class Sam2VideoSegmenter:
             person_of = {i + 1: p for p, i in enumerate(kept)}
             labels = np.zeros((t, h, w), np.uint8)
             done = 0
-            report("segment", 0, t)
+            report("track", 0, t)
             for frame_idx, obj_ids, frame_logits in self.predictor.propagate_in_video(state):
                 probs = self._to_frame(frame_logits, (h, w))
                 ordered = np.zeros((len(kept), h, w), np.float32)
@@ -301,7 +301,7 @@ class Sam2VideoSegmenter:
                         ordered[person_of[obj_id]] = probs[k]
                 labels[frame_idx] = compose_labels(ordered)
                 done += 1
-                report("segment", done, t)
+                report("track", done, t)
         return Segmentation(labels, len(kept), len(boxes))
 
 

@@ -117,7 +117,7 @@ def test_a_pipe_gets_plain_stage_named_lines_and_a_rerun_says_cached(tmp_path):
     assert all(STAGE_LINE.match(ln) for ln in err), [ln for ln in err if not STAGE_LINE.match(ln)]
     assert "generate: denoise segment 1/1: 1/3 steps · " in r.stderr
     assert re.search(rf"generate: denoise segment 1/1: 2/3 steps · {STEP_RATE} · ETA \d+:\d\d", r.stderr)
-    assert re.search(r"masks: segment: \d+/13 frames · ", r.stderr)
+    assert re.search(r"masks: track: \d+/13 frames · ", r.stderr)
     assert "generate: decode: 13 frames in " in r.stderr
     for noise in NOISE:
         assert noise not in r.stderr + r.stdout, noise
