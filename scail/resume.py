@@ -124,8 +124,11 @@ class SegmentStore:
         return {}
 
     def clear(self) -> None:
-        """Remove the folder (the take is finished, or what it holds is stale)."""
+        """Remove the folder (the take is finished, or what it holds is stale), and the segments folder above it
+        once it is empty: a finished output folder holds nothing of the resume machinery."""
         shutil.rmtree(self.root, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.root.parent.rmdir()
 
     # ------------------------------------------------------------------------------------------ the loop
     def start(self, fingerprint: dict, total: int) -> int:

@@ -60,10 +60,11 @@ def test_full_disk_during_generation_is_one_line_and_not_retried(tmp_path):
         (out / "output.mp4").unlink()
         fill(disk)
         r = cli("run", folder, "--model", "tiny-random", "--out", out, "--seed", "2")
-        # the take being written is named (output.mp4 is only its link); the failed run's own record cannot be
-        # written either, and that must not hide the error that matters
-        one_error(r, f"cannot write {out / 'takes'}/", ".mp4: no space left on the device")
-        assert (r.stdout + r.stderr).count("generate: decode: ") == 1  # the generation ran once, not again
+        # the first file generation writes is named: the plan of the segments it keeps for a resume, written before
+        # any denoising, so a full disk costs no GPU time; the failed run's own record cannot be written either, and
+        # that must not hide the error that matters
+        one_error(r, f"cannot write {out / '.scailflow' / 'segments'}/", "plan.json: no space left on the device")
+        assert "generate: decode: " not in r.stdout + r.stderr  # nothing was generated, then thrown away
         assert "Retry" not in r.stdout + r.stderr
         assert not (out / "output.mp4").exists() and not list(out.rglob(".*.partial*"))
         os.unlink(disk / "filler")  # space again: the next run finishes from the cached stages
