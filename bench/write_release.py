@@ -215,19 +215,13 @@ def clip_spec(c: dict, dtype: torch.dtype) -> list[tuple[str, tuple, torch.dtype
 
 def vae_spec(base_dim: int) -> list[tuple[str, tuple, torch.dtype]]:
     """Wan 2.1 VAE keys; shapes from diffusers' AutoencoderKLWan at this width through diffusers' own key converter."""
-    from diffusers import AutoencoderKLWan
     from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+
+    from scailflow.scail.encoders import wan_vae
 
     keys = json.loads(_VAE_KEYS_FILE.read_text())
     with torch.device("meta"):
-        vae = AutoencoderKLWan(
-            base_dim=base_dim,
-            z_dim=16,
-            dim_mult=[1, 2, 4, 4],
-            num_res_blocks=2,
-            attn_scales=[],
-            temperal_downsample=[False, True, True],
-        )
+        vae = wan_vae(base_dim)
     own = vae.state_dict()
     out = []
     for k in keys:  # one key at a time through the converter: it renames without reshaping

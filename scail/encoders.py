@@ -24,12 +24,9 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 # ------------------------------------------------------------------------------------------------ VAE
-def vae_from_wan_state_dict(sd: dict[str, torch.Tensor]) -> AutoencoderKLWan:
-    """`Wan2.1_VAE.pth` contents -> diffusers AutoencoderKLWan (strict)."""
-    if "encoder.conv1.weight" not in sd:
-        raise InputError("not a Wan 2.1 VAE state dict (no encoder.conv1.weight)")
-    base_dim = sd["encoder.conv1.weight"].shape[0]
-    vae = AutoencoderKLWan(
+def wan_vae(base_dim: int = 96) -> AutoencoderKLWan:
+    """The Wan 2.1 VAE of the official release's shape (`base_dim` 96; tests build narrower ones)."""
+    return AutoencoderKLWan(
         base_dim=base_dim,
         z_dim=16,
         dim_mult=[1, 2, 4, 4],
@@ -37,6 +34,13 @@ def vae_from_wan_state_dict(sd: dict[str, torch.Tensor]) -> AutoencoderKLWan:
         attn_scales=[],
         temperal_downsample=[False, True, True],
     )
+
+
+def vae_from_wan_state_dict(sd: dict[str, torch.Tensor]) -> AutoencoderKLWan:
+    """`Wan2.1_VAE.pth` contents -> diffusers AutoencoderKLWan (strict)."""
+    if "encoder.conv1.weight" not in sd:
+        raise InputError("not a Wan 2.1 VAE state dict (no encoder.conv1.weight)")
+    vae = wan_vae(sd["encoder.conv1.weight"].shape[0])
     converted = convert_wan_vae_to_diffusers(dict(sd))
     vae.load_state_dict(converted, strict=True)
     return vae.eval()

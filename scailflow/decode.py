@@ -418,7 +418,7 @@ class VideoReader:
         emitted = 0
         index = 0
         prev = prev_time = None
-        prev_rgb: np.ndarray | None = None
+        held: dict[str, np.ndarray] = {}  # `prev` converted, once, however many output times it fills
         t0 = None
         step = 1.0 / self.rate if self.rate else 0.0
 
@@ -434,6 +434,11 @@ class VideoReader:
             elif rgb.shape != shape:
                 raise InputError(f"video {self.path} changes frame size mid-stream ({shape} then {rgb.shape})")
             return orient.apply(rgb)
+
+        def shown(frame) -> np.ndarray:
+            if "rgb" not in held:
+                held["rgb"] = convert(frame)
+            return held["rgb"]
 
         decoded = container.decode(stream)
         while emitted < self._limit:
@@ -462,22 +467,13 @@ class VideoReader:
                 t0 = t
             if prev is not None:
                 while emitted < self._limit and t0 + emitted * step - prev_time <= t - (t0 + emitted * step):
-                    if wanted is not None and emitted not in wanted:
-                        yield None
-                    else:
-                        if prev_rgb is None:
-                            prev_rgb = convert(prev)
-                        yield prev_rgb
+                    yield None if wanted is not None and emitted not in wanted else shown(prev)
                     emitted += 1
-            prev, prev_time, prev_rgb = frame, t, None
+            prev, prev_time = frame, t
+            held.clear()
         if self.rate is not None and prev is not None:
             while emitted < self._limit:  # the last frame is shown to the end of the clip
-                if wanted is not None and emitted not in wanted:
-                    yield None
-                else:
-                    if prev_rgb is None:
-                        prev_rgb = convert(prev)
-                    yield prev_rgb
+                yield None if wanted is not None and emitted not in wanted else shown(prev)
                 emitted += 1
         if index == 0:
             raise InputError(f"video {self.path} has no frames")
