@@ -93,7 +93,7 @@ def test_a_terminal_gets_bars_with_seconds_per_step_and_eta_and_no_noise(tmp_pat
         re.search(rf"^generate denoise segment 1/1 ━+ [1-4]/4 steps · {STEP_RATE} .*· ETA \d+:\d\d$", ln)
         for ln in lines
     ), text
-    assert any(re.search(r"^masks segment ━+ \d+/13 frames", ln) for ln in lines), text  # mask frames
+    assert any(re.search(r"^masks track ━+ \d+/13 frames", ln) for ln in lines), text  # mask frames
     assert any(re.search(r"^generate decode ━+ 13/13 frames", ln) for ln in lines), text  # the VAE decode
     # a finished bar leaves one line with its totals
     assert sum(ln.startswith("generate: denoise: 4 steps in ") and bool(re.search(STEP_RATE, ln)) for ln in lines) == 1
