@@ -19,8 +19,11 @@ for first in .whl/part*/*.whl.piece00; do
     echo "gpu_install: $name still missing pieces ($want of $((10#$last + 1)) seen)"
   fi
 done
+shopt -s nullglob  # no joined wheels yet: no literal '*.whl' for pip to refuse (seen 2026-12-07)
+wheels=(.whl/part*/*.whl /tmp/whl-joined/*.whl)
+shopt -u nullglob
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
-  .whl/part*/*.whl /tmp/whl-joined/*.whl 2>&1 | grep -v "^WARNING: Target directory" | tail -5
+  "${wheels[@]}" 2>&1 | grep -v "^WARNING: Target directory" | tail -5
 export PYTHONPATH="$SITE"
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --upgrade --target "$SITE" . \
   2>&1 | grep -v "^WARNING: Target directory" | tail -5

@@ -28,8 +28,9 @@ TARGET=(--only-binary=:all: --python-version 3.12 --implementation cp --abi cp31
 # product writes through PyAV); opencv-contrib-python: the image's opencv-python-headless provides cv2
 SKIP='^(torch|torchvision|torchaudio|triton|nvidia-.*|cuda-.*|jax|jaxlib|jax-cuda.*|sam2|setuptools|pip|wheel|imageio-ffmpeg|opencv-contrib-python)$'
 # on the image too, but at versions the project cannot use: transformers 5.17 (pinned ~=5.23 here); mediapipe needs
-# numpy < 2 and protobuf < 5
-FORCE='^(transformers|numpy|protobuf)$'
+# numpy < 2 and protobuf < 5; huggingface_hub 1.33 (transformers 5.25 wants >= 2.4) and scipy (built for numpy 2: the
+# image's scikit-image then fails to import under numpy 1.26), both seen on the H100 machine 2026-12-07
+FORCE='^(transformers|numpy|protobuf|huggingface[-_]hub|scipy)$'
 
 mkdir -p "$OUT/all"
 reqs=$("$PY" - "$HERE/pyproject.toml" <<'EOF'
@@ -80,8 +81,8 @@ from pathlib import Path
 out, limit = Path(sys.argv[1]), int(sys.argv[2]) * 2**20
 GROUPS = [
     ("generate", r"^(diffusers|transformers|pydantic|pydantic[-_]core|annotated[-_]types|typing[-_]inspection|av|"
-                 r"shtab|importlib[-_]metadata|kernels)-"),
-    ("mediapipe", r"^(mediapipe|numpy|protobuf|sounddevice|cffi|pycparser)-"),
+                 r"shtab|importlib[-_]metadata|kernels|huggingface[-_]hub|httpx2|httpcore2|truststore)-"),
+    ("mediapipe", r"^(mediapipe|numpy|protobuf|sounddevice|cffi|pycparser|scipy)-"),
     ("flow", r"."),
 ]
 pieces = out / "pieces"
