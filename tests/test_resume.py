@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -172,12 +173,24 @@ def running_segment(out: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> np.ndarray:
+def uninterrupted(tmp_path_factory) -> tuple[np.ndarray, Path]:
     folder = segmented_folder(tmp_path_factory.mktemp("whole"), "whole")
     r = run_cli("run", folder, "--model", "tiny-random")
     assert r.returncode == 0, r.stderr[-3000:]
     assert not list((folder / "scailflow" / ".scailflow" / "segments").glob("*"))  # cleaned up once finished
-    return read_video(folder / "scailflow" / "output.mp4")[0]
+    return read_video(folder / "scailflow" / "output.mp4")[0], folder
+
+
+def copy_prepared(whole: Path, to: Path) -> Path:
+    """`whole` copied without its generation: the pose, masks and prompt stages are cache hits in the copy, so both
+    runs generate from the same prepared files (the pose stage itself differs slightly between processes: mediapipe
+    Holistic's tracking, noted in issue 22)."""
+    shutil.copytree(whole, to)
+    out = to / "scailflow"
+    for p in [out / "output.mp4", out / "output.mp4.json", out / "run.json", *out.glob(".scailflow/generate-*.json")]:
+        p.unlink()
+    shutil.rmtree(out / "takes")
+    return to
 
 
 @pytest.mark.integration
@@ -185,7 +198,8 @@ def uninterrupted(tmp_path_factory) -> np.ndarray:
 def test_run_killed_in_segment_3_resumes_there(tmp_path, uninterrupted, sig):
     from tests.test_stop_signals import Run, _cmdline, _gone
 
-    folder = segmented_folder(tmp_path, f"killed-{sig.name.lower()}")
+    expected, whole = uninterrupted
+    folder = copy_prepared(whole, tmp_path / f"killed-{sig.name.lower()}")
     out = folder / "scailflow"
     run = Run(folder, "--model", "tiny-random")
     api: list[int] = []
@@ -205,24 +219,21 @@ def test_run_killed_in_segment_3_resumes_there(tmp_path, uninterrupted, sig):
     assert rc == (-9 if sig == signal.SIGKILL else 143), "".join(run.lines[-30:])
     assert not (out / "output.mp4").exists()
     status = run_cli("status", folder)
-    assert "interrupted after 2/4 segments: a re-run resumes at segment 3 of 4" in status.stdout, status
+    # Segment 3 had started; a SIGTERM stops within seconds and a tiny segment may finish (and be kept) in them,
+    # as may one between the poll above and the kill: 2 or 3 kept, and the status and the re-run agree on which.
+    said = re.search(r"interrupted after (\d)/4 segments: a re-run resumes at segment (\d) of 4", status.stdout)
+    assert said and int(said[1]) in (2, 3) and int(said[2]) == int(said[1]) + 1, status
+    first = int(said[2])
 
     again = run_cli("run", folder, "--model", "tiny-random")
     assert again.returncode == 0, again.stderr[-3000:]
     text = again.stdout + again.stderr
-    assert len(re.findall(r"resuming at segment 3 of 4", text)) == 1, text[-3000:]
+    assert len(re.findall(rf"resuming at segment {first} of 4", text)) == 1, text[-3000:]
     ran = set(re.findall(r"denoise segment (\d)/4", text))
-    assert ran == {"3", "4"}, text[-3000:]  # only the unfinished segments
+    assert ran == {str(k) for k in range(first, 5)}, text[-3000:]  # only the unfinished segments
     assert not list((out / ".scailflow" / "segments").glob("*"))
     resumed = read_video(out / "output.mp4")[0]
-    assert resumed.shape == uninterrupted.shape
-    if not np.array_equal(resumed, uninterrupted):  # the same video, bit for bit: in most runs
-        # Seen in some full-suite runs (not alone, not in the in-process tests above, which are always exact): a few
-        # pixels 1-2 levels apart. Cause not found yet (issue 22's note); reported, not hidden, with its size.
-        diff = np.abs(resumed.astype(int) - uninterrupted.astype(int))
-        pytest.xfail(
-            f"resumed video differs from the uninterrupted one: {int((diff > 0).sum())} values, max {diff.max()}"
-        )
+    assert np.array_equal(resumed, expected)  # the same video as the run that never stopped, bit for bit
 
 
 def test_status_line_and_progress_artifact_count_segments(tmp_path):
