@@ -11,9 +11,9 @@ import numpy as np
 
 from scailflow.errors import InputError
 from scailflow.layout import DRIVING_MASK_NAMES, REF_MASK
-from scailflow.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, open_video, read_image, read_video, write_image, write_video
+from scailflow.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, open_video, read_image, write_image, write_video
 
-from .edits import read_mask_image, read_mask_video, stream_mask_video
+from .edits import read_mask_image, stream_mask_video
 
 log = logging.getLogger("scailflow.masks")
 
@@ -151,18 +151,21 @@ def preview(
     if ref_mask_path is not None:
         ref = read_image(ref_image_path) if ref_image_path else None
         rows.append(("reference", ref, read_mask_image(ref_mask_path)))
-    drv_masks = read_mask_video(drv_mask_path) if drv_mask_path is not None else None
-    drv_frames = fps = None
+    # streamed: only the picked frames are kept (a long 1080p clip decoded whole would take gigabytes)
+    drv_masks = stream_mask_video(drv_mask_path) if drv_mask_path is not None else None
+    fps = None
     if drv_masks is not None:
-        if video_path is not None:
-            drv_frames, fps = read_video(video_path)
-            if len(drv_frames) != len(drv_masks):
-                log.warning("preview: %s has %d frames, the mask %d", video_path.name, len(drv_frames), len(drv_masks))
         n = len(drv_masks)
         picks = sorted({round(i * (n - 1) / max(1, frames - 1)) for i in range(min(frames, n))})
+        picked: dict[int, np.ndarray] = {}
+        if video_path is not None:
+            reader = open_video(video_path)
+            fps = reader.fps
+            picked, count = reader.frames_at(picks)
+            if count != n:
+                log.warning("preview: %s has %d frames, the mask %d", video_path.name, count, n)
         for t in picks:
-            frame = drv_frames[t] if drv_frames is not None and t < len(drv_frames) else None
-            rows.append((f"frame {t}", frame, drv_masks[t]))
+            rows.append((f"frame {t}", picked.get(t), drv_masks[t]))
 
     if not rows:
         raise InputError(f"no masks found in {mask_dir}")
@@ -188,8 +191,9 @@ def preview(
     if video_out is not None and drv_masks is not None:
 
         def pairs():
-            for t, mask in enumerate(drv_masks):
-                frame = drv_frames[t] if drv_frames is not None and t < len(drv_frames) else None
+            driving = iter(open_video(video_path)) if video_path is not None else iter(())
+            for t in range(len(drv_masks)):  # forwards, a frame of each at a time
+                mask, frame = drv_masks[t], next(driving, None)
                 left = mask if frame is None else cv2.resize(frame, (mask.shape[1], mask.shape[0]))
                 both = np.concatenate([left, _overlay(frame, mask)], axis=1)
                 yield np.pad(both, ((0, both.shape[0] % 2), (0, both.shape[1] % 2), (0, 0)))

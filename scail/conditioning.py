@@ -63,11 +63,22 @@ def still_to_model(image: np.ndarray, target_h: int, target_w: int, device=None)
     return resize_crop(x.to(device) if device is not None else x, target_h, target_w)[0]
 
 
-def frames_to_model(frames: np.ndarray, target_h: int, target_w: int) -> torch.Tensor:
+def resize_frames(frames, target_h: int, target_w: int, indices=None) -> torch.Tensor:
+    """RGB uint8 frames [T, H, W, 3] (an array, or a streamed video: anything indexed by an index array) -> uint8
+    [T, 3, target_h, target_w], cover-resized and cropped as the official code does. `indices` picks (and may repeat)
+    frames. Taken RESIZE_CHUNK frames at a time, so at most a chunk is held at source size."""
+    idx = np.arange(len(frames)) if indices is None else np.asarray(indices)
+    chunks = []
+    for i in range(0, len(idx), RESIZE_CHUNK):
+        x = torch.from_numpy(np.asarray(frames[idx[i : i + RESIZE_CHUNK]])).permute(0, 3, 1, 2)  # the official layout
+        chunks.append(resize_crop(x, target_h, target_w))
+    return torch.cat(chunks)
+
+
+def frames_to_model(frames, target_h: int, target_w: int, indices=None) -> torch.Tensor:
     """RGB uint8 [T, H, W, 3] -> float32 [3, T, target_h, target_w] in [-1, 1]: resized as uint8 (on the CPU, as the
-    official code does), then scaled as (x - 127.5) / 127.5."""
-    x = torch.from_numpy(np.asarray(frames)).permute(0, 3, 1, 2)  # [T, 3, H, W], the layout the official code resizes
-    out = torch.cat([resize_crop(x[i : i + RESIZE_CHUNK], target_h, target_w) for i in range(0, len(x), RESIZE_CHUNK)])
+    official code does; `resize_frames`), then scaled as (x - 127.5) / 127.5."""
+    out = resize_frames(frames, target_h, target_w, indices)
     return ((out - 127.5) / 127.5).permute(1, 0, 2, 3).contiguous()
 
 

@@ -213,12 +213,13 @@ class SCAIL2Pipeline:
             out["additional_ref_masks"] = torch.cat(msks, 2)
         return out
 
-    def encode_driving(self, frames: np.ndarray, masks: np.ndarray, height: int, width: int):
-        """Driving latent (VAE of the 0.5x video) and its 28-channel mask, both at half the latent size.
+    def encode_driving(self, frames, masks, height: int, width: int, indices=None):
+        """Driving latent (VAE of the 0.5x video) and its 28-channel mask, both at half the latent size. `frames` and
+        `masks`: arrays or streamed videos, taken at `indices` (all by default).
 
         Resized as uint8 on the CPU, then halved and turned into masks on the compute device, as official."""
-        video = frames_to_model(frames, height, width).to(self.device)
-        mask = frames_to_model(masks, height, width).to(self.device)
+        video = frames_to_model(frames, height, width, indices).to(self.device)
+        mask = frames_to_model(masks, height, width, indices).to(self.device)
         pose_latents = self._vae_encode(half_size(video))
         driving_masks = masks_to_28ch(mask, half=True)[None]
         return pose_latents, driving_masks
@@ -351,8 +352,8 @@ class SCAIL2Pipeline:
                 continue
             store.begin(k)
             with clock.stage("driving"):
-                frames, masks = self._segment_pixels(cond, seg)
-                pose_latents, driving_masks = self.encode_driving(frames, masks, height, width)
+                idx = self._segment_frames(cond, seg)  # a streamed clip is decoded here, a chunk at a time
+                pose_latents, driving_masks = self.encode_driving(cond.driving, cond.driving_mask, height, width, idx)
                 pose_latents = scale_pose(pose_latents, opts.pose_strength, *vae_stats(self.vae, pose_latents))
                 latents = self.prepare_latents(seg.length, height, width, generator)
                 history = None
@@ -421,6 +422,6 @@ class SCAIL2Pipeline:
         return out.to(video.dtype), stats
 
     @staticmethod
-    def _segment_pixels(cond: Conditioning, seg: Segment) -> tuple[np.ndarray, np.ndarray]:
-        idx = np.minimum(np.arange(seg.start, seg.start + seg.length), len(cond.driving) - 1)
-        return cond.driving[idx], cond.driving_mask[idx]
+    def _segment_frames(cond: Conditioning, seg: Segment) -> np.ndarray:
+        """The driving frames of a segment (the last one repeated where the segment is padded)."""
+        return np.minimum(np.arange(seg.start, seg.start + seg.length), len(cond.driving) - 1)

@@ -4,6 +4,7 @@ session, and one Prefect test harness (starting either costs tens of seconds on 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,29 @@ def shared_server(tmp_path_factory):
 
     with scailflow_server(tmp_path_factory.mktemp("shared-server") / "home") as started:
         yield started
+
+
+@pytest.fixture
+def report_to_shared_server(shared_server, monkeypatch):
+    """`scailflow` processes this test starts find the session's server (as a user's runs find theirs) instead of
+    each starting a temporary API (~6 s of CPU per run). Tests of the temporary API itself do not use this."""
+    monkeypatch.setenv("SCAILFLOW_PORT", shared_server[1]["SCAILFLOW_PORT"])
+
+
+def pytest_collection_modifyitems(config, items):
+    """Modules holding a `slow` test first: spread over workers (tests/run: pytest-xdist, a module per unit), the
+    longest units start at once instead of one of them running alone at the end."""
+    slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in slow)  # stable: the rest keep their order
+
+
+def pytest_runtest_logreport(report):
+    """A test skipped for want of a Debian package (tests/support/system.need): remembered for the last line, also
+    when it ran in an xdist worker (its report comes here, its memory does not)."""
+    if report.skipped and (found := re.search(r"Debian's `([\w.+-]+)` is not installed", str(report.longrepr))):
+        from tests.support.system import MISSING
+
+        MISSING.add(found[1])
 
 
 def pytest_unconfigure(config):

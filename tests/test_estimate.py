@@ -69,7 +69,9 @@ def test_budget_refusal_and_unknown_gpu_are_one_line(tmp_path):
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and "give --gpu h100|h200" in r.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.integration
+@pytest.mark.usefixtures("report_to_shared_server")
 def test_history_of_real_runs_drives_the_prediction(tmp_path):
     from tests.support.folders import make_folder
 

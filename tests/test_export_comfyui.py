@@ -139,6 +139,7 @@ def cli(*args, home):
 
 
 @pytest.mark.integration
+@pytest.mark.usefixtures("report_to_shared_server")
 def test_export_after_a_real_run(tmp_path):
     from tests.test_flows import make_folder
 

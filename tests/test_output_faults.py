@@ -48,7 +48,9 @@ def fill(disk: Path) -> None:
             f.flush()
 
 
+@pytest.mark.slow
 @pytest.mark.integration
+@pytest.mark.usefixtures("report_to_shared_server")
 def test_full_disk_during_generation_is_one_line_and_not_retried(tmp_path):
     folder = make_folder(tmp_path, frames=5, size=64)
     write_text_atomic(folder / "job.yaml", JOB)
@@ -122,6 +124,7 @@ def test_output_folder_without_permission_is_one_line(tmp_path):
 
 
 @pytest.mark.integration
+@pytest.mark.usefixtures("report_to_shared_server")
 def test_undecodable_prompt_txt_is_one_line_and_not_retried(tmp_path):
     folder = make_folder(tmp_path, frames=5, size=64)
     write_text_atomic(folder / "job.yaml", JOB)

@@ -75,6 +75,7 @@ def test_second_run_of_a_folder_waits_or_skips(tmp_path):
 
 
 @pytest.mark.integration
+@pytest.mark.usefixtures("report_to_shared_server")
 def test_run_if_busy_skip_is_one_line(tmp_path):
     folder = make_folder(tmp_path, frames=5)
     out = folder / "scailflow"
@@ -88,7 +89,9 @@ def test_run_if_busy_skip_is_one_line(tmp_path):
     assert r.returncode == 2 and "being processed by another run" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.integration
+@pytest.mark.usefixtures("report_to_shared_server")
 def test_killed_run_resumes_from_cached_stages(tmp_path):
     folder = make_folder(tmp_path, frames=5)
     out = folder / "scailflow"

@@ -156,8 +156,8 @@ def segmented_folder(root: Path, name: str) -> Path:
     return folder
 
 
-def run_cli(*args) -> subprocess.CompletedProcess:
-    env = dict(os.environ, SCAILFLOW_PROGRESS_INTERVAL="0")  # a progress line at every step
+def run_cli(*args, **env) -> subprocess.CompletedProcess:
+    env = dict(os.environ, SCAILFLOW_PROGRESS_INTERVAL="0", **env)  # a progress line at every step
     return subprocess.run(
         [sys.executable, "-m", "scailflow.cli", *map(str, args)], capture_output=True, text=True, env=env, timeout=600
     )
@@ -173,9 +173,9 @@ def running_segment(out: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> tuple[np.ndarray, Path]:
+def uninterrupted(tmp_path_factory, shared_server) -> tuple[np.ndarray, Path]:
     folder = segmented_folder(tmp_path_factory.mktemp("whole"), "whole")
-    r = run_cli("run", folder, "--model", "tiny-random")
+    r = run_cli("run", folder, "--model", "tiny-random", SCAILFLOW_PORT=shared_server[1]["SCAILFLOW_PORT"])
     assert r.returncode == 0, r.stderr[-3000:]
     assert not list((folder / "scailflow" / ".scailflow" / "segments").glob("*"))  # cleaned up once finished
     return read_video(folder / "scailflow" / "output.mp4")[0], folder
@@ -193,7 +193,9 @@ def copy_prepared(whole: Path, to: Path) -> Path:
     return to
 
 
+@pytest.mark.slow
 @pytest.mark.integration
+@pytest.mark.usefixtures("report_to_shared_server")
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_run_killed_in_segment_3_resumes_there(tmp_path, uninterrupted, sig):
     from tests.test_stop_signals import Run, _cmdline, _gone

@@ -96,6 +96,7 @@ def test_generate_keeps_official_colours_unless_asked(tmp_path):
 
 
 @pytest.mark.integration
+@pytest.mark.usefixtures("report_to_shared_server")
 def test_run_matches_colours_of_a_long_clip_by_default(tmp_path):
     folder = tmp_path / "long"
     folder.mkdir()

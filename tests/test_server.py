@@ -41,6 +41,7 @@ def test_server_ui_and_a_run_reported_to_it(shared_server, tmp_path):
     assert json.loads(body), "the run's artifact is in the UI"
 
 
+@pytest.mark.slow
 def test_server_going_away_mid_batch_stops_cleanly_and_the_rerun_resumes(tmp_path):
     from scailflow.files import write_text_atomic
 
@@ -88,6 +89,7 @@ def api(url: str, path: str, body: dict) -> list[dict]:
     return json.loads(get(f"{url}/api{path}", body)[1])
 
 
+@pytest.mark.slow
 def test_a_scheduled_pipeline_fires_and_completes(shared_server, tmp_path):
     """`scailflow serve` with a short interval: the server's scheduler creates runs, one completes with its video,
     and Prefect's own CLI lists runs and artifacts (no 422)."""

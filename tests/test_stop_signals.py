@@ -69,6 +69,7 @@ def _last_run_state(name: str) -> str | None:
     return found[0] if found else None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_stops_a_run_within_seconds_and_the_next_run_resumes(tmp_path, sig, code):
     folder = make_folder(tmp_path, name=f"stop-{sig.name}", frames=5)

@@ -21,7 +21,9 @@ def test_grid_and_labels():
     assert parse_values("steps", "4,8") == [4, 8]
 
 
+@pytest.mark.slow
 @pytest.mark.integration
+@pytest.mark.usefixtures("report_to_shared_server")
 def test_sweep_writes_takes_and_a_sheet_and_resumes(tmp_path):
     from tests.support.folders import make_folder
 

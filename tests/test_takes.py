@@ -17,7 +17,7 @@ from scailflow.files import write_text_atomic
 from scailflow.media import probe_video
 from tests.support.folders import make_folder
 
-pytestmark = pytest.mark.integration  # starts processes/servers/full flows
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("report_to_shared_server")]  # runs report to one server
 
 SMALL = ("--model", "tiny-random", "--steps", "1", "--target_h", "32", "--target_w", "32")
 
@@ -41,6 +41,7 @@ def seed_of(stdout: str) -> int:
     return int(re.search(r"; seed (\d+);", stdout).group(1))
 
 
+@pytest.mark.slow
 def test_folders_sharing_out_never_serve_each_others_video(tmp_path):
     """The issue's reproduction: `for x in A B A; do scailflow run $x --out OUT; done` (A: 17 frames, B: 9)."""
     a = make_folder(tmp_path, "A", frames=17, size=64)
@@ -60,6 +61,7 @@ def test_folders_sharing_out_never_serve_each_others_video(tmp_path):
     assert len(takes) == 2, takes
 
 
+@pytest.mark.slow
 def test_takes_new_seed_rerun_and_status(tmp_path):
     folder = make_folder(tmp_path, "clip", frames=5, size=64)
     write_text_atomic(folder / "job.yaml", "sampling: {seed: -1}\n")  # random, recorded
