@@ -72,10 +72,16 @@ def _copy_driving(video: Path, out: Path, driving_fps=None) -> PoseResult:
             shutil.copyfile(video, tmp)
         backend = "copy"
         fps, frames = reader.fps, reader.frames
-    else:
-        frames_arr, fps = read_video(video, driving_fps=driving_fps)
-        write_video(out, frames_arr, fps, lossless=bool(frames_arr.shape[1] % 2 or frames_arr.shape[2] % 2))
-        backend, frames = "reencode", len(frames_arr)
+    else:  # e.g. a phone's .mov: re-encoded upright at the taken rate, streamed (a frame at a time)
+        counted = [0]
+
+        def each():
+            for frame in reader:
+                counted[0] += 1
+                yield frame
+
+        write_video(out, each(), reader.fps, lossless=bool(reader.height % 2 or reader.width % 2))
+        backend, fps, frames = "reencode", reader.fps, counted[0]
     return PoseResult(
         rendered=out, fps=float(fps), frames=int(frames), backend=backend, width=info.width, height=info.height
     )

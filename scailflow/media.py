@@ -101,7 +101,7 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray) -> Path:
         if path.suffix.lower() in (".jpg", ".jpeg"):
             im.save(tmp, format="JPEG", quality=95)
         else:
-            im.save(tmp, format="PNG")
+            im.save(tmp, format="PNG", compress_level=1)  # lossless either way; 4x faster than 6, ~20% larger
     return path
 
 
