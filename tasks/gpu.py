@@ -1,9 +1,11 @@
 """What generation needs around the model, kept out of the task: the GPU slot, the warm pipelines, OOM handling.
 
 - `gpu_slot(index)`: always an OS file lock per GPU (released by the kernel when the process dies, so a killed worker
-  never leaves the GPU taken); with a Prefect server also its global concurrency slot `scailflow-gpu-N` (visible in
-  the UI, shared across machines), leased 60 s at a time so the server's repossessor frees it after a crash. The
-  temporary API of a server-less run keeps leases in memory and never repossesses them, so it is not used there.
+  never leaves the GPU taken): that lock is what keeps two generations off one GPU. With a Prefect server also its
+  global concurrency slot `scailflow-gpu-N` (the GPU's use, visible in the UI), leased 60 s at a time so the server's
+  repossessor frees it after a crash; a slot still taken when this machine's lock is free is a leftover (a server
+  restart loses its lease) and is freed. The temporary API of a server-less run keeps leases in memory and never
+  repossesses them, so it is not used there.
 - `warm_pipeline(opts)`: one loaded pipeline per model options per process, kept (a warm worker loads once).
 - `generate_on_gpu(...)`: one generation; on CUDA out-of-memory with offload none (and `oom_retry_offload`), one
   more try with block offload.
@@ -84,6 +86,28 @@ def ensure_gpu_slots(gpus: int) -> None:
                 client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
 
 
+def free_stale_slot(index: int) -> bool:
+    """Called holding this machine's lock on GPU `index`, so no generation here holds that GPU: a slot Prefect still
+    counts as taken is a leftover of a run that is gone (killed, or whose lease the server lost by restarting, which
+    Prefect's lease repossessor then never sees) and would keep every later generation waiting. Freed, with a warning;
+    returns whether it was."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+    from prefect.exceptions import ObjectNotFound
+
+    name = GPU_SLOT.format(index=index)
+    with get_client(sync_client=True) as client:
+        try:
+            slot = client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            return False
+        if slot.active_slots < slot.limit:
+            return False
+        client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=0))
+    log.warning("%s was still taken by a run that is gone (killed, or the server restarted under it): freed", name)
+    return True
+
+
 @contextlib.contextmanager
 def gpu_slot(index: int):
     """Hold GPU `index` for one generation (see the module docstring)."""
@@ -95,6 +119,7 @@ def gpu_slot(index: int):
         if prefect_server_present():
             from prefect.concurrency.sync import concurrency
 
+            free_stale_slot(index)
             with concurrency(GPU_SLOT.format(index=index), occupy=1, lease_duration=60):
                 yield
         else:

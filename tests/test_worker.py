@@ -37,3 +37,33 @@ def test_batch_generation_runs_on_one_warm_worker(tmp_path, monkeypatch, prefect
     assert {r["generated_by_pid"] for r in results.values()} == {worker.pid}
     assert {r["model_loads_in_that_process"] for r in results.values()} == {1}  # loaded once, warm after
     assert sum("waiting for generations" in ln for ln in lines) == 1  # load time reported once
+
+
+def test_a_gpu_slot_left_taken_by_a_vanished_run_is_freed(prefect_harness, caplog):
+    """A generation's Prefect GPU slot outlives its run when the server restarts under it (the lease is lost, so the
+    repossessor never frees it): the next generation on this machine must not wait forever for it."""
+    import threading
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    from scailflow.tasks.gpu import GPU_SLOT, ensure_gpu_slots, gpu_slot
+
+    ensure_gpu_slots(1)
+    name = GPU_SLOT.format(index=0)
+    with get_client(sync_client=True) as client:  # what a restarted server holds for a run that is gone
+        client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=1))
+    entered = threading.Event()
+
+    def generation():
+        with gpu_slot(0):
+            entered.set()
+
+    with caplog.at_level("WARNING", logger="scailflow.scail"):
+        worker = threading.Thread(target=generation, daemon=True)
+        worker.start()
+        assert entered.wait(60), "the generation still waits for the leftover slot"
+        worker.join(30)
+    assert f"{name} was still taken by a run that is gone" in caplog.text
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name(name).active_slots == 0  # released after the generation
