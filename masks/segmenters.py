@@ -29,7 +29,7 @@ from scailflow.native import import_native
 from scailflow.progress import report
 
 from .options import SAM2_CONFIGS
-from .people import FaceDetector, split_people, track_people
+from .people import TRACK_SIDE, FaceDetector, WorkScale, split_people, track_people
 from .tracks import MIN_AREA_FRACTION, Selector, compose_labels
 
 log = logging.getLogger("scailflow.masks")
@@ -62,8 +62,9 @@ class MediapipeSegmenter:
 
     name = "mediapipe"
 
-    def __init__(self, model_selection: int = 0):
+    def __init__(self, model_selection: int = 0, track_side: int | None = TRACK_SIDE):
         self.model_selection = model_selection
+        self.track_side = track_side  # several people are split and tracked at this long side (people.TRACK_SIDE)
 
     @contextlib.contextmanager
     def _model(self):
@@ -118,38 +119,43 @@ class MediapipeSegmenter:
         as its frame comes (nothing when nobody was kept). Holds one frame."""
         frames = iter(frames)
         frame0 = next(frames)
+        scale = WorkScale(frame0.shape, self.track_side)
         with self._model() as model, FaceDetector().session() as detect:
 
-            def foreground(frame: np.ndarray) -> np.ndarray:
-                return np.asarray(model.process(np.ascontiguousarray(frame)).segmentation_mask, np.float32) > 0.5
+            def probability(frame: np.ndarray) -> np.ndarray:
+                return np.asarray(model.process(np.ascontiguousarray(frame)).segmentation_mask, np.float32)
 
-            first = foreground(frame0)
-            candidates = split_people(first, detect(frame0))
+            prob0 = probability(frame0)
+            first = prob0 > 0.5
+            # people are told apart at the working size; one person is the whole full-size foreground
+            small = split_people(scale.probability(prob0), scale.boxes(detect(frame0)))
+            candidates = [scale.labels(m.astype(np.uint8), first) > 0 for m in small]
             kept = select(candidates)
             if not kept:
                 yield Segmentation(np.zeros((1, *frame0.shape[:2]), np.uint8), 0, len(candidates))
                 return
             single = len(candidates) == 1  # one person: the whole foreground, frame by frame
-            people = candidates  # every candidate is tracked, so the ones not kept never leak into the kept
+            people = small  # every candidate is tracked, so the ones not kept never leak into the kept
 
-            def labelled(people) -> np.ndarray:
-                out = np.zeros(frame0.shape[:2], np.uint8)
+            def labelled(people, foreground: np.ndarray) -> np.ndarray:
+                out = np.zeros(people[0].shape, np.uint8)
                 for p, i in enumerate(kept):
                     out[people[i]] = p + 1
-                return out
+                return scale.labels(out, foreground)
 
             yield Segmentation(
-                (first if single else labelled(people)).astype(np.uint8)[None],
+                (first if single else labelled(people, first)).astype(np.uint8)[None],
                 1 if single else len(kept),
                 len(candidates),
             )
             report("track", 1, total)
             for t, frame in enumerate(frames, start=1):
+                prob = probability(frame)
                 if single:
-                    yield foreground(frame).astype(np.uint8)
+                    yield (prob > 0.5).astype(np.uint8)
                 else:
-                    people = track_people(people, foreground(frame), detect(frame))
-                    yield labelled(people)
+                    people = track_people(people, scale.probability(prob), scale.boxes(detect(frame)))
+                    yield labelled(people, prob > 0.5)
                 report("track", t + 1, total)
 
 
