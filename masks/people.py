@@ -15,8 +15,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy import ndimage
-from skimage.segmentation import watershed
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 pixels
 
@@ -95,6 +93,9 @@ def _flood(foreground: np.ndarray, markers: np.ndarray) -> np.ndarray:
     to any marker) goes to the nearest person within 5% of the frame, else stays nobody."""
     if not markers.any():
         return np.zeros(foreground.shape, np.uint8)
+    from scipy import ndimage  # here: ~1 s of imports that a run with one person never needs
+    from skimage.segmentation import watershed
+
     depth = ndimage.distance_transform_edt(foreground)
     labels = watershed(-depth, markers.astype(np.int32), mask=foreground)
     left = foreground & (labels == 0)
