@@ -20,6 +20,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also replay this machine's history: each run predicted from the runs before it, against its actual time",
     )
+    p.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="estimate `scailflow sweep` of these folders: per take and the total, the preprocessing counted once "
+        "(repeatable: --sweep seeds=4 --sweep guidance=3,5 --sweep lora_alpha=0.6,1; keys as sweep's flags)",
+    )
     add_job_flags(p)
     add_model_arguments(p)
 
@@ -37,7 +45,13 @@ def run(args) -> int:
     budget = from_flags(BudgetOptions, args)
     model = from_flags(ModelOptions, args)
     history = read_history()
-    jobs = [(folder, load_job(Path(folder), overrides=job_overrides(args)).sampling) for folder in args.folders]
+    sweep = None
+    if args.sweep:
+        from scailflow.flows.sweep_options import SweepOptions, parse_sweep_items
+        from scailflow.options import validated
+
+        sweep = validated(SweepOptions, parse_sweep_items(args.sweep))
+    jobs = [(folder, load_job(Path(folder), overrides=job_overrides(args)).sampling, sweep) for folder in args.folders]
     predicted = plan(jobs, model, budget.gpu, budget.gpu_price, history)
     print("\n".join(predicted.lines))
     if args.check:
