@@ -13,7 +13,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from scailflow.options import add_flags
     from scailflow.scail.arguments import add_model_arguments
 
-    p.add_argument("folders", nargs="+", metavar="FOLDER", help="raw folders, as `scailflow run` takes them")
+    p.add_argument(
+        "folders",
+        nargs="+",
+        metavar="FOLDER",
+        help="raw folders, as `scailflow run` takes them, or one pipelines.yaml (its folders and sweeps, as "
+        "`scailflow batch --dry-run` prints them)",
+    )
     add_flags(p.add_argument_group("budget"), BudgetOptions, only=BUDGET_FLAGS)
     p.add_argument(
         "--check",
@@ -51,9 +57,22 @@ def run(args) -> int:
         from scailflow.options import validated
 
         sweep = validated(SweepOptions, parse_sweep_items(args.sweep))
-    jobs = [(folder, load_job(Path(folder), overrides=job_overrides(args)).sampling, sweep) for folder in args.folders]
+    left_out = []
+    if len(args.folders) == 1 and Path(args.folders[0]).suffix in (".yaml", ".yml") and Path(args.folders[0]).is_file():
+        from argparse import Namespace
+
+        from scailflow.errors import InputError
+        from scailflow.flows.cli import _batch_sampling
+
+        if sweep is not None:
+            raise InputError("--sweep: a pipelines.yaml declares its sweeps itself (`sweep:` under a pipeline)")
+        jobs, model, left_out = _batch_sampling(Namespace(**vars(args), pipelines=args.folders[0], pipeline=None))
+    else:
+        jobs = [
+            (folder, load_job(Path(folder), overrides=job_overrides(args)).sampling, sweep) for folder in args.folders
+        ]
     predicted = plan(jobs, model, budget.gpu, budget.gpu_price, history)
-    print("\n".join(predicted.lines))
+    print("\n".join(left_out + predicted.lines))
     if args.check:
         from scailflow.flows.estimate import replay_errors
 
@@ -66,7 +85,7 @@ def run(args) -> int:
             )
         else:
             print("history: fewer than two runs of a model here, nothing to replay")
-    if len(args.folders) > 1:
+    if len(jobs) > 1:
         print(predicted.total())
     if refused := predicted.refusal(budget.max_gpu_minutes):
         print(refused, file=sys.stderr)

@@ -124,10 +124,12 @@ def test_estimate_of_a_sweep_counts_the_preprocessing_once(tmp_path, capsys, mon
     assert main(["sweep", str(d), "--dry-run", "--guidance", "3,5", "--max-gpu-minutes", "1", *args]) == 3
 
 
-def test_batch_dry_run_estimates_a_pipeline_sweep(tmp_path):
+def test_batch_dry_run_and_estimate_of_pipelines_yaml_cover_its_sweep(tmp_path, capsys, monkeypatch):
+    from scailflow.cli import main
     from scailflow.flows.cli import _batch_sampling
     from scailflow.flows.estimate import plan
 
+    monkeypatch.setenv("SCAILFLOW_HOME", str(tmp_path / "home"))  # no history: both read the same
     clip(tmp_path)
     path = tmp_path / "pipelines.yaml"
     write_text_atomic(path, "pipelines:\n  - name: look\n    folders: [clip]\n    sweep: {seeds: 3}\n")
@@ -135,6 +137,8 @@ def test_batch_dry_run_estimates_a_pipeline_sweep(tmp_path):
     assert left_out == [] and folders[0][2] == SweepOptions(seeds=3)
     lines = plan(folders, model, "h100").lines
     assert lines[0].startswith("clip: sweep of 3 takes (3 seed(s))") and len(lines) == 5
+    assert main(["estimate", str(path), "--gpu", "h100"]) == 0
+    assert capsys.readouterr().out.splitlines() == lines
 
 
 # ------------------------------------------------------------------------------------- flows, on the tiny model
