@@ -173,3 +173,17 @@ def publish_batch_summary(name: str, rows: list[dict]) -> None:
 
     key = "scailflow-batch-" + "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
     create_table_artifact(rows, key=key[:60], description=f"batch {name}: one row per folder")
+
+
+def publish_sweep_summary(folder_name: str, rows: list[dict]) -> str:
+    """The sweep at a glance: one row per cell (settings, seed, take file, state, seconds). Returns its key. A UI
+    problem is a warning: the takes and the sheet are written."""
+    from prefect.artifacts import create_table_artifact
+
+    key = "scailflow-sweep-" + "".join(c if c.isalnum() else "-" for c in folder_name.lower()).strip("-")
+    key = key[:60].rstrip("-")
+    try:
+        create_table_artifact(rows, key=key, description=f"sweep of {folder_name}: one row per cell")
+    except Exception as e:  # noqa: BLE001
+        log.warning("could not publish the sweep's table to the Prefect UI: %s", str(e).splitlines()[0][:200])
+    return key

@@ -87,10 +87,14 @@ def batch_flow(
     workers = cfg.workers if workers is None else workers
     ensure_gpu_slots(cfg.gpus)
     key_available = api_key() is not None
-    ready, runs, results = [], [], {}
+    ready, runs, results, swept = [], [], {}, []
+    sweeps = {entry.name: entry.sweep for entry in cfg.pipelines}
     started = time.perf_counter()
     with contextlib.ExitStack() as locks:
-        for n, (_name, folder, out, options) in enumerate(batch_folders(cfg, pipeline)):
+        for n, (name, folder, out, options) in enumerate(batch_folders(cfg, pipeline)):
+            if sweeps[name] is not None:  # its cells are folder runs of their own, after the others (run_sweeps)
+                swept.append((folder, out, options, sweeps[name]))
+                continue
             try:  # every folder checked and locked up front: a bad one is reported before any work
                 raw, job, out_dir = prepare(str(folder), out, options, None)
                 locks.enter_context(folder_lock(out_dir, wait=False))
@@ -129,6 +133,7 @@ def batch_flow(
                 finish(runs[i - cfg.gpus])
         for run in runs[max(len(ready) - cfg.gpus, 0) :]:
             finish(run)
+    results |= run_sweeps(swept, model_opts, workers)
     failed = [k for k, r in results.items() if "error" in r]
     done = sum("video" in r for r in results.values())
     log.info(  # the command prints its own summary
@@ -142,6 +147,26 @@ def batch_flow(
     if failed:
         names = ", ".join(Path(k).name for k in failed)
         return Failed(message=f"{len(failed)} of {len(results)} folders failed: {names}", data=results)
+    return results
+
+
+def run_sweeps(swept: list, model: ModelOptions, workers: bool) -> dict:
+    """The folders of pipelines with a `sweep:`, one sweep each (its takes, sheet and table); a folder whose sweep
+    fails is reported and the others go on. Returns {folder: summary or {"error": message}}."""
+    from scailflow.flows.sweep import sweep_flow
+
+    results = {}
+    for folder, out, options, sweep in swept:
+        key = str(Path(folder).resolve())
+        try:
+            r = sweep_flow(str(folder), sweep, Path(folder).name, out, defaults=options, model=model, workers=workers)
+        except Exception as e:  # noqa: BLE001 - one folder's failure is reported; the batch goes on
+            stage_logger("flow").error("failed %s: %s", folder, e, extra={"console": False})
+            results[key] = {"error": f"sweep: {e.__class__.__name__}: {e}".splitlines()[0][:500]}
+            continue
+        seconds = round(sum(c["seconds"] for c in r["cells"]), 2)
+        results[key] = {"state": "Completed", "video": r["sheet"], "sweep": r, "takes": len(r["cells"])}
+        results[key]["seconds"] = seconds
     return results
 
 

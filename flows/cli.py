@@ -196,8 +196,8 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _batch_sampling(args) -> tuple[list, ModelOptions, list[str]]:
-    """(folder, sampling options) of every folder the batch would run (a bad folder, which the batch reports and
-    skips, is left out with a line saying so), and the batch's model options."""
+    """(folder, sampling options, its pipeline's sweep or None) of every folder the batch would run (a bad folder,
+    which the batch reports and skips, is left out with a line saying so), and the batch's model options."""
     from scailflow.flows.batch_flow import batch_folders
     from scailflow.flows.config import load_job, load_pipelines
     from scailflow.flows.folder import scan_folder
@@ -205,9 +205,10 @@ def _batch_sampling(args) -> tuple[list, ModelOptions, list[str]]:
 
     cfg = load_pipelines(args.pipelines)
     folders, left_out = [], []
-    for _name, folder, _out, options in batch_folders(cfg, args.pipeline):
+    sweeps = {entry.name: entry.sweep for entry in cfg.pipelines}
+    for name, folder, _out, options in batch_folders(cfg, args.pipeline):
         try:
-            folders.append((str(folder), load_job(scan_folder(folder).root, options).sampling))
+            folders.append((str(folder), load_job(scan_folder(folder).root, options).sampling, sweeps[name]))
         except InputError as e:
             left_out.append(f"{Path(folder).name}: not estimated, the batch skips it: {e}")
     model = ModelOptions.model_validate(merge(cfg.model.model_dump(exclude_unset=True), given(args, ModelOptions)))
@@ -235,6 +236,10 @@ def run_batch(args) -> int:
             print(f"{Path(folder).name}: FAILED: {summary['error']}")
         elif "skipped" in summary:
             print(f"{Path(folder).name}: skipped: {summary['skipped']}")
+        elif "sweep" in summary:
+            print(
+                f"{Path(folder).name}: sweep of {summary['takes']} takes: {summary['video']}  [{summary['seconds']} s]"
+            )
         else:
             _print_summary(summary)
     done = sum("video" in v for v in results.values())

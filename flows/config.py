@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from scailflow.errors import InputError
 from scailflow.files import read_text
+from scailflow.flows.sweep_options import SweepOptions
 from scailflow.masks.options import MaskOptions
 from scailflow.options import DrivingMode, Flag, Mode, Options, Stage, file_fields, merge
 from scailflow.pose.options import PoseOptions
@@ -111,6 +112,7 @@ class PipelineEntry(Options):
     out: str | None = None  # outputs under out/<folder name>/ (default: each folder's scailflow/)
     options: dict[str, Any] = {}
     schedule: Schedule | None = None
+    sweep: SweepOptions | None = None  # run each folder as a sweep (`scailflow sweep`'s grid): takes + contact sheet
 
     @model_validator(mode="after")
     def _source(self):

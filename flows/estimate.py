@@ -270,15 +270,56 @@ class Plan:
 
 
 def plan(folders, model, gpu: str | None = None, usd_per_hour: float | None = None, history=None) -> Plan:
-    """The predictions for (folder, SamplingOptions) pairs. A folder that cannot be predicted (no measured figure,
-    no history) is an InputError naming what to give."""
+    """The predictions for (folder, SamplingOptions) pairs, or (folder, SamplingOptions, SweepOptions) triples for a
+    sweep (see `sweep_estimates`). A folder that cannot be predicted (no measured figure, no history) is an
+    InputError naming what to give."""
     from scailflow.errors import InputError
 
     history = read_history() if history is None else history
-    estimates = []
-    for folder, sampling in folders:
+    estimates, lines = [], []
+    for folder, sampling, *sweep in folders:
         try:
-            estimates.append(estimate_folder(folder, sampling, model, history, gpu))
+            if sweep and sweep[0] is not None:
+                found, said = sweep_estimates(folder, sampling, model, sweep[0], history, gpu, usd_per_hour)
+            else:
+                found = [estimate_folder(folder, sampling, model, history, gpu)]
+                said = [describe(found[0], usd_per_hour)]
         except LookupError as exc:
             raise InputError(str(exc)) from None
-    return Plan(estimates, [describe(e, usd_per_hour) for e in estimates], usd_per_hour)
+        estimates += found
+        lines += said
+    return Plan(estimates, lines, usd_per_hour)
+
+
+def sweep_estimates(folder, sampling, model, sweep, history: History, gpu=None, usd_per_hour=None):
+    """A sweep of one folder: an Estimate per cell (the takes' generation; the shared preprocessing counted once, in
+    the first cell) and the lines that say them: the folder and its preprocessing, one line per cell, the total."""
+    from scailflow.flows.sweep_options import cell_model, cells, label, split_cell
+
+    values = sweep.values()
+    grid = cells(values, sweep.seed_list())
+    found = []
+    for k, cell in enumerate(grid):
+        cell_sampling, _ = split_cell(cell)
+        e = estimate_folder(folder, sampling.model_copy(update=cell_sampling), cell_model(model, cell), history, gpu)
+        if k:  # pose, masks and prompt run once for every take of the folder
+            e.stages = {s: (v if s == "generate" else 0.0) for s, v in e.stages.items()}
+        found.append(e)
+    first = found[0]
+    pre = {s: v for s, v in first.stages.items() if s != "generate"}
+    axes = " x ".join([f"{len(v)} {k}" for k, v in values.items()] + [f"{sweep.seeds} seed(s)"])
+    lines = [
+        f"{Path(first.folder).name}: sweep of {len(grid)} takes ({axes}), {first.frames} frames "
+        f"{first.width}x{first.height}, {first.segments} segment(s): preprocessing once {sum(pre.values()):.0f} s ("
+        + ", ".join(f"{s} {v:.0f} s" for s, v in pre.items())
+        + ")"
+    ]
+    for cell, e in zip(grid, found):
+        cost = f", ${e.cost(usd_per_hour):.2f}" if usd_per_hour is not None else ""
+        lines.append(
+            f"  {label(cell, values)}: generate {e.stages['generate']:.0f} s, {e.forwards} DiT forwards, "
+            f"{e.gpu_minutes:.1f} GPU-minutes{cost}"
+        )
+    total = Plan(found, [], usd_per_hour).total().removeprefix("total: ")
+    lines.append(f"  sweep total: {total} [{first.source}]")
+    return found, lines

@@ -30,6 +30,7 @@ pipelines:
     # out: renders         # outputs under renders/<folder>/ (default: each folder's scailflow/)
     # options: {{sampling: {{preset: fast}}}}
     # schedule: {{cron: "0 2 * * *"}}   # or {{interval_seconds: 3600}}
+    # sweep: {{seeds: 2, guidance: [3, 5]}}   # each folder as `scailflow sweep`: a take per setting and seed, one sheet
 """
 
 

@@ -1,50 +1,27 @@
-"""Sweeps: a grid of sampling settings (and seeds) run as takes of one folder, then one labelled contact sheet.
+"""Sweeps: a grid of settings (sampling options, LoRA strengths) and seeds run as takes of one folder, then one
+labelled contact sheet and a table in the Prefect UI.
 
-Every cell is an ordinary `folder_flow` run in this process: pose, masks and prompt are cached after the first, the
-loaded model is kept between cells (same model options), and each take is cached by its hash, so an interrupted sweep
+`sweep_flow` is a Prefect flow whose cells are ordinary `folder_flow` runs in this process: pose, masks and prompt are
+cached after the first, the loaded model is kept between cells with the same model options (a new LoRA strength
+reloads it with the LoRAs merged at that strength), and each take is cached by its hash, so an interrupted sweep
 resumes where it stopped. The sheet (`sweep.mp4` + `sweep.png`, the middle frame) tiles the takes side by side with
-their settings written on them; `sweep.json` lists the cells and their takes.
+their settings written on them; `sweep.json` lists the cells and their takes; the `scailflow-sweep-<folder>` table
+artifact has one row per cell. What a sweep may vary, and the grid, are in flows/sweep_options.py.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 from pathlib import Path
 
 import numpy as np
+from prefect import flow
 
-from scailflow.errors import InputError
+from scailflow.flows.sweep_options import SWEPT, SweepOptions, cell_model, cells, label, split_cell
+from scailflow.scail.options import ModelOptions
 
-SWEEPABLE = ("preset", "steps", "shift", "guidance", "solver", "pose_strength", "pose_start", "pose_end")
-
-
-def parse_values(key: str, text: str) -> list:
-    """`0.6,0.8,1.0` -> [0.6, 0.8, 1.0] (numbers as numbers)."""
-    out = []
-    for item in (t.strip() for t in text.split(",")):
-        if not item:
-            raise InputError(f"--{key} {text!r}: an empty value")
-        try:
-            out.append(int(item) if item.lstrip("-").isdigit() else float(item))
-        except ValueError:
-            out.append(item)
-    return out
-
-
-def cells(values: dict[str, list], seeds: list[int]) -> list[dict]:
-    """The grid, seeds varying fastest: [{"pose_strength": 0.5, "seed": 1}, ...]."""
-    keys = list(values)
-    return [
-        dict(zip(keys, combo)) | {"seed": seed}
-        for combo in itertools.product(*(values[k] for k in keys))
-        for seed in seeds
-    ]
-
-
-def label(cell: dict) -> str:
-    return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in cell.items())
+SWEEPABLE = SWEPT  # the options a sweep may vary (flows/sweep_options.py)
 
 
 def contact_sheet(takes: list[Path], labels: list[str], out_dir: Path) -> tuple[Path, Path]:
@@ -77,24 +54,77 @@ def contact_sheet(takes: list[Path], labels: list[str], out_dir: Path) -> tuple[
     return Path(video), Path(still)
 
 
-def run_sweep(folder: str, values: dict[str, list], seeds: list[int], overrides: dict, model, out=None, say=print):
-    """Run every cell as a take, then write the sheet. Returns sweep.json's content."""
+def sweep_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    return f"sweep-{(flow_run.parameters or {}).get('folder_name') or 'folder'}"
+
+
+@flow(name="scailflow-sweep", flow_run_name=sweep_run_name, validate_parameters=False)
+def sweep_flow(
+    folder: str,
+    sweep: SweepOptions | dict,
+    folder_name: str = "",
+    out: str | None = None,
+    defaults: dict | None = None,
+    overrides: dict | None = None,
+    model: ModelOptions | dict | None = None,
+    workers: bool = False,
+) -> dict:
+    """Run every cell as a take (each a `scailflow-folder` run), then write the sheet and sweep.json and publish the
+    cells' table. Cells are ordered so the model loads once per LoRA strength; the pipeline of a strength no longer
+    needed is released before the next one loads (a 14B model twice does not fit a GPU). Returns sweep.json's content."""
     from scailflow.files import write_text_atomic
+    from scailflow.flows.artifacts import publish_sweep_summary
     from scailflow.flows.folder_flow import folder_flow, prepare
     from scailflow.options import merge
+    from scailflow.tasks.common import stage_logger
+    from scailflow.tasks.gpu import release_pipelines
 
-    raw, _, out_dir = prepare(folder, out, None, overrides)
-    grid = cells(values, seeds)
-    done = []
-    for k, cell in enumerate(grid, 1):
+    sweep = SweepOptions.model_validate(sweep)
+    model = ModelOptions.model_validate(model or {})
+    raw, job, out_dir = prepare(folder, out, defaults, overrides)
+    values, grid = sweep.values(), cells(sweep.values(), sweep.seed_list())
+    models = [cell_model(model, cell) for cell in grid]  # every cell checked before the first runs
+    log = stage_logger("flow")
+    done, loaded = [], None
+    for k, (cell, cell_opts) in enumerate(zip(grid, models), 1):
+        sampling, _ = split_cell(cell)
+        wanted = cell_opts.for_preset(sampling.get("preset", job.sampling.preset))
+        if loaded is not None and wanted != loaded and not workers:
+            release_pipelines()  # the next cell loads the model with other LoRA strengths
+        loaded = wanted
         summary = folder_flow(
-            str(raw.root), folder_name=raw.name, out=out, overrides=merge(overrides, {"sampling": cell}), model=model
+            str(raw.root),
+            folder_name=raw.name,
+            out=out,
+            defaults=defaults,
+            overrides=merge(overrides or {}, {"sampling": sampling}),
+            model=cell_opts,
+            workers=workers,
         )
         state = summary["states"]["generate"]
-        say(f"sweep {k}/{len(grid)} {label(cell)}: {Path(summary['take']).name} ({state})")
-        done.append({"cell": cell, "label": label(cell), "take": summary["take"], "state": state})
+        text = label(cell, values)
+        log.info("sweep %d/%d %s: %s (%s)", k, len(grid), text, Path(summary["take"]).name, state)
+        row = {"cell": cell, "label": text, "take": summary["take"], "state": state, "seconds": summary["seconds"]}
+        done.append(row)
     video, still = contact_sheet([Path(d["take"]) for d in done], [d["label"] for d in done], Path(out_dir))
-    result = {"folder": str(raw.root), "values": values, "seeds": seeds, "cells": done, "sheet": str(video)}
-    result["still"] = str(still)
+    result = {"folder": str(raw.root), "values": values, "seeds": sweep.seed_list(), "cells": done}
+    result |= {"sheet": str(video), "still": str(still)}
     write_text_atomic(Path(out_dir) / "sweep.json", json.dumps(result, indent=2))
+    publish_sweep_summary(raw.name, sweep_rows(result))
     return result
+
+
+def sweep_rows(result: dict) -> list[dict]:
+    """The sweep's table: one row per cell (its settings, seed, take file, state, seconds)."""
+    return [
+        {
+            "settings": label({k: v for k, v in d["cell"].items() if k != "seed"}, result["values"]) or "-",
+            "seed": d["cell"]["seed"],
+            "take": Path(d["take"]).name,
+            "state": d["state"],
+            "seconds": d["seconds"],
+        }
+        for d in result["cells"]
+    ]
