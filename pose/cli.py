@@ -56,7 +56,7 @@ def summary(result) -> str:
         how = f"pose-driven: {people}, {result.backend}" + (", aligned to the reference" if result.alignment else "")
     lines.append(f"{what}; {how}")
     if result.timings:
-        names = {"read": "read", "pose2d": "2D pose", "pose3d": "3D pose", "render": "render", "mask_write": "mask"}
+        names = {"read": "open", "pose2d": "2D pose", "pose3d": "3D pose", "render": "render + mask"}
         parts = ", ".join(f"{names.get(k, k)} {v:.1f} s" for k, v in result.timings.items())
         lines.append(f"{sum(result.timings.values()):.1f} s ({parts})")
     return "\n".join(lines)

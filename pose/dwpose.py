@@ -21,6 +21,7 @@ from scailflow.progress import report
 log = logging.getLogger("scailflow.pose")
 
 DET_SIZE = 640
+WINDOW = 64  # frames detected and posed at a time (the batches inside are smaller)
 STRIDES = (8, 16, 32)
 PAD_VALUE = 114
 NMS_IOU = 0.45
@@ -262,6 +263,10 @@ class DWPose:
         return people
 
     def __call__(self, frames_rgb: np.ndarray) -> list[list[PersonPose]]:
-        """RGB uint8 [T, H, W, 3] -> per frame, the persons in detector-score order."""
-        bgr = [np.ascontiguousarray(f[..., ::-1]) for f in frames_rgb]
-        return self.keypoints(bgr, self.detect(bgr))
+        """RGB uint8 [T, H, W, 3] (or a clip decoded as it is walked, scailflow.decode.StreamedFrames) -> per frame,
+        the persons in detector-score order. WINDOW frames at a time: a long clip is never held whole."""
+        people: list[list[PersonPose]] = []
+        for start in range(0, len(frames_rgb), WINDOW):
+            bgr = [np.ascontiguousarray(f[..., ::-1]) for f in frames_rgb[start : start + WINDOW]]
+            people += self.keypoints(bgr, self.detect(bgr))
+        return people

@@ -11,10 +11,11 @@ from typing import Iterator
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from scailflow.decode import StreamedFrames
 from scailflow.errors import InputError
 from scailflow.files import atomic_path
 from scailflow.layout import ANIMATION_MASK, RENDERED
-from scailflow.media import open_video, read_image, read_video, write_video
+from scailflow.media import VideoWriter, open_video, read_image, write_video
 from scailflow.options import DrivingMode, choices
 from scailflow.pose.align import Alignment, apply_to_overlay, fit_to_reference
 from scailflow.pose.options import Palette, PoseOptions
@@ -106,12 +107,12 @@ def _reference_person(image_path: Path, weights: PoseWeights, device: str) -> Pe
     return max(people, key=lambda p: float((p.box[2] - p.box[0]) * (p.box[3] - p.box[1])))
 
 
-def _mask_frames(ids: np.ndarray, colours: np.ndarray) -> Iterator[np.ndarray]:
-    for frame_ids in ids:
-        out = np.zeros(frame_ids.shape + (3,), np.uint8)
-        on = frame_ids > 0
-        out[on] = colours[frame_ids[on] - 1]
-        yield out
+def _mask_frame(ids: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """Person ids (0 = nobody, i = person i) -> their colours on black."""
+    out = np.zeros(ids.shape + (3,), np.uint8)
+    on = ids > 0
+    out[on] = colours[ids[on] - 1]
+    return out
 
 
 def _check_call(driving: str, palette: str, align: bool, reference_image: Path | None) -> None:
@@ -177,14 +178,15 @@ def _body_frames(
             yield draw_flat_limbs([people[t] for people in tracks], height, width, palette)
 
 
-def _composited_frames(body, tracks: list, mask_ids: np.ndarray) -> Iterator[np.ndarray]:
-    """The body with each person's face/hand overlay on top; fills `mask_ids` (person + 1 per pixel) on the way."""
-    n_frames, height, width = mask_ids.shape
+def _composited_frames(body, tracks: list, n_frames: int, colours: np.ndarray, masks: VideoWriter):
+    """The body with each person's face/hand overlay on top; each frame's person-colour mask (the person under
+    every pixel, overlays on top) goes to `masks` on the way, so neither video is held."""
     for t, (rgb, ids) in enumerate(iterate(body, "render", n_frames)):
-        overlays = [draw_person_overlay(people[t], height, width) for people in tracks]
-        mask_ids[t] = (ids + 1).astype(np.uint8)
+        overlays = [draw_person_overlay(people[t], *rgb.shape[:2]) for people in tracks]
+        mask_ids = (ids + 1).astype(np.uint8)
         for i, ov in enumerate(overlays):
-            mask_ids[t][ov.any(-1)] = i + 1
+            mask_ids[ov.any(-1)] = i + 1
+        masks.write(_mask_frame(mask_ids, colours))
         yield composite(rgb, overlays)
 
 
@@ -228,9 +230,10 @@ def prepare_driving(
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
-    # 2. Read the driving video
-    frames, src_fps = read_video(driving_video, driving_fps=driving_fps)  # upright, BT.709, at the taken rate
-    fps = float(max(1, round(src_fps)))
+    # 2. The driving video, upright, BT.709, at the taken rate: decoded as each step walks it (2D pose, then 3D
+    # joints once per person), never held whole
+    frames = StreamedFrames(open_video(driving_video, driving_fps=driving_fps))
+    fps = float(max(1, round(frames.reader.fps)))
     n_frames, height, width = frames.shape[:3]
     timings["read"], clock = time.perf_counter() - clock, time.perf_counter()
 
@@ -251,13 +254,12 @@ def prepare_driving(
     clock = time.perf_counter()
     n_persons = len(tracks)
     colours = np.array([person_colour(i, opts.legacy_mask_colours) for i in range(n_persons)], np.uint8)
-    mask_ids = np.zeros((n_frames, height, width), np.uint8)
     body = _body_frames(tracks, has3d, alignment, palette, (n_frames, height, width), tdev)
     rendered, mask_path = out_dir / RENDERED, out_dir / ANIMATION_MASK
-    write_video(rendered, _composited_frames(body, tracks, mask_ids), fps, lossless=bool(height % 2 or width % 2))
-    timings["render"], clock = time.perf_counter() - clock, time.perf_counter()
-    write_video(mask_path, _mask_frames(mask_ids, colours), fps, lossless=True)
-    timings["mask_write"] = time.perf_counter() - clock
+    with VideoWriter(mask_path, fps, lossless=True) as masks:  # written beside the render, frame by frame
+        composited = _composited_frames(body, tracks, n_frames, colours, masks)
+        write_video(rendered, composited, fps, lossless=bool(height % 2 or width % 2))
+    timings["render"] = time.perf_counter() - clock
     log.info(
         "pose render: %d frames %dx%d at %g fps, %d person(s), backend %s",
         n_frames,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
@@ -121,43 +122,82 @@ def write_video(
     `audio_from`: a video whose first audio stream is carried over (AAC), from its start to the written frames'
     duration (frames / fps); a file without sound, or sound that cannot be decoded, leaves the video silent.
     """
-    path = Path(path)
-    rate = Fraction(fps).limit_denominator(1001)
-    sound = audio_track(audio_from) if audio_from is not None else None
-    with atomic_path(path) as tmp:
-        container = av.open(str(tmp), mode="w", format="mp4")
+    with VideoWriter(path, fps, lossless=lossless, crf=crf, audio_from=audio_from) as out:
+        for frame in frames:
+            out.write(frame)
+    return Path(path)
+
+
+class VideoWriter:
+    """`write_video` a frame at a time, for a caller that writes two videos in one pass:
+    `with VideoWriter(path, fps, lossless=True) as out: out.write(frame)`. The file appears whole when the block
+    ends without an error, never otherwise (an empty block is an InputError)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        fps: float,
+        *,
+        lossless: bool = False,
+        crf: int = 17,
+        audio_from: str | os.PathLike | None = None,
+    ):
+        self.path, self.lossless, self.crf = Path(path), lossless, crf
+        self.rate = Fraction(fps).limit_denominator(1001)
+        self.sound = audio_track(audio_from) if audio_from is not None else None
+        self.count = 0
+        self._stream = self._audio = None
+
+    def __enter__(self) -> VideoWriter:
+        self._atomic = atomic_path(self.path)
+        tmp = self._atomic.__enter__()
         try:
-            stream = audio = None
-            count = 0
-            for frame in frames:
-                frame = np.ascontiguousarray(frame, dtype=np.uint8)
-                if stream is None:
-                    h, w = frame.shape[:2]
-                    if lossless:
-                        stream = container.add_stream("libx264rgb", rate=rate)
-                        stream.pix_fmt = "rgb24"
-                        stream.options = {"qp": "0", "preset": "veryfast"}
-                    else:
-                        if h % 2 or w % 2:
-                            raise InputError(f"H.264 (yuv420p) needs even sizes, got {w}x{h} for {path.name}")
-                        stream = container.add_stream("libx264", rate=rate)
-                        stream.pix_fmt = "yuv420p"
-                        stream.options = {"crf": str(crf), "preset": "medium"}
-                    stream.width, stream.height = w, h
-                    audio = sound.add_to(container) if sound is not None else None
-                vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
-                count += 1
-                for packet in stream.encode(vf):
-                    container.mux(packet)
-            if stream is None:
-                raise InputError(f"no frames to write to {path}")
-            for packet in stream.encode():
-                container.mux(packet)
-            if audio is not None:
-                sound.encode(container, audio, count / float(rate))
-        finally:
-            container.close()
-    return path
+            self._container = av.open(str(tmp), mode="w", format="mp4")
+        except BaseException:
+            self._atomic.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def _open_stream(self, h: int, w: int) -> None:
+        if self.lossless:
+            stream = self._container.add_stream("libx264rgb", rate=self.rate)
+            stream.pix_fmt = "rgb24"
+            stream.options = {"qp": "0", "preset": "veryfast"}
+        else:
+            if h % 2 or w % 2:
+                raise InputError(f"H.264 (yuv420p) needs even sizes, got {w}x{h} for {self.path.name}")
+            stream = self._container.add_stream("libx264", rate=self.rate)
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": str(self.crf), "preset": "medium"}
+        stream.width, stream.height = w, h
+        self._stream = stream
+        self._audio = self.sound.add_to(self._container) if self.sound is not None else None
+
+    def write(self, frame: np.ndarray) -> None:
+        frame = np.ascontiguousarray(frame, dtype=np.uint8)
+        if self._stream is None:
+            self._open_stream(*frame.shape[:2])
+        self.count += 1
+        for packet in self._stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            self._container.mux(packet)
+
+    def __exit__(self, *exc) -> bool:
+        try:
+            try:
+                if exc[0] is None:
+                    if self._stream is None:
+                        raise InputError(f"no frames to write to {self.path}")
+                    for packet in self._stream.encode():
+                        self._container.mux(packet)
+                    if self._audio is not None:
+                        self.sound.encode(self._container, self._audio, self.count / float(self.rate))
+            finally:
+                self._container.close()
+        except BaseException:  # the temporary file goes; a full disk becomes an OutputError, as in atomic_path
+            if not self._atomic.__exit__(*sys.exc_info()):
+                raise
+            return False
+        return bool(self._atomic.__exit__(*exc))
 
 
 # ------------------------------------------------------------------------------------------------ sound
