@@ -247,9 +247,9 @@ def read_take(folder: str | Path) -> Take:
     """The take a folder's last run left: FOLDER/scailflow (or the output folder itself) must hold run.json; the
     settings come from its output.mp4.json (the generation's record), else the defaults of `scailflow run`."""
     from scailflow.media import probe_video, read_image
-    from scailflow.scail.conditioning import target_size
     from scailflow.scail.options import SamplingOptions
     from scailflow.scail.segments import plan_segments
+    from scailflow.scail.sizes import target_size
 
     folder = Path(folder)
     out = folder if (folder / "run.json").is_file() else folder / "scailflow"

@@ -158,8 +158,8 @@ def estimate_folder(folder, sampling, model, history: History, gpu: str | None =
     """The prediction for one raw folder with these (job.yaml + flag) options."""
     from scailflow.flows.folder import scan_folder
     from scailflow.media import probe_video, read_image
-    from scailflow.scail.conditioning import target_size
     from scailflow.scail.segments import plan_segments
+    from scailflow.scail.sizes import target_size
 
     raw = scan_folder(folder)
     s = sampling.resolved()

@@ -24,26 +24,11 @@ import torch.nn.functional as F
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
+from scailflow.scail.sizes import cover_size, target_size  # noqa: F401 - the size rules, kept importable from here
+
 # a channel is "on" above this value on the [-1, 1] scale: pixel 226 is on, 225 is off
 MASK_THRESHOLD = (225 - 127.5) / 127.5
 RESIZE_CHUNK = 16  # frames resized at once (the result does not depend on it; the float copy's memory does)
-
-
-def target_size(target_h: int, target_w: int, ref_hw: tuple[int, int]) -> tuple[int, int]:
-    """The (height, width) generated: the target, swapped when the reference is portrait and the target landscape
-    or the reverse (official rule: a square reference or a square target never swaps)."""
-    h, w = ref_hw
-    if (h < w and target_h > target_w) or (h > w and target_h < target_w):
-        return target_w, target_h
-    return target_h, target_w
-
-
-def cover_size(h: int, w: int, target_h: int, target_w: int) -> tuple[int, int]:
-    """Size an (h, w) picture is resized to before the centre crop: one side equals the target, the other covers it
-    (truncated with int(), as the official code does: 200x120 into 96x64 gives 106x64)."""
-    if w / h > target_w / target_h:
-        return target_h, int(w * target_h / h)
-    return int(h * target_w / w), target_w
 
 
 def resize_crop(x: torch.Tensor, target_h: int, target_w: int) -> torch.Tensor:

@@ -43,6 +43,21 @@ def test_work_model_matches_the_measured_sizes():
     assert work([{"length": 81}], 512, 896, 40, True) == 80  # 40 steps with CFG at the table's size
 
 
+@pytest.mark.integration
+def test_estimate_answers_without_torch(tmp_path):
+    """The prediction is arithmetic on the folder's sizes: `scailflow estimate` (and so `--dry-run`) loads neither
+    torch nor Prefect (it took ~4 s of CPU when the size rules came with torch, ~0.4 s without)."""
+    d = folder(tmp_path, 5)
+    code = (
+        "import sys; from scailflow.cli import main; code = main(['estimate', sys.argv[1], '--gpu', 'h100']); "
+        "print([m for m in ('torch', 'torchvision', 'prefect', 'diffusers') if m in sys.modules]); sys.exit(code)"
+    )
+    env = dict(os.environ, SCAILFLOW_HOME=str(tmp_path / "home"))
+    r = subprocess.run([sys.executable, "-c", code, str(d)], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0 and "GPU-minutes" in r.stdout, r.stdout + r.stderr
+    assert r.stdout.splitlines()[-1] == "[]", r.stdout
+
+
 def test_table_prediction_reproduces_the_benchmark(tmp_path):
     d = folder(tmp_path, 81)
     measured = json.loads((RESULTS / "h200-2026-12-01" / "presets.json").read_text())["rows"]

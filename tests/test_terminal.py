@@ -106,7 +106,9 @@ def test_a_terminal_gets_bars_with_seconds_per_step_and_eta_and_no_noise(tmp_pat
     assert all(ln.startswith("no Prefect server is running") for ln in others), others
 
 
-def test_a_pipe_gets_plain_stage_named_lines_and_a_rerun_says_cached(tmp_path):
+def test_a_pipe_gets_plain_stage_named_lines_and_a_rerun_says_cached(tmp_path, shared_server):
+    """The first run without a server (a temporary API of its own); the rerun reports to one (the session's): the
+    stages' cache is the folder's, whichever API records the runs."""
     folder = make_folder(tmp_path, "piped", frames=13, size=64)
     env = dict(os.environ, SCAILFLOW_PROGRESS_INTERVAL="0")  # a progress line at every step
     cmd = scailflow("run", str(folder), "--model", "tiny-random", "--steps", "3")
@@ -123,6 +125,7 @@ def test_a_pipe_gets_plain_stage_named_lines_and_a_rerun_says_cached(tmp_path):
         assert noise not in r.stderr + r.stdout, noise
     out = r.stdout.splitlines()
     assert len(out) == 2 and out[0].startswith(f"piped: {(folder / 'scailflow' / 'output.mp4').resolve()}  [")
+    env["SCAILFLOW_PORT"] = shared_server[1]["SCAILFLOW_PORT"]
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     for stage in ("pose", "masks", "prompt", "generate"):
@@ -130,6 +133,7 @@ def test_a_pipe_gets_plain_stage_named_lines_and_a_rerun_says_cached(tmp_path):
     assert "denoise" not in again.stderr
 
 
+@pytest.mark.usefixtures("report_to_shared_server")  # no temporary API: the session's server records the runs
 def test_batch_lines_name_their_folder_and_say_what_failed_plainly(tmp_path):
     clips = tmp_path / "clips"
     clips.mkdir()
