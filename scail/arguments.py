@@ -60,7 +60,7 @@ def save_file_from_args(args, prompt: str) -> Path:
     """--save_file, else the official automatic name (in --save_dir when given, else here)."""
     if args.save_file:
         return Path(args.save_file)
-    from scailflow.scail.generate import official_output_name
+    from scailflow.scail.inputs import official_output_name
 
     sampling = from_flags(SamplingOptions, args)
     ring = from_flags(ParallelOptions, args).ring_size
@@ -70,7 +70,7 @@ def save_file_from_args(args, prompt: str) -> Path:
 
 def request_from_args(args, save_file: Path | None = None):
     """The prepared files of `generate`'s command line as a GenerateRequest."""
-    from scailflow.scail.generate import GenerateRequest
+    from scailflow.scail.inputs import GenerateRequest
 
     if args.txt:
         raise InputError(

@@ -45,13 +45,16 @@ def run_generate(args) -> int:
         if not args.save_file:  # every rank writes to the one automatic name chosen now
             argv = [*argv, "--save_file", str(req.save_file)]
         return launch(parallel.world_size, strip_gpus_flag(argv))
-    from scailflow.scail.generate import generate, read_conditioning
-    from scailflow.scail.loading import load_pipeline
+    from scailflow.scail.inputs import read_conditioning
 
     req = request_from_args(args)
     sampling = from_flags(SamplingOptions, args)
     model = from_flags(ModelOptions, args).for_preset(sampling.preset)
-    inputs = read_conditioning(req)  # bad files fail before the model loads
+    inputs = read_conditioning(req)  # bad files fail here, before torch and the model load
+
+    from scailflow.scail.generate import generate
+    from scailflow.scail.loading import load_pipeline
+
     pipe = load_pipeline(model)
     with reporting(terminal("generate")):
         record = generate(pipe, req, sampling, inputs=inputs)

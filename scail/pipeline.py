@@ -11,14 +11,12 @@ import logging
 import random
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import torch
 
 from scailflow.errors import InputError
-from scailflow.media import StreamedFrames
 from scailflow.progress import report
 from scailflow.scail import step_cache
 from scailflow.scail.color import ColorMatcher
@@ -30,6 +28,7 @@ from scailflow.scail.conditioning import (
     to_uint8_frames,
 )
 from scailflow.scail.encoders import encode_image, encode_text, vae_decode, vae_encode, vae_stats
+from scailflow.scail.inputs import Conditioning, check_inputs  # noqa: F401 - re-exported (torch-free home)
 from scailflow.scail.offload import Placement
 from scailflow.scail.options import SamplingOptions
 from scailflow.scail.pose_control import pose_active, scale_pose
@@ -39,19 +38,6 @@ from scailflow.scail.segments import Segment, output_frames, plan_segments
 from scailflow.scail.step_cache import context as cache_context
 
 log = logging.getLogger("scailflow.scail")
-
-
-@dataclass
-class Conditioning:
-    """What one sample is generated from, as pixels (RGB uint8)."""
-
-    ref_image: np.ndarray  # [H, W, 3]
-    ref_mask: np.ndarray  # [H, W, 3]
-    driving: np.ndarray | StreamedFrames  # [T, H, W, 3] (streamed: decoded a segment at a time)
-    driving_mask: np.ndarray | StreamedFrames  # [T, H, W, 3]
-    prompt: str
-    replace: bool = False
-    additional_refs: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
 
 class StageClock:
@@ -94,29 +80,6 @@ def random_seed() -> int:
 def check_size(height: int, width: int) -> None:
     if height % 32 or width % 32 or height <= 0 or width <= 0:
         raise InputError(f"target size {width}x{height} (WxH) must be positive multiples of 32")
-
-
-def check_inputs(cond: Conditioning) -> None:
-    """Shapes and counts the model needs; one clear InputError otherwise."""
-    if cond.driving.ndim != 4 or cond.driving.shape[0] < 1:
-        raise InputError("the driving video has no frames")
-    if cond.driving_mask.shape[0] != cond.driving.shape[0]:
-        raise InputError(
-            f"the driving mask has {cond.driving_mask.shape[0]} frames, the driving video {cond.driving.shape[0]}"
-        )
-    if cond.ref_mask.shape[:2] != cond.ref_image.shape[:2]:
-        raise InputError(
-            f"the reference mask is {cond.ref_mask.shape[1]}x{cond.ref_mask.shape[0]}, the reference "
-            f"image {cond.ref_image.shape[1]}x{cond.ref_image.shape[0]}: they must be the same size"
-        )
-    if cond.driving_mask.shape[1:3] != cond.driving.shape[1:3]:
-        raise InputError(
-            f"the driving mask is {cond.driving_mask.shape[2]}x{cond.driving_mask.shape[1]}, the "
-            f"driving video {cond.driving.shape[2]}x{cond.driving.shape[1]}: they must be the same size"
-        )
-    for i, (img, msk) in enumerate(cond.additional_refs):
-        if img.shape[:2] != msk.shape[:2]:
-            raise InputError(f"additional reference {i + 1} and its mask differ in size")
 
 
 def combine_cfg(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -82,6 +85,22 @@ def test_bad_input_is_one_line(prepared, change, message):
     r = cli("generate", *official_args(prepared, **change), "--model", "tiny-random", "--steps", 1)
     assert r.returncode == 2
     assert_one_error_line(r, message)
+
+
+def test_a_bad_file_fails_before_torch_loads(prepared):
+    """Inputs are read and checked before torch, diffusers and the model load: the one error line comes in a
+    fraction of a second (it took ~7 s of imports before)."""
+    code = (
+        "import sys\nfrom scailflow.cli import main\ntry:\n    code = main(sys.argv[1:])\nfinally:\n"
+        "    print([m for m in ('torch', 'torchvision', 'diffusers') if m in sys.modules])\nsys.exit(code)"
+    )
+    args = ["generate", *official_args(prepared, **{"--pose": prepared / "ref.png"}), "--model", "tiny-random"]
+    r = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=120, env=dict(os.environ)
+    )
+    assert r.returncode == 2
+    assert_one_error_line(r, "cannot read video")
+    assert r.stdout.splitlines()[-1] == "[]", r.stdout
 
 
 def assert_one_error_line(r, message):
