@@ -4,7 +4,6 @@ output was written."""
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 from pathlib import Path
@@ -244,32 +243,17 @@ def test_portrait_phone_reference_is_animated_upright(tmp_path, shared_server):
     assert read_video(out / "output.mp4")[0].shape[1:3] == (64, 32)
 
 
-NAMES = ["café", "名前", "my clip (2)"]
-
-
 @pytest.mark.integration
-def test_any_folder_name_works(tmp_path, shared_server):
-    """Each name reaches a real server's flow runs and artifacts and its stages' cache: one batch over the three
-    folders (one process, reported to the session's server), then the same batch again, served from the cache."""
-    for name in NAMES:
-        folder = make_folder(tmp_path, name=name, frames=5, size=64)
-        write_text_atomic(folder / "job.yaml", "sampling: {steps: 1, target_h: 64, target_w: 64, seed: 1}\n")
-    p = tmp_path / "pipelines.yaml"
-    folders = json.dumps(NAMES, ensure_ascii=False)  # JSON is YAML: the names as typed, quoted
-    write_text_atomic(p, f"model: {{model: tiny-random}}\npipelines:\n  - name: names\n    folders: {folders}\n")
-    env = shared_server[1]
-    r = cli("batch", p, env=env)
-    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
-    assert "3 of 3 folders done" in r.stdout and "could not publish" not in r.stderr, r.stdout + r.stderr[-3000:]
-    for name in NAMES:
-        assert (tmp_path / name / "scailflow" / "output.mp4").is_file(), name
-        (line,) = [ln for ln in r.stdout.splitlines() if ln.startswith(f"{name}: ")]
-        assert str((tmp_path / name / "scailflow" / "output.mp4").resolve()) in line, line
-    again = cli("batch", p, env=env)
-    assert again.returncode == 0 and "3 of 3 folders done" in again.stdout, again.stdout + again.stderr[-3000:]
-    for name in NAMES:
-        (line,) = [ln for ln in again.stdout.splitlines() if ln.startswith(f"{name}: ")]
-        assert "generate Cached" in line, again.stdout
+@pytest.mark.parametrize("name", ["café", "名前", "my clip (2)"])
+def test_any_folder_name_works(tmp_path, name, shared_server):
+    folder = make_folder(tmp_path, name=name, frames=5, size=64)
+    write_text_atomic(folder / "job.yaml", "sampling: {steps: 1, target_h: 64, target_w: 64, seed: 1}\n")
+    env = shared_server[1]  # the name reaches a real server's flow runs and artifacts, without a temporary API each
+    r = cli("run", folder, "--model", "tiny-random", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (folder / "scailflow" / "output.mp4").is_file() and "could not publish" not in r.stderr
+    again = cli("run", folder, "--model", "tiny-random", env=env)
+    assert again.returncode == 0 and "generate Cached" in again.stdout, again.stderr[-3000:]
 
 
 def test_artifact_keys_are_valid_and_distinct():
