@@ -76,6 +76,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, nargs="+", default=[300, 1200, 5400])
     ap.add_argument("--steps", type=int, default=1)
     ap.add_argument("--driving_fps", default=None)
+    ap.add_argument("--merge", action="store_true", help="keep the JSON's rows of other clip lengths (their own dates)")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-memory-"))
     env = dict(os.environ, SCAILFLOW_HOME=str(root / "home"))
@@ -88,7 +89,8 @@ def main() -> None:
         decoded = n * 1920 * 1080 * 3 / 2**30
         rows.append(
             {"frames": n, "seconds_of_video": n / 30, "peak_rss_gib": round(gib, 3), "run_seconds": round(seconds, 1),
-             "clip_encode_seconds": round(made, 1), "whole_clip_decoded_gib": round(decoded, 2)}
+             "clip_encode_seconds": round(made, 1), "whole_clip_decoded_gib": round(decoded, 2),
+             "date": str(date.today())}
         )  # fmt: skip
         print(f"{n:>6} frames: peak RSS {gib:.2f} GiB ({seconds:.0f} s; the clip decoded whole: {decoded:.1f} GiB)")
     machine = f"{platform.node()} ({os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()})"
@@ -100,6 +102,10 @@ def main() -> None:
         "driving_fps": args.driving_fps or "default (30)",
         "rows": rows,
     }
+    if args.merge and RESULTS.is_file():
+        old = json.loads(RESULTS.read_text())
+        kept = [dict(r, date=r.get("date", old["date"])) for r in old["rows"] if r["frames"] not in args.frames]
+        result["rows"] = rows = sorted(kept + rows, key=lambda r: r["frames"])
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print("\n| frames (1080p, 30 fps) | peak RSS | run | whole clip decoded |\n|---|---|---|---|")
