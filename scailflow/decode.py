@@ -160,7 +160,10 @@ def check_frame_size(path: Path, width: int, height: int) -> None:
 
 
 def _side_data(frame, name: str) -> bytes | None:
-    for sd in frame.side_data:
+    # PyAV 18.1.1 made `frame.side_data` a real mapping (iterating gives its keys); 18.1.0 iterates the side data
+    data = frame.side_data
+    for item in data:
+        sd = item if hasattr(item, "type") else data[item]
         if sd.type.name == name:
             return bytes(sd)
     return None

@@ -84,7 +84,8 @@ def test_the_legacy_rotate_tag_is_applied(tmp_path):
     ffmpeg("-i", stored, "-c", "copy", "-metadata:s:v:0", "rotate=90", str(clip))
     with av.open(str(clip)) as c:
         assert {k.lower(): v for k, v in c.streams.video[0].metadata.items()}["rotate"] == "90"
-        assert not any(sd.type.name == "DISPLAYMATRIX" for sd in next(c.decode(video=0)).side_data)
+        kinds = {getattr(item, "type", item).name for item in next(c.decode(video=0)).side_data}  # any PyAV 18.1.x
+        assert "DISPLAYMATRIX" not in kinds
     frames, _ = read_video(clip)
     assert np.abs(frames[0].astype(int) - up).max() <= 3
 
