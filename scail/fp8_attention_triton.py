@@ -1,0 +1,301 @@
+"""Fused fp8 (e4m3) q/k/v preparation for FlashAttention 3 in Triton: the numbers of scail/fp8_attention.py's
+`quantize_qkv`, in two passes over each tensor instead of the separate rotation, reduction and cast passes.
+
+Per tensor (q, k, v), for each (batch, head):
+1. `_stats_kernel`, grid (batch x heads, token chunks): loads a tile of tokens x head_dim, optionally applies RoPE
+   (diffusers' Wan arithmetic: fp32 products, rounded to the input dtype), rotates it by the orthonormal Hadamard
+   matrix (one tile x 128 x 128 `tl.dot`, fp32 accumulation, rounded to the input dtype as `q @ h` is), and keeps
+   the per-channel max, min and (when centring) sum over its chunk of tokens.
+2. a tiny torch reduction of those partials (chunks x batch x heads x 3 x head_dim fp32): the token mean per
+   channel and the descale per (batch, head), amax / 448 of the centred values, amax = max(max - mean, mean - min)
+   -- the same definition and the same fp32 ops as the torch path.
+3. `_cast_kernel`, grid (batch x heads, token tiles): recomputes the same rotated tile (cheaper than writing and
+   reading it back), subtracts the mean, divides by the descale (IEEE division, as torch's `/`), clamps to +-448
+   and casts to e4m3 (round to nearest even), written in the (B, S, H, D) layout FA3 takes.
+So each input is read twice and each e4m3 output written once; no rotated bf16 copy ever reaches memory.
+
+The whole preparation is one torch custom op (`scailflow::fp8_qkv_prep`), so torch.compile keeps it as one opaque
+call. It runs where `fused_ready(q)` holds: a CUDA tensor, triton importable, head_dim a power of 2 in [16, 256],
+and `SCAILFLOW_FP8_TRITON` not set to 0 (the switch that falls back to the torch ops).
+
+Verification, and what is not known: the kernels are checked on the CPU with Triton's interpreter
+(`TRITON_INTERPRET=1`, tests/test_fp8_attention_triton.py) against the torch path -- rotated values, means,
+descales and the fp32 values just before the cast. The interpreter gets two things wrong that the GPU does not, so
+the interpreted run differs from the compiled kernel there: `tl.dot` on bf16 operands (it multiplies the raw
+16-bit patterns; hence `upcast` widens dot operands to fp32 when interpreting, which is the same exact-product,
+fp32-accumulate arithmetic as the tensor-core bf16 dot) and the fp32 -> e4m3 cast (wrong when rounding carries into
+the exponent, e.g. 124 -> 64; hence the tests compare the pre-cast values and do the cast with torch). On a GPU the
+cast is the hardware's round-to-nearest-even, as torch's. Its speed has not been measured: bench/bench_fp8_prep.py
+times it against the separate ops at 48,832 tokens x 40 heads on a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from scailflow.scail.fp8_attention import F8, F8_MAX, hadamard
+
+try:
+    import triton
+    import triton.language as tl
+except Exception:  # noqa: BLE001 - no triton (or a broken one): the torch path runs
+    triton = None
+
+ENV_SWITCH = "SCAILFLOW_FP8_TRITON"  # "0" turns the fused kernels off
+BLOCK_L = 128  # tokens per tile
+TILES_PER_CHUNK = 8  # tiles one stats program reduces (48,832 tokens x 40 heads -> 48 x 40 programs)
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def fused_ready(q: torch.Tensor) -> bool:
+    """The fused kernels can run for this q: CUDA (or Triton's interpreter), triton present, not switched off, and
+    a head_dim the tiles take."""
+    if triton is None or os.environ.get(ENV_SWITCH, "1") == "0":
+        return False
+    d = q.shape[-1]
+    return (q.is_cuda or interpreting()) and d & (d - 1) == 0 and 16 <= d <= 256 and q.dim() == 4
+
+
+if triton is not None:
+
+    @triton.jit
+    def _round_to(y, dt: tl.constexpr):
+        """fp32 y rounded to dt's precision (nearest even), kept in fp32. bf16 is done on the bits, one code path
+        for the GPU and for Triton's interpreter (whose float downcasts truncate)."""
+        if dt == tl.bfloat16:
+            bits = y.to(tl.uint32, bitcast=True)
+            bits = (bits + (0x7FFF + ((bits >> 16) & 1))) & 0xFFFF0000
+            return bits.to(tl.float32, bitcast=True)
+        elif dt == tl.float32:
+            return y
+        else:
+            return y.to(dt).to(tl.float32)
+
+    @triton.jit
+    def _prep_tile(
+        x_ptr,
+        cos_ptr,
+        sin_ptr,
+        hm,
+        b,
+        h,
+        tok,
+        lmask,
+        sxb,
+        sxl,
+        sxh,
+        scl,
+        D: tl.constexpr,
+        ROPE: tl.constexpr,
+        ROTATE: tl.constexpr,
+        UPCAST: tl.constexpr,
+    ):
+        """One tile [BLOCK_L, D] of x[b, l, h, :] as fp32 values of the input dtype: RoPE, then the rotation."""
+        d = tl.arange(0, D)
+        base = x_ptr + b * sxb + h * sxh + tok[:, None] * sxl
+        m2 = lmask[:, None]
+        x = tl.load(base + d[None, :], mask=m2, other=0.0)
+        dt = x.dtype
+        xf = x.to(tl.float32)
+        if ROPE:
+            # diffusers' Wan rotary: even out = x1 cos - x2 sin, odd out = x1 sin + x2 cos (pairs (2i, 2i+1)), fp32
+            partner = tl.load(base + (d ^ 1)[None, :], mask=m2, other=0.0).to(tl.float32)
+            c = tl.load(cos_ptr + tok[:, None] * scl + d[None, :], mask=m2, other=0.0)
+            s = tl.load(sin_ptr + tok[:, None] * scl + d[None, :], mask=m2, other=0.0)
+            sign = tl.where((d % 2) == 0, -1.0, 1.0)[None, :]
+            xf = _round_to(xf * c + sign * (partner * s), dt)
+        if ROTATE:
+            if UPCAST:
+                acc = tl.dot(xf, hm.to(tl.float32), input_precision="ieee")
+            else:
+                acc = tl.dot(xf.to(dt), hm)
+            xf = _round_to(acc, dt)
+        return xf
+
+    @triton.jit
+    def _stats_kernel(
+        x_ptr,
+        cos_ptr,
+        sin_ptr,
+        h_ptr,
+        part_ptr,
+        L,
+        H,
+        sxb,
+        sxl,
+        sxh,
+        scl,
+        D: tl.constexpr,
+        BLOCK: tl.constexpr,
+        TILES: tl.constexpr,
+        ROPE: tl.constexpr,
+        ROTATE: tl.constexpr,
+        CENTER: tl.constexpr,
+        UPCAST: tl.constexpr,
+    ):
+        """Per (batch x head, chunk): max, min and sum over the chunk's tokens of each channel of the prepared x,
+        written to part[chunk, b * H + h, 0 | 1 | 2, :]."""
+        bh = tl.program_id(0)
+        chunk = tl.program_id(1)
+        b = bh // H
+        h = bh % H
+        d = tl.arange(0, D)
+        if ROTATE:
+            hm = tl.load(h_ptr + d[:, None] * D + d[None, :])
+        else:
+            hm = h_ptr  # never read
+        hi = tl.full([D], float("-inf"), tl.float32)
+        lo = tl.full([D], float("inf"), tl.float32)
+        sm = tl.zeros([D], tl.float32)
+        for t in range(TILES):
+            tok = (chunk * TILES + t) * BLOCK + tl.arange(0, BLOCK)
+            lmask = tok < L
+            y = _prep_tile(x_ptr, cos_ptr, sin_ptr, hm, b, h, tok, lmask, sxb, sxl, sxh, scl, D, ROPE, ROTATE, UPCAST)
+            m2 = lmask[:, None]
+            hi = tl.maximum(hi, tl.max(tl.where(m2, y, float("-inf")), axis=0))
+            lo = tl.minimum(lo, tl.min(tl.where(m2, y, float("inf")), axis=0))
+            if CENTER:
+                sm += tl.sum(tl.where(m2, y, 0.0), axis=0)
+        out = part_ptr + (chunk * tl.num_programs(0) + bh) * 3 * D + d
+        tl.store(out, hi)
+        tl.store(out + D, lo)
+        tl.store(out + 2 * D, sm)
+
+    @triton.jit
+    def _cast_kernel(
+        x_ptr,
+        cos_ptr,
+        sin_ptr,
+        h_ptr,
+        mean_ptr,
+        descale_ptr,
+        o_ptr,
+        L,
+        H,
+        sxb,
+        sxl,
+        sxh,
+        scl,
+        D: tl.constexpr,
+        BLOCK: tl.constexpr,
+        ROPE: tl.constexpr,
+        ROTATE: tl.constexpr,
+        CENTER: tl.constexpr,
+        UPCAST: tl.constexpr,
+        F8_LIMIT: tl.constexpr,
+    ):
+        """out[b, l, h, :] = clamp((prepared x - mean[b, h]) / descale[b, h], +-448) in o's dtype (e4m3; fp32 for
+        the pre-cast values the interpreter tests read)."""
+        bh = tl.program_id(0)
+        b = bh // H
+        h = bh % H
+        d = tl.arange(0, D)
+        tok = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        lmask = tok < L
+        if ROTATE:
+            hm = tl.load(h_ptr + d[:, None] * D + d[None, :])
+        else:
+            hm = h_ptr  # never read
+        y = _prep_tile(x_ptr, cos_ptr, sin_ptr, hm, b, h, tok, lmask, sxb, sxl, sxh, scl, D, ROPE, ROTATE, UPCAST)
+        if CENTER:
+            y = y - tl.load(mean_ptr + bh * D + d)[None, :]
+        y = tl.math.div_rn(y, tl.load(descale_ptr + bh))
+        y = tl.minimum(tl.maximum(y, -F8_LIMIT), F8_LIMIT)
+        o = o_ptr + ((b * L + tok[:, None]) * H + h) * D + d[None, :]
+        tl.store(o, y.to(o_ptr.dtype.element_ty), mask=lmask[:, None])
+
+
+_HADAMARD: dict = {}
+
+
+def _hadamard(d: int, device, dtype) -> torch.Tensor:
+    key = (d, str(device), dtype)
+    if key not in _HADAMARD:
+        _HADAMARD[key] = hadamard(d, device, dtype).contiguous()
+    return _HADAMARD[key]
+
+
+def _prepare_one(x, rope, rotate, center, out_dtype, block, tiles):
+    """(x8 (B, S, H, D) in out_dtype, descale (B, H) fp32, mean (B, H, D) fp32 or None) for one tensor."""
+    B, L, H, D = x.shape
+    upcast = interpreting() or x.dtype == torch.float32
+    hm = _hadamard(D, x.device, x.dtype) if rotate else x  # x: a placeholder pointer the kernel never reads
+    if rope is not None:
+        cos, sin = (t.reshape(t.shape[-3], D).to(torch.float32).contiguous() for t in rope)
+        scl = cos.stride(0)
+    else:
+        cos = sin = x
+        scl = 0
+    n_chunks = triton.cdiv(L, block * tiles)
+    part = torch.empty(n_chunks, B * H, 3, D, device=x.device, dtype=torch.float32)
+    strides = (x.stride(0), x.stride(1), x.stride(2), scl)
+    flags = dict(D=D, BLOCK=block, ROPE=rope is not None, ROTATE=rotate, CENTER=center, UPCAST=upcast)
+    _stats_kernel[(B * H, n_chunks)](x, cos, sin, hm, part, L, H, *strides, TILES=tiles, **flags)
+    hi, lo = part[:, :, 0].amax(0), part[:, :, 1].amin(0)  # (B*H, D)
+    if center:
+        mean = part[:, :, 2].sum(0) / L
+        amax = torch.maximum(hi - mean, mean - lo).amax(-1)
+    else:
+        mean = None
+        amax = torch.maximum(hi, -lo).amax(-1)
+    descale = (amax / F8_MAX).clamp_min(1e-12)
+    out = torch.empty(B, L, H, D, device=x.device, dtype=out_dtype)
+    mean_arg = mean if mean is not None else descale
+    grid = (B * H, triton.cdiv(L, block))
+    _cast_kernel[grid](x, cos, sin, hm, mean_arg, descale, out, L, H, *strides, F8_LIMIT=F8_MAX, **flags)
+    return out, descale.view(B, H), None if mean is None else mean.view(B, H, D)
+
+
+def quantize_qkv_fused(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rotate: bool = True,
+    center: bool = True,
+    rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+    precast: bool = False,
+    block: int = BLOCK_L,
+    tiles: int = TILES_PER_CHUNK,
+):
+    """`quantize_qkv`'s result (q8, k8, v8, q_descale, k_descale, v_descale, v_mean) from the fused kernels.
+
+    `rope` (cos, sin), each (1, S, 1, D) with every value repeated for its pair (SCAIL2RotaryPosEmbed's output):
+    q and k are given before RoPE and it is applied in the kernel. `precast`: the x8 are the fp32 values just
+    before the e4m3 cast (for checks under Triton's interpreter, whose fp8 cast is wrong)."""
+    if triton is None:
+        raise RuntimeError("the fused fp8 preparation needs triton")
+    B, S, H, D = v.shape
+    out_dtype = torch.float32 if precast else F8
+    q8, dq, _ = _prepare_one(q, rope, rotate, False, out_dtype, block, tiles)
+    k8, dk, _ = _prepare_one(k, rope, rotate, center, out_dtype, block, tiles)
+    v8, dv, vm = _prepare_one(v, None, False, center, out_dtype, block, tiles)
+    v_mean = vm[:, None] if center else torch.zeros(B, 1, H, D, device=v.device, dtype=torch.float32)
+    return q8, k8, v8, dq, dk, dv, v_mean
+
+
+# torch.compile sees one opaque op (its shapes from the fake below) instead of tracing the launches
+@torch.library.custom_op("scailflow::fp8_qkv_prep", mutates_args=())
+def fp8_qkv_prep(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rotate: bool,
+    center: bool,
+    cos: torch.Tensor | None,
+    sin: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    rope = None if cos is None or sin is None else (cos, sin)
+    return quantize_qkv_fused(q, k, v, rotate=rotate, center=center, rope=rope)
+
+
+@fp8_qkv_prep.register_fake
+def _(q, k, v, rotate, center, cos, sin):
+    B, S, H, D = v.shape
+    f8 = [torch.empty(t.shape, device=t.device, dtype=F8) for t in (q, k, v)]
+    scales = [torch.empty(t.shape[0], t.shape[2], device=t.device, dtype=torch.float32) for t in (q, k, v)]
+    return (*f8, *scales, torch.empty(B, 1, H, D, device=v.device, dtype=torch.float32))
