@@ -60,11 +60,39 @@ def _column_stats(x: torch.Tensor, center: bool):
     return m[:, None], torch.maximum(hi - m, m - lo).amax(dim=-1)
 
 
-def quantize_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rotate: bool = True, center: bool = True):
+def fused_wanted(q: torch.Tensor) -> bool:
+    """The fused Triton preparation (scail/fp8_attention_triton.py) runs for this q: on CUDA, with triton, unless
+    SCAILFLOW_FP8_TRITON=0."""
+    if not q.is_cuda:
+        return False
+    from scailflow.scail.fp8_attention_triton import fused_ready
+
+    return fused_ready(q)
+
+
+def quantize_qkv(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rotate: bool = True,
+    center: bool = True,
+    fused: bool | None = None,
+    precast: bool = False,
+):
     """(q8, k8, v8, q_descale, k_descale, v_descale, v_mean) from bf16/fp32 q, k, v of shape (B, S, H, D).
 
     x8 * descale[b, h] ~= the rotated / centred x; descales are fp32 (B, H); v_mean (B, 1, H, D) fp32 is to be added
-    to the attention output (zero when `center` is False)."""
+    to the attention output (zero when `center` is False). `fused`: the same numbers from the Triton kernels of
+    scail/fp8_attention_triton.py (None: where `fused_wanted`); False: these tensor ops. `precast` (tensor ops
+    only): the x8 are the fp32 values just before the e4m3 cast, clamped to +-448 (what the kernels are checked
+    against)."""
+    if fused is None:
+        fused = not precast and fused_wanted(q)
+    if fused:
+        from scailflow.scail.fp8_attention_triton import fp8_qkv_prep
+
+        return fp8_qkv_prep(q, k, v, rotate, center, None, None)
+    cast = (lambda x: x.clamp(-F8_MAX, F8_MAX)) if precast else to_e4m3
     d = q.shape[-1]
     if rotate and d & (d - 1) == 0:
         h = hadamard(d, q.device, q.dtype)
@@ -78,9 +106,9 @@ def quantize_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rotate: bool
     else:
         v_mean = torch.zeros_like(vf[:, :1])
     dq, dk, dv = _descale(q_amax), _descale(k_amax), _descale(v_amax)
-    q8 = to_e4m3(qf / dq[:, None, :, None])
-    k8 = to_e4m3(kf / dk[:, None, :, None])
-    v8 = to_e4m3(vf / dv[:, None, :, None])
+    q8 = cast(qf / dq[:, None, :, None])
+    k8 = cast(kf / dk[:, None, :, None])
+    v8 = cast(vf / dv[:, None, :, None])
     return q8, k8, v8, dq, dk, dv, v_mean
 
 

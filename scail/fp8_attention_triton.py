@@ -77,6 +77,18 @@ if triton is not None:
             return y.to(dt).to(tl.float32)
 
     @triton.jit
+    def _e4m3_grid(y):
+        """fp32 y (|y| <= 448) rounded to the nearest e4m3 value, ties to even, kept in fp32: normal values keep 3
+        mantissa bits (on the bits; a carry moves the exponent), subnormals (below 2^-6) are multiples of 2^-9
+        (fp32 addition of 2^14 to |y| rounds there; the sign is put back). Used under the interpreter only, whose own e4m3 cast is right for
+        values already on the grid and wrong otherwise; the GPU casts in hardware."""
+        bits = y.to(tl.uint32, bitcast=True)
+        normal = ((bits + (0x7FFFF + ((bits >> 20) & 1))) & 0xFFF00000).to(tl.float32, bitcast=True)
+        sub = ((tl.abs(y) + 16384.0) - 16384.0).to(tl.uint32, bitcast=True) | (bits & 0x80000000)
+        sub = sub.to(tl.float32, bitcast=True)
+        return tl.where(tl.abs(y) < 0.015625, sub, normal)
+
+    @triton.jit
     def _prep_tile(
         x_ptr,
         cos_ptr,
@@ -188,6 +200,7 @@ if triton is not None:
         CENTER: tl.constexpr,
         UPCAST: tl.constexpr,
         F8_LIMIT: tl.constexpr,
+        ROUND_E4M3: tl.constexpr,
     ):
         """out[b, l, h, :] = clamp((prepared x - mean[b, h]) / descale[b, h], +-448) in o's dtype (e4m3; fp32 for
         the pre-cast values the interpreter tests read)."""
@@ -206,6 +219,8 @@ if triton is not None:
             y = y - tl.load(mean_ptr + bh * D + d)[None, :]
         y = tl.math.div_rn(y, tl.load(descale_ptr + bh))
         y = tl.minimum(tl.maximum(y, -F8_LIMIT), F8_LIMIT)
+        if ROUND_E4M3:
+            y = _e4m3_grid(y)
         o = o_ptr + ((b * L + tok[:, None]) * H + h) * D + d[None, :]
         tl.store(o, y.to(o_ptr.dtype.element_ty), mask=lmask[:, None])
 
@@ -247,7 +262,10 @@ def _prepare_one(x, rope, rotate, center, out_dtype, block, tiles):
     out = torch.empty(B, L, H, D, device=x.device, dtype=out_dtype)
     mean_arg = mean if mean is not None else descale
     grid = (B * H, triton.cdiv(L, block))
-    _cast_kernel[grid](x, cos, sin, hm, mean_arg, descale, out, L, H, *strides, F8_LIMIT=F8_MAX, **flags)
+    round_e4m3 = interpreting() and out_dtype == F8
+    _cast_kernel[grid](
+        x, cos, sin, hm, mean_arg, descale, out, L, H, *strides, F8_LIMIT=F8_MAX, ROUND_E4M3=round_e4m3, **flags
+    )
     return out, descale.view(B, H), None if mean is None else mean.view(B, H, D)
 
 

@@ -1,0 +1,186 @@
+"""The fused Triton fp8 preparation (scail/fp8_attention_triton.py) against the tensor ops of scail/fp8_attention.py.
+
+No GPU here: the kernels run under Triton's interpreter in a child Python (`TRITON_INTERPRET=1` must be set before
+triton is imported), on small sizes whose token count is not a multiple of the tile. The values just before the
+e4m3 cast (`precast`) are compared with the tensor ops' to fp32 rounding, then the real op's e4m3 outputs bit for bit
+(under the interpreter the kernel rounds to the e4m3 grid itself, since the interpreter's own cast is wrong off the
+grid). On a CUDA machine the last test compares the compiled kernels with the tensor ops directly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from scailflow.scail.fp8_attention import F8, F8_MAX, quantize_qkv
+from scailflow.scail.fp8_attention_triton import ENV_SWITCH, fused_ready
+
+needs_fp8 = pytest.mark.skipif(F8 is None, reason="this torch has no float8 dtypes")
+
+CHILD = r"""
+import os, sys
+os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
+import torch
+from scailflow.scail.fp8_attention import quantize_qkv
+from scailflow.scail.fp8_attention_triton import fused_ready, quantize_qkv_fused
+
+cases = torch.load(sys.argv[1])
+out = {"ready": fused_ready(cases["bf16"]["qkv"][0])}
+for name, c in cases.items():
+    out[name] = quantize_qkv_fused(*c["qkv"], precast=True, block=32, tiles=2, **c["kw"])
+c = cases["bf16"]
+out["op"] = quantize_qkv(*c["qkv"], fused=True)  # the custom op, as flash3_attention calls it
+torch.save(out, sys.argv[2])
+"""
+
+
+def qkv(seed, B=1, S=200, H=2, D=128, dtype=torch.bfloat16):
+    """Transformer-like q, k, v: a few strong channels, an offset on k and v, one all-zero q head."""
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(B, S, H, D, generator=g) for _ in range(3))
+    ch = torch.randperm(D, generator=g)[:4]
+    q[..., ch] *= 12
+    k[..., ch] *= 12
+    k = k + 3 * torch.randn(B, 1, H, D, generator=g)
+    v = v + torch.randn(D, generator=g)
+    q[:, :, -1] = 0.0
+    return [t.to(dtype) for t in (q, k, v)]
+
+
+def rope_tables(S, D, seed=5):
+    """(cos, sin), each (1, S, 1, D) fp32 with every value repeated for its pair (SCAIL2RotaryPosEmbed's format)."""
+    ang = torch.rand(S, D // 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 50
+    rep = lambda t: t.float().repeat_interleave(2, -1)[None, :, None, :]  # noqa: E731
+    return rep(ang.cos()), rep(ang.sin())
+
+
+def apply_rope(x, cos, sin):
+    """diffusers' Wan rotary on (B, S, H, D): pairs (2i, 2i+1) as complex numbers, fp32 products, input dtype out."""
+    x1, x2 = x[..., 0::2].float(), x[..., 1::2].float()
+    c, s = cos[..., 0::2], sin[..., 1::2]
+    return torch.stack([x1 * c - x2 * s, x1 * s + x2 * c], -1).flatten(-2).to(x.dtype)
+
+
+def cases():
+    q, k, v = qkv(0)
+    fused = torch.randn(1, 200, 3, 2, 128, generator=torch.Generator().manual_seed(9)).bfloat16()
+    return {
+        "bf16": {"qkv": (q, k, v), "kw": {}},
+        "fp32": {"qkv": qkv(1, dtype=torch.float32), "kw": {}},
+        "batch2": {"qkv": qkv(2, B=2, S=77, H=3), "kw": {}},
+        "plain": {"qkv": (q, k, v), "kw": {"rotate": False, "center": False}},
+        "strided": {"qkv": fused.unbind(2), "kw": {}},  # q, k, v views of one packed projection
+        "rope": {"qkv": (q, k, v), "kw": {"rope": rope_tables(200, 128)}},
+    }
+
+
+@pytest.fixture(scope="module")
+def interpreted(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fp8prep")
+    cs = cases()
+    torch.save(cs, d / "in.pt")
+    (d / "child.py").write_text(CHILD)
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != ENV_SWITCH}
+    r = subprocess.run(
+        [sys.executable, str(d / "child.py"), str(d / "in.pt"), str(d / "out.pt")],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    return cs, torch.load(d / "out.pt")
+
+
+def reference(c):
+    """The tensor ops' result, pre-cast and cast, for one case (RoPE applied first, as diffusers' processor does)."""
+    q, k, v = c["qkv"]
+    kw = dict(c["kw"])
+    rope = kw.pop("rope", None)
+    if rope is not None:
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+    return quantize_qkv(q, k, v, fused=False, precast=True, **kw), quantize_qkv(q, k, v, fused=False, **kw)
+
+
+def e4m3_steps(a, b):
+    """How many e4m3 grid steps apart two e4m3 tensors are, element by element (sign-magnitude codes)."""
+
+    def order(t):
+        bits = t.view(torch.uint8).int()
+        mag = bits & 0x7F
+        return torch.where(bits >= 0x80, -mag, mag)
+
+    return (order(a) - order(b)).abs()
+
+
+@pytest.mark.integration
+@needs_fp8
+@pytest.mark.parametrize("name", ["bf16", "fp32", "batch2", "plain", "strided", "rope"])
+def test_interpreted_kernels_match_the_tensor_ops(interpreted, name):
+    cs, out = interpreted
+    assert out["ready"]
+    (rq, rk, rv, rdq, rdk, rdv, rvm), ref8 = reference(cs[name])
+    fq, fk, fv, fdq, fdk, fdv, fvm = out[name]
+    for d_f, d_r in ((fdq, rdq), (fdk, rdk), (fdv, rdv)):
+        assert d_f.shape == d_r.shape and d_f.dtype == torch.float32
+        torch.testing.assert_close(d_f, d_r, rtol=1e-6, atol=0)
+    torch.testing.assert_close(fvm, rvm, rtol=1e-5, atol=1e-6)
+    for x_f, x_r, x8 in zip((fq, fk, fv), (rq, rk, rv), ref8[:3]):
+        assert x_f.shape == x_r.shape and x_f.dtype == torch.float32
+        torch.testing.assert_close(x_f, x_r, rtol=1e-5, atol=1e-4)  # values up to 448: fp32 rounding at most
+        assert x_f.abs().max() <= F8_MAX
+        assert e4m3_steps(x_f.to(F8), x8).max() <= 1  # torch's cast of the kernel's values vs the tensor ops'
+    if name != "plain":
+        assert fvm.abs().max() > 0.1  # centring did happen (v has a per-channel offset)
+    if name in ("bf16", "fp32", "rope"):
+        assert torch.equal(fq[:, :, -1], torch.zeros_like(fq[:, :, -1]))  # the all-zero head: no division by 0
+
+
+@pytest.mark.integration
+@needs_fp8
+def test_the_custom_op_returns_what_flash3_attention_takes(interpreted):
+    """fp8 q, k, v in (B, S, H, D), fp32 descales and v mean: the tensor ops' values, the e4m3 ones bit for bit."""
+    cs, out = interpreted
+    got = out["op"]
+    _, ref = reference(cs["bf16"])
+    for g, r in zip(got, ref):
+        assert g.shape == r.shape and g.dtype == r.dtype
+    for g, r in zip(got[3:], ref[3:]):
+        torch.testing.assert_close(g, r, rtol=1e-6, atol=1e-7)
+    for g, r in zip(got[:3], ref[:3]):
+        assert torch.equal(g.view(torch.uint8), r.view(torch.uint8))
+
+
+def test_fused_path_is_cuda_only_and_can_be_switched_off(monkeypatch):
+    q = torch.zeros(1, 8, 2, 128)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert not fused_ready(q)  # a CPU tensor outside the interpreter: the tensor ops run
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert fused_ready(q)
+    assert not fused_ready(torch.zeros(1, 8, 2, 96))  # head_dim not a power of 2
+    monkeypatch.setenv(ENV_SWITCH, "0")
+    assert not fused_ready(q)
+
+
+@needs_fp8
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="compiled kernels need a CUDA GPU")
+def test_compiled_kernels_match_the_tensor_ops_on_cuda():
+    for name, c in cases().items():
+        if name == "rope":
+            continue
+        qkv_cuda = [t.cuda() for t in c["qkv"]]
+        got = quantize_qkv(*qkv_cuda, fused=True, **c["kw"])
+        ref = quantize_qkv(*qkv_cuda, fused=False, **c["kw"])
+        # cuBLAS may sum the rotation in another order than the tile dot: a rotated value, and so an amax, one bf16
+        # step (2^-7 relative at most) apart
+        tol = 1e-2 if c["qkv"][0].dtype == torch.bfloat16 else 1e-5
+        for g, r in zip(got[3:], ref[3:]):
+            torch.testing.assert_close(g, r, rtol=tol, atol=1e-6)
+        for g, r in zip(got[:3], ref[:3]):
+            assert e4m3_steps(g, r).max() <= 1, name
