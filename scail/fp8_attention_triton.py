@@ -1,32 +1,38 @@
 """Fused fp8 (e4m3) q/k/v preparation for FlashAttention 3 in Triton: the numbers of scail/fp8_attention.py's
-`quantize_qkv`, in two passes over each tensor instead of the separate rotation, reduction and cast passes.
+`quantize_qkv` (same rotation, centring, descale definition and saturating cast) in two passes over each tensor
+instead of the separate rotation, reduction and cast passes of the tensor ops.
 
 Per tensor (q, k, v), for each (batch, head):
-1. `_stats_kernel`, grid (batch x heads, token chunks): loads a tile of tokens x head_dim, optionally applies RoPE
-   (diffusers' Wan arithmetic: fp32 products, rounded to the input dtype), rotates it by the orthonormal Hadamard
-   matrix (one tile x 128 x 128 `tl.dot`, fp32 accumulation, rounded to the input dtype as `q @ h` is), and keeps
-   the per-channel max, min and (when centring) sum over its chunk of tokens.
+1. `_stats_kernel`, grid (batch x heads, chunks of 8 tiles of 128 tokens): loads a tile of tokens x head_dim,
+   optionally applies RoPE (diffusers' Wan arithmetic: fp32 products, rounded to the input dtype), rotates it by the
+   orthonormal Hadamard matrix (one tile x 128 x 128 `tl.dot`, fp32 accumulation, rounded to the input dtype as
+   `q @ h` is), and keeps the per-channel max, min and (when centring) sum over its chunk of tokens.
 2. a tiny torch reduction of those partials (chunks x batch x heads x 3 x head_dim fp32): the token mean per
-   channel and the descale per (batch, head), amax / 448 of the centred values, amax = max(max - mean, mean - min)
-   -- the same definition and the same fp32 ops as the torch path.
-3. `_cast_kernel`, grid (batch x heads, token tiles): recomputes the same rotated tile (cheaper than writing and
-   reading it back), subtracts the mean, divides by the descale (IEEE division, as torch's `/`), clamps to +-448
-   and casts to e4m3 (round to nearest even), written in the (B, S, H, D) layout FA3 takes.
-So each input is read twice and each e4m3 output written once; no rotated bf16 copy ever reaches memory.
+   channel and one descale per (batch, head), amax / 448 of what is cast, amax = max(max - mean, mean - min) --
+   the definition and the fp32 ops of the tensor-ops path.
+3. `_cast_kernel`, same grid: recomputes the same rotated tiles (cheaper than writing and reading them back),
+   subtracts the mean, divides by the descale (IEEE division, as torch's `/`), clamps to +-448 and casts to e4m3
+   (round to nearest even), written in the (B, S, H, D) layout FA3 takes.
+Each input is read twice and each e4m3 output written once (3 x 5 bytes per element of q, k, v); no rotated copy
+reaches memory. RoPE inside the kernel (`rope=`) is there for eager callers; the model does not use it: diffusers'
+processor applies RoPE before the attention call, and under torch.compile RoPE is fused with the q/k norm that
+produces the tensor, so moving it here would save no pass.
 
 The whole preparation is one torch custom op (`scailflow::fp8_qkv_prep`), so torch.compile keeps it as one opaque
-call. It runs where `fused_ready(q)` holds: a CUDA tensor, triton importable, head_dim a power of 2 in [16, 256],
-and `SCAILFLOW_FP8_TRITON` not set to 0 (the switch that falls back to the torch ops).
+call. `quantize_qkv` runs it where `fused_ready(q)` holds: a CUDA tensor on a GPU with e4m3 (compute capability
+8.9+), triton importable, head_dim a power of 2 in [16, 256], and `SCAILFLOW_FP8_TRITON` not set to 0 (the switch
+back to the tensor ops).
 
-Verification, and what is not known: the kernels are checked on the CPU with Triton's interpreter
-(`TRITON_INTERPRET=1`, tests/test_fp8_attention_triton.py) against the torch path -- rotated values, means,
-descales and the fp32 values just before the cast. The interpreter gets two things wrong that the GPU does not, so
-the interpreted run differs from the compiled kernel there: `tl.dot` on bf16 operands (it multiplies the raw
-16-bit patterns; hence `upcast` widens dot operands to fp32 when interpreting, which is the same exact-product,
-fp32-accumulate arithmetic as the tensor-core bf16 dot) and the fp32 -> e4m3 cast (wrong when rounding carries into
-the exponent, e.g. 124 -> 64; hence the tests compare the pre-cast values and do the cast with torch). On a GPU the
-cast is the hardware's round-to-nearest-even, as torch's. Its speed has not been measured: bench/bench_fp8_prep.py
-times it against the separate ops at 48,832 tokens x 40 heads on a GPU.
+Verified on the CPU only, under Triton's interpreter (`TRITON_INTERPRET=1`, tests/test_fp8_attention_triton.py):
+against the tensor ops, the rotated pre-cast values, means, descales and e4m3 outputs agree (bit for bit on the test
+sizes, including tokens not a multiple of the tile, a batch of 2, strided views, RoPE). Two interpreter faults are
+worked around in ways that compute the same numbers as the GPU: its `tl.dot` on bf16 operands multiplies the raw
+16-bit patterns (so `upcast` widens the operands to fp32 when interpreting: the same exact products and fp32
+accumulation as the tensor-core bf16 dot), and its float downcasts truncate or carry wrongly (so the bf16 rounding
+is done on the bits, on both, and under the interpreter the values are rounded to the e4m3 grid before its cast,
+which is exact on the grid; the GPU casts in hardware, round to nearest even like torch). The compiled kernels
+have not run here: the CUDA test in that file and bench/bench_fp8_prep.py (timings against the tensor ops at
+48,832 tokens x 40 heads, and the same agreement checks) are for a GPU session. Its speed is unmeasured.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ except Exception:  # noqa: BLE001 - no triton (or a broken one): the torch path 
 
 ENV_SWITCH = "SCAILFLOW_FP8_TRITON"  # "0" turns the fused kernels off
 BLOCK_L = 128  # tokens per tile
+NUM_WARPS = 8  # a 128 x 128 fp32 tile per program: 64 registers a thread for it at 8 warps
 TILES_PER_CHUNK = 8  # tiles one stats program reduces (48,832 tokens x 40 heads -> 48 x 40 programs)
 
 
@@ -53,12 +60,17 @@ def interpreting() -> bool:
 
 
 def fused_ready(q: torch.Tensor) -> bool:
-    """The fused kernels can run for this q: CUDA (or Triton's interpreter), triton present, not switched off, and
-    a head_dim the tiles take."""
+    """The fused kernels can run for this q: a CUDA GPU with e4m3 (or Triton's interpreter), triton present, not
+    switched off, and a head_dim the tiles take."""
     if triton is None or os.environ.get(ENV_SWITCH, "1") == "0":
         return False
     d = q.shape[-1]
-    return (q.is_cuda or interpreting()) and d & (d - 1) == 0 and 16 <= d <= 256 and q.dim() == 4
+    if not (d & (d - 1) == 0 and 16 <= d <= 256 and q.dim() == 4):
+        return False
+    if not q.is_cuda:
+        return interpreting()
+    # the e4m3 cast needs compute capability 8.9+ (asked outside compiled code; FA3 fp8 runs on 9.0 anyway)
+    return torch.compiler.is_compiling() or torch.cuda.get_device_capability(q.device) >= (8, 9)
 
 
 if triton is not None:
@@ -195,6 +207,7 @@ if triton is not None:
         scl,
         D: tl.constexpr,
         BLOCK: tl.constexpr,
+        TILES: tl.constexpr,
         ROPE: tl.constexpr,
         ROTATE: tl.constexpr,
         CENTER: tl.constexpr,
@@ -208,21 +221,25 @@ if triton is not None:
         b = bh // H
         h = bh % H
         d = tl.arange(0, D)
-        tok = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-        lmask = tok < L
         if ROTATE:
             hm = tl.load(h_ptr + d[:, None] * D + d[None, :])
         else:
             hm = h_ptr  # never read
-        y = _prep_tile(x_ptr, cos_ptr, sin_ptr, hm, b, h, tok, lmask, sxb, sxl, sxh, scl, D, ROPE, ROTATE, UPCAST)
         if CENTER:
-            y = y - tl.load(mean_ptr + bh * D + d)[None, :]
-        y = tl.math.div_rn(y, tl.load(descale_ptr + bh))
-        y = tl.minimum(tl.maximum(y, -F8_LIMIT), F8_LIMIT)
-        if ROUND_E4M3:
-            y = _e4m3_grid(y)
-        o = o_ptr + ((b * L + tok[:, None]) * H + h) * D + d[None, :]
-        tl.store(o, y.to(o_ptr.dtype.element_ty), mask=lmask[:, None])
+            mean = tl.load(mean_ptr + bh * D + d)[None, :]
+        descale = tl.load(descale_ptr + bh)
+        for t in range(TILES):
+            tok = (tl.program_id(1) * TILES + t) * BLOCK + tl.arange(0, BLOCK)
+            lmask = tok < L
+            y = _prep_tile(x_ptr, cos_ptr, sin_ptr, hm, b, h, tok, lmask, sxb, sxl, sxh, scl, D, ROPE, ROTATE, UPCAST)
+            if CENTER:
+                y = y - mean
+            y = tl.math.div_rn(y, descale)
+            y = tl.minimum(tl.maximum(y, -F8_LIMIT), F8_LIMIT)
+            if ROUND_E4M3:
+                y = _e4m3_grid(y)
+            o = o_ptr + ((b * L + tok[:, None]) * H + h) * D + d[None, :]
+            tl.store(o, y.to(o_ptr.dtype.element_ty), mask=lmask[:, None])
 
 
 _HADAMARD: dict = {}
@@ -250,7 +267,7 @@ def _prepare_one(x, rope, rotate, center, out_dtype, block, tiles):
     part = torch.empty(n_chunks, B * H, 3, D, device=x.device, dtype=torch.float32)
     strides = (x.stride(0), x.stride(1), x.stride(2), scl)
     flags = dict(D=D, BLOCK=block, ROPE=rope is not None, ROTATE=rotate, CENTER=center, UPCAST=upcast)
-    _stats_kernel[(B * H, n_chunks)](x, cos, sin, hm, part, L, H, *strides, TILES=tiles, **flags)
+    _stats_kernel[(B * H, n_chunks)](x, cos, sin, hm, part, L, H, *strides, TILES=tiles, **flags, num_warps=NUM_WARPS)
     hi, lo = part[:, :, 0].amax(0), part[:, :, 1].amin(0)  # (B*H, D)
     if center:
         mean = part[:, :, 2].sum(0) / L
@@ -261,10 +278,24 @@ def _prepare_one(x, rope, rotate, center, out_dtype, block, tiles):
     descale = (amax / F8_MAX).clamp_min(1e-12)
     out = torch.empty(B, L, H, D, device=x.device, dtype=out_dtype)
     mean_arg = mean if mean is not None else descale
-    grid = (B * H, triton.cdiv(L, block))
+    grid = (B * H, n_chunks)
     round_e4m3 = interpreting() and out_dtype == F8
     _cast_kernel[grid](
-        x, cos, sin, hm, mean_arg, descale, out, L, H, *strides, F8_LIMIT=F8_MAX, ROUND_E4M3=round_e4m3, **flags
+        x,
+        cos,
+        sin,
+        hm,
+        mean_arg,
+        descale,
+        out,
+        L,
+        H,
+        *strides,
+        F8_LIMIT=F8_MAX,
+        TILES=tiles,
+        ROUND_E4M3=round_e4m3,
+        num_warps=NUM_WARPS,
+        **flags,
     )
     return out, descale.view(B, H), None if mean is None else mean.view(B, H, D)
 
