@@ -1,8 +1,9 @@
 """Self-attention alone at the DiT's shape (1 x 48,832 tokens x 40 heads x 128): cuDNN bf16 vs FlashAttention 3 bf16
-vs FlashAttention 3 fp8 (the kernel alone, and with the quantisation of scail/fp8_attention.py, eager and compiled),
-with each output's error against fp32 attention, on Gaussian inputs (what random weights give) and on outlier-heavy
-q/k (what trained transformers give). Also checks that the fa3-fwd build is the pinned one and that the real fp8
-kernel matches scail/fp8_attention.py's emulation of it.
+vs FlashAttention 3 fp8 (the kernel alone, and with the quantisation of scail/fp8_attention.py: its tensor ops eager
+and compiled, and the fused Triton kernels of scail/fp8_attention_triton.py), with each output's error against fp32
+attention, on Gaussian inputs (what random weights give) and on outlier-heavy q/k (what trained transformers give).
+Also checks that the fa3-fwd build is the pinned one and that the real fp8 kernel matches scail/fp8_attention.py's
+emulation of it.
 
     python bench/bench_attention.py --json $OUT/attention.json
 """
@@ -89,15 +90,19 @@ def main(argv=None) -> int:
 
     # the real fp8 kernel against its emulation, on a size the emulation can hold
     qs, ks, vs = make_qkv("outlier", 4096, 8, D, 7)
-    q8, k8, v8, dq, dk, dv, vm = quantize_qkv(qs, ks, vs)
+    q8, k8, v8, dq, dk, dv, vm = quantize_qkv(qs, ks, vs, fused=False)
     real = kernel(q8, k8, v8, q_descale=dq, k_descale=dk, v_descale=dv)
     emu = emulate_fa3(q8, k8, v8, q_descale=dq, k_descale=dk, v_descale=dv)
     res["checks"]["fp8_kernel_vs_emulation_rel"] = rel(real, emu)
     res["checks"]["bf16_kernel_vs_emulation_rel"] = rel(kernel(qs, ks, vs), emulate_fa3(qs, ks, vs))
     print("checks:", res["checks"], flush=True)
 
-    quant = torch.compile(quantize_qkv, dynamic=False)
-    quant_plain = torch.compile(lambda q, k, v: quantize_qkv(q, k, v, rotate=False, center=False), dynamic=False)
+    ops = lambda q, k, v: quantize_qkv(q, k, v, fused=False)  # noqa: E731 - the tensor ops
+    fused = lambda q, k, v: quantize_qkv(q, k, v, fused=True)  # noqa: E731 - scail/fp8_attention_triton.py
+    quant = torch.compile(ops, dynamic=False)
+    quant_plain = torch.compile(
+        lambda q, k, v: quantize_qkv(q, k, v, rotate=False, center=False, fused=False), dynamic=False
+    )
 
     def fp8_call(qkv, qf):
         q8, k8, v8, dq, dk, dv, vm = qf(*qkv)
@@ -106,19 +111,21 @@ def main(argv=None) -> int:
     for kind in ("gauss", "outlier"):
         qkv = make_qkv(kind, S, H, D, 1)
         ref = reference(*qkv)
-        pre = quantize_qkv(*qkv)
+        pre = ops(*qkv)
         variants = {
             "cuDNN bf16 (SDPA)": lambda qkv=qkv: _cudnn(*qkv),
             "FA3 bf16": lambda qkv=qkv: kernel(*qkv),
             "FA3 fp8 kernel alone (pre-quantised)": lambda pre=pre: kernel(
                 pre[0], pre[1], pre[2], q_descale=pre[3], k_descale=pre[4], v_descale=pre[5]
             ),
-            "FA3 fp8 + quantisation, eager": lambda qkv=qkv: fp8_call(qkv, quantize_qkv),
+            "FA3 fp8 + quantisation, eager": lambda qkv=qkv: fp8_call(qkv, ops),
+            "FA3 fp8 + fused Triton quantisation": lambda qkv=qkv: fp8_call(qkv, fused),
             "FA3 fp8 + quantisation, compiled": lambda qkv=qkv: fp8_call(qkv, quant),
             "FA3 fp8, per-head scales only (no rotation/centring), compiled": lambda qkv=qkv: fp8_call(
                 qkv, quant_plain
             ),
             "quantisation alone, compiled": lambda qkv=qkv: quant(*qkv),
+            "quantisation alone, fused Triton": lambda qkv=qkv: fused(*qkv),
         }
         for name, fn in variants.items():
             try:
