@@ -12,7 +12,9 @@ The recipe, all exact rewrites of attention before rounding (only the e4m3 round
   is max(max - mean, mean - min): exact, with no second pass (a bound such as amax|k| + amax|mean| would waste most
   of e4m3's range where an offset dominates, as it does once the rotation gathers it into one channel).
 Written as plain tensor ops so that torch.compile fuses the reductions and casts with the RoPE / RMSNorm work that
-produces q and k (the rotation is one bf16 matmul per tensor).
+produces q and k (the rotation is one bf16 matmul per tensor). On CUDA, `quantize_qkv` runs the same numbers as two
+fused Triton passes per tensor instead (scail/fp8_attention_triton.py; `SCAILFLOW_FP8_TRITON=0` keeps these ops);
+these ops stay the reference it is checked against.
 """
 
 from __future__ import annotations

@@ -59,18 +59,22 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def fused_ready(q: torch.Tensor) -> bool:
-    """The fused kernels can run for this q: a CUDA GPU with e4m3 (or Triton's interpreter), triton present, not
-    switched off, and a head_dim the tiles take."""
+def fused_available(device) -> bool:
+    """The fused kernels can run on `device`: a CUDA GPU with e4m3 (compute capability 8.9+) or Triton's
+    interpreter, triton present, and not switched off."""
     if triton is None or os.environ.get(ENV_SWITCH, "1") == "0":
         return False
-    d = q.shape[-1]
-    if not (d & (d - 1) == 0 and 16 <= d <= 256 and q.dim() == 4):
-        return False
-    if not q.is_cuda:
+    device = torch.device(device)
+    if device.type != "cuda":
         return interpreting()
-    # the e4m3 cast needs compute capability 8.9+ (asked outside compiled code; FA3 fp8 runs on 9.0 anyway)
-    return torch.compiler.is_compiling() or torch.cuda.get_device_capability(q.device) >= (8, 9)
+    # asked outside compiled code (inside it this is the path FA3 fp8 runs, on compute capability 9.0)
+    return torch.compiler.is_compiling() or torch.cuda.get_device_capability(device) >= (8, 9)
+
+
+def fused_ready(q: torch.Tensor) -> bool:
+    """`fused_available` on q's device, and a q the tiles take: (B, S, H, D), D a power of 2 in [16, 256]."""
+    d = q.shape[-1]
+    return q.dim() == 4 and d & (d - 1) == 0 and 16 <= d <= 256 and fused_available(q.device)
 
 
 if triton is not None:

@@ -269,6 +269,11 @@ def apply_speedups(model: nn.Module, opts: ModelOptions, device=None) -> dict:
         applied["attention"] = concrete
     if opts.fp8_attention:
         applied["fp8_attention"] = True if fp8_on else FP8_OFF_REASON
+        if fp8_on:  # how q/k/v are quantised: scail/fp8_attention_triton.py's kernels or the tensor ops
+            from scailflow.scail.fp8_attention_triton import fused_available
+
+            on = device if device is not None else next(model.parameters()).device
+            applied["fp8_attention_prep"] = "fused Triton" if fused_available(on) else "tensor ops"
     if opts.fp8:
         applied["fp8_linears"] = fp8_blocks(model)
     if opts.step_cache is not None:

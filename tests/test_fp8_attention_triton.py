@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from scailflow.scail.fp8_attention import F8, F8_MAX, quantize_qkv
-from scailflow.scail.fp8_attention_triton import ENV_SWITCH, fused_ready
+from scailflow.scail.fp8_attention_triton import ENV_SWITCH, fused_available, fused_ready
 
 needs_fp8 = pytest.mark.skipif(F8 is None, reason="this torch has no float8 dtypes")
 
@@ -160,12 +160,14 @@ def test_the_custom_op_returns_what_flash3_attention_takes(interpreted):
 def test_fused_path_is_cuda_only_and_can_be_switched_off(monkeypatch):
     q = torch.zeros(1, 8, 2, 128)
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    assert not fused_ready(q)  # a CPU tensor outside the interpreter: the tensor ops run
+    monkeypatch.delenv(ENV_SWITCH, raising=False)
+    assert not fused_ready(q) and not fused_available("cpu")  # the CPU outside the interpreter: the tensor ops
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert fused_ready(q)
     assert not fused_ready(torch.zeros(1, 8, 2, 96))  # head_dim not a power of 2
+    assert fused_available("cpu")
     monkeypatch.setenv(ENV_SWITCH, "0")
-    assert not fused_ready(q)
+    assert not fused_ready(q) and not fused_available("cpu")
 
 
 @needs_fp8
