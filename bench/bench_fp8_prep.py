@@ -2,13 +2,16 @@
 ops of scail/fp8_attention.py (eager and compiled) against the fused Triton kernels of
 scail/fp8_attention_triton.py, with and without RoPE in front (the RoPE of diffusers' Wan processor as tensor ops,
 or applied inside the kernel). Also checks that the fused outputs are the tensor ops' numbers (e4m3 values apart by
-at most one grid step, descales and v means to float tolerance) and reports the memory traffic the fused path moves.
+at most one grid step, descales and v means to float tolerance), reports the memory traffic the fused path moves,
+and sweeps the kernels' launch shape (tile tokens, tiles per program, warps, pipeline stages) on Gaussian inputs.
 
     python bench/bench_fp8_prep.py --json bench/results/fp8_prep.json
 
-Needs a CUDA GPU for meaningful numbers. `TRITON_INTERPRET=1 python bench/bench_fp8_prep.py --tokens 256 --heads 2
---no-compile --reps 1 --json /tmp/x.json` runs the same code on the CPU under Triton's interpreter (a smoke run of the script;
-its times mean nothing and are labelled so).
+Needs a CUDA GPU for meaningful numbers. A smoke run of the script on the CPU, under Triton's interpreter (its
+times mean nothing and are labelled so):
+
+    TRITON_INTERPRET=1 python bench/bench_fp8_prep.py --tokens 256 --heads 2 --no-compile --no-sweep --reps 1 \
+        --json /tmp/fp8_prep_smoke.json
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from scailflow.scail.fp8_attention_triton import interpreting, quantize_qkv_fuse
 
 D = 128
 LAYERS = 40  # SCAIL-14B blocks: one self-attention preparation each per forward
+LAUNCH_KEYS = ("block", "tiles", "warps", "stages")
+SWEEP = [(64, 16, 8, 3), (64, 16, 8, 2), (64, 16, 4, 3), (32, 32, 4, 3), (128, 8, 8, 3), (64, 8, 8, 3), (64, 32, 8, 3)]
 
 
 def timed(fn, cuda: bool, reps: int = 20) -> float:
@@ -109,6 +114,7 @@ def main(argv=None) -> int:
     p.add_argument("--tokens", type=int, default=48832)
     p.add_argument("--heads", type=int, default=40)
     p.add_argument("--reps", type=int, default=20)
+    p.add_argument("--no-sweep", action="store_true", help="skip the launch-shape sweep")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd tensor-ops rows")
     p.add_argument("--json", default="bench/results/fp8_prep.json")
     args = p.parse_args(argv)
@@ -174,6 +180,21 @@ def main(argv=None) -> int:
                 row = {"inputs": kind, "variant": name, "error": f"{e.__class__.__name__}: {str(e)[:300]}"}
             res["rows"].append(row)
             print(row, flush=True)
+        if (
+            kind == "gauss" and not args.no_sweep
+        ):  # the launch shape: tile tokens, tiles per program, warps, pipeline stages
+            for launch in SWEEP:
+                name = "fused Triton, block {} x {} tiles, {} warps, {} stages".format(*launch)
+                try:
+                    fn = lambda qkv=qkv, launch=launch: quantize_qkv_fused(*qkv, **dict(zip(LAUNCH_KEYS, launch)))  # noqa: E731
+                    ms = timed(fn, cuda, args.reps)
+                    row = {"inputs": kind, "variant": name, "ms": ms, "x40_layers_ms": ms * LAYERS}
+                    row["GB_per_s"] = fused_bytes / ms / 1e6
+                    row["agrees"] = compare(fn(), ref)["e4m3_max_steps_apart"] <= 1
+                except Exception as e:  # noqa: BLE001 - a shape that does not compile must not lose the others
+                    row = {"inputs": kind, "variant": name, "error": f"{e.__class__.__name__}: {str(e)[:300]}"}
+                res["rows"].append(row)
+                print(row, flush=True)
         del qkv, ref, ref_rope
         if cuda:
             torch.cuda.empty_cache()

@@ -3,7 +3,7 @@
 instead of the separate rotation, reduction and cast passes of the tensor ops.
 
 Per tensor (q, k, v), for each (batch, head):
-1. `_stats_kernel`, grid (batch x heads, chunks of 8 tiles of 128 tokens): loads a tile of tokens x head_dim,
+1. `_stats_kernel`, grid (batch x heads, chunks of 16 tiles of 64 tokens): loads a tile of tokens x head_dim,
    optionally applies RoPE (diffusers' Wan arithmetic: fp32 products, rounded to the input dtype), rotates it by the
    orthonormal Hadamard matrix (one tile x 128 x 128 `tl.dot`, fp32 accumulation, rounded to the input dtype as
    `q @ h` is), and keeps the per-channel max, min and (when centring) sum over its chunk of tokens.
@@ -50,9 +50,14 @@ except Exception:  # noqa: BLE001 - no triton (or a broken one): the torch path 
     triton = None
 
 ENV_SWITCH = "SCAILFLOW_FP8_TRITON"  # "0" turns the fused kernels off
-BLOCK_L = 128  # tokens per tile
-NUM_WARPS = 8  # a 128 x 128 fp32 tile per program: 64 registers a thread for it at 8 warps
-TILES_PER_CHUNK = 8  # tiles one stats program reduces (48,832 tokens x 40 heads -> 48 x 40 programs)
+# Launch shape. Compiled ahead of time for sm_90 on a CPU (triton.compile with a GPUTarget; cuobjdump's resource
+# usage): 64-token tiles at 8 warps need 171-255 registers a thread and no spill in every variant (RoPE and
+# centring on or off) and at most 176 KiB of shared memory at 3 stages; 128-token tiles spill. Not timed yet:
+# bench/bench_fp8_prep.py sweeps these on a GPU.
+BLOCK_L = 64  # tokens per tile
+TILES_PER_CHUNK = 16  # tiles one program walks (48,832 tokens x 40 heads -> 48 x 40 programs per pass)
+NUM_WARPS = 8
+NUM_STAGES = 3
 
 
 def interpreting() -> bool:
@@ -72,8 +77,11 @@ def fused_available(device) -> bool:
 
 
 def fused_ready(q: torch.Tensor) -> bool:
-    """`fused_available` on q's device, and a q the tiles take: (B, S, H, D), D a power of 2 in [16, 256]."""
+    """`fused_available` on q's device, and a q the tiles take: (B, S, H, D), D a power of 2 in [16, 256], bf16 on
+    a GPU (what the model runs; fp32 there would take the slow exact-fp32 dot, fine under the interpreter only)."""
     d = q.shape[-1]
+    if q.is_cuda and q.dtype != torch.bfloat16:
+        return False
     return q.dim() == 4 and d & (d - 1) == 0 and 16 <= d <= 256 and fused_available(q.device)
 
 
@@ -256,7 +264,7 @@ def _hadamard(d: int, device, dtype) -> torch.Tensor:
     return _HADAMARD[key]
 
 
-def _prepare_one(x, rope, rotate, center, out_dtype, block, tiles):
+def _prepare_one(x, rope, rotate, center, out_dtype, block, tiles, warps, stages):
     """(x8 (B, S, H, D) in out_dtype, descale (B, H) fp32, mean (B, H, D) fp32 or None) for one tensor."""
     B, L, H, D = x.shape
     upcast = interpreting() or x.dtype == torch.float32
@@ -271,7 +279,9 @@ def _prepare_one(x, rope, rotate, center, out_dtype, block, tiles):
     part = torch.empty(n_chunks, B * H, 3, D, device=x.device, dtype=torch.float32)
     strides = (x.stride(0), x.stride(1), x.stride(2), scl)
     flags = dict(D=D, BLOCK=block, ROPE=rope is not None, ROTATE=rotate, CENTER=center, UPCAST=upcast)
-    _stats_kernel[(B * H, n_chunks)](x, cos, sin, hm, part, L, H, *strides, TILES=tiles, **flags, num_warps=NUM_WARPS)
+    _stats_kernel[(B * H, n_chunks)](
+        x, cos, sin, hm, part, L, H, *strides, TILES=tiles, **flags, num_warps=warps, num_stages=stages
+    )
     hi, lo = part[:, :, 0].amax(0), part[:, :, 1].amin(0)  # (B*H, D)
     if center:
         mean = part[:, :, 2].sum(0) / L
@@ -298,7 +308,8 @@ def _prepare_one(x, rope, rotate, center, out_dtype, block, tiles):
         F8_LIMIT=F8_MAX,
         TILES=tiles,
         ROUND_E4M3=round_e4m3,
-        num_warps=NUM_WARPS,
+        num_warps=warps,
+        num_stages=stages,
         **flags,
     )
     return out, descale.view(B, H), None if mean is None else mean.view(B, H, D)
@@ -314,6 +325,8 @@ def quantize_qkv_fused(
     precast: bool = False,
     block: int = BLOCK_L,
     tiles: int = TILES_PER_CHUNK,
+    warps: int = NUM_WARPS,
+    stages: int = NUM_STAGES,
 ):
     """`quantize_qkv`'s result (q8, k8, v8, q_descale, k_descale, v_descale, v_mean) from the fused kernels.
 
@@ -324,9 +337,10 @@ def quantize_qkv_fused(
         raise RuntimeError("the fused fp8 preparation needs triton")
     B, S, H, D = v.shape
     out_dtype = torch.float32 if precast else F8
-    q8, dq, _ = _prepare_one(q, rope, rotate, False, out_dtype, block, tiles)
-    k8, dk, _ = _prepare_one(k, rope, rotate, center, out_dtype, block, tiles)
-    v8, dv, vm = _prepare_one(v, None, False, center, out_dtype, block, tiles)
+    launch = (block, tiles, warps, stages)
+    q8, dq, _ = _prepare_one(q, rope, rotate, False, out_dtype, *launch)
+    k8, dk, _ = _prepare_one(k, rope, rotate, center, out_dtype, *launch)
+    v8, dv, vm = _prepare_one(v, None, False, center, out_dtype, *launch)
     v_mean = vm[:, None] if center else torch.zeros(B, 1, H, D, device=v.device, dtype=torch.float32)
     return q8, k8, v8, dq, dk, dv, v_mean
 
