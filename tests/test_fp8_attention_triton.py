@@ -4,7 +4,8 @@ No GPU here: the kernels run under Triton's interpreter in a child Python (`TRIT
 triton is imported), on small sizes whose token count is not a multiple of the tile. The values just before the
 e4m3 cast (`precast`) are compared with the tensor ops' to fp32 rounding, then the real op's e4m3 outputs bit for bit
 (under the interpreter the kernel rounds to the e4m3 grid itself, since the interpreter's own cast is wrong off the
-grid). On a CUDA machine the last test compares the compiled kernels with the tensor ops directly."""
+grid). The kernels are also compiled ahead of time for sm_90 (Hopper) on the CPU and their machine code checked for
+register spills and shared memory. On a CUDA machine one test compares the compiled kernels with the tensor ops."""
 
 from __future__ import annotations
 
@@ -186,3 +187,61 @@ def test_compiled_kernels_match_the_tensor_ops_on_cuda():
             torch.testing.assert_close(g, r, rtol=tol, atol=1e-6)
         for g, r in zip(got[:3], ref[:3]):
             assert e4m3_steps(g, r).max() <= 1, name
+
+
+HOPPER_SHARED_BYTES = 227 * 1024  # the most shared memory one block may use on sm_90
+
+
+def _compile_for_sm90(fn, consts, x_type):
+    """Compile one kernel for sm_90 without a GPU (triton.compile with a GPUTarget, then ptxas); returns (shared
+    memory bytes, cuobjdump's resource usage line)."""
+    import shutil
+    import tempfile
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from scailflow.scail import fp8_attention_triton as m
+
+    types = {"x_ptr": x_type, "h_ptr": x_type, "o_ptr": "*fp8e4nv"}
+    sig = {}
+    for name in fn.arg_names:
+        if name in consts:
+            sig[name] = "constexpr"
+        else:
+            sig[name] = types.get(name, "*fp32") if name.endswith("_ptr") else "i32"
+    opts = {"num_warps": m.NUM_WARPS, "num_stages": m.NUM_STAGES}
+    k = triton.compile(
+        ASTSource(fn=fn, signature=sig, constexprs=consts), target=GPUTarget("cuda", 90, 32), options=opts
+    )
+    cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    if not cuobjdump.exists():
+        cuobjdump = shutil.which("cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(k.asm["cubin"])
+        f.flush()
+        usage = subprocess.run([str(cuobjdump), "--dump-resource-usage", f.name], capture_output=True, text=True)
+    line = next(x for x in usage.stdout.splitlines() if "REG:" in x)
+    return k.metadata.shared, line
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.parametrize("tensor", ["q", "k", "v"])
+def test_kernels_compile_for_hopper_without_spilling(tensor):
+    """What the GPU will run, as far as a machine without one can check: each pass of the default launch shape,
+    for q (rotated), k (rotated, centred) and v (centred), compiles for sm_90 to machine code that keeps its
+    values in registers (no stack) and fits Hopper's shared memory."""
+    import re
+
+    from scailflow.scail import fp8_attention_triton as m
+
+    flags = {"q": (True, False), "k": (True, True), "v": (False, True)}[tensor]
+    c = dict(
+        D=128, BLOCK=m.BLOCK_L, TILES=m.TILES_PER_CHUNK, ROPE=False, ROTATE=flags[0], CENTER=flags[1], UPCAST=False
+    )
+    for fn, consts in ((m._stats_kernel, c), (m._cast_kernel, dict(c, F8_LIMIT=F8_MAX, ROUND_E4M3=False))):
+        shared, usage = _compile_for_sm90(fn, consts, "*bf16")
+        assert shared <= HOPPER_SHARED_BYTES, (fn.__name__, shared)
+        assert re.search(r"STACK:0\b", usage) and re.search(r"LOCAL:0\b", usage), (fn.__name__, usage)
