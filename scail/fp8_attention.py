@@ -12,9 +12,9 @@ The recipe, all exact rewrites of attention before rounding (only the e4m3 round
   is max(max - mean, mean - min): exact, with no second pass (a bound such as amax|k| + amax|mean| would waste most
   of e4m3's range where an offset dominates, as it does once the rotation gathers it into one channel).
 Written as plain tensor ops so that torch.compile fuses the reductions and casts with the RoPE / RMSNorm work that
-produces q and k (the rotation is one bf16 matmul per tensor). On CUDA, `quantize_qkv` runs the same numbers as two
-fused Triton passes per tensor instead (scail/fp8_attention_triton.py; `SCAILFLOW_FP8_TRITON=0` keeps these ops);
-these ops stay the reference it is checked against.
+produces q and k (the rotation is one bf16 matmul per tensor). With `SCAILFLOW_FP8_TRITON=1` on CUDA,
+`quantize_qkv` runs the same numbers as two fused Triton passes per tensor instead (scail/fp8_attention_triton.py,
+opt-in until checked and timed on a GPU); these ops stay the reference it is checked against.
 """
 
 from __future__ import annotations
@@ -63,8 +63,8 @@ def _column_stats(x: torch.Tensor, center: bool):
 
 
 def fused_wanted(q: torch.Tensor) -> bool:
-    """The fused Triton preparation (scail/fp8_attention_triton.py) runs for this q: on CUDA, with triton, unless
-    SCAILFLOW_FP8_TRITON=0."""
+    """The fused Triton preparation (scail/fp8_attention_triton.py) runs for this q: on CUDA, with triton, when
+    SCAILFLOW_FP8_TRITON=1 (opt-in until the compiled kernels are checked on a GPU)."""
     if not q.is_cuda:
         return False
     from scailflow.scail.fp8_attention_triton import fused_ready

@@ -20,8 +20,9 @@ produces the tensor, so moving it here would save no pass.
 
 The whole preparation is one torch custom op (`scailflow::fp8_qkv_prep`), so torch.compile keeps it as one opaque
 call. `quantize_qkv` runs it where `fused_ready(q)` holds: a CUDA tensor on a GPU with e4m3 (compute capability
-8.9+), triton importable, head_dim a power of 2 in [16, 256], and `SCAILFLOW_FP8_TRITON` not set to 0 (the switch
-back to the tensor ops).
+8.9+), triton importable, head_dim a power of 2 in [16, 256], and `SCAILFLOW_FP8_TRITON=1`. Opt-in until the
+compiled kernels have been checked and timed on a GPU (the CUDA test and bench/bench_fp8_prep.py); then the default
+can flip.
 
 Verified on the CPU only, under Triton's interpreter (`TRITON_INTERPRET=1`, tests/test_fp8_attention_triton.py):
 against the tensor ops, the rotated pre-cast values, means, descales and e4m3 outputs agree (bit for bit on the test
@@ -49,7 +50,7 @@ try:
 except Exception:  # noqa: BLE001 - no triton (or a broken one): the torch path runs
     triton = None
 
-ENV_SWITCH = "SCAILFLOW_FP8_TRITON"  # "0" turns the fused kernels off
+ENV_SWITCH = "SCAILFLOW_FP8_TRITON"  # "1" turns the fused kernels on (on a GPU; opt-in until run on one)
 # Launch shape. Compiled ahead of time for sm_90 on a CPU (triton.compile with a GPUTarget; cuobjdump's resource
 # usage): 64-token tiles at 8 warps need 171-255 registers a thread and no spill in every variant (RoPE and
 # centring on or off) and at most 176 KiB of shared memory at 3 stages; 128-token tiles spill. Not timed yet:
@@ -65,13 +66,16 @@ def interpreting() -> bool:
 
 
 def fused_available(device) -> bool:
-    """The fused kernels can run on `device`: a CUDA GPU with e4m3 (compute capability 8.9+) or Triton's
-    interpreter, triton present, and not switched off."""
-    if triton is None or os.environ.get(ENV_SWITCH, "1") == "0":
+    """The fused kernels run on `device`: a CUDA GPU with e4m3 (compute capability 8.9+) with SCAILFLOW_FP8_TRITON=1,
+    or Triton's interpreter (unless SCAILFLOW_FP8_TRITON=0); triton present."""
+    switch = os.environ.get(ENV_SWITCH, "")
+    if triton is None or switch == "0":
         return False
     device = torch.device(device)
     if device.type != "cuda":
         return interpreting()
+    if switch != "1":
+        return False
     # asked outside compiled code (inside it this is the path FA3 fp8 runs, on compute capability 9.0)
     return torch.compiler.is_compiling() or torch.cuda.get_device_capability(device) >= (8, 9)
 
