@@ -97,19 +97,24 @@ MIN_POINTS = 3  # distinct runs before a fit replaces the median: with fewer, a 
 
 @dataclass
 class Run:
-    """One finished generation on this machine: what it computed and the seconds it took."""
+    """One finished generation on this machine: what it computed and the seconds it took, in parts."""
 
     label: str  # the model (model_label)
     setting: str  # its speed-up flags, as the table names them (setting_of)
     segments: int
     units: float  # DiT work (work())
-    mpix: float  # megapixel-frames generated: VAE encode/decode, colour matching and the write scale with them
+    mpix: float  # megapixel-frames generated: the VAE's encode and decode and the write scale with them
     seconds: float
+    parts: dict[str, float] = field(default_factory=dict)  # PARTS -> s, from the record's stage clock
 
     def terms(self) -> dict[str, float]:
         return {"fixed": 1.0, "segment": float(self.segments), "work": self.units, "mpix": self.mpix}
 
 
+# the parts of a generation's seconds (its record's stage clock), each fitted on its own: the term it scales with
+# (besides a fixed cost and one per segment). A record without the clock counts all its seconds as the DiT's.
+PARTS = {"dit": "work", "vae": "mpix", "rest": None}
+CLOCK = {"dit": ("denoise",), "vae": ("driving", "decode", "write")}  # the rest: text, reference, read, the others
 GENERATE_TERMS = {"fixed": "s", "segment": "s/segment", "work": "s/unit of work", "mpix": "s/Mpixel-frame"}
 STAGE_TERMS = {"fixed": "s", "frame": "s/frame"}
 
@@ -132,17 +137,17 @@ class History:
 def fit(points: list[dict[str, float]], seconds: list[float], required: tuple[str, ...] = ()) -> dict[str, float]:
     """Seconds as a sum of non-negative costs per term (fixed, per segment, per unit of work, ...): least squares on
     the relative error. Which terms: of every set that holds `required`, the one whose fit predicts each point best
-    from the others (leave-one-out), fewer terms on a tie. {} with fewer than MIN_POINTS distinct points."""
+    from the others (leave-one-out), fewer terms on a tie; no more terms than distinct points. {} for fewer than 2."""
     names = list(points[0]) if points else []
     x = np.array([[p[n] for n in names] for p in points], dtype=float)
     y = np.array(seconds, dtype=float)
     distinct = len({tuple(np.round(row, 9)) for row in x})
-    if distinct < MIN_POINTS:
+    if distinct < 2:
         return {}
     optional = [i for i, n in enumerate(names) if n not in required]
     fixed = [i for i, n in enumerate(names) if n in required]
     candidates = [fixed + [i for k, i in enumerate(optional) if mask >> k & 1] for mask in range(1 << len(optional))]
-    candidates = [c for c in candidates if c and len(c) < distinct]  # one point left over to judge the fit by
+    candidates = [c for c in candidates if c and len(c) <= distinct]
     best = min(candidates, key=lambda c: (_leave_one_out(x[:, c], y), len(c)))
     return dict(zip([names[i] for i in best], _nonneg_fit(x[:, best], y)))
 
@@ -151,7 +156,7 @@ def _nonneg_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Least squares of x @ c ~ y on the relative error, c >= 0: solve, drop the most negative term, solve again."""
     scale = np.abs(x).max(axis=0)
     scale[scale == 0] = 1.0
-    a, b = x / scale / y[:, None], np.ones_like(y)
+    a, b = x / scale * _weights(y)[:, None], y * _weights(y)
     keep, coef = list(range(x.shape[1])), np.zeros(x.shape[1])
     while keep:
         c = np.linalg.lstsq(a[:, keep], b, rcond=None)[0]
@@ -167,30 +172,50 @@ def _leave_one_out(x: np.ndarray, y: np.ndarray) -> float:
     errs = []
     for k in range(len(y)):
         rest = np.arange(len(y)) != k
-        errs.append(abs(x[k] @ _nonneg_fit(x[rest], y[rest]) / y[k] - 1))
+        errs.append(abs(x[k] @ _nonneg_fit(x[rest], y[rest]) - y[k]) * _weights(y)[k])
     return float(np.mean(errs))
 
 
+def _weights(y: np.ndarray) -> np.ndarray:
+    """1 / seconds, so that least squares weighs relative errors (seconds near 0 as 1% of the largest)."""
+    return 1.0 / np.maximum(y, 0.01 * max(float(y.max()), 1e-9))
+
+
 def predict_generate(history: History, label: str, setting: str, run: Run) -> tuple[float, str] | None:
-    """The generation's seconds from this machine's history (`run`'s seconds unused) and where they come from: the
-    fit of the last runs once they are MIN_POINTS distinct clips, else their median seconds per unit of work; None
-    without a run of this model."""
+    """The generation's seconds from this machine's history (`run`'s seconds unused) and where they come from: per
+    part (DiT, VAE, the rest), a fit of the last runs once they are MIN_POINTS distinct clips, else the median of
+    the part's seconds per unit of what it scales with; None without a run of this model."""
     mine = history.like(label, setting)
     if not mine:
         return None
-    costs = fit([r.terms() for r in mine], [r.seconds for r in mine], required=("work",))
-    if costs and (seconds := sum(c * run.terms()[n] for n, c in costs.items())) > 0:
-        said = " + ".join(f"{costs[n]:.3g} {unit}" for n, unit in GENERATE_TERMS.items() if costs.get(n, 0) > 0)
-        return seconds, f"this machine's last {len(mine)} {label} run(s), fitted: {said}"
-    per = statistics.median(r.seconds / r.units for r in mine)
-    return per * run.units, f"this machine's last {len(mine)} {label} run(s)"
+    fitting = len({tuple(r.terms().values()) for r in mine}) >= MIN_POINTS
+    clocked = all(r.parts for r in mine)  # else the seconds in one, on all the terms (the DiT's without a fit)
+    costs: dict[str, float] = {}
+    for part, scale in PARTS.items() if clocked else {"all": "work"}.items():
+        seconds = [r.parts.get(part, 0.0) if clocked else r.seconds for r in mine]
+        if not any(seconds):
+            continue
+        keep = ("fixed", "segment", scale) if clocked else tuple(GENERATE_TERMS)
+        points = [{k: v for k, v in r.terms().items() if k in keep} for r in mine]
+        fitted = fit(points, seconds, required=(scale,) if scale else ()) if fitting else {}
+        if not fitted:
+            key = scale or "fixed"
+            fitted = {key: statistics.median(s / r.terms()[key] for s, r in zip(seconds, mine))}
+        for term, c in fitted.items():
+            costs[term] = costs.get(term, 0.0) + c
+    seconds = sum(c * run.terms()[term] for term, c in costs.items())
+    source = f"this machine's last {len(mine)} {label} run(s)"
+    if fitting:
+        source += ", fitted: " + " + ".join(f"{costs[n]:.3g} {u}" for n, u in GENERATE_TERMS.items() if costs.get(n))
+    return seconds, source
 
 
 def predict_stage(history: History, stage: str, frames: int) -> float:
     """A preprocessing stage's seconds: fixed + per frame once it ran on MIN_POINTS clip lengths, else its median
     (0 if it never ran here)."""
     pairs = history.stage_frames.get(stage, [])[-HISTORY_RUNS:]
-    costs = fit([{"fixed": 1.0, "frame": float(f)} for f, _ in pairs], [s for _, s in pairs]) if pairs else {}
+    fitting = len({f for f, _ in pairs}) >= MIN_POINTS
+    costs = fit([{"fixed": 1.0, "frame": float(f)} for f, _ in pairs], [s for _, s in pairs]) if fitting else {}
     if costs:
         return costs.get("fixed", 0.0) + costs.get("frame", 0.0) * frames
     said = history.stages.get(stage, [])[-HISTORY_RUNS:]
@@ -227,13 +252,21 @@ def run_of(record: dict) -> Run:
     """A take's record (the mp4's .json) as a Run of the history."""
     s = record["sampling"]
     h, w = record["height"], record["width"]
+    seconds = float(record.get("seconds") or 0.0)
+    clock = record.get("timings") or {}
+    if "denoise" in clock:
+        parts = {part: sum(float(clock.get(k) or 0.0) for k in keys) for part, keys in CLOCK.items()}
+        parts["rest"] = max(seconds - sum(parts.values()), 0.0)
+    else:
+        parts = {"dit": seconds}
     return Run(
         _label(record["model"]),
         _setting_of_record(record.get("speedups") or {}),
         len(record["segments"]),
         work(record["segments"], h, w, s["steps"], s["guidance"] > 1.0),
         sum(int(seg["length"]) for seg in record["segments"]) * h * w / 1e6,
-        float(record.get("seconds") or 0.0),
+        seconds,
+        parts,
     )
 
 
