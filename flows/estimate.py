@@ -8,10 +8,12 @@ with tokens = (latent frames + 1) * (H/16) * (W/16) for the video and the refere
 
 The generation's seconds come from, in order:
 1. this machine's own history (SCAILFLOW_HOME/runs.jsonl and each take's record), its last runs of the same model
-   (and speed-up flags, once it has such runs), which learns the GPU, the speed-ups and the overheads at once: once
-   they are 3 distinct clips, a fit of seconds = fixed + per segment + per unit of work + per megapixel-frame
-   generated (non-negative least squares on the relative error; the terms kept are those that predict each run best
-   from the others); before that, their median seconds per unit of work;
+   (and speed-up flags, once it has such runs), which learns the GPU, the speed-ups and the overheads at once. Each
+   record's stage clock splits its seconds into PARTS: the DiT's (scaling with the units of work), the VAE's and the
+   write's (with the megapixel-frames) and the rest. Once the runs are 3 distinct clips, each part is fitted as
+   fixed + per segment + its term (non-negative least squares on the relative error; the terms kept are those that
+   predict each run best from the others); before that, each part's median rate. Records without the clock: their
+   total on all four terms, or before 3 clips its median seconds per unit of work;
 2. else the measured table below (bench/results), for the GPU kind and the speed-up flags.
 The preprocessing stages (pose, masks, prompt) are fitted the same way as fixed + per driving frame, or their median.
 """
