@@ -6,10 +6,16 @@ with tokens = (latent frames + 1) * (H/16) * (W/16) for the video and the refere
 (W/32) for the pose. At 896x512 and 1280x704 this predicts the measured ratio of seconds per forward within 1%
 (bench/results/h200-2026-12-01/dit.json: 5.99 s and 18.13 s eager, predicted 3.01x, measured 3.03x).
 
-Seconds per unit of work come from, in order:
-1. this machine's own history (SCAILFLOW_HOME/runs.jsonl and each take's record): the median of its last runs with
-   the same model, which learns the GPU, the speed-ups and the overheads at once;
+The generation's seconds come from, in order:
+1. this machine's own history (SCAILFLOW_HOME/runs.jsonl and each take's record), its last runs of the same model
+   (and speed-up flags, once it has such runs), which learns the GPU, the speed-ups and the overheads at once. Each
+   record's stage clock splits its seconds into PARTS: the DiT's (scaling with the units of work), the VAE's and the
+   write's (with the megapixel-frames) and the rest. Once the runs are 3 distinct clips, each part is fitted as
+   fixed + per segment + its term (non-negative least squares on the relative error; the terms kept are those that
+   predict each run best from the others); before that, each part's median rate. Records without the clock: their
+   total on all four terms, or before 3 clips its median seconds per unit of work;
 2. else the measured table below (bench/results), for the GPU kind and the speed-up flags.
+The preprocessing stages (pose, masks, prompt) are fitted the same way as fixed + per driving frame, or their median.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 # the released 14B DiT (bench/results/h200-2026-12-01/dit.json: params; Wan 2.1 14B: dim 5120, 40 layers)
 PARAMS, DIM, LAYERS = 16_395_544_384, 5120, 40
@@ -34,7 +42,6 @@ H100_OVER_H200 = 4.963 / 4.076  # the one setting measured on both: other H100 s
 # per clip besides the DiT (h200 presets.json: VAE decode 3.4 s per 81 frames at 896x512; encoders + VAE encode 1.3 s)
 DECODE_S_PER_MPIXEL_FRAME = 3.4 / (81 * 896 * 512 / 1e6)
 ENCODE_S = 1.3
-HISTORY_RUNS = 10  # the last runs of the same model that the history median uses
 
 
 def latent_frames(frames: int) -> int:
@@ -86,13 +93,135 @@ def gpu_kind(device_name: str | None = None) -> str | None:
     return "h200" if "h200" in name else "h100" if "h100" in name else None
 
 
+HISTORY_RUNS = 20  # the last runs of the same model (and speed-up flags, when there are such) that the history uses
+MIN_POINTS = 3  # distinct runs before a fit replaces the median: with fewer, a line through them is mostly noise
+
+
+@dataclass
+class Run:
+    """One finished generation on this machine: what it computed and the seconds it took, in parts."""
+
+    label: str  # the model (model_label)
+    setting: str  # its speed-up flags, as the table names them (setting_of)
+    segments: int
+    units: float  # DiT work (work())
+    mpix: float  # megapixel-frames generated: the VAE's encode and decode and the write scale with them
+    seconds: float
+    parts: dict[str, float] = field(default_factory=dict)  # PARTS -> s, from the record's stage clock
+
+    def terms(self) -> dict[str, float]:
+        return {"fixed": 1.0, "segment": float(self.segments), "work": self.units, "mpix": self.mpix}
+
+
+# the parts of a generation's seconds (its record's stage clock), each fitted on its own: the term it scales with
+# (besides a fixed cost and one per segment). A record without the clock counts all its seconds as the DiT's.
+PARTS = {"dit": "work", "vae": "mpix", "rest": None}
+CLOCK = {"dit": ("denoise",), "vae": ("driving", "decode", "write")}  # the rest: text, reference, read, the others
+GENERATE_TERMS = {"fixed": "s", "segment": "s/segment", "work": "s/unit of work", "mpix": "s/Mpixel-frame"}
+STAGE_TERMS = {"fixed": "s", "frame": "s/frame"}
+
+
 @dataclass
 class History:
-    """Seconds per unit of work, and the preprocessing stages' seconds, from this machine's finished runs."""
+    """This machine's finished runs: the generations, and the preprocessing stages' seconds."""
 
-    per_work: dict[str, list[float]] = field(default_factory=dict)  # model label -> s per unit, newest last
-    runs: list[tuple[str, float, float]] = field(default_factory=list)  # (model label, units, seconds), oldest first
+    runs: list[Run] = field(default_factory=list)  # oldest first
     stages: dict[str, list[float]] = field(default_factory=dict)  # pose/masks/prompt -> s (stages that ran)
+    stage_frames: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # stage -> (frames in, s)
+
+    def like(self, label: str, setting: str | None = None) -> list[Run]:
+        """The last runs of this model: of its speed-up flags too when it has such runs, else of any."""
+        mine = [r for r in self.runs if r.label == label]
+        same = [r for r in mine if r.setting == setting]
+        return (same or mine)[-HISTORY_RUNS:]
+
+
+def fit(points: list[dict[str, float]], seconds: list[float], required: tuple[str, ...] = ()) -> dict[str, float]:
+    """Seconds as a sum of non-negative costs per term (fixed, per segment, per unit of work, ...): least squares on
+    the relative error. Which terms: of every set that holds `required`, the one whose fit predicts each point best
+    from the others (leave-one-out), fewer terms on a tie; no more terms than distinct points. {} for fewer than 2."""
+    names = list(points[0]) if points else []
+    x = np.array([[p[n] for n in names] for p in points], dtype=float)
+    y = np.array(seconds, dtype=float)
+    distinct = len({tuple(np.round(row, 9)) for row in x})
+    if distinct < 2:
+        return {}
+    optional = [i for i, n in enumerate(names) if n not in required]
+    fixed = [i for i, n in enumerate(names) if n in required]
+    candidates = [fixed + [i for k, i in enumerate(optional) if mask >> k & 1] for mask in range(1 << len(optional))]
+    candidates = [c for c in candidates if c and len(c) <= distinct]
+    best = min(candidates, key=lambda c: (_leave_one_out(x[:, c], y), len(c)))
+    return dict(zip([names[i] for i in best], _nonneg_fit(x[:, best], y)))
+
+
+def _nonneg_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least squares of x @ c ~ y on the relative error, c >= 0: solve, drop the most negative term, solve again."""
+    scale = np.abs(x).max(axis=0)
+    scale[scale == 0] = 1.0
+    a, b = x / scale * _weights(y)[:, None], y * _weights(y)
+    keep, coef = list(range(x.shape[1])), np.zeros(x.shape[1])
+    while keep:
+        c = np.linalg.lstsq(a[:, keep], b, rcond=None)[0]
+        if (c >= 0).all():
+            coef[keep] = c
+            break
+        keep.pop(int(np.argmin(c)))
+    return coef / scale
+
+
+def _leave_one_out(x: np.ndarray, y: np.ndarray) -> float:
+    """The mean relative error of each point predicted from a fit of the others."""
+    errs = []
+    for k in range(len(y)):
+        rest = np.arange(len(y)) != k
+        errs.append(abs(x[k] @ _nonneg_fit(x[rest], y[rest]) - y[k]) * _weights(y)[k])
+    return float(np.mean(errs))
+
+
+def _weights(y: np.ndarray) -> np.ndarray:
+    """1 / seconds, so that least squares weighs relative errors (seconds near 0 as 1% of the largest)."""
+    return 1.0 / np.maximum(y, 0.01 * max(float(y.max()), 1e-9))
+
+
+def predict_generate(history: History, label: str, setting: str, run: Run) -> tuple[float, str] | None:
+    """The generation's seconds from this machine's history (`run`'s seconds unused) and where they come from: per
+    part (DiT, VAE, the rest), a fit of the last runs once they are MIN_POINTS distinct clips, else the median of
+    the part's seconds per unit of what it scales with; None without a run of this model."""
+    mine = history.like(label, setting)
+    if not mine:
+        return None
+    fitting = len({tuple(r.terms().values()) for r in mine}) >= MIN_POINTS
+    clocked = all(r.parts for r in mine)  # else the seconds in one, on all the terms (the DiT's without a fit)
+    costs: dict[str, float] = {}
+    for part, scale in PARTS.items() if clocked else {"all": "work"}.items():
+        seconds = [r.parts.get(part, 0.0) if clocked else r.seconds for r in mine]
+        if not any(seconds):
+            continue
+        keep = ("fixed", "segment", scale) if clocked else tuple(GENERATE_TERMS)
+        points = [{k: v for k, v in r.terms().items() if k in keep} for r in mine]
+        fitted = fit(points, seconds, required=(scale,) if scale else ()) if fitting else {}
+        if not fitted:
+            key = scale or "fixed"
+            fitted = {key: statistics.median(s / r.terms()[key] for s, r in zip(seconds, mine))}
+        for term, c in fitted.items():
+            costs[term] = costs.get(term, 0.0) + c
+    seconds = sum(c * run.terms()[term] for term, c in costs.items())
+    source = f"this machine's last {len(mine)} {label} run(s)"
+    if fitting:
+        source += ", fitted: " + " + ".join(f"{costs[n]:.3g} {u}" for n, u in GENERATE_TERMS.items() if costs.get(n))
+    return seconds, source
+
+
+def predict_stage(history: History, stage: str, frames: int) -> float:
+    """A preprocessing stage's seconds: fixed + per frame once it ran on MIN_POINTS clip lengths, else its median
+    (0 if it never ran here)."""
+    pairs = history.stage_frames.get(stage, [])[-HISTORY_RUNS:]
+    fitting = len({f for f, _ in pairs}) >= MIN_POINTS
+    costs = fit([{"fixed": 1.0, "frame": float(f)} for f, _ in pairs], [s for _, s in pairs]) if fitting else {}
+    if costs:
+        return costs.get("fixed", 0.0) + costs.get("frame", 0.0) * frames
+    said = history.stages.get(stage, [])[-HISTORY_RUNS:]
+    return statistics.median(said) if said else 0.0
 
 
 def read_history(home: Path | None = None) -> History:
@@ -109,17 +238,46 @@ def read_history(home: Path | None = None) -> History:
                 continue
             record = json.loads(Path(entry["take"] + ".json").read_text())
             run = json.loads((Path(entry["out_dir"]) / "run.json").read_text())
+            done = run_of(record)
         except (OSError, ValueError, TypeError, KeyError):
             continue
-        s = record.get("sampling", {})
-        units = work(record["segments"], record["height"], record["width"], s["steps"], s["guidance"] > 1.0)
-        if units > 0 and record.get("seconds"):
-            hist.per_work.setdefault(_label(record["model"]), []).append(record["seconds"] / units)
-            hist.runs.append((_label(record["model"]), units, float(record["seconds"])))
+        if done.units > 0 and done.seconds > 0:
+            hist.runs.append(done)
         for stage, sec in (run.get("stage_seconds") or {}).items():
             if stage != "generate" and run.get("states", {}).get(stage) == "Completed" and sec:
                 hist.stages.setdefault(stage, []).append(float(sec))
+                hist.stage_frames.setdefault(stage, []).append((int(record.get("frames_in") or 0), float(sec)))
     return hist
+
+
+def run_of(record: dict) -> Run:
+    """A take's record (the mp4's .json) as a Run of the history."""
+    s = record["sampling"]
+    h, w = record["height"], record["width"]
+    seconds = float(record.get("seconds") or 0.0)
+    clock = record.get("timings") or {}
+    if "denoise" in clock:
+        parts = {part: sum(float(clock.get(k) or 0.0) for k in keys) for part, keys in CLOCK.items()}
+        parts["rest"] = max(seconds - sum(parts.values()), 0.0)
+    else:
+        parts = {"dit": seconds}
+    return Run(
+        _label(record["model"]),
+        _setting_of_record(record.get("speedups") or {}),
+        len(record["segments"]),
+        work(record["segments"], h, w, s["steps"], s["guidance"] > 1.0),
+        sum(int(seg["length"]) for seg in record["segments"]) * h * w / 1e6,
+        seconds,
+        parts,
+    )
+
+
+def _setting_of_record(speedups: dict) -> str:
+    """setting_of's name for the speed-ups a take's record says were applied."""
+    parts = (["fp8"] if "fp8_linears" in speedups else []) + (
+        ["fp8attn"] if speedups.get("fp8_attention") is True else []
+    )
+    return "+".join(parts + ["compile"]) if ("compile" in speedups or parts) else "eager"
 
 
 def _label(model_label: str) -> str:
@@ -167,24 +325,22 @@ def estimate_folder(folder, sampling, model, history: History, gpu: str | None =
     height, width = target_size(s.target_h, s.target_w, read_image(raw.ref).shape[:2])
     plan = [seg.__dict__ for seg in plan_segments(info.frames, s.segment_frames, s.overlap_frames, s.keep_tail)]
     units = work(plan, height, width, s.steps, s.guidance > 1.0)
-    label = model_label(model)
-    mine = history.per_work.get(label, [])[-HISTORY_RUNS:]
+    label, setting = model_label(model), setting_of(model)
+    pixels = sum(int(seg["length"]) for seg in plan) * height * width / 1e6
+    mine = predict_generate(history, label, setting, Run(label, setting, len(plan), units, pixels, 0.0))
     if mine:
-        generate = statistics.median(mine) * units
-        source = f"this machine's last {len(mine)} {label} run(s)"
+        generate, source = mine
     else:
         kind = gpu or gpu_kind()
-        row = table_seconds(kind, setting_of(model)) if kind and label == "SCAIL-2" else None
+        row = table_seconds(kind, setting) if kind and label == "SCAIL-2" else None
         if row is None:
             raise LookupError(
                 f"no measured figure for {label} on {kind or 'this machine (no H100/H200 found)'} with "
-                f"{setting_of(model)} and no run of it here yet: give --gpu h100|h200, or run once and estimate again"
+                f"{setting} and no run of it here yet: give --gpu h100|h200, or run once and estimate again"
             )
-        pixels = sum(int(seg["length"]) for seg in plan) * height * width / 1e6
         generate = row[0] * units + DECODE_S_PER_MPIXEL_FRAME * pixels + ENCODE_S
         source = f"measured table ({row[1]}), {kind.upper()}"
-    stages = {k: statistics.median(v[-HISTORY_RUNS:]) for k, v in history.stages.items() if v}
-    stages = {k: stages.get(k, 0.0) for k in ("pose", "masks", "prompt")} | {"generate": generate}
+    stages = {k: predict_stage(history, k, info.frames) for k in ("pose", "masks", "prompt")} | {"generate": generate}
     frames_out = sum(int(seg["length"]) - int(seg["history"]) - int(seg["pad"]) for seg in plan)
     gpus = getattr(model, "gpus", None) or 1
     return Estimate(str(raw.root), frames_out, width, height, len(plan), _forwards(plan, s), stages, source, gpus)
@@ -197,12 +353,11 @@ def _forwards(plan: list[dict], s) -> int:
 def replay_errors(history: History) -> list[tuple[float, float]]:
     """(predicted, actual) generation seconds for every run that had an earlier run of its model: each predicted
     from the runs before it only, as `estimate` would have predicted it then."""
-    out, seen = [], {}
-    for label, units, seconds in history.runs:
-        before = seen.setdefault(label, [])
-        if before:
-            out.append((statistics.median(before[-HISTORY_RUNS:]) * units, seconds))
-        before.append(seconds / units)
+    out = []
+    for k, run in enumerate(history.runs):
+        before = History(runs=history.runs[:k])
+        if found := predict_generate(before, run.label, run.setting, run):
+            out.append((found[0], run.seconds))
     return out
 
 
@@ -210,19 +365,17 @@ def predicted_vs_actual(take: str | None) -> dict | None:
     """For a run's summary: the generation seconds `estimate` predicted for this take from the runs before it (this
     machine's history), beside the seconds it took. None when the take has no record; never raises."""
     try:
-        record = json.loads(Path(str(take) + ".json").read_text())
-        s = record["sampling"]
-        units = work(record["segments"], record["height"], record["width"], s["steps"], s["guidance"] > 1.0)
-        before = read_history().per_work.get(_label(record["model"]), [])[-HISTORY_RUNS:]
+        run = run_of(json.loads(Path(str(take) + ".json").read_text()))
+        history = read_history()
     except (OSError, ValueError, TypeError, KeyError):
         return None
-    predicted = round(statistics.median(before) * units, 2) if before else None
-    actual = float(record["seconds"])
+    found = predict_generate(history, run.label, run.setting, run)
+    predicted = round(found[0], 2) if found else None
     return {
         "predicted_generate_s": predicted,
-        "actual_generate_s": actual,
-        "error": round(predicted / actual - 1, 3) if predicted and actual else None,
-        "from_runs": len(before),
+        "actual_generate_s": run.seconds,
+        "error": round(predicted / run.seconds - 1, 3) if predicted and run.seconds else None,
+        "from_runs": len(history.like(run.label, run.setting)),
     }
 
 
