@@ -19,31 +19,11 @@ opt-in until checked and timed on a GPU); these ops stay the reference it is che
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-F8 = getattr(torch, "float8_e4m3fn", None)
-F8_MAX = 448.0
+from scailflow.scail.e4m3 import F8, F8_MAX, hadamard, to_e4m3  # noqa: F401 - re-exported for callers
+
 P_OFFSET = 256.0  # FA3 scales P by 2^8 (Max_offset 8) before casting it to e4m3
-
-
-def hadamard(n: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """The n x n orthonormal Sylvester Hadamard matrix (n a power of 2): H[i, j] = (-1)^popcount(i & j) / sqrt(n).
-    Built from tensor ops (no host round trip), so it traces under torch.compile."""
-    if n <= 0 or n & (n - 1):
-        raise ValueError(f"Hadamard size must be a power of 2, not {n}")
-    idx = torch.arange(n, device=device)
-    bits = idx[:, None] & idx[None, :]
-    parity = torch.zeros_like(bits)
-    for b in range(max(1, n.bit_length() - 1)):
-        parity = parity ^ ((bits >> b) & 1)
-    return ((1 - 2 * parity).to(dtype)) / math.sqrt(n)
-
-
-def to_e4m3(x: torch.Tensor) -> torch.Tensor:
-    """Saturating cast to float8 e4m3 (torch's plain cast turns values past 448 into NaN)."""
-    return x.clamp(-F8_MAX, F8_MAX).to(F8)
 
 
 def _descale(amax: torch.Tensor) -> torch.Tensor:

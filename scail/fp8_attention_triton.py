@@ -42,7 +42,7 @@ import os
 
 import torch
 
-from scailflow.scail.fp8_attention import F8, F8_MAX, hadamard
+from scailflow.scail.e4m3 import F8, F8_MAX, hadamard
 
 try:
     import triton
