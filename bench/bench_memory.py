@@ -6,8 +6,9 @@ The clips are real footage scaled up and looped: the VQEG "carphone" sequence sh
 (a dev dependency), scaled to 1920x1080 and re-encoded with imageio-ffmpeg's ffmpeg (x264 ultrafast).
 
     python bench/bench_memory.py [--frames 300 1200 5400] [--steps 1] [--driving_fps 30]
+    python bench/bench_memory.py --pose --frames 120 360   # the pose-driven stage alone (`scailflow pose --driving pose`)
 
-Writes a table to stdout and bench/results/memory_cpu.json (machine and date).
+Writes a table to stdout and bench/results/memory_cpu.json (with --pose: memory_pose_cpu.json), machine and date.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import imageio_ffmpeg
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 RESULTS = Path(__file__).parent / "results" / "memory_cpu.json"
+POSE_RESULTS = Path(__file__).parent / "results" / "memory_pose_cpu.json"
 
 
 def carphone() -> Path:
@@ -53,17 +55,25 @@ def make_folder(root: Path, frames: int) -> Path:
     return folder
 
 
-def peak_rss(folder: Path, steps: int, driving_fps: str | None, env: dict) -> tuple[float, float, str]:
-    """(peak RSS in GiB, seconds, the run's last lines) of one `scailflow run`."""
-    flags = ["--steps", str(steps), "--target_h", "64", "--target_w", "64", "--seed", "1"]
+def peak_rss(
+    folder: Path, steps: int, driving_fps: str | None, env: dict, pose: bool = False
+) -> tuple[float, float, str]:
+    """(peak RSS in GiB, seconds, the run's last lines) of one `scailflow run` (`pose`: `scailflow pose --driving
+    pose` on the folder's driving video, the embedded mediapipe model unless SCAILFLOW_DWPOSE_* are set)."""
+    if pose:
+        command = ["pose", str(folder / "driving.mp4"), "--out", str(folder / "pose"), "--driving", "pose"]
+    else:
+        command = ["run", str(folder), "--model", "tiny-random", "--steps", str(steps), "--target_h", "64",
+                   "--target_w", "64", "--seed", "1"]  # fmt: skip
     if driving_fps:
-        flags += ["--driving_fps", driving_fps]
+        command += ["--driving_fps", driving_fps]
     t0 = time.perf_counter()
     r = subprocess.run(
-        ["/usr/bin/time", "-v", sys.executable, "-m", "scailflow.cli", "run", str(folder), "--model", "tiny-random",
-         *flags],
-        capture_output=True, text=True, env=env,
-    )  # fmt: skip
+        ["/usr/bin/time", "-v", sys.executable, "-m", "scailflow.cli", *command],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     seconds = time.perf_counter() - t0
     if r.returncode:
         raise SystemExit(f"run failed ({r.returncode}):\n{r.stderr[-3000:]}")
@@ -77,7 +87,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1)
     ap.add_argument("--driving_fps", default=None)
     ap.add_argument("--merge", action="store_true", help="keep the JSON's rows of other clip lengths (their own dates)")
+    ap.add_argument("--pose", action="store_true", help="the pose-driven stage alone (scailflow pose --driving pose)")
     args = ap.parse_args()
+    results = POSE_RESULTS if args.pose else RESULTS
     root = Path(tempfile.mkdtemp(prefix="bench-memory-"))
     env = dict(os.environ, SCAILFLOW_HOME=str(root / "home"))
     rows = []
@@ -85,7 +97,7 @@ def main() -> None:
         t0 = time.perf_counter()
         folder = make_folder(root, n)
         made = time.perf_counter() - t0
-        gib, seconds, _ = peak_rss(folder, args.steps, args.driving_fps, env)
+        gib, seconds, _ = peak_rss(folder, args.steps, args.driving_fps, env, pose=args.pose)
         decoded = n * 1920 * 1080 * 3 / 2**30
         rows.append(
             {"frames": n, "seconds_of_video": n / 30, "peak_rss_gib": round(gib, 3), "run_seconds": round(seconds, 1),
@@ -95,25 +107,32 @@ def main() -> None:
         print(f"{n:>6} frames: peak RSS {gib:.2f} GiB ({seconds:.0f} s; the clip decoded whole: {decoded:.1f} GiB)")
     machine = f"{platform.node()} ({os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()})"
     result = {
-        "what": "peak RSS of `scailflow run --model tiny-random` (64x64) vs 1080p 30 fps clip length, /usr/bin/time -v",
+        "what": (
+            "peak RSS of `scailflow pose --driving pose` (mediapipe)"
+            if args.pose
+            else "peak RSS of `scailflow run --model tiny-random` (64x64)"
+        )
+        + " vs 1080p 30 fps clip length, /usr/bin/time -v",
         "machine": machine,
         "date": str(date.today()),
         "steps": args.steps,
         "driving_fps": args.driving_fps or "default (30)",
         "rows": rows,
     }
-    if args.merge and RESULTS.is_file():
-        old = json.loads(RESULTS.read_text())
+    if args.pose:
+        del result["steps"]
+    if args.merge and results.is_file():
+        old = json.loads(results.read_text())
         kept = [dict(r, date=r.get("date", old["date"])) for r in old["rows"] if r["frames"] not in args.frames]
         result["rows"] = rows = sorted(kept + rows, key=lambda r: r["frames"])
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    results.parent.mkdir(exist_ok=True)
+    results.write_text(json.dumps(result, indent=2) + "\n")
     print("\n| frames (1080p, 30 fps) | peak RSS | run | whole clip decoded |\n|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['frames']} | {r['peak_rss_gib']:.2f} GiB | {r['run_seconds']:.0f} s | {r['whole_clip_decoded_gib']} GiB |"
         )
-    print(f"\n{machine}, {result['date']} -> {RESULTS}")
+    print(f"\n{machine}, {result['date']} -> {results}")
 
 
 if __name__ == "__main__":

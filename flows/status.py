@@ -130,8 +130,8 @@ def folder_report(folder: str, out: str | None = None) -> str:
 
 def generation_lines(out_dirs: list[Path]) -> list[str]:
     """A long generation's kept segments (running or interrupted): segments done / total and the ETA."""
-    from scailflow.scail.resume import status_line
-    from scailflow.tasks.generate import segments_root
+    from scailflow.layout import segments_root
+    from scailflow.scail.segment_status import status_line  # torch-free (the resume module imports torch)
 
     lines = []
     for out in out_dirs:

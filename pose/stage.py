@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from scailflow.decode import StreamedFrames
 from scailflow.errors import InputError
 from scailflow.files import atomic_path
+from scailflow.heap import TRIM_EVERY, release_freed_memory
 from scailflow.layout import ANIMATION_MASK, RENDERED
 from scailflow.media import VideoWriter, open_video, read_image, write_video
 from scailflow.options import DrivingMode, choices
@@ -182,6 +183,8 @@ def _composited_frames(body, tracks: list, n_frames: int, colours: np.ndarray, m
     """The body with each person's face/hand overlay on top; each frame's person-colour mask (the person under
     every pixel, overlays on top) goes to `masks` on the way, so neither video is held."""
     for t, (rgb, ids) in enumerate(iterate(body, "render", n_frames)):
+        if t % TRIM_EVERY == 0:  # the render's freed buffers back to the system (see scailflow.heap)
+            release_freed_memory()
         overlays = [draw_person_overlay(people[t], *rgb.shape[:2]) for people in tracks]
         mask_ids = (ids + 1).astype(np.uint8)
         for i, ov in enumerate(overlays):

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 
 from scailflow.files import atomic_path, write_text_atomic
+from scailflow.scail.segment_status import PROGRESS, read_progress, status_line  # noqa: F401 - status_line re-exported
 
 PLAN = "plan.json"
-PROGRESS = "progress.json"
 
 
 @dataclass
@@ -186,11 +186,7 @@ class SegmentStore:
 
     # ------------------------------------------------------------------------------------------ progress
     def read_progress(self) -> dict:
-        with contextlib.suppress(OSError, ValueError):
-            doc = json.loads((self.root / PROGRESS).read_text())
-            if isinstance(doc, dict):
-                return doc
-        return {}
+        return read_progress(self.root)
 
     def _write_progress(self, k: int, running: bool) -> None:
         doc = {
@@ -204,38 +200,6 @@ class SegmentStore:
             "updated": time.time(),
         }
         write_text_atomic(self.root / PROGRESS, json.dumps(doc), private=True)
-
-
-def status_line(root: str | os.PathLike, now: float | None = None) -> str | None:
-    """One line about the kept segments in `root`: "segment 3 of 4 running, 2/4 done, ETA 0:12" (a live run) or
-    "interrupted after 2/4 segments: a re-run resumes at segment 3"; None when nothing is kept there."""
-    from scailflow.progress import clock
-
-    doc = SegmentStore(root).read_progress()
-    total = int(doc.get("total") or 0)
-    if not total:
-        return None
-    done, seconds = int(doc.get("done") or 0), [float(s) for s in doc.get("seconds") or []]
-    alive = _alive(doc.get("pid")) and doc.get("running") is not None
-    if not alive:
-        return f"interrupted after {done}/{total} segments: a re-run resumes at segment {done + 1} of {total}"
-    now = time.time() if now is None else now
-    eta = "--:--"
-    if seconds:
-        per = sum(seconds) / len(seconds)
-        in_current = max(0.0, now - float(doc.get("segment_started") or now))
-        eta = clock(max(0.0, per * (total - done) - min(in_current, per)))
-    return f"segment {doc['running']} of {total} running, {done}/{total} segments done, ETA {eta}"
-
-
-def _alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (TypeError, ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _load(path: Path, prefix: str = "", skip: str | None = None) -> dict[str, torch.Tensor]:

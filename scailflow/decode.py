@@ -33,6 +33,7 @@ import numpy as np
 
 from scailflow.errors import InputError
 from scailflow.hdr import DEFAULT_PEAK_NITS, hdr_to_sdr, wide_gamut_to_bt709
+from scailflow.heap import TRIM_EVERY, release_freed_memory
 
 log = logging.getLogger("scailflow.decode")
 MAX_FRAME_PIXELS = 4096 * 4096  # 4K and DCI 4K video frames fit; 8K does not
@@ -558,6 +559,8 @@ class StreamedFrames:
             if self._next >= lo:
                 self._held[self._next] = rgb
             self._next += 1
+            if self._next % TRIM_EVERY == 0:  # freed frames' pages back to the system (see scailflow.heap)
+                release_freed_memory()
         out = np.stack([self._held[int(i)] for i in indices])
         return self.transform(indices, out) if self.transform is not None else out
 

@@ -53,6 +53,8 @@ OUTPUT = "output.mp4"
 TAKES_DIR = "takes"
 SEGMENTATION_DIR = "segmentation"
 RUN_RECORD = "run.json"
+MANIFEST_DIR = ".scailflow"  # under the output folder: the stages' manifests and what a run keeps for itself
+SEGMENTS_DIR = "segments"  # under MANIFEST_DIR: the finished segments of the take being generated (resume)
 
 DRIVING_MASK_NAMES = {"animation": ANIMATION_MASK, "replacement": REPLACEMENT_MASK}
 
@@ -91,3 +93,8 @@ def segmentation_dir(out_dir: str | Path, mode: str, driving: str) -> Path:
     """Where the masks stage writes: `out_dir`, except in pose-driven animation (a `segmentation/` subfolder, since
     `rendered_mask_v2.mp4` beside the outputs is then the pose stage's)."""
     return Path(out_dir) / SEGMENTATION_DIR if driving_mask_source(mode, driving) == "pose" else Path(out_dir)
+
+
+def segments_root(out_dir: str | Path) -> Path:
+    """Where a long generation keeps its finished segments, one folder per take (scailflow.scail.resume)."""
+    return Path(out_dir) / MANIFEST_DIR / SEGMENTS_DIR

@@ -23,6 +23,7 @@ from prefect.tasks import exponential_backoff
 
 from scailflow.errors import InputError, RetriedError, is_out_of_memory
 from scailflow.files import file_sha256, output_error, write_text_atomic
+from scailflow.layout import MANIFEST_DIR
 
 _HASHES: dict[tuple[str, int, int], str] = {}
 
@@ -84,9 +85,6 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
     return value
-
-
-MANIFEST_DIR = ".scailflow"
 
 
 def manifest_path(out_dir: str | os.PathLike, name: str) -> Path:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from prefect import task
 from pydantic import BaseModel, ConfigDict
 
-from scailflow.layout import OUTPUT, TAKES_DIR, driving_mask_source
+from scailflow.layout import OUTPUT, TAKES_DIR, driving_mask_source, segments_root
 from scailflow.scail.options import ModelOptions, SamplingOptions
 from scailflow.tasks.common import (
     cache_key,
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from scailflow.prompts.stage import PromptStageResult
 
 VERSION = "generate-3"  # 3: official preprocessing (torchvision resize, int() sizes, uint8 driving, truncated output)
-SEGMENTS_DIR = "segments"  # under <out>/.scailflow: the finished segments of the take being generated (resume)
 PREVIEW = {"max_bytes": 60_000, "max_side": 192, "max_frames": 24}  # the video so far, in the progress artifact
 
 
@@ -126,12 +125,6 @@ def take_name(p: dict, seed: int) -> str:
     params["sampling"] = sampling.key_doc(exclude={"seed"})
     digest = stage_key("take", VERSION, p["out_dir"], reads, params, weights).split("-", 1)[1][:8]
     return f"{sampling.preset}-{sampling.target_w}x{sampling.target_h}-{digest}-seed{seed}.mp4"
-
-
-def segments_root(out_dir: str) -> Path:
-    from scailflow.tasks.common import MANIFEST_DIR
-
-    return Path(out_dir) / MANIFEST_DIR / SEGMENTS_DIR
 
 
 def kept_segments(out_dir: str, take: Path) -> Path:

@@ -267,3 +267,24 @@ def test_status_line_and_progress_artifact_count_segments(tmp_path):
     assert "generation: segment 3 of 4 (2 done)" in text and "data:image/webp;base64," in text
     folder.finished("generate")
     assert "segment 3 of 4" not in folder.description() and "webp" not in folder.description()
+
+
+def test_status_of_a_folder_being_generated_answers_without_torch(tmp_path):
+    """`scailflow status FOLDER` during a long generation says which segment runs, without importing torch (the
+    resume module's import of it cost ~1.5 s each call) or Prefect."""
+    from scailflow.flows.folder import OUTPUT_DIRNAME
+    from scailflow.layout import segments_root
+
+    folder = tmp_path / "clip"
+    store = SegmentStore(segments_root(folder / OUTPUT_DIRNAME) / "take-seed1", key="take")
+    store.start({"seed": 1}, 4)
+    store.begin(0)  # this test process is the live run
+    code = (
+        "import sys\nfrom scailflow.cli import main\ntry:\n    code = main(sys.argv[1:])\nfinally:\n"
+        "    print([m for m in ('torch', 'prefect') if m in sys.modules])\nsys.exit(code)"
+    )
+    r = subprocess.run([sys.executable, "-c", code, "status", str(folder)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert "generating take-seed1.mp4: segment 1 of 4 running, 0/4 segments done, ETA --:--" in r.stdout, r.stdout
+    assert lines[-1] == "[]", r.stdout
