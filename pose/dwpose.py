@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from scailflow.native import import_native
-from scailflow.pose.runtime import onnx_providers
+from scailflow.pose.runtime import cpu_fallback_line, onnx_providers
 from scailflow.pose.skeleton import PersonPose
 from scailflow.progress import report
 
@@ -213,6 +213,9 @@ class DWPose:
         self.det = ort.InferenceSession(str(det_path), sess_options=opts, providers=providers)
         self.pose = ort.InferenceSession(str(pose_path), sess_options=opts, providers=providers)
         self.providers = self.det.get_providers()
+        fallback = cpu_fallback_line(device, self.providers)
+        if fallback:
+            log.warning(fallback)
         self.det_size = _hw(self.det, (DET_SIZE, DET_SIZE))
         self.det_batch = _batch_dim(self.det) or batch
         self.pose_batch = _batch_dim(self.pose) or batch * 4

@@ -26,6 +26,22 @@ def onnx_providers(device: str = "auto") -> list[str]:
     return providers or ["CPUExecutionProvider"]
 
 
+GPU_ONNXRUNTIME_HINT = (
+    "pip uninstall -y onnxruntime && pip install onnxruntime-gpu (README: DWPose on the GPU)"  # one package, two builds
+)
+
+
+def cpu_fallback_line(device: str, granted: list[str]) -> str | None:
+    """The one line to log when `device` "auto" found a CUDA GPU but onnxruntime runs on the CPU (its CPU build,
+    or a GPU build that could not load CUDA); None otherwise."""
+    if device != "auto" or (granted and granted[0] == "CUDAExecutionProvider") or not torch.cuda.is_available():
+        return None
+    return (
+        "DWPose runs on the CPU although a CUDA GPU is present: this onnxruntime offers no usable "
+        f"CUDAExecutionProvider; for the GPU: {GPU_ONNXRUNTIME_HINT}"
+    )
+
+
 def torch_device(device: str = "auto") -> torch.device:
     """'auto' -> cuda when available else cpu; 'cpu' / 'cuda' / 'cuda:N' as given."""
     if device == "auto":

@@ -269,3 +269,24 @@ def test_execution_providers_and_devices_follow_availability():
     if "CUDAExecutionProvider" not in available:
         with pytest.raises(InputError, match="CUDAExecutionProvider"):
             onnx_providers("cuda")
+
+
+def test_a_gpu_host_without_onnxruntime_gpu_says_dwpose_runs_on_the_cpu(tmp_path, monkeypatch, caplog):
+    import onnxruntime as ort
+    import torch
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider")
+    det = build_yolox(tmp_path / "det.onnx", yolox_raw([], 1.0))
+    pose = build_simcc(tmp_path / "pose.onnx")
+    with caplog.at_level("INFO", logger="scailflow.pose"):
+        DWPose(det, pose, device="auto")  # no GPU here: nothing to say
+    assert "runs on the CPU" not in caplog.text
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU host with onnxruntime's CPU build
+    caplog.clear()
+    with caplog.at_level("INFO", logger="scailflow.pose"):
+        model = DWPose(det, pose, device="auto")
+        DWPose(det, pose, device="cpu")  # asked for the CPU: no warning
+    warned = [r for r in caplog.records if "runs on the CPU" in r.getMessage()]
+    assert model.providers == ["CPUExecutionProvider"] and len(warned) == 1
+    assert "onnxruntime-gpu" in warned[0].getMessage() and warned[0].levelname == "WARNING"
