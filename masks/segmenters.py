@@ -19,7 +19,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Iterable, Iterator, Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -185,6 +185,9 @@ def sam2_config_for(checkpoint: Path) -> str:
     )
 
 
+SAM2_WINDOW = 128  # frames the SAM 2 predictor is given at once; a longer clip is tracked window by window
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
@@ -199,16 +202,25 @@ class Sam2VideoSegmenter:
     """SAM 2 video predictor prompted with first-frame person boxes.
 
     `predictor` is anything with the SAM 2 video predictor's interface (`image_size`, `init_state`,
-    `add_new_points_or_box`, `propagate_in_video`, `reset_state`). Frames are resized to the model's square input
-    and written as a JPEG folder (the predictor's input format); mask logits come back at that size and are
-    resized to the frame size, then thresholded at probability 0.5.
+    `add_new_points_or_box`, `propagate_in_video`, `reset_state`; `add_new_mask` for clips longer than a window).
+    Frames are resized to the model's square input and written as a JPEG folder (the predictor's input format); mask
+    logits come back at that size and are resized to the frame size, then thresholded at probability 0.5.
+
+    A clip longer than `window` frames is tracked a window at a time (`track_windows`, which the masks stage uses):
+    the predictor loads every frame it is given as a float tensor at its square size (about 12 MB a frame at
+    1024 px), so a whole long clip would not fit.
     """
 
     name = "sam2"
 
-    def __init__(self, predictor: Any, device: str = "cpu"):
+    def __init__(self, predictor: Any, device: str = "cpu", window: int = SAM2_WINDOW):
+        if window < 2:
+            raise ValueError(
+                f"a SAM 2 window holds at least 2 frames (one is the previous window's last), got {window}"
+            )
         self.predictor = predictor
         self.device = device
+        self.window = window
 
     @classmethod
     def from_checkpoint(
@@ -267,20 +279,49 @@ class Sam2VideoSegmenter:
             out[k] = cv2.resize(arr[k], (w, h), interpolation=cv2.INTER_LINEAR)
         return _sigmoid(out)
 
+    def _write_frames(self, frames: np.ndarray, folder: str) -> None:
+        """The frames at the model's square size as the predictor's JPEG folder (0.jpg, 1.jpg, ...)."""
+        from PIL import Image
+
+        s = int(self.predictor.image_size)
+        for i, frame in enumerate(frames):
+            small = cv2.resize(frame, (s, s), interpolation=cv2.INTER_AREA)
+            Image.fromarray(small).save(Path(folder) / f"{i}.jpg", quality=95)
+
+    def _propagate(self, state: Any, person_of: dict[int, int], size: tuple[int, int]):
+        """(frame index, labels [H, W], {obj_id: logits [s, s]}) for each frame the predictor tracks."""
+        h, w = size
+        for frame_idx, obj_ids, frame_logits in self.predictor.propagate_in_video(state):
+            probs = self._to_frame(frame_logits, (h, w))
+            ordered = np.zeros((len(person_of), h, w), np.float32)
+            for k, obj_id in enumerate(obj_ids):
+                if obj_id in person_of:
+                    ordered[person_of[obj_id]] = probs[k]
+            logits = _to_numpy(frame_logits)
+            yield (
+                frame_idx,
+                compose_labels(ordered),
+                {int(o): logits[k].reshape(logits.shape[-2:]) for k, o in enumerate(obj_ids)},
+            )
+
     def segment(self, frames: np.ndarray, select: Selector, boxes: Sequence[Box] | None = None) -> Segmentation:
+        return self._track_first(frames, select, boxes, len(frames))[0]
+
+    def _track_first(
+        self, frames: np.ndarray, select: Selector, boxes: Sequence[Box] | None, total: int
+    ) -> tuple[Segmentation, dict[int, int], dict[int, np.ndarray]]:
+        """Track the box-prompted people through `frames`: their Segmentation, obj_id -> person, and the tracked
+        objects' last-frame logits at model size. `total` is the clip's length, for the progress."""
         boxes = list(boxes or [])
         if not boxes:
-            return _empty(frames, 0)
+            return _empty(frames, 0), {}, {}
         t, h, w = frames.shape[:3]
         s = int(self.predictor.image_size)
         scale = np.array([s / w, s / h, s / w, s / h], np.float32)
         model_boxes = [np.asarray(b[:4], np.float32) * scale for b in boxes]
-        from PIL import Image
 
         with tempfile.TemporaryDirectory(prefix="scailflow-sam2-") as tmp, self._autocast():
-            for i, frame in enumerate(frames):
-                small = cv2.resize(frame, (s, s), interpolation=cv2.INTER_AREA)
-                Image.fromarray(small).save(Path(tmp) / f"{i}.jpg", quality=95)
+            self._write_frames(frames, tmp)
             state = self.predictor.init_state(tmp, offload_video_to_cpu=True)
             logits = None
             for i, box in enumerate(model_boxes):
@@ -288,7 +329,7 @@ class Sam2VideoSegmenter:
             first = self._to_frame(logits, (h, w)) > 0.5
             kept = select(list(first))
             if not kept:
-                return _empty(frames, len(boxes))
+                return _empty(frames, len(boxes)), {}, {}
             if sorted(kept) != list(range(len(boxes))):
                 # drop the unkept objects before tracking: propagation cost grows with the object count
                 self.predictor.reset_state(state)
@@ -297,18 +338,59 @@ class Sam2VideoSegmenter:
             # obj_id i + 1 (box i) becomes person kept.index(i)
             person_of = {i + 1: p for p, i in enumerate(kept)}
             labels = np.zeros((t, h, w), np.uint8)
+            last: dict[int, np.ndarray] = {}
             done = 0
-            report("track", 0, t)
-            for frame_idx, obj_ids, frame_logits in self.predictor.propagate_in_video(state):
-                probs = self._to_frame(frame_logits, (h, w))
-                ordered = np.zeros((len(kept), h, w), np.float32)
-                for k, obj_id in enumerate(obj_ids):
-                    if obj_id in person_of:
-                        ordered[person_of[obj_id]] = probs[k]
-                labels[frame_idx] = compose_labels(ordered)
+            report("track", 0, total)
+            for frame_idx, frame_labels, frame_logits in self._propagate(state, person_of, (h, w)):
+                labels[frame_idx] = frame_labels
+                if frame_idx == t - 1:
+                    last = frame_logits
                 done += 1
-                report("track", done, t)
-        return Segmentation(labels, len(kept), len(boxes))
+                report("track", done, total)
+        return Segmentation(labels, len(kept), len(boxes)), person_of, last
+
+    def track_windows(
+        self, windows: Iterable[np.ndarray], total: int, select: Selector, boxes: Sequence[Box] | None = None
+    ) -> Iterator:
+        """`segment` for a clip too long to hold, one window of frames at a time (`reader.windows(n, overlap=1)`:
+        each window starts on the previous one's last frame). The first window is tracked as `segment` tracks a
+        clip; each later one gets a fresh predictor state prompted on its first frame (the previous window's last)
+        with the masks the people had there (`add_new_mask`), under the same object ids, so each person keeps their
+        colour. A person whose mask is empty at the end of a window stays lost (never prompted again). The first
+        item is the first window's Segmentation, then each later frame's labels [H, W] as its window is tracked
+        (nothing more when nobody was kept). Holds one window."""
+        windows = iter(windows)
+        frames = next(windows)
+        head, person_of, live = self._track_first(frames, select, boxes, total)
+        h, w = frames.shape[1:3]
+        done = len(frames)
+        yield head
+        if head.count == 0:
+            return
+        del frames, head
+        for frames in windows:
+            live = {obj_id: m for obj_id, m in live.items() if (m > 0).any()}
+            if not live:  # everyone lost: nobody left to track
+                for _ in range(len(frames) - 1):
+                    yield np.zeros((h, w), np.uint8)
+                done += len(frames) - 1
+                report("track", done, total)
+                continue
+            last: dict[int, np.ndarray] = {}
+            with tempfile.TemporaryDirectory(prefix="scailflow-sam2-") as tmp, self._autocast():
+                self._write_frames(frames, tmp)
+                state = self.predictor.init_state(tmp, offload_video_to_cpu=True)
+                for obj_id, logits in live.items():
+                    self.predictor.add_new_mask(state, frame_idx=0, obj_id=obj_id, mask=logits > 0)
+                for frame_idx, frame_labels, frame_logits in self._propagate(state, person_of, (h, w)):
+                    if frame_idx == 0:
+                        continue  # the previous window's last frame, already given
+                    yield frame_labels
+                    if frame_idx == len(frames) - 1:
+                        last = frame_logits
+                    done += 1
+                    report("track", done, total)
+            live = last
 
 
 def _sam2_has_extension() -> bool:

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from scailflow.decode import decode_budget
 from scailflow.errors import InputError
 from scailflow.files import make_dirs
 from scailflow.layout import (
@@ -268,6 +269,20 @@ def _segment_driving(seg: Segmenter, frames: np.ndarray, path: Path, select, box
     return found
 
 
+def _check_window(reader, seg: Sam2VideoSegmenter) -> None:
+    """A clip tracked window by window holds one window: its frames at the video's size and, in the predictor,
+    at the model's square size as float32. Refused up front when that is more than half this machine's memory."""
+    s = int(seg.predictor.image_size)
+    need = seg.window * (reader.width * reader.height * 3 + s * s * 3 * 4)
+    if need > decode_budget():
+        raise InputError(
+            f"{reader.path}: one SAM 2 window of {seg.window} frames of {reader.width}x{reader.height} needs "
+            f"{need / 2**30:.1f} GiB, more than half this machine's memory ({decode_budget() / 2**30:.1f} GiB): "
+            "downscale the video"
+        )
+    log.info("masks: SAM 2 tracks the %d frames %d at a time", reader.frames, seg.window)
+
+
 def _frame_reference(
     ref: np.ndarray, ref_labels: np.ndarray, first_labels: np.ndarray, fit: bool, out_dir: Path
 ) -> tuple[np.ndarray, Path | None, dict | None]:
@@ -353,12 +368,15 @@ def make_masks(
     ref = read_image(ref_image)
     seg = segmenter if segmenter is not None else _segmenter_for(opts, device)
     # upright, BT.709, at sampling.driving_fps; a segmenter that tracks frame by frame (mediapipe) gets them one at
-    # a time and its labels are written as they come (memory does not grow with the clip); the video trackers
-    # (SAM 2/3) take the whole clip
+    # a time, SAM 2 a window at a time on a clip longer than its window, and their labels are written as they come
+    # (memory does not grow with the clip); SAM 3, and SAM 2 on a clip within one window, take the whole clip
     reader = open_video(driving_video, driving_fps=driving_fps)
     fps = reader.fps
     streamed = hasattr(seg, "stream")
-    frames = None if streamed else read_video(driving_video, driving_fps=driving_fps)[0]
+    windowed = isinstance(seg, Sam2VideoSegmenter) and reader.frames > seg.window
+    if windowed:
+        _check_window(reader, seg)
+    frames = None if streamed or windowed else read_video(driving_video, driving_fps=driving_fps)[0]
 
     # 3. The reference's people first: the driving selector needs them to match people and pick the one to replace
     ref_seg = _segment_reference(seg, ref_image, ref, opts.max_persons if mode == "animation" else 1, ref_person_boxes)
@@ -378,6 +396,16 @@ def make_masks(
         if drv_seg.count == 0:
             raise NoPersonError(f"no person found in the driving video {driving_video}")
         drv_labels = itertools.chain([drv_seg.labels[0]], tracked)
+    elif windowed:
+        windows = reader.windows(seg.window, overlap=1)  # each window starts on the previous one's last frame
+        first = next(windows)
+        boxes = _boxes_for(seg, first[0], person_boxes, "the driving video")
+        tracked = seg.track_windows(itertools.chain([first], windows), reader.frames, select, boxes)
+        del first
+        drv_seg = next(tracked)
+        if drv_seg.count == 0:
+            raise NoPersonError(f"no person found in the driving video {driving_video}")
+        drv_labels = itertools.chain(drv_seg.labels, tracked)
     else:
         drv_seg = _segment_driving(seg, frames, driving_video, select, person_boxes)
         drv_labels = drv_seg.labels

@@ -3,6 +3,7 @@ input) and scripted predictors with the SAM 2 / SAM 3 interfaces for the track b
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 
@@ -180,6 +181,69 @@ def test_sam2_random_weights_through_make_masks(tmp_path, sam2_tiny):
     drv, _ = read_video(result.driving_mask)
     assert result.backend == "sam2" and drv.shape == (3, 96, 96, 3)
     assert {tuple(c) for c in np.unique(drv.reshape(-1, 3), axis=0)} <= {BLUE, (0, 0, 0)}
+
+
+def counting(predictor):
+    """The real SAM 2 predictor (shared weights) as a subclass that records how many frames each state loads."""
+
+    class Counting(type(predictor)):
+        def init_state(self, video_path, **kw):
+            state = super().init_state(video_path, **kw)
+            self.loaded.append(state["num_frames"])
+            return state
+
+    spy = copy.copy(predictor)
+    spy.__class__ = Counting
+    spy.loaded = []
+    return spy
+
+
+SAM2_BOX = [(0.05, 0.05, 0.95, 1.0)]  # seeded random weights keep a mask for this box through 10 shifted frames
+
+
+def sam2_masks(tmp_path, name, predictor, window, n=10):
+    ref, video, _ = astronaut_inputs(tmp_path, n=n, size=96)
+    seg = Sam2VideoSegmenter(predictor, window=window)
+    result = masks.make_masks(
+        ref, video, tmp_path / name, segmenter=seg, person_boxes=SAM2_BOX, ref_person_boxes=[(5, 5, 90, 95)]
+    )
+    return result, read_video(result.driving_mask)[0], video
+
+
+def test_sam2_clip_within_its_window_is_tracked_whole(tmp_path, sam2_tiny):
+    pred = counting(sam2_tiny.predictor)
+    result, drv, video = sam2_masks(tmp_path, "out", pred, window=6, n=6)
+    assert pred.loaded == [1, 6]  # the reference, then the whole clip in one state
+    # exactly what the predictor gives the whole clip, as before windows existed
+    frames = read_video(video)[0]
+    whole = Sam2VideoSegmenter(sam2_tiny.predictor).segment(frames, lambda first: [0], [(4.8, 4.8, 91.2, 96.0)])
+    assert result.persons == 1 and result.colours == ["blue"]
+    np.testing.assert_array_equal(np.where(whole.labels[..., None] == 1, BLUE, 0).astype(np.uint8), drv)
+
+
+def test_sam2_long_clip_is_tracked_window_by_window(tmp_path, sam2_tiny, caplog):
+    whole, drv_whole, _ = sam2_masks(tmp_path, "whole", sam2_tiny.predictor, window=128)
+    pred = counting(sam2_tiny.predictor)
+    with caplog.at_level(logging.INFO, logger="scailflow.masks"):
+        result, drv, _ = sam2_masks(tmp_path, "windowed", pred, window=4)
+    assert "SAM 2 tracks the 10 frames 4 at a time" in caplog.text
+    # the reference, then windows of frames 0-3, 3-6, 6-9 (each opens on the previous one's last frame)
+    assert pred.loaded == [1, 4, 4, 4]
+    assert drv.shape == drv_whole.shape == (10, 96, 96, 3)
+    assert (result.persons, result.colours) == (whole.persons, whole.colours) == (1, ["blue"])
+    np.testing.assert_array_equal(drv[:4], drv_whole[:4])  # the first window is the whole clip's start
+    # the person is carried across every window in her colour
+    covered = [(f == BLUE).all(-1).mean() for f in drv]
+    assert min(covered) > 0.3
+    assert {tuple(c) for c in np.unique(drv.reshape(-1, 3), axis=0)} == {BLUE, (0, 0, 0)}
+    later = [(a == BLUE).all(-1) for a in drv[4:]], [(b == BLUE).all(-1) for b in drv_whole[4:]]
+    assert min((a & b).sum() / (a | b).sum() for a, b in zip(*later)) > 0.9  # and close to the whole clip's
+
+
+def test_sam2_window_too_large_for_the_machine_is_refused(tmp_path, sam2_tiny, monkeypatch):
+    monkeypatch.setattr("scailflow.masks.stage.decode_budget", lambda: 1 << 16)
+    with pytest.raises(InputError, match=r"driving.mp4: one SAM 2 window of 4 frames of 96x96 needs"):
+        sam2_masks(tmp_path, "out", sam2_tiny.predictor, window=4)
 
 
 # ---------------------------------------------------------------- SAM 2 interface, scripted
