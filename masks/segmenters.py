@@ -7,7 +7,8 @@ People appearing after the first frame are never added. Backends:
 - `MediapipeSegmenter`: the embedded default (mediapipe selfie segmentation and face detection, models inside the
   wheel): the foreground split into people, one per face, tracked frame to frame (masks/people.py); it also
   proposes person boxes for SAM 2 prompts.
-- `Sam2VideoSegmenter`: SAM 2 video predictor prompted with one box per person on the first frame.
+- `Sam2VideoSegmenter`: SAM 2 video predictor prompted with one box per person on the first frame; a clip longer
+  than its window (`SAM2_WINDOW`) is tracked window by window (`track_windows`).
 - `Sam3VideoSegmenter`: SAM 3's video model prompted with text ("human"), with the `scailflow[sam3]` extra.
 """
 
