@@ -20,13 +20,16 @@ import argparse
 import datetime
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from scailflow.scail.fp8_attention import F8, quantize_qkv
-from scailflow.scail.fp8_attention_triton import interpreting, quantize_qkv_fused
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scailflow.scail.fp8_attention import F8, quantize_qkv  # noqa: E402
+from scailflow.scail.fp8_attention_triton import interpreting, quantize_qkv_fused  # noqa: E402
+from tests.support.rope import apply_rope  # noqa: E402
 
 D = 128
 LAYERS = 40  # SCAIL-14B blocks: one self-attention preparation each per forward
@@ -75,13 +78,6 @@ def rope_tables(S: int, device):
     ang = pos * inv
     rep = lambda t: t.float().repeat_interleave(2, -1)[None, :, None, :]  # noqa: E731
     return rep(ang.cos()), rep(ang.sin())
-
-
-def apply_rope(x, cos, sin):
-    """diffusers' Wan rotary on (B, S, H, D): fp32 products, the input dtype out."""
-    x1, x2 = x[..., 0::2].float(), x[..., 1::2].float()
-    c, s = cos[..., 0::2], sin[..., 1::2]
-    return torch.stack([x1 * c - x2 * s, x1 * s + x2 * c], -1).flatten(-2).to(x.dtype)
 
 
 def e4m3_steps(a, b):

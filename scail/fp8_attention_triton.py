@@ -272,7 +272,7 @@ def _prepare_one(x, rope, rotate, center, out_dtype, block, tiles, warps, stages
     """(x8 (B, S, H, D) in out_dtype, descale (B, H) fp32, mean (B, H, D) fp32 or None) for one tensor."""
     B, L, H, D = x.shape
     upcast = interpreting() or x.dtype == torch.float32
-    hm = _hadamard(D, x.device, x.dtype) if rotate else x  # x: a placeholder pointer the kernel never reads
+    hm = _hadamard(D, x.device, x.dtype) if rotate else x  # rotate off: the kernels read no matrix (any pointer)
     if rope is not None:
         cos, sin = (t.reshape(t.shape[-3], D).to(torch.float32).contiguous() for t in rope)
         scl = cos.stride(0)

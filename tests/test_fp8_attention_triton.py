@@ -19,6 +19,7 @@ import torch
 
 from scailflow.scail.fp8_attention import F8, F8_MAX, quantize_qkv
 from scailflow.scail.fp8_attention_triton import ENV_SWITCH, fused_available, fused_ready
+from tests.support.rope import apply_rope
 
 needs_fp8 = pytest.mark.skipif(F8 is None, reason="this torch has no float8 dtypes")
 
@@ -57,13 +58,6 @@ def rope_tables(S, D, seed=5):
     ang = torch.rand(S, D // 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 50
     rep = lambda t: t.float().repeat_interleave(2, -1)[None, :, None, :]  # noqa: E731
     return rep(ang.cos()), rep(ang.sin())
-
-
-def apply_rope(x, cos, sin):
-    """diffusers' Wan rotary on (B, S, H, D): pairs (2i, 2i+1) as complex numbers, fp32 products, input dtype out."""
-    x1, x2 = x[..., 0::2].float(), x[..., 1::2].float()
-    c, s = cos[..., 0::2], sin[..., 1::2]
-    return torch.stack([x1 * c - x2 * s, x1 * s + x2 * c], -1).flatten(-2).to(x.dtype)
 
 
 def cases():
