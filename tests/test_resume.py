@@ -269,6 +269,7 @@ def test_status_line_and_progress_artifact_count_segments(tmp_path):
     assert "segment 3 of 4" not in folder.description() and "webp" not in folder.description()
 
 
+@pytest.mark.integration  # starts a scailflow process
 def test_status_of_a_folder_being_generated_answers_without_torch(tmp_path):
     """`scailflow status FOLDER` during a long generation says which segment runs, without importing torch (the
     resume module's import of it cost ~1.5 s each call) or Prefect."""
