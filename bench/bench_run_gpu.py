@@ -251,6 +251,12 @@ def breakdown(record: dict, wall: float) -> dict:
         out["warmup"] = round(t["first_step"] - t["step_median"], 2)  # compile (and cuDNN/cuBLAS) warm-up
     known = sum(v for k, v in out.items() if k in TIMING_KEYS and v)
     out["process_other"] = round(wall - known, 2)  # imports, CUDA context, argument parsing, exit
+    pc = record.get("process_clock") or {}
+    if pc.get("load_start") is not None and pc.get("record") is not None:  # where `other` went
+        out["before_load"] = pc["load_start"]  # interpreter, imports, argument parsing, input checks
+        if pc.get("generate_start") is not None and t.get("load") is not None:
+            out["load_to_generate"] = round(pc["generate_start"] - pc["load_start"] - t["load"], 2)
+        out["after_record"] = round(wall - pc["record"], 2)  # the rest of the command and the process's exit
     out["speedups"] = record.get("speedups")
     return out
 
@@ -301,6 +307,9 @@ def step_run(a, work: Path, env: dict) -> dict:
     if rec.is_file():
         record = json.loads(rec.read_text())
         res["breakdown"] = breakdown(record, res["wall_s"])
+    run = folder / "scailflow" / "run.json"
+    if run.is_file():
+        res["stages"] = json.loads(run.read_text()).get("stage_seconds")
     return res
 
 
@@ -325,12 +334,22 @@ def step_batch(a, work: Path, env: dict) -> dict:
         rec = d / "scailflow" / "output.mp4.json"
         if rec.is_file():
             r = json.loads(rec.read_text())
-            clips.append({"clip": d.name, "generate_s": r.get("seconds"), **breakdown(r, r.get("seconds") or 0)})
+            run = d / "scailflow" / "run.json"  # the flow's wall seconds per stage (pose, masks on this host)
+            stages = json.loads(run.read_text()).get("stage_seconds") if run.is_file() else None
+            clips.append(
+                {"clip": d.name, "generate_s": r.get("seconds"), "stages": stages, **breakdown(r, r.get("seconds") or 0)}
+            )
     res["clips"] = clips
     return res
 
 
 # ------------------------------------------------------------------------------------------------ report
+def other_split(b: dict) -> str:
+    """` (before load / between load and generation / after the record)` when the record has a process clock."""
+    keys = ("before_load", "load_to_generate", "after_record")
+    return f" ({' / '.join(str(b.get(k, '?')) for k in keys)})" if "before_load" in b else ""
+
+
 def table(results: dict, meta: dict) -> str:
     lines = [
         f"Time-to-video through the commands, {meta['machine'].get('gpu', 'no GPU')}, {meta['date']} "
@@ -347,7 +366,7 @@ def table(results: dict, meta: dict) -> str:
         lines.append(
             f"| {name} | {r.get('rc')} | {r.get('wall_s', '')} | {b.get('load', '')} | "
             f"{'' if cond is None else round(cond, 2)} | {den} | {b.get('decode', '')} | {b.get('write', '')} | "
-            f"{b.get('process_other', '')} | {r.get('gpu_busy_mean', '')} | {r.get('gpu_mem_peak_gib', '')} | "
+            f"{b.get('process_other', '')}{other_split(b)} | {r.get('gpu_busy_mean', '')} | {r.get('gpu_mem_peak_gib', '')} | "
             f"{r.get('host_rss_peak_gib', '')} |"
         )
         for c in r.get("clips", []):
@@ -356,6 +375,8 @@ def table(results: dict, meta: dict) -> str:
                 f"{c.get('denoise')} ({c.get('steps')}, {c.get('first_step')}, {c.get('step_median')}) | "
                 f"{c.get('decode')} | {c.get('write')} | | | | |"
             )
+            if c.get("stages"):
+                lines.append(f"| &nbsp;&nbsp;{c['clip']} stages (s) | | {c['stages']} | | | | | | | | | |")
     return "\n".join(lines) + "\n"
 
 

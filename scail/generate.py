@@ -21,6 +21,7 @@ from scailflow.scail.inputs import (  # noqa: F401 - re-exported: generate's inp
 from scailflow.scail.options import PRESET_LORAS, SamplingOptions
 from scailflow.scail.pipeline import SCAIL2Pipeline
 from scailflow.scail.resume import SegmentStore
+from scailflow.uptime import process_seconds
 
 log = logging.getLogger("scailflow.scail")
 
@@ -39,7 +40,7 @@ def generate(
 
     `inputs` is `read_conditioning(req)`'s result when the caller read (and so checked) the files already.
     """
-    t0 = time.perf_counter()
+    t0, started_at = time.perf_counter(), process_seconds()
     opts = opts.resolved()
     t_read = time.perf_counter()
     cond, driving_fps = inputs or read_conditioning(req)
@@ -113,6 +114,13 @@ def generate(
             "loras": pipe.loras,
             "seconds": round(time.perf_counter() - t0, 3),
             "output": str(req.save_file),
+            # seconds into this process at each mark: what a command spent outside the stages (imports and CUDA
+            # start before the load, model set-up between load and generation, exit after the record)
+            "process_clock": {
+                "load_start": getattr(pipe, "load_started_at", None),
+                "generate_start": started_at,
+                "record": process_seconds(),
+            },
         }
     )
     write_text_atomic(Path(str(req.save_file) + ".json"), json.dumps(record, indent=2))

@@ -16,6 +16,7 @@ import torch
 from safetensors import safe_open
 
 from scailflow.errors import InputError
+from scailflow.uptime import process_seconds
 from scailflow.scail.checkpoint import check_is_scail2, official_tensors, repack_prefix
 from scailflow.scail.encoders import clip_from_wan_state_dict, umt5_from_wan_state_dict, vae_from_wan_state_dict
 from scailflow.scail.lora import apply_loras, records
@@ -157,7 +158,7 @@ def load_pipeline(opts: ModelOptions | None = None, seed: int = 0) -> SCAIL2Pipe
     else:
         torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[opts.dtype]
     placement = Placement(dev, opts.offload, opts.vram_budget_gb, cpu_only=("text_encoder",) if opts.t5_cpu else ())
-    t0 = time.perf_counter()
+    t0, started_at = time.perf_counter(), process_seconds()
     if opts.model == "tiny-random":
         from scailflow.scail.tiny import TINY_LABEL, tiny_components
 
@@ -179,6 +180,7 @@ def load_pipeline(opts: ModelOptions | None = None, seed: int = 0) -> SCAIL2Pipe
         }
     )
     pipe.load_seconds = time.perf_counter() - t0
+    pipe.load_started_at = started_at  # seconds into this process (the record's process_clock)
     log.info("loaded %s on %s in %.1f s", pipe.label, dev, pipe.load_seconds)
     return pipe
 

@@ -93,6 +93,9 @@ def test_generate_on_the_tiny_release(release, tmp_path):
     for key in ("load", "read", "text", "reference", "driving", "denoise", "decode", "write", "first_step"):
         assert key in timings and timings[key] >= 0
     assert timings["steps"] == 1
+    clock = record["process_clock"]  # seconds into the process: imports before the load, generation after it
+    assert 0 < clock["load_start"] < clock["generate_start"] < clock["record"]
+    assert clock["generate_start"] - clock["load_start"] >= timings["load"] - 0.05
 
 
 def test_bench_run_gpu_breakdown_and_table():
@@ -113,9 +116,11 @@ def test_bench_run_gpu_breakdown_and_table():
             "step_median": 5.5,
         },
         "speedups": {"compile": "default"},
+        "process_clock": {"load_start": 8.0, "generate_start": 69.0, "record": 166.0},
     }
     b = bench_run_gpu.breakdown(record, 170.0)
     assert b["warmup"] == 34.5 and b["process_other"] == 19.5  # 170 - 150.5 recorded
+    assert (b["before_load"], b["load_to_generate"], b["after_record"]) == (8.0, 1.0, 4.0)
     md = bench_run_gpu.table(
         {"generate-fast": {"rc": 0, "wall_s": 170.0, "breakdown": b, "gpu_busy_mean": 0.9}},
         {
@@ -127,4 +132,4 @@ def test_bench_run_gpu_breakdown_and_table():
             "release": "/tmp/rel",
         },
     )
-    assert "| generate-fast | 0 | 170.0 | 60.0 | 3.5 | 80.0 (8, 40.0, 5.5) | 5.0 | 1.5 | 19.5 | 0.9 |" in md
+    assert "| generate-fast | 0 | 170.0 | 60.0 | 3.5 | 80.0 (8, 40.0, 5.5) | 5.0 | 1.5 | 19.5 (8.0 / 1.0 / 4.0) | 0.9 |" in md
