@@ -258,6 +258,7 @@ def breakdown(record: dict, wall: float) -> dict:
             out["load_to_generate"] = round(pc["generate_start"] - pc["load_start"] - t["load"], 2)
         out["after_record"] = round(wall - pc["record"], 2)  # the rest of the command and the process's exit
     out["speedups"] = record.get("speedups")
+    out["read_ahead"] = record.get("read_ahead")
     return out
 
 
@@ -337,7 +338,12 @@ def step_batch(a, work: Path, env: dict) -> dict:
             run = d / "scailflow" / "run.json"  # the flow's wall seconds per stage (pose, masks on this host)
             stages = json.loads(run.read_text()).get("stage_seconds") if run.is_file() else None
             clips.append(
-                {"clip": d.name, "generate_s": r.get("seconds"), "stages": stages, **breakdown(r, r.get("seconds") or 0)}
+                {
+                    "clip": d.name,
+                    "generate_s": r.get("seconds"),
+                    "stages": stages,
+                    **breakdown(r, r.get("seconds") or 0),
+                }
             )
     res["clips"] = clips
     return res

@@ -116,6 +116,7 @@ def generate(
             "output": str(req.save_file),
             # seconds into this process at each mark: what a command spent outside the stages (imports and CUDA
             # start before the load, model set-up between load and generation, exit after the record)
+            "read_ahead": getattr(pipe, "read_ahead", None),
             "process_clock": {
                 "load_start": getattr(pipe, "load_started_at", None),
                 "generate_start": started_at,

@@ -16,7 +16,6 @@ import torch
 from safetensors import safe_open
 
 from scailflow.errors import InputError
-from scailflow.uptime import process_seconds
 from scailflow.scail.checkpoint import check_is_scail2, official_tensors, repack_prefix
 from scailflow.scail.encoders import clip_from_wan_state_dict, umt5_from_wan_state_dict, vae_from_wan_state_dict
 from scailflow.scail.lora import apply_loras, records
@@ -24,13 +23,13 @@ from scailflow.scail.model import SCAIL2Transformer
 from scailflow.scail.offload import Placement
 from scailflow.scail.options import ModelOptions
 from scailflow.scail.pipeline import BatchedCFG, SCAIL2Pipeline
+from scailflow.scail.prefetch import start as start_prefetch
+from scailflow.scail.release_files import CLIP_FILES, CLIP_GLOB, T5_FILE, VAE_FILE, find_file, weight_files
 from scailflow.scail.speed import apply_speedups
+from scailflow.uptime import process_seconds
 
 log = logging.getLogger("scailflow.scail")
 
-VAE_FILE = "Wan2.1_VAE.pth"
-T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
-CLIP_GLOB = "models_clip_*.pth"
 DOWNLOAD_HINT = (
     "download the SCAIL-2 release (Wan2.1_VAE.pth, umt5-xxl/, the CLIP visual .pth, model/) and convert "
     "its DiT once with `scailflow convert`, then pass --ckpt_dir DIR --scail_path FILE.safetensors "
@@ -139,15 +138,6 @@ def read_dit_config(path: Path) -> dict:
     return config
 
 
-def find_file(folder: Path, *names: str) -> Path | None:
-    for name in names:
-        for cand in (folder / name, folder / "umt5-xxl" / name):
-            if cand.is_file():
-                return cand
-    clips = sorted(folder.glob(CLIP_GLOB)) if any("clip" in n for n in names) else []
-    return clips[0] if clips else None
-
-
 def load_pipeline(opts: ModelOptions | None = None, seed: int = 0) -> SCAIL2Pipeline:
     """Build the pipeline the options describe: `tiny-random` needs nothing; `scail2` needs the released folder and
     the converted DiT file (from the options or SCAILFLOW_CKPT_DIR / SCAILFLOW_SCAIL_PATH)."""
@@ -201,6 +191,7 @@ def _load_release(opts: ModelOptions, dev: str, torch_dtype: torch.dtype, placem
         )
     if not ckpt_dir or not scail_path:
         raise InputError(f"no SCAIL-2 checkpoint configured: {DOWNLOAD_HINT}")
+    prefetch = start_prefetch(weight_files(ckpt_dir, scail_path))  # the disk reads ahead of the load (or already does)
     keys = dit_keys(Path(scail_path))  # fail before anything slow
     config = read_dit_config(Path(opts.scail_config_path)) if opts.scail_config_path else None
     folder = Path(ckpt_dir)
@@ -208,11 +199,7 @@ def _load_release(opts: ModelOptions, dev: str, torch_dtype: torch.dtype, placem
         raise InputError(f"checkpoint folder not found: {folder}")
     vae_path = find_file(folder, VAE_FILE)
     t5_path = find_file(folder, T5_FILE)
-    clip_path = find_file(
-        folder,
-        "models_clip_open-clip-xlm-roberta-large-vit-huge-14-onlyvisual.pth",
-        "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth",
-    )
+    clip_path = find_file(folder, *CLIP_FILES)
     for what, p, name in (
         ("VAE", vae_path, VAE_FILE),
         ("T5 encoder", t5_path, T5_FILE),
@@ -233,7 +220,10 @@ def _load_release(opts: ModelOptions, dev: str, torch_dtype: torch.dtype, placem
     vae = vae_from_wan_state_dict(torch_load_weights(vae_path))
     text_encoder = umt5_from_wan_state_dict(torch_load_weights(t5_path)).to(torch_dtype)
     image_encoder = clip_from_wan_state_dict(torch_load_weights(clip_path)).to(torch_dtype)
-    return SCAIL2Pipeline(
+    if prefetch is not None:  # the load has read every file itself by now: the read-ahead is done or redundant
+        prefetch.stop()
+        log.info("weights: %s", prefetch.summary())
+    pipe = SCAIL2Pipeline(
         transformer,
         vae,
         text_encoder,
@@ -243,3 +233,10 @@ def _load_release(opts: ModelOptions, dev: str, torch_dtype: torch.dtype, placem
         torch_dtype,
         label=f"SCAIL-2 ({Path(scail_path).name})",
     )
+    if prefetch is not None:  # for the record: how far the disk had read ahead when the load finished
+        pipe.read_ahead = {
+            "bytes": prefetch.bytes_read,
+            "seconds": round(prefetch.seconds, 2),
+            "done": prefetch.done.is_set(),
+        }
+    return pipe

@@ -132,4 +132,7 @@ def test_bench_run_gpu_breakdown_and_table():
             "release": "/tmp/rel",
         },
     )
-    assert "| generate-fast | 0 | 170.0 | 60.0 | 3.5 | 80.0 (8, 40.0, 5.5) | 5.0 | 1.5 | 19.5 (8.0 / 1.0 / 4.0) | 0.9 |" in md
+    assert (
+        "| generate-fast | 0 | 170.0 | 60.0 | 3.5 | 80.0 (8, 40.0, 5.5) | 5.0 | 1.5 | 19.5 (8.0 / 1.0 / 4.0) | 0.9 |"
+        in md
+    )
