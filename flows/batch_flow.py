@@ -21,7 +21,7 @@ from scailflow.flows.stopping import flow_started
 from scailflow.options import merge
 from scailflow.scail.options import ModelOptions
 from scailflow.tasks.common import stage_logger
-from scailflow.tasks.gpu import ensure_gpu_slots
+from scailflow.tasks.gpu import ensure_gpu_slots, read_weights_ahead
 from scailflow.tasks.prompt import api_key
 
 PREPROCESS_WORKERS = 4
@@ -119,6 +119,8 @@ def batch_flow(
                 reason = f"{e.__class__.__name__}: {e}".splitlines()[0][:500]
                 results[str(run.raw.root)] = (run.summary or {}) | {"error": reason}
 
+        if ready and not workers:  # the model's files come off the disk while the first folders preprocess
+            read_weights_ahead(model_opts)
         ahead = max(2, cfg.gpus + 1)
         runs = [submit_folder(*r[:3], model_opts, r[3], key_available) for r in ready[:ahead]]
         for i in range(len(ready)):

@@ -27,7 +27,7 @@ from scailflow.options import STAGES
 from scailflow.scail.options import ModelOptions, SamplingOptions
 from scailflow.tasks.common import stage_logger
 from scailflow.tasks.generate import generate_task
-from scailflow.tasks.gpu import ensure_gpu_slots
+from scailflow.tasks.gpu import ensure_gpu_slots, read_weights_ahead
 from scailflow.tasks.masks import masks_task
 from scailflow.tasks.pose import pose_task
 from scailflow.tasks.progress import folder_progress
@@ -249,12 +249,15 @@ def folder_flow(
     console.adopt()
     raw, job, out_dir = prepare(folder, out, defaults, overrides)
     ensure_gpu_slots(gpu + 1)
+    model_opts = ModelOptions.model_validate(model or {})
     with folder_lock(out_dir, wait=wait_if_busy):
+        if not workers:  # the model's files come off the disk while pose and masks run
+            read_weights_ahead(model_opts)
         folder_run = submit_folder(
             raw,
             job,
             out_dir,
-            ModelOptions.model_validate(model or {}),
+            model_opts,
             gpu,
             api_key() is not None,
             RunOptions.model_validate(run or {}),

@@ -50,16 +50,10 @@ def run_generate(args) -> int:
     req = request_from_args(args)
     sampling = from_flags(SamplingOptions, args)
     model = from_flags(ModelOptions, args).for_preset(sampling.preset)
-    if model.model != "tiny-random":  # the disk starts on the weights while torch imports and the inputs are read
-        from scailflow.scail.prefetch import start as start_prefetch
-        from scailflow.scail.release_files import weight_files
+    from scailflow.scail.prefetch import start as start_prefetch
+    from scailflow.scail.release_files import model_weight_files
 
-        start_prefetch(
-            weight_files(
-                model.ckpt_dir or os.environ.get("SCAILFLOW_CKPT_DIR"),
-                model.scail_path or os.environ.get("SCAILFLOW_SCAIL_PATH"),
-            )
-        )
+    start_prefetch(model_weight_files(model))  # the disk starts on the weights while torch imports, inputs are read
     inputs = read_conditioning(req)  # bad files fail here, before torch and the model load
 
     from scailflow.scail.generate import generate

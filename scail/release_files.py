@@ -35,3 +35,14 @@ def weight_files(ckpt_dir: str | os.PathLike | None, scail_path: str | os.PathLi
             p for p in (find_file(folder, VAE_FILE), find_file(folder, T5_FILE), find_file(folder, *CLIP_FILES)) if p
         ]
     return found
+
+
+def model_weight_files(opts) -> list[Path]:
+    """`weight_files` of a ModelOptions (its paths, else SCAILFLOW_CKPT_DIR / SCAILFLOW_SCAIL_PATH); none for the
+    tiny random model."""
+    if opts.model == "tiny-random":
+        return []
+    return weight_files(
+        opts.ckpt_dir or os.environ.get("SCAILFLOW_CKPT_DIR"),
+        opts.scail_path or os.environ.get("SCAILFLOW_SCAIL_PATH"),
+    )

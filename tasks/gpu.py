@@ -7,6 +7,7 @@
   restart loses its lease) and is freed. The temporary API of a server-less run keeps leases in memory and never
   repossesses them, so it is not used there.
 - `warm_pipeline(opts)`: one loaded pipeline per model options per process, kept (a warm worker loads once).
+- `read_weights_ahead(opts)`: a flow that will generate here starts the disk on the weights while it preprocesses.
 - `generate_on_gpu(...)`: one generation; on CUDA out-of-memory with offload none (and `oom_retry_offload`), one
   more try with block offload.
 """
@@ -44,6 +45,16 @@ def warm_pipeline(opts: ModelOptions, logger: logging.Logger = log):
                 "model loaded in %.1f s (kept warm for later runs in this process)", _PIPELINES[key].load_seconds
             )
         return _PIPELINES[key]
+
+
+def read_weights_ahead(opts: ModelOptions) -> None:
+    """Read the release's weight files into the page cache in the background (scail/prefetch.py) unless this
+    process holds the pipeline already: the first generation's load then overlaps the folders' preprocessing."""
+    from scailflow.scail.prefetch import start
+    from scailflow.scail.release_files import model_weight_files
+
+    if opts.model_dump_json(exclude={"oom_retry_offload"}) not in _PIPELINES:
+        start(model_weight_files(opts))
 
 
 def release_pipelines() -> int:
