@@ -26,11 +26,12 @@ TARGET=(--only-binary=:all: --python-version 3.12 --implementation cp --abi cp31
   --platform manylinux_2_31_x86_64 --platform manylinux_2_34_x86_64 --platform manylinux_2_35_x86_64)
 # the image's own (or unusable there); matched on the normalised distribution name. imageio-ffmpeg: tests only (the
 # product writes through PyAV); opencv-contrib-python: the image's opencv-python-headless provides cv2
-SKIP='^(torch|torchvision|torchaudio|triton|nvidia-.*|cuda-.*|jax|jaxlib|jax-cuda.*|sam2|setuptools|pip|wheel|imageio-ffmpeg|opencv-contrib-python)$'
+SKIP='^(torch|torchvision|torchaudio|triton|nvidia-.*|cuda-.*|jax|jaxlib|jax-cuda.*|sam2|setuptools|pip|wheel|imageio-ffmpeg|opencv-contrib-python|numpy|scipy)$'
 # on the image too, but at versions the project cannot use: transformers 5.17 (pinned ~=5.23 here); mediapipe needs
-# numpy < 2 and protobuf < 5; huggingface_hub 1.33 (transformers 5.25 wants >= 2.4) and scipy (built for numpy 2: the
-# image's scikit-image then fails to import under numpy 1.26), both seen on the H100 machine 2026-12-07
-FORCE='^(transformers|numpy|protobuf|huggingface[-_]hub|scipy)$'
+# protobuf < 5; huggingface_hub 1.33 (transformers 5.25 wants >= 2.4), seen on the H100 machine 2026-12-07. numpy
+# stays the image's (2.x): mediapipe 0.10.21 declares numpy < 2 but runs on numpy 2 (the masks tests pass here on
+# numpy 2.3.5), and numpy 1.26 would break the image's scipy / scikit-image (built for numpy 2)
+FORCE='^(transformers|protobuf|huggingface[-_]hub)$'
 
 mkdir -p "$OUT/all"
 reqs=$("$PY" - "$HERE/pyproject.toml" <<'EOF'
@@ -72,7 +73,7 @@ echo "resolved $(wc -l < "$OUT/pins.txt") distributions (torch & co. left to the
 "$PY" -m pip download --quiet --no-deps "${TARGET[@]}" -d "$OUT/all" -r "$OUT/pins.txt"
 
 # split into parts under PART_MIB, in the order a device session needs them: first what bench/write_release.py and
-# `scailflow generate` import, then the Prefect flow, then mediapipe (pose/masks; with numpy < 2 and protobuf < 5).
+# `scailflow generate` import, then the Prefect flow, then mediapipe (pose/masks; with protobuf < 5).
 # Within a group: largest first, first fit. A wheel over the limit travels as byte pieces NAME.whl.piece00, 01...
 # that bench/gpu_install.sh joins again.
 "$PY" - "$OUT" "$PART_MIB" <<'PYEOF'
@@ -82,7 +83,7 @@ out, limit = Path(sys.argv[1]), int(sys.argv[2]) * 2**20
 GROUPS = [
     ("generate", r"^(diffusers|transformers|pydantic|pydantic[-_]core|annotated[-_]types|typing[-_]inspection|av|"
                  r"shtab|importlib[-_]metadata|kernels|huggingface[-_]hub|httpx2|httpcore2|truststore)-"),
-    ("mediapipe", r"^(mediapipe|numpy|protobuf|sounddevice|cffi|pycparser|scipy)-"),
+    ("mediapipe", r"^(mediapipe|protobuf|sounddevice|cffi|pycparser)-"),
     ("flow", r"."),
 ]
 pieces = out / "pieces"
