@@ -243,6 +243,7 @@ def test_portrait_phone_reference_is_animated_upright(tmp_path, shared_server):
     assert read_video(out / "output.mp4")[0].shape[1:3] == (64, 32)
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.parametrize("name", ["my café (2)", "名前"])
 def test_any_folder_name_works(tmp_path, name, shared_server):

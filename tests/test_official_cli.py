@@ -95,6 +95,7 @@ def test_readme_section_holds_the_official_lines():
     assert all("--model SCAIL-14B" in b for b in blocks[2:])
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_official_readme_command_lines(tmp_path, gemini):
     """Every README line as written: prompt -> enhanced_prompt.txt -> the replacement line reads it with $(cat ...);
