@@ -70,6 +70,7 @@ def scailflow(*args, env=None):
     )
 
 
+@pytest.mark.slow
 def test_output_keeps_the_driving_sound_trimmed_to_the_frames_kept_and_no_audio_drops_it(tmp_path, shared_server):
     folder = tmp_path / "dance"
     folder.mkdir()

@@ -243,9 +243,12 @@ def test_portrait_phone_reference_is_animated_upright(tmp_path, shared_server):
     assert read_video(out / "output.mp4")[0].shape[1:3] == (64, 32)
 
 
+@pytest.mark.slow
 @pytest.mark.integration
-@pytest.mark.parametrize("name", ["café", "名前", "my clip (2)"])
+@pytest.mark.parametrize("name", ["my café (2)", "名前"])
 def test_any_folder_name_works(tmp_path, name, shared_server):
+    """An accent, spaces and brackets in one name (`café` alone used to fail after the video on every re-run), and a
+    name with no ASCII at all (`名前` did too; its artifact key keeps nothing of it)."""
     folder = make_folder(tmp_path, name=name, frames=5, size=64)
     write_text_atomic(folder / "job.yaml", "sampling: {steps: 1, target_h: 64, target_w: 64, seed: 1}\n")
     env = shared_server[1]  # the name reaches a real server's flow runs and artifacts, without a temporary API each

@@ -120,6 +120,7 @@ def test_a_phone_clip_stored_sideways_runs_upright(tmp_path, shared_server):
         assert record["rotation"] == info.rotation and record["mirrored"] == ("mirrored" in turn), turn
 
 
+@pytest.mark.slow
 def test_a_60fps_clip_runs_at_30_by_default_and_16_with_the_flag(tmp_path, shared_server):
     still = astronaut(64)
     job = "sampling: {steps: 2, target_h: 64, target_w: 64, seed: 2, keep_tail: true}\n"

@@ -80,6 +80,7 @@ def postgres():
         shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_batch_against_a_postgres_backed_server(postgres, tmp_path):
     url_db, pg_port = postgres
     with scailflow_server(tmp_path / "home", PREFECT_API_DATABASE_CONNECTION_URL=url_db) as (api, env):

@@ -34,6 +34,7 @@ def _mode(p: Path) -> int:
     return stat.S_IMODE(p.lstat().st_mode)
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_outputs_follow_the_umask_and_state_is_private(tmp_path):
     folder = make_folder(tmp_path, frames=5, size=64)

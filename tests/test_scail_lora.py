@@ -153,6 +153,7 @@ def test_pipelines_yaml_takes_a_list_of_loras(tmp_path):
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_generate_with_two_lora_files_end_to_end(tmp_path):
     d = write_prepared(tmp_path)

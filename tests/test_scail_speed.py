@@ -328,6 +328,7 @@ def test_load_pipeline_speed_hook():
     assert pipe.vae.use_tiling and pipe.transformer.is_cache_enabled
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_generate_gpus_2_cfg_parallel_same_video_as_one_process(tmp_path):
     """`scailflow generate --gpus 2` (torchrun, gloo on CPU, CFG split over 2 ranks) writes the single-process video."""

@@ -1,5 +1,10 @@
-"""Soak: a batch of 50 tiny-model folders with transient failures injected into every stage; every folder must
-finish exactly once with valid outputs (bounded: 50 folders, one failure per stage and folder at most)."""
+"""Soak: a batch of 20 tiny-model folders with transient failures injected into every stage; every folder must
+finish exactly once with valid outputs (bounded: 20 folders, one failure per stage and folder at most).
+
+20 folders, not more: the batch overlaps one folder's generation with the next one's preprocessing and the previous
+one's finish (flows/batch_flow.py), so from the third folder on each goes through the same overlap, with failures
+around it; the seeded injection (one draw per stage and folder: the first 60 of `random.Random(7)`) fails 22 stage
+runs, each stage at least once. 50 folders ran the same paths for 4x the time (139 s alone on the 2-core VM)."""
 
 from __future__ import annotations
 
@@ -15,11 +20,11 @@ from tests.support.folders import make_folder
 
 pytestmark = pytest.mark.integration  # starts processes/servers/full flows
 
-FOLDERS = 50
+FOLDERS = 20
 
 
 @pytest.mark.slow
-def test_batch_of_50_with_transient_failures(tmp_path, monkeypatch, prefect_harness):
+def test_batch_of_20_with_transient_failures(tmp_path, monkeypatch, prefect_harness):
     import scailflow.flows.folder_flow as ff
     import scailflow.scail.generate  # noqa: F401 - the module patched below, also when this test runs alone
     from scailflow import (
@@ -78,6 +83,7 @@ def test_batch_of_50_with_transient_failures(tmp_path, monkeypatch, prefect_harn
         k: v for k, v in results.items() if "error" in v
     }
     assert len(failed_once) > 10  # failures were really injected
+    assert {stage for stage, _ in failed_once} == {"pose", "masks", "generate"}  # into every stage patched
     assert sorted(generated) == sorted(set(generated)) and len(generated) == FOLDERS  # each exactly once
     for r in results.values():
         assert probe_video(r["video"]).frames == 5

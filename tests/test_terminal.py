@@ -106,6 +106,7 @@ def test_a_terminal_gets_bars_with_seconds_per_step_and_eta_and_no_noise(tmp_pat
     assert all(ln.startswith("no Prefect server is running") for ln in others), others
 
 
+@pytest.mark.slow
 def test_a_pipe_gets_plain_stage_named_lines_and_a_rerun_says_cached(tmp_path, shared_server):
     """The first run without a server (a temporary API of its own); the rerun reports to one (the session's): the
     stages' cache is the folder's, whichever API records the runs."""

@@ -135,6 +135,7 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
+@pytest.mark.slow
 def test_a_scheduled_run_prints_like_a_batch_and_ctrl_c_on_serve_is_one_line(server, tmp_path):
     url, env = server
     (tmp_path / "clips").mkdir()
