@@ -51,8 +51,9 @@ def run_generate(args) -> int:
     sampling = from_flags(SamplingOptions, args)
     model = from_flags(ModelOptions, args).for_preset(sampling.preset)
     from scailflow.scail.prefetch import start as start_prefetch
-    from scailflow.scail.release_files import model_weight_files
+    from scailflow.scail.release_files import check_release, model_weight_files
 
+    check_release(model)  # a missing checkpoint is one line before torch is imported
     start_prefetch(model_weight_files(model))  # the disk starts on the weights while torch imports, inputs are read
     inputs = read_conditioning(req)  # bad files fail here, before torch and the model load
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -24,18 +23,19 @@ from scailflow.scail.offload import Placement
 from scailflow.scail.options import ModelOptions
 from scailflow.scail.pipeline import BatchedCFG, SCAIL2Pipeline
 from scailflow.scail.prefetch import start as start_prefetch
-from scailflow.scail.release_files import CLIP_FILES, CLIP_GLOB, T5_FILE, VAE_FILE, find_file, weight_files
+from scailflow.scail.release_files import (  # noqa: F401 - T5_FILE, VAE_FILE, DOWNLOAD_HINT re-exported
+    DOWNLOAD_HINT,
+    T5_FILE,
+    VAE_FILE,
+    check_dit_path,
+    configured,
+    encoder_files,
+    weight_files,
+)
 from scailflow.scail.speed import apply_speedups
 from scailflow.uptime import process_seconds
 
 log = logging.getLogger("scailflow.scail")
-
-DOWNLOAD_HINT = (
-    "download the SCAIL-2 release (Wan2.1_VAE.pth, umt5-xxl/, the CLIP visual .pth, model/) and convert "
-    "its DiT once with `scailflow convert`, then pass --ckpt_dir DIR --scail_path FILE.safetensors "
-    "(or set SCAILFLOW_CKPT_DIR / SCAILFLOW_SCAIL_PATH); `--model tiny-random` checks an installation "
-    "without weights (its output is noise)"
-)
 
 
 def torch_load_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -56,13 +56,7 @@ def torch_load_weights(path: Path) -> dict[str, torch.Tensor]:
 def dit_keys(path: Path) -> list[str]:
     """Fail fast, before loading anything: the DiT file exists, is safetensors and is SCAIL-2 (keys only; the one
     check of a load)."""
-    if not path.is_file():
-        raise InputError(f"SCAIL-2 DiT file not found: {path}")
-    if path.suffix != ".safetensors":
-        raise InputError(
-            f"{path}: the DiT must be a .safetensors file (convert the training checkpoint with "
-            "`scailflow convert --scail-dir DIR --save-path FILE.safetensors`)"
-        )
+    check_dit_path(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             keys = list(f.keys())
@@ -176,8 +170,7 @@ def load_pipeline(opts: ModelOptions | None = None, seed: int = 0) -> SCAIL2Pipe
 
 
 def _load_release(opts: ModelOptions, dev: str, torch_dtype: torch.dtype, placement: Placement) -> SCAIL2Pipeline:
-    ckpt_dir = opts.ckpt_dir or os.environ.get("SCAILFLOW_CKPT_DIR")
-    scail_path = opts.scail_path or os.environ.get("SCAILFLOW_SCAIL_PATH")
+    ckpt_dir, scail_path = configured(opts)
     if not ckpt_dir or not scail_path:  # after the official `hf download zai-org/SCAIL-2`: found in the cache
         from scailflow.scail.hub import release_paths
 
@@ -195,18 +188,7 @@ def _load_release(opts: ModelOptions, dev: str, torch_dtype: torch.dtype, placem
     keys = dit_keys(Path(scail_path))  # fail before anything slow
     config = read_dit_config(Path(opts.scail_config_path)) if opts.scail_config_path else None
     folder = Path(ckpt_dir)
-    if not folder.is_dir():
-        raise InputError(f"checkpoint folder not found: {folder}")
-    vae_path = find_file(folder, VAE_FILE)
-    t5_path = find_file(folder, T5_FILE)
-    clip_path = find_file(folder, *CLIP_FILES)
-    for what, p, name in (
-        ("VAE", vae_path, VAE_FILE),
-        ("T5 encoder", t5_path, T5_FILE),
-        ("CLIP visual", clip_path, CLIP_GLOB),
-    ):
-        if p is None:
-            raise InputError(f"{what} weights not found: expected {folder / name}")
+    vae_path, t5_path, clip_path = encoder_files(folder)
     tok_dir = folder / "umt5-xxl" if (folder / "umt5-xxl").is_dir() else folder
     from transformers import AutoTokenizer
 

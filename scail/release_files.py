@@ -6,6 +6,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from scailflow.errors import InputError
+
+DOWNLOAD_HINT = (
+    "download the SCAIL-2 release (Wan2.1_VAE.pth, umt5-xxl/, the CLIP visual .pth, model/) and convert "
+    "its DiT once with `scailflow convert`, then pass --ckpt_dir DIR --scail_path FILE.safetensors "
+    "(or set SCAILFLOW_CKPT_DIR / SCAILFLOW_SCAIL_PATH); `--model tiny-random` checks an installation "
+    "without weights (its output is noise)"
+)
 VAE_FILE = "Wan2.1_VAE.pth"
 T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
 CLIP_GLOB = "models_clip_*.pth"
@@ -40,9 +48,58 @@ def weight_files(ckpt_dir: str | os.PathLike | None, scail_path: str | os.PathLi
 def model_weight_files(opts) -> list[Path]:
     """`weight_files` of a ModelOptions (its paths, else SCAILFLOW_CKPT_DIR / SCAILFLOW_SCAIL_PATH); none for the
     tiny random model."""
-    if opts.model == "tiny-random":
-        return []
-    return weight_files(
+    return [] if opts.model == "tiny-random" else weight_files(*configured(opts))
+
+
+def configured(opts) -> tuple[str | None, str | None]:
+    """(ckpt_dir, scail_path) from the options, else SCAILFLOW_CKPT_DIR / SCAILFLOW_SCAIL_PATH."""
+    return (
         opts.ckpt_dir or os.environ.get("SCAILFLOW_CKPT_DIR"),
         opts.scail_path or os.environ.get("SCAILFLOW_SCAIL_PATH"),
     )
+
+
+def check_dit_path(path: Path) -> None:
+    """The DiT file exists and is safetensors (its keys are checked by the load)."""
+    if not path.is_file():
+        raise InputError(f"SCAIL-2 DiT file not found: {path}")
+    if path.suffix != ".safetensors":
+        raise InputError(
+            f"{path}: the DiT must be a .safetensors file (convert the training checkpoint with "
+            "`scailflow convert --scail-dir DIR --save-path FILE.safetensors`)"
+        )
+
+
+def encoder_files(ckpt_dir: str | os.PathLike) -> tuple[Path, Path, Path]:
+    """(VAE, T5, CLIP) of the release folder, or one line naming what is missing."""
+    folder = Path(ckpt_dir)
+    if not folder.is_dir():
+        raise InputError(f"checkpoint folder not found: {folder}")
+    found = []
+    for what, names, shown in (
+        ("VAE", (VAE_FILE,), VAE_FILE),
+        ("T5 encoder", (T5_FILE,), T5_FILE),
+        ("CLIP visual", CLIP_FILES, CLIP_GLOB),
+    ):
+        p = find_file(folder, *names)
+        if p is None:
+            raise InputError(f"{what} weights not found: expected {folder / shown}")
+        found.append(p)
+    return found[0], found[1], found[2]
+
+
+def check_release(opts) -> None:
+    """Before torch is imported: one line when the configured release cannot load (no checkpoint configured and none
+    in the Hugging Face cache, a missing DiT or encoder file); nothing for the tiny random model."""
+    if opts.model == "tiny-random":
+        return
+    ckpt_dir, scail_path = configured(opts)
+    if not ckpt_dir or not scail_path:
+        from scailflow.scail.hub import find_release
+
+        if find_release() is None:
+            raise InputError(f"no SCAIL-2 checkpoint configured: {DOWNLOAD_HINT}")
+    if scail_path:
+        check_dit_path(Path(scail_path))
+    if ckpt_dir:
+        encoder_files(ckpt_dir)

@@ -87,19 +87,31 @@ def test_bad_input_is_one_line(prepared, change, message):
     assert_one_error_line(r, message)
 
 
-def test_a_bad_file_fails_before_torch_loads(prepared):
-    """Inputs are read and checked before torch, diffusers and the model load: the one error line comes in a
-    fraction of a second (it took ~7 s of imports before)."""
+@pytest.mark.parametrize("fault", ["bad video", "no DiT file", "no VAE file"])
+def test_a_bad_file_fails_before_torch_loads(prepared, tmp_path, fault):
+    """Inputs and the release's files are checked before torch, diffusers and the model load: the one error line
+    comes in a fraction of a second (it took ~7 s of imports before)."""
     code = (
         "import sys\nfrom scailflow.cli import main\ntry:\n    code = main(sys.argv[1:])\nfinally:\n"
         "    print([m for m in ('torch', 'torchvision', 'diffusers') if m in sys.modules])\nsys.exit(code)"
     )
-    args = ["generate", *official_args(prepared, **{"--pose": prepared / "ref.png"}), "--model", "tiny-random"]
+    release = tmp_path / "release"
+    release.mkdir()
+    dit = release / "scail2.safetensors"
+    if fault == "no VAE file":
+        dit.write_bytes(b"{}")
+    model = ["--ckpt_dir", release, "--scail_path", dit]
+    if fault == "bad video":
+        args = ["generate", *official_args(prepared, **{"--pose": prepared / "ref.png"}), "--model", "tiny-random"]
+        message = "cannot read video"
+    else:
+        args = ["generate", *official_args(prepared), *model]
+        message = "SCAIL-2 DiT file not found" if fault == "no DiT file" else "VAE weights not found"
     r = subprocess.run(
         [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=120, env=dict(os.environ)
     )
     assert r.returncode == 2
-    assert_one_error_line(r, "cannot read video")
+    assert_one_error_line(r, message)
     assert r.stdout.splitlines()[-1] == "[]", r.stdout
 
 
