@@ -89,8 +89,9 @@ def encoder_files(ckpt_dir: str | os.PathLike) -> tuple[Path, Path, Path]:
 
 
 def check_release(opts) -> None:
-    """Before torch is imported: one line when the configured release cannot load (no checkpoint configured and none
-    in the Hugging Face cache, a missing DiT or encoder file); nothing for the tiny random model."""
+    """Before torch is imported: one line when no checkpoint is configured (and none is in the Hugging Face cache) or
+    the DiT file is missing or not safetensors; nothing for the tiny random model. The load checks the rest in its
+    order (the DiT's keys, then the encoders' files)."""
     if opts.model == "tiny-random":
         return
     ckpt_dir, scail_path = configured(opts)
@@ -101,5 +102,3 @@ def check_release(opts) -> None:
             raise InputError(f"no SCAIL-2 checkpoint configured: {DOWNLOAD_HINT}")
     if scail_path:
         check_dit_path(Path(scail_path))
-    if ckpt_dir:
-        encoder_files(ckpt_dir)

@@ -87,7 +87,7 @@ def test_bad_input_is_one_line(prepared, change, message):
     assert_one_error_line(r, message)
 
 
-@pytest.mark.parametrize("fault", ["bad video", "no DiT file", "no VAE file"])
+@pytest.mark.parametrize("fault", ["bad video", "no DiT file", "DiT not safetensors"])
 def test_a_bad_file_fails_before_torch_loads(prepared, tmp_path, fault):
     """Inputs and the release's files are checked before torch, diffusers and the model load: the one error line
     comes in a fraction of a second (it took ~7 s of imports before)."""
@@ -97,8 +97,8 @@ def test_a_bad_file_fails_before_torch_loads(prepared, tmp_path, fault):
     )
     release = tmp_path / "release"
     release.mkdir()
-    dit = release / "scail2.safetensors"
-    if fault == "no VAE file":
+    dit = release / ("scail2.pth" if fault == "DiT not safetensors" else "scail2.safetensors")
+    if fault == "DiT not safetensors":
         dit.write_bytes(b"{}")
     model = ["--ckpt_dir", release, "--scail_path", dit]
     if fault == "bad video":
@@ -106,7 +106,7 @@ def test_a_bad_file_fails_before_torch_loads(prepared, tmp_path, fault):
         message = "cannot read video"
     else:
         args = ["generate", *official_args(prepared), *model]
-        message = "SCAIL-2 DiT file not found" if fault == "no DiT file" else "VAE weights not found"
+        message = "SCAIL-2 DiT file not found" if fault == "no DiT file" else "the DiT must be a .safetensors file"
     r = subprocess.run(
         [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=120, env=dict(os.environ)
     )
