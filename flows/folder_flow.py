@@ -195,13 +195,25 @@ def submit_generation(run: FolderRun, workers: bool = False) -> bool:
     return True
 
 
+def wait_for(future, tries: int = 100) -> None:
+    """`future.wait()`. A task handed to the workers (`.delay`) may have a task run with no state yet for a moment
+    after it was submitted, and Prefect's wait then raises at once instead of waiting (seen under load): ask again."""
+    for attempt in range(tries):
+        try:
+            return future.wait()
+        except RuntimeError as e:
+            if "has no state" not in str(e) or attempt == tries - 1:
+                raise
+            time.sleep(0.1)
+
+
 def finish_folder(run: FolderRun) -> dict:
     """Wait for the folder's stages; publish its take as output.mp4; write run.json, the run history and the UI
     artifacts, for a failed folder too (state, stage, reason). Raises the first stage error."""
     from scailflow.tasks.generate import publish_take
 
     for fut in run.futures.values():
-        fut.wait()
+        wait_for(fut)
     failed = [name for name in STAGES if name in run.futures and not run.futures[name].state.is_completed()]
     if failed or "generate" not in run.futures:
         run.summary = failed_summary(run, failed[0] if failed else "generate", run.error)
