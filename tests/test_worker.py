@@ -67,3 +67,26 @@ def test_a_gpu_slot_left_taken_by_a_vanished_run_is_freed(prefect_harness, caplo
     assert f"{name} was still taken by a run that is gone" in caplog.text
     with get_client(sync_client=True) as client:
         assert client.read_global_concurrency_limit_by_name(name).active_slots == 0  # released after the generation
+
+
+def test_waiting_on_a_handed_over_task_that_has_no_state_yet_asks_again():
+    """Prefect's distributed future raises at once when its task run has no state yet (just after `.delay`): the
+    folder waits again; any other error, or one that does not go away, still surfaces."""
+    from scailflow.flows.folder_flow import wait_for
+
+    class Future:
+        def __init__(self, fails, message="Task run 1 has no state which means it hasn't started yet."):
+            self.fails, self.message, self.calls = fails, message, 0
+
+        def wait(self):
+            self.calls += 1
+            if self.calls <= self.fails:
+                raise RuntimeError(self.message)
+
+    f = Future(3)
+    wait_for(f)
+    assert f.calls == 4
+    with pytest.raises(RuntimeError, match="has no state"):
+        wait_for(Future(10), tries=5)
+    with pytest.raises(RuntimeError, match="other"):
+        wait_for(Future(1, "other"))
