@@ -262,7 +262,7 @@ def _cfg_worker(rank, world, port, q):
         kw = {k: v for k, v in inp.items() if k not in ("x", "t", "context")}
         with torch.no_grad():
             out = pipe.predict(inp["x"], inp["t"][0], [inp["context"][0]], [neg[0]], 4.0, kw)
-        q.put((rank, out))
+        q.put((rank, out.numpy()))  # plain bytes: a tensor goes by shared-memory fd, lost if this process exits first
     finally:
         dist.destroy_process_group()
 
@@ -291,7 +291,7 @@ def test_cfg_parallel_two_ranks_matches_one_process():
         p.join(timeout=60)
         assert p.exitcode == 0
     for r in range(2):
-        assert rel(results[r], ref) < 1e-5  # both ranks hold the same guided prediction
+        assert rel(torch.from_numpy(results[r]), ref) < 1e-5  # both ranks hold the same guided prediction
 
 
 # ------------------------------------------------------------------------------------------------ benchmark script
