@@ -120,7 +120,7 @@ def batch_flow(
                 results[str(run.raw.root)] = (run.summary or {}) | {"error": reason}
 
         if ready and not workers:  # the model's files come off the disk while the first folders preprocess
-            read_weights_ahead(model_opts)
+            read_weights_ahead(model_opts, [r[2] for r in ready])
         ahead = max(2, cfg.gpus + 1)
         runs = [submit_folder(*r[:3], model_opts, r[3], key_available) for r in ready[:ahead]]
         for i in range(len(ready)):

@@ -264,7 +264,7 @@ def folder_flow(
     model_opts = ModelOptions.model_validate(model or {})
     with folder_lock(out_dir, wait=wait_if_busy):
         if not workers:  # the model's files come off the disk while pose and masks run
-            read_weights_ahead(model_opts)
+            read_weights_ahead(model_opts, [out_dir])
         folder_run = submit_folder(
             raw,
             job,

@@ -47,14 +47,19 @@ def warm_pipeline(opts: ModelOptions, logger: logging.Logger = log):
         return _PIPELINES[key]
 
 
-def read_weights_ahead(opts: ModelOptions) -> None:
-    """Read the release's weight files into the page cache in the background (scail/prefetch.py) unless this
-    process holds the pipeline already: the first generation's load then overlaps the folders' preprocessing."""
+def read_weights_ahead(opts: ModelOptions, out_dirs: list[Path]):
+    """Read the release's weight files into the page cache in the background (scail/prefetch.py), so the first
+    generation's load overlaps the folders' preprocessing; not when this process holds the pipeline already, nor when
+    every output folder has its video (a re-run is most likely served from the cache)."""
+    from scailflow.layout import OUTPUT
     from scailflow.scail.prefetch import start
     from scailflow.scail.release_files import model_weight_files
 
-    if opts.model_dump_json(exclude={"oom_retry_offload"}) not in _PIPELINES:
-        start(model_weight_files(opts))
+    if opts.model_dump_json(exclude={"oom_retry_offload"}) in _PIPELINES:
+        return None
+    if all((Path(d) / OUTPUT).is_file() for d in out_dirs):
+        return None
+    return start(model_weight_files(opts))  # the reader, or None
 
 
 def release_pipelines() -> int:

@@ -61,3 +61,22 @@ def test_weight_files_in_load_order(tmp_path, sub):
     got = weight_files(tmp_path, dit)
     assert [p.name for p in got] == [dit.name, VAE_FILE, T5_FILE, CLIP_FILES[0]]
     assert weight_files(tmp_path / "nowhere", tmp_path / "none.safetensors") == []
+
+
+def test_a_run_reads_ahead_only_when_a_folder_still_needs_its_video(tmp_path):
+    from scailflow.scail.options import ModelOptions
+    from scailflow.tasks.gpu import read_weights_ahead
+
+    release = tmp_path / "release"
+    release.mkdir()
+    for name in ("scail2.safetensors", VAE_FILE, T5_FILE, CLIP_FILES[0]):
+        (release / name).write_bytes(os.urandom(1000))
+    opts = ModelOptions(model="scail2", ckpt_dir=str(release), scail_path=str(release / "scail2.safetensors"))
+    done, todo = tmp_path / "a" / "scailflow", tmp_path / "b" / "scailflow"
+    for d in (done, todo):
+        d.mkdir(parents=True)
+    (done / "output.mp4").write_bytes(b"x")
+    assert read_weights_ahead(opts, [done]) is None  # every video there: most likely served from the cache
+    job = read_weights_ahead(opts, [done, todo])
+    assert job is not None and job.done.wait(30) and job.bytes_read == 4000
+    assert read_weights_ahead(ModelOptions(model="tiny-random"), [todo]) is None  # nothing to read
