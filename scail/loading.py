@@ -164,6 +164,10 @@ def load_pipeline(opts: ModelOptions | None = None, seed: int = 0) -> SCAIL2Pipe
         }
     )
     pipe.load_seconds = time.perf_counter() - t0
+    job = getattr(pipe, "read_ahead_job", None)
+    if job is not None:  # for the log and the record: how far the disk had read ahead when the load finished
+        log.info("weights: %s", job.summary())
+        pipe.read_ahead = job.record()
     pipe.load_started_at = started_at  # seconds into this process (the record's process_clock)
     log.info("loaded %s on %s in %.1f s", pipe.label, dev, pipe.load_seconds)
     return pipe
@@ -202,9 +206,6 @@ def _load_release(opts: ModelOptions, dev: str, torch_dtype: torch.dtype, placem
     vae = vae_from_wan_state_dict(torch_load_weights(vae_path))
     text_encoder = umt5_from_wan_state_dict(torch_load_weights(t5_path)).to(torch_dtype)
     image_encoder = clip_from_wan_state_dict(torch_load_weights(clip_path)).to(torch_dtype)
-    if prefetch is not None:  # the load has read every file itself by now: the read-ahead is done or redundant
-        prefetch.stop()
-        log.info("weights: %s", prefetch.summary())
     pipe = SCAIL2Pipeline(
         transformer,
         vae,
@@ -215,10 +216,5 @@ def _load_release(opts: ModelOptions, dev: str, torch_dtype: torch.dtype, placem
         torch_dtype,
         label=f"SCAIL-2 ({Path(scail_path).name})",
     )
-    if prefetch is not None:  # for the record: how far the disk had read ahead when the load finished
-        pipe.read_ahead = {
-            "bytes": prefetch.bytes_read,
-            "seconds": round(prefetch.seconds, 2),
-            "done": prefetch.done.is_set(),
-        }
+    pipe.read_ahead_job = prefetch  # reported once the encoders have been placed (their mmapped pages read)
     return pipe

@@ -54,36 +54,37 @@ class Prefetch:
         self.bytes_read = 0
         self.seconds = 0.0
         self.done = threading.Event()
-        self._stop = threading.Event()
+        self._t0 = time.perf_counter()
         self._thread = threading.Thread(target=self._read_all, name="scailflow-prefetch", daemon=True)
         self._thread.start()
 
     def _read_all(self) -> None:
-        t0 = time.perf_counter()
+        t0 = self._t0
         buf = bytearray(CHUNK)
         try:
             for path in self.paths:
                 with open(path, "rb", buffering=0) as f:
                     if hasattr(os, "posix_fadvise"):
                         os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-                    while not self._stop.is_set() and (n := f.readinto(buf)):
+                    while n := f.readinto(buf):
                         self.bytes_read += n
-                if self._stop.is_set():
-                    break
         except OSError as e:  # the load reads the files itself and reports what is wrong with them
             log.debug("prefetch stopped at %s: %s", path, e)
         finally:
             self.seconds = time.perf_counter() - t0
             self.done.set()
 
-    def stop(self) -> None:
-        self._stop.set()
+    def elapsed(self) -> float:
+        return self.seconds if self.done.is_set() else time.perf_counter() - self._t0
 
     def summary(self) -> str:
-        gb = self.bytes_read / 1e9
-        rate = gb / self.seconds if self.seconds else 0.0
+        gb, seconds = self.bytes_read / 1e9, self.elapsed()
+        rate = gb / seconds if seconds else 0.0
         state = "" if self.done.is_set() else " so far"
-        return f"{gb:.2f} GB read ahead{state} in {self.seconds:.1f} s ({rate:.2f} GB/s)"
+        return f"{gb:.2f} GB read ahead{state} in {seconds:.1f} s ({rate:.2f} GB/s)"
+
+    def record(self) -> dict:
+        return {"bytes": self.bytes_read, "seconds": round(self.elapsed(), 2), "done": self.done.is_set()}
 
 
 _running: dict[tuple[str, ...], Prefetch] = {}
