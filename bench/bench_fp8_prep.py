@@ -29,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scailflow.scail.fp8_attention import F8, quantize_qkv  # noqa: E402
 from scailflow.scail.fp8_attention_triton import interpreting, quantize_qkv_fused  # noqa: E402
+from tests.support.e4m3 import e4m3_steps  # noqa: E402
 from tests.support.rope import apply_rope  # noqa: E402
 
 D = 128
@@ -78,15 +79,6 @@ def rope_tables(S: int, device):
     ang = pos * inv
     rep = lambda t: t.float().repeat_interleave(2, -1)[None, :, None, :]  # noqa: E731
     return rep(ang.cos()), rep(ang.sin())
-
-
-def e4m3_steps(a, b):
-    def order(t):
-        bits = t.view(torch.uint8).int()
-        mag = bits & 0x7F
-        return torch.where(bits >= 0x80, -mag, mag)
-
-    return (order(a) - order(b)).abs()
 
 
 def compare(got, ref) -> dict:

@@ -19,6 +19,7 @@ import torch
 
 from scailflow.scail.fp8_attention import F8, F8_MAX, quantize_qkv
 from scailflow.scail.fp8_attention_triton import ENV_SWITCH, fused_available, fused_ready
+from tests.support.e4m3 import e4m3_steps
 from tests.support.rope import apply_rope
 
 needs_fp8 = pytest.mark.skipif(F8 is None, reason="this torch has no float8 dtypes")
@@ -101,17 +102,6 @@ def reference(c):
     if rope is not None:
         q, k = apply_rope(q, *rope), apply_rope(k, *rope)
     return quantize_qkv(q, k, v, fused=False, precast=True, **kw), quantize_qkv(q, k, v, fused=False, **kw)
-
-
-def e4m3_steps(a, b):
-    """How many e4m3 grid steps apart two e4m3 tensors are, element by element (sign-magnitude codes)."""
-
-    def order(t):
-        bits = t.view(torch.uint8).int()
-        mag = bits & 0x7F
-        return torch.where(bits >= 0x80, -mag, mag)
-
-    return (order(a) - order(b)).abs()
 
 
 @pytest.mark.integration
