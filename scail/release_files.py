@@ -21,6 +21,11 @@ CLIP_FILES = (
     "models_clip_open-clip-xlm-roberta-large-vit-huge-14-onlyvisual.pth",
     "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth",
 )
+ENCODERS = (  # what, the names it may have (find_file), the name an error shows; in load order
+    ("VAE", (VAE_FILE,), VAE_FILE),
+    ("T5 encoder", (T5_FILE,), T5_FILE),
+    ("CLIP visual", CLIP_FILES, CLIP_GLOB),
+)
 
 
 def find_file(folder: Path, *names: str) -> Path | None:
@@ -39,9 +44,7 @@ def weight_files(ckpt_dir: str | os.PathLike | None, scail_path: str | os.PathLi
     found = [Path(scail_path)] if scail_path and Path(scail_path).is_file() else []
     if ckpt_dir and Path(ckpt_dir).is_dir():
         folder = Path(ckpt_dir)
-        found += [
-            p for p in (find_file(folder, VAE_FILE), find_file(folder, T5_FILE), find_file(folder, *CLIP_FILES)) if p
-        ]
+        found += [p for _, names, _ in ENCODERS if (p := find_file(folder, *names))]
     return found
 
 
@@ -76,11 +79,7 @@ def encoder_files(ckpt_dir: str | os.PathLike) -> tuple[Path, Path, Path]:
     if not folder.is_dir():
         raise InputError(f"checkpoint folder not found: {folder}")
     found = []
-    for what, names, shown in (
-        ("VAE", (VAE_FILE,), VAE_FILE),
-        ("T5 encoder", (T5_FILE,), T5_FILE),
-        ("CLIP visual", CLIP_FILES, CLIP_GLOB),
-    ):
+    for what, names, shown in ENCODERS:
         p = find_file(folder, *names)
         if p is None:
             raise InputError(f"{what} weights not found: expected {folder / shown}")
